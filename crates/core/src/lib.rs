@@ -1,0 +1,23 @@
+//! tether-core: the pool model, the health state machine, the routing table,
+//! round robin and the sticky decision.
+//!
+//! Everything here is pure computation: time and inputs arrive as arguments,
+//! decisions come back as values. This crate must not depend on tokio, on
+//! sockets, on a clock, on logging or on protobuf, so that every rule can be
+//! unit tested without I/O and shared by the checker and the proxy alike.
+
+pub mod balance;
+pub mod health;
+pub mod pool;
+pub mod status;
+pub mod sticky;
+pub mod table;
+pub mod target;
+
+pub use balance::RoundRobin;
+pub use health::{HealthState, HealthTracker, ProbeOutcome, Transition};
+pub use pool::{Applied, Gap, PoolView};
+pub use status::{HealthUpdate, TargetStatus, UpdateKind};
+pub use sticky::{Pick, StickyHint};
+pub use table::{Member, RoutingTable};
+pub use target::{ProbeKind, ProbeSpec, Target};

@@ -1,0 +1,183 @@
+//! A receiver's view of the pool, kept in step with a versioned update
+//! stream.
+
+use crate::status::{HealthUpdate, TargetStatus, UpdateKind};
+
+/// The pool as a health stream told it, in the checker's order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PoolView {
+    version: Option<u64>,
+    targets: Vec<TargetStatus>,
+}
+
+/// What applying an update did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The view changed; republish whatever is built from it.
+    Changed,
+    /// A duplicate or an older message; nothing changed.
+    Stale,
+}
+
+/// An update whose version does not follow the view's: the receiver missed
+/// something and must ask for a fresh snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gap {
+    pub have: Option<u64>,
+    pub got: u64,
+}
+
+impl PoolView {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The version of the last applied update; `None` before the first
+    /// snapshot.
+    pub fn version(&self) -> Option<u64> {
+        self.version
+    }
+
+    pub fn targets(&self) -> &[TargetStatus] {
+        &self.targets
+    }
+
+    /// Applies one update. A snapshot always applies (it is the way out of a
+    /// gap, and a restarted checker starts counting again). A change applies
+    /// only on top of the version right before it.
+    pub fn apply(&mut self, update: HealthUpdate) -> Result<Applied, Gap> {
+        match update.kind {
+            UpdateKind::Snapshot(targets) => {
+                if self.version == Some(update.version) && self.targets == targets {
+                    return Ok(Applied::Stale);
+                }
+                self.version = Some(update.version);
+                self.targets = targets;
+                Ok(Applied::Changed)
+            }
+            UpdateKind::Change(status) => {
+                let have = self.version.ok_or(Gap {
+                    have: None,
+                    got: update.version,
+                })?;
+                if update.version <= have {
+                    return Ok(Applied::Stale);
+                }
+                if update.version != have + 1 {
+                    return Err(Gap {
+                        have: Some(have),
+                        got: update.version,
+                    });
+                }
+                match self.targets.iter_mut().find(|t| t.name == status.name) {
+                    Some(slot) => *slot = status,
+                    None => self.targets.push(status),
+                }
+                self.version = Some(update.version);
+                Ok(Applied::Changed)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::HealthState;
+    use crate::target::ProbeKind;
+
+    fn status(name: &str, state: HealthState) -> TargetStatus {
+        let mut s = TargetStatus::unknown(name, format!("http://{name}:80"), ProbeKind::Tcp);
+        s.state = state;
+        s
+    }
+
+    fn snapshot(version: u64, targets: Vec<TargetStatus>) -> HealthUpdate {
+        HealthUpdate {
+            version,
+            kind: UpdateKind::Snapshot(targets),
+        }
+    }
+
+    fn change(version: u64, s: TargetStatus) -> HealthUpdate {
+        HealthUpdate {
+            version,
+            kind: UpdateKind::Change(s),
+        }
+    }
+
+    #[test]
+    fn snapshot_then_ordered_changes_apply() {
+        let mut v = PoolView::new();
+        let a = status("a", HealthState::Healthy);
+        assert_eq!(v.apply(snapshot(3, vec![a])), Ok(Applied::Changed));
+        let a2 = status("a", HealthState::Unhealthy);
+        assert_eq!(v.apply(change(4, a2.clone())), Ok(Applied::Changed));
+        assert_eq!(v.targets(), &[a2]);
+        assert_eq!(v.version(), Some(4));
+    }
+
+    #[test]
+    fn change_before_any_snapshot_is_a_gap() {
+        let mut v = PoolView::new();
+        let got = v.apply(change(1, status("a", HealthState::Healthy)));
+        assert_eq!(got, Err(Gap { have: None, got: 1 }));
+    }
+
+    #[test]
+    fn skipped_version_is_a_gap_and_changes_nothing() {
+        let mut v = PoolView::new();
+        let a = status("a", HealthState::Healthy);
+        v.apply(snapshot(1, vec![a.clone()])).expect("snapshot");
+        let got = v.apply(change(3, status("a", HealthState::Unhealthy)));
+        assert_eq!(
+            got,
+            Err(Gap {
+                have: Some(1),
+                got: 3
+            })
+        );
+        assert_eq!(v.targets(), &[a]);
+        assert_eq!(v.version(), Some(1));
+    }
+
+    #[test]
+    fn duplicate_or_old_change_is_stale() {
+        let mut v = PoolView::new();
+        v.apply(snapshot(5, vec![status("a", HealthState::Healthy)]))
+            .expect("snapshot");
+        let old = change(5, status("a", HealthState::Unhealthy));
+        assert_eq!(v.apply(old), Ok(Applied::Stale));
+        assert_eq!(v.targets()[0].state, HealthState::Healthy);
+    }
+
+    #[test]
+    fn change_of_a_new_name_appends() {
+        let mut v = PoolView::new();
+        v.apply(snapshot(0, vec![status("a", HealthState::Healthy)]))
+            .expect("snapshot");
+        v.apply(change(1, status("b", HealthState::Healthy)))
+            .expect("change");
+        let names: Vec<_> = v.targets().iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+    }
+
+    #[test]
+    fn snapshot_with_lower_version_replaces_after_checker_restart() {
+        let mut v = PoolView::new();
+        v.apply(snapshot(40, vec![status("a", HealthState::Healthy)]))
+            .expect("snapshot");
+        let fresh = vec![status("a", HealthState::Unhealthy)];
+        assert_eq!(v.apply(snapshot(0, fresh.clone())), Ok(Applied::Changed));
+        assert_eq!(v.targets(), &fresh[..]);
+        assert_eq!(v.version(), Some(0));
+    }
+
+    #[test]
+    fn identical_snapshot_is_stale() {
+        let mut v = PoolView::new();
+        let s = vec![status("a", HealthState::Healthy)];
+        v.apply(snapshot(2, s.clone())).expect("snapshot");
+        assert_eq!(v.apply(snapshot(2, s)), Ok(Applied::Stale));
+    }
+}

@@ -1,0 +1,59 @@
+//! What the checker says about a target, and the versioned updates that
+//! carry it to proxies and other watchers.
+
+use std::time::Duration;
+
+use crate::health::HealthState;
+use crate::target::ProbeKind;
+
+/// The health record of one target, as published by a checker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetStatus {
+    pub name: String,
+    pub url: String,
+    pub state: HealthState,
+    pub probe_kind: ProbeKind,
+    /// Epoch milliseconds of the last probe's end.
+    pub last_probe_ms: Option<u64>,
+    pub last_latency: Option<Duration>,
+    pub consecutive_successes: u32,
+    pub consecutive_failures: u32,
+    /// Why the last probe failed; empty after a success.
+    pub last_error: Option<String>,
+    /// Epoch milliseconds of the last state change.
+    pub last_change_ms: Option<u64>,
+}
+
+impl TargetStatus {
+    /// A record for a target nothing is known of yet.
+    pub fn unknown(name: impl Into<String>, url: impl Into<String>, kind: ProbeKind) -> Self {
+        TargetStatus {
+            name: name.into(),
+            url: url.into(),
+            state: HealthState::Unknown,
+            probe_kind: kind,
+            last_probe_ms: None,
+            last_latency: None,
+            consecutive_successes: 0,
+            consecutive_failures: 0,
+            last_error: None,
+            last_change_ms: None,
+        }
+    }
+}
+
+/// One message of a health stream. Versions grow by exactly one per change,
+/// so a receiver that sees a jump knows it missed something.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthUpdate {
+    pub version: u64,
+    pub kind: UpdateKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UpdateKind {
+    /// The whole pool as of `version`; replaces whatever the receiver had.
+    Snapshot(Vec<TargetStatus>),
+    /// One target's new record; applies on top of `version - 1`.
+    Change(TargetStatus),
+}

@@ -1,0 +1,219 @@
+//! Conversions between wire and core types.
+
+use std::time::Duration;
+
+use tether_core::{HealthState, HealthUpdate, ProbeKind, TargetStatus, UpdateKind};
+
+use crate::pb;
+
+/// A wire message that does not make a valid core value.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid field `{field}`: {reason}")]
+pub struct ConvertError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConvertError {
+    ConvertError {
+        field,
+        reason: reason.into(),
+    }
+}
+
+// === HealthState ===
+
+impl From<HealthState> for pb::HealthState {
+    fn from(s: HealthState) -> Self {
+        match s {
+            HealthState::Unknown => pb::HealthState::Unknown,
+            HealthState::Healthy => pb::HealthState::Healthy,
+            HealthState::Unhealthy => pb::HealthState::Unhealthy,
+        }
+    }
+}
+
+fn state_from_wire(raw: i32) -> Result<HealthState, ConvertError> {
+    match pb::HealthState::try_from(raw) {
+        Ok(pb::HealthState::Unknown) => Ok(HealthState::Unknown),
+        Ok(pb::HealthState::Healthy) => Ok(HealthState::Healthy),
+        Ok(pb::HealthState::Unhealthy) => Ok(HealthState::Unhealthy),
+        Ok(pb::HealthState::Unspecified) => Err(invalid("state", "unspecified")),
+        Err(_) => Err(invalid("state", format!("unknown value {raw}"))),
+    }
+}
+
+// === ProbeKind ===
+
+impl From<ProbeKind> for pb::ProbeKind {
+    fn from(k: ProbeKind) -> Self {
+        match k {
+            ProbeKind::Tcp => pb::ProbeKind::Tcp,
+            ProbeKind::Http => pb::ProbeKind::Http,
+        }
+    }
+}
+
+fn kind_from_wire(raw: i32) -> Result<ProbeKind, ConvertError> {
+    match pb::ProbeKind::try_from(raw) {
+        Ok(pb::ProbeKind::Tcp) => Ok(ProbeKind::Tcp),
+        Ok(pb::ProbeKind::Http) => Ok(ProbeKind::Http),
+        Ok(pb::ProbeKind::Unspecified) => Err(invalid("probe_kind", "unspecified")),
+        Err(_) => Err(invalid("probe_kind", format!("unknown value {raw}"))),
+    }
+}
+
+// === TargetStatus ===
+
+impl From<&TargetStatus> for pb::TargetHealth {
+    fn from(s: &TargetStatus) -> Self {
+        pb::TargetHealth {
+            name: s.name.clone(),
+            url: s.url.clone(),
+            state: pb::HealthState::from(s.state).into(),
+            probe_kind: pb::ProbeKind::from(s.probe_kind).into(),
+            last_probe_unix_ms: s.last_probe_ms,
+            last_latency_us: s
+                .last_latency
+                .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+            consecutive_successes: s.consecutive_successes,
+            consecutive_failures: s.consecutive_failures,
+            last_error: s.last_error.clone().unwrap_or_default(),
+            last_change_unix_ms: s.last_change_ms,
+        }
+    }
+}
+
+impl TryFrom<pb::TargetHealth> for TargetStatus {
+    type Error = ConvertError;
+
+    fn try_from(m: pb::TargetHealth) -> Result<Self, Self::Error> {
+        if m.name.is_empty() {
+            return Err(invalid("name", "empty"));
+        }
+        if m.url.is_empty() {
+            return Err(invalid("url", "empty"));
+        }
+        Ok(TargetStatus {
+            state: state_from_wire(m.state)?,
+            probe_kind: kind_from_wire(m.probe_kind)?,
+            name: m.name,
+            url: m.url,
+            last_probe_ms: m.last_probe_unix_ms,
+            last_latency: m.last_latency_us.map(Duration::from_micros),
+            consecutive_successes: m.consecutive_successes,
+            consecutive_failures: m.consecutive_failures,
+            last_error: (!m.last_error.is_empty()).then_some(m.last_error),
+            last_change_ms: m.last_change_unix_ms,
+        })
+    }
+}
+
+// === HealthUpdate ===
+
+impl From<&HealthUpdate> for pb::WatchResponse {
+    fn from(u: &HealthUpdate) -> Self {
+        let update = match &u.kind {
+            UpdateKind::Snapshot(targets) => pb::watch_response::Update::Snapshot(pb::Snapshot {
+                targets: targets.iter().map(pb::TargetHealth::from).collect(),
+            }),
+            UpdateKind::Change(s) => pb::watch_response::Update::Change(s.into()),
+        };
+        pb::WatchResponse {
+            version: u.version,
+            update: Some(update),
+        }
+    }
+}
+
+impl TryFrom<pb::WatchResponse> for HealthUpdate {
+    type Error = ConvertError;
+
+    fn try_from(m: pb::WatchResponse) -> Result<Self, Self::Error> {
+        let kind = match m.update {
+            Some(pb::watch_response::Update::Snapshot(s)) => UpdateKind::Snapshot(
+                s.targets
+                    .into_iter()
+                    .map(TargetStatus::try_from)
+                    .collect::<Result<_, _>>()?,
+            ),
+            Some(pb::watch_response::Update::Change(c)) => UpdateKind::Change(c.try_into()?),
+            None => return Err(invalid("update", "missing")),
+        };
+        Ok(HealthUpdate {
+            version: m.version,
+            kind,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> TargetStatus {
+        TargetStatus {
+            name: "app-1".into(),
+            url: "http://127.0.0.1:5041".into(),
+            state: HealthState::Healthy,
+            probe_kind: ProbeKind::Http,
+            last_probe_ms: Some(1_700_000_000_123),
+            last_latency: Some(Duration::from_micros(1234)),
+            consecutive_successes: 4,
+            consecutive_failures: 0,
+            last_error: None,
+            last_change_ms: Some(1_700_000_000_000),
+        }
+    }
+
+    #[test]
+    fn target_round_trips() {
+        let s = sample();
+        let wire = pb::TargetHealth::from(&s);
+        assert_eq!(TargetStatus::try_from(wire), Ok(s));
+    }
+
+    #[test]
+    fn update_round_trips() {
+        for kind in [
+            UpdateKind::Snapshot(vec![sample()]),
+            UpdateKind::Change(sample()),
+        ] {
+            let u = HealthUpdate { version: 7, kind };
+            let wire = pb::WatchResponse::from(&u);
+            assert_eq!(HealthUpdate::try_from(wire), Ok(u));
+        }
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let mut wire = pb::TargetHealth::from(&sample());
+        wire.state = 0;
+        assert_eq!(
+            TargetStatus::try_from(wire.clone()).map_err(|e| e.field),
+            Err("state")
+        );
+        wire.state = 99;
+        assert_eq!(
+            TargetStatus::try_from(wire.clone()).map_err(|e| e.field),
+            Err("state")
+        );
+        wire.state = 2;
+        wire.probe_kind = 0;
+        assert_eq!(
+            TargetStatus::try_from(wire.clone()).map_err(|e| e.field),
+            Err("probe_kind")
+        );
+        wire.probe_kind = 1;
+        wire.name.clear();
+        assert_eq!(TargetStatus::try_from(wire).map_err(|e| e.field), Err("name"));
+        let empty = pb::WatchResponse {
+            version: 1,
+            update: None,
+        };
+        assert_eq!(
+            HealthUpdate::try_from(empty).map_err(|e| e.field),
+            Err("update")
+        );
+    }
+}
