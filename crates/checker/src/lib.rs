@@ -1,1 +1,51 @@
-//! placeholder
+//! tether-checker: owns the pool. Probes every target over TCP or HTTP on
+//! its own schedule, keeps each target's health in one hub task, and serves
+//! that health over gRPC as a versioned stream and as queries.
+//!
+//! Also home of the configuration loader and logging set-up shared by the
+//! Tether binaries. Depends on `tether-core` and `tether-proto`; never on
+//! the proxy (the proxy embeds this library, not the other way round).
+
+pub mod config;
+pub mod error;
+pub mod hub;
+pub mod logging;
+pub mod probe;
+pub mod service;
+
+use std::future::Future;
+
+use log::info;
+use tokio::net::TcpListener;
+
+pub use config::CheckerConfig;
+pub use error::Error;
+pub use hub::{Checker, HubHandle, Subscription};
+
+/// Runs a checker with its gRPC listener until `shutdown` completes.
+pub async fn run(config: CheckerConfig, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    let listener = TcpListener::bind(config.grpc_listen)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: config.grpc_listen,
+            source,
+        })?;
+    run_on(listener, config, shutdown).await
+}
+
+/// Like `run`, on a listener the caller bound (tests bind port 0).
+pub async fn run_on(
+    listener: TcpListener,
+    config: CheckerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let addr = listener
+        .local_addr()
+        .map_err(|source| Error::Bind {
+            addr: config.grpc_listen,
+            source,
+        })?;
+    let checker = Checker::start(config.targets);
+    info!(target: "grpc", "grpc listening on {addr}");
+    service::serve(listener, checker.handle(), shutdown).await
+}

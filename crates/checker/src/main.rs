@@ -1,1 +1,82 @@
-fn main() {}
+//! `tether-checker --config FILE`: probe the pool and serve its health.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tether_checker::config::{self, CheckerFile};
+
+#[derive(Debug, Parser)]
+#[command(name = "tether-checker", version, about = "Tether health checker")]
+struct Args {
+    /// TOML config file; every key can also come from TETHER_* variables.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Validate the config, print the result, and exit 0 (valid) or 2.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let file: Result<CheckerFile, _> = config::load(args.config.as_deref());
+    let config = match file.and_then(|f| f.validate()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tether-checker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check_config {
+        println!(
+            "tether-checker: config ok: {} targets, grpc on {}",
+            config.targets.len(),
+            config.grpc_listen
+        );
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = tether_checker::logging::init(&config.log) {
+        eprintln!("tether-checker: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tether-checker: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(tether_checker::run(config, shutdown_signal())) {
+        Ok(()) => {
+            log::info!(target: "grpc", "stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log::error!(target: "grpc", "{e}");
+            eprintln!("tether-checker: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

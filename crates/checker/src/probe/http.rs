@@ -1,0 +1,41 @@
+//! The HTTP probe: `GET {path}` with the target's Host, answered with a
+//! status in 200-399.
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+pub(super) async fn probe(host: &str, port: u16, authority: &str, path: &str) -> Result<(), String> {
+    let stream = TcpStream::connect((host, port))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let req = Request::get(path)
+        .header(hyper::header::HOST, authority)
+        .header(hyper::header::USER_AGENT, "tether-checker")
+        .header(hyper::header::CONNECTION, "close")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("request: {e}"))?;
+    // Drive the connection and the request together, so that everything is
+    // dropped with this future when the caller's timeout fires.
+    let res = tokio::select! {
+        res = sender.send_request(req) => res.map_err(|e| format!("request: {e}"))?,
+        end = conn => {
+            return Err(match end {
+                Ok(()) => "connection closed before a response".to_owned(),
+                Err(e) => format!("connection: {e}"),
+            });
+        }
+    };
+    let status = res.status();
+    if (200..400).contains(&status.as_u16()) {
+        Ok(())
+    } else {
+        Err(format!("status {}", status.as_u16()))
+    }
+}

@@ -1,0 +1,218 @@
+//! The gRPC face of the hub: `tether.health.v1.HealthService`, the standard
+//! `grpc.health.v1.Health` (the checker as `""`, each target by name) and
+//! server reflection.
+
+use std::future::Future;
+use std::time::Duration;
+
+use log::{debug, info, warn};
+use tether_core::{HealthUpdate, UpdateKind};
+use tether_proto::pb;
+use tether_proto::pb::health_service_server::{HealthService, HealthServiceServer};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::error::Error;
+use crate::hub::{HubClosed, HubHandle};
+
+/// How often an idle HTTP/2 connection is pinged, and how long the answer
+/// may take: a dead peer is noticed within about eight seconds.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+const STREAM_BUFFER: usize = 64;
+
+/// Serves the health API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    hub: HubHandle,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+    let mirror = tokio::spawn(mirror_target_health(hub.clone(), reporter));
+
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tether_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    let reflection_v1 = reflection
+        .build_v1()
+        .map_err(|e| Error::Logging(format!("reflection: {e}")))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tether_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| Error::Logging(format!("reflection: {e}")))?;
+
+    let api = HealthApi {
+        hub,
+        stop: stop_rx,
+    };
+    let result = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .tcp_nodelay(true)
+        .add_service(HealthServiceServer::new(api))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            shutdown.await;
+            // Open Watch streams would hold the graceful shutdown forever.
+            let _ = stop_tx.send(true);
+        })
+        .await;
+    mirror.abort();
+    result.map_err(Error::from)
+}
+
+/// Keeps `grpc.health.v1` per-target statuses in step with the hub.
+async fn mirror_target_health(hub: HubHandle, reporter: HealthReporter) {
+    loop {
+        let Ok(mut sub) = hub.subscribe().await else {
+            return;
+        };
+        if let UpdateKind::Snapshot(targets) = &sub.snapshot.kind {
+            for t in targets {
+                reporter
+                    .set_service_status(&t.name, serving(t.state.is_healthy()))
+                    .await;
+            }
+        }
+        loop {
+            match sub.changes.recv().await {
+                Ok(update) => {
+                    if let UpdateKind::Change(t) = &update.kind {
+                        reporter
+                            .set_service_status(&t.name, serving(t.state.is_healthy()))
+                            .await;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => break,
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}
+
+fn serving(healthy: bool) -> ServingStatus {
+    if healthy {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    }
+}
+
+struct HealthApi {
+    hub: HubHandle,
+    stop: watch::Receiver<bool>,
+}
+
+fn unavailable(_: HubClosed) -> Status {
+    Status::unavailable("the checker is shutting down")
+}
+
+#[tonic::async_trait]
+impl HealthService for HealthApi {
+    type WatchStream = ReceiverStream<Result<pb::WatchResponse, Status>>;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let peer = request
+            .remote_addr()
+            .map_or_else(|| "unknown peer".to_owned(), |a| a.to_string());
+        let sub = self.hub.subscribe().await.map_err(unavailable)?;
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        info!(target: "grpc", "watch from {peer} at v{}", sub.snapshot.version);
+        tokio::spawn(forward(self.hub.clone(), sub, tx, self.stop.clone(), peer));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn list(
+        &self,
+        _request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        let (version, targets) = self.hub.list().await.map_err(unavailable)?;
+        Ok(Response::new(pb::ListResponse {
+            version,
+            targets: targets.iter().map(pb::TargetHealth::from).collect(),
+        }))
+    }
+
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
+        let name = request.into_inner().name;
+        match self.hub.get(&name).await.map_err(unavailable)? {
+            Some((version, status)) => Ok(Response::new(pb::GetResponse {
+                version,
+                target: Some((&status).into()),
+            })),
+            None => Err(Status::not_found(format!("no target named {name:?}"))),
+        }
+    }
+}
+
+/// Sends one subscriber its snapshot and then every change, until the
+/// client goes away or the server stops. A subscriber that falls too far
+/// behind gets a fresh snapshot rather than a gap.
+async fn forward(
+    hub: HubHandle,
+    mut sub: crate::hub::Subscription,
+    tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
+    mut stop: watch::Receiver<bool>,
+    peer: String,
+) {
+    loop {
+        let mut last = sub.snapshot.version;
+        if !send(&tx, &sub.snapshot).await {
+            break;
+        }
+        let lagged = loop {
+            tokio::select! {
+                biased;
+                _ = stop.changed() => {
+                    let _ = tx.send(Err(Status::unavailable("the checker is shutting down"))).await;
+                    return;
+                }
+                _ = tx.closed() => break false,
+                change = sub.changes.recv() => match change {
+                    Ok(update) if update.version <= last => continue,
+                    Ok(update) => {
+                        last = update.version;
+                        if !send(&tx, &update).await {
+                            break false;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        warn!(target: "grpc", "watch from {peer} fell {n} changes behind; resending a snapshot");
+                        break true;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break false,
+                },
+            }
+        };
+        if !lagged {
+            break;
+        }
+        match hub.subscribe().await {
+            Ok(fresh) => sub = fresh,
+            Err(_) => break,
+        }
+    }
+    debug!(target: "grpc", "watch from {peer} ended");
+}
+
+async fn send(tx: &mpsc::Sender<Result<pb::WatchResponse, Status>>, update: &HealthUpdate) -> bool {
+    tx.send(Ok(pb::WatchResponse::from(update))).await.is_ok()
+}

@@ -1,0 +1,208 @@
+//! What `tetherctl watch` prints for each message of the health stream.
+//!
+//! [`Watcher`] keeps the pool as the stream told it (a core [`PoolView`]), so
+//! a change can be shown as "from -> to", and turns each update into the text
+//! to print. No I/O here.
+
+use tether_core::{Applied, Gap, HealthUpdate, PoolView, UpdateKind};
+
+use crate::render;
+
+/// Output format of `watch`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// The snapshot as a table, then one line per change.
+    Text,
+    /// One JSON object per line and message.
+    Json,
+}
+
+/// What to do after one update.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Print this text (it ends in `\n`).
+    Print(String),
+    /// A duplicate or older message: nothing to print.
+    Skip,
+    /// The update does not follow the last version; nothing changed. Ask
+    /// for a fresh snapshot.
+    Gap(Gap),
+}
+
+/// The receiving side of one or more Watch streams.
+#[derive(Debug)]
+pub struct Watcher {
+    format: Format,
+    view: PoolView,
+    printed_snapshot: bool,
+}
+
+impl Watcher {
+    pub fn new(format: Format) -> Self {
+        Watcher {
+            format,
+            view: PoolView::new(),
+            printed_snapshot: false,
+        }
+    }
+
+    /// Applies one update and says what to print for it.
+    pub fn apply(&mut self, update: HealthUpdate, now_ms: u64) -> serde_json::Result<Step> {
+        let version = update.version;
+        let text = match &update.kind {
+            UpdateKind::Snapshot(_) => {
+                if !matches!(self.view.apply(update), Ok(Applied::Changed)) {
+                    return Ok(Step::Skip);
+                }
+                let targets = self.view.targets();
+                let text = match self.format {
+                    Format::Json => render::pool_json_line(version, targets)? + "\n",
+                    Format::Text if self.printed_snapshot => {
+                        format!("v{version} snapshot\n{}", render::table(targets, now_ms))
+                    }
+                    Format::Text => render::table(targets, now_ms),
+                };
+                self.printed_snapshot = true;
+                text
+            }
+            UpdateKind::Change(status) => {
+                let status = status.clone();
+                let previous = self
+                    .view
+                    .targets()
+                    .iter()
+                    .find(|t| t.name == status.name)
+                    .map(|t| t.state);
+                match self.view.apply(update) {
+                    Ok(Applied::Changed) => {}
+                    Ok(Applied::Stale) => return Ok(Step::Skip),
+                    Err(gap) => return Ok(Step::Gap(gap)),
+                }
+                match self.format {
+                    Format::Json => render::change_json_line(version, previous, &status)? + "\n",
+                    Format::Text => render::change_line(version, previous, &status) + "\n",
+                }
+            }
+        };
+        Ok(Step::Print(text))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+    use tether_core::{HealthState, ProbeKind, TargetStatus};
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    fn status(name: &str, state: HealthState) -> TargetStatus {
+        let mut s = TargetStatus::unknown(name, format!("http://{name}:80"), ProbeKind::Tcp);
+        s.state = state;
+        s
+    }
+
+    fn snapshot(version: u64, targets: Vec<TargetStatus>) -> HealthUpdate {
+        HealthUpdate {
+            version,
+            kind: UpdateKind::Snapshot(targets),
+        }
+    }
+
+    fn change(version: u64, s: TargetStatus) -> HealthUpdate {
+        HealthUpdate {
+            version,
+            kind: UpdateKind::Change(s),
+        }
+    }
+
+    fn text(w: &mut Watcher, u: HealthUpdate) -> Option<String> {
+        match w.apply(u, NOW).expect("renders") {
+            Step::Print(text) => Some(text),
+            Step::Skip => None,
+            Step::Gap(gap) => panic!("unexpected {gap:?}"),
+        }
+    }
+
+    #[test]
+    fn snapshot_then_changes_as_text() {
+        let mut w = Watcher::new(Format::Text);
+        let first = text(&mut w, snapshot(10, vec![status("app-1", HealthState::Healthy)]))
+            .expect("printed");
+        assert_eq!(first, render::table(&[status("app-1", HealthState::Healthy)], NOW));
+
+        let mut down = status("app-1", HealthState::Unhealthy);
+        down.last_error = Some("connection refused".into());
+        assert_eq!(
+            text(&mut w, change(11, down)).as_deref(),
+            Some("v11 app-1 healthy -> unhealthy (connection refused)\n")
+        );
+        assert_eq!(
+            text(&mut w, change(12, status("app-4", HealthState::Healthy))).as_deref(),
+            Some("v12 app-4 -> healthy\n")
+        );
+        assert_eq!(
+            text(&mut w, change(13, status("app-1", HealthState::Healthy))).as_deref(),
+            Some("v13 app-1 unhealthy -> healthy\n")
+        );
+    }
+
+    #[test]
+    fn later_snapshot_is_labelled_and_replaces_the_pool() {
+        let mut w = Watcher::new(Format::Text);
+        text(&mut w, snapshot(1, vec![status("a", HealthState::Healthy)]));
+        let again = text(&mut w, snapshot(7, vec![status("b", HealthState::Unhealthy)]))
+            .expect("printed");
+        assert!(again.starts_with("v7 snapshot\nNAME "), "{again}");
+        assert_eq!(
+            text(&mut w, change(8, status("a", HealthState::Unhealthy))).as_deref(),
+            Some("v8 a -> unhealthy\n")
+        );
+    }
+
+    #[test]
+    fn duplicates_print_nothing_and_gaps_are_reported() {
+        let mut w = Watcher::new(Format::Text);
+        let gap = w
+            .apply(change(1, status("a", HealthState::Healthy)), NOW)
+            .expect("renders");
+        assert_eq!(gap, Step::Gap(Gap { have: None, got: 1 }));
+
+        text(&mut w, snapshot(5, vec![status("a", HealthState::Healthy)]));
+        assert_eq!(text(&mut w, snapshot(5, vec![status("a", HealthState::Healthy)])), None);
+        assert_eq!(text(&mut w, change(5, status("a", HealthState::Unhealthy))), None);
+        let gap = w
+            .apply(change(7, status("a", HealthState::Unhealthy)), NOW)
+            .expect("renders");
+        assert_eq!(
+            gap,
+            Step::Gap(Gap {
+                have: Some(5),
+                got: 7
+            })
+        );
+        assert_eq!(
+            text(&mut w, change(6, status("a", HealthState::Unhealthy))).as_deref(),
+            Some("v6 a healthy -> unhealthy\n")
+        );
+    }
+
+    #[test]
+    fn json_is_one_line_per_message() {
+        let mut w = Watcher::new(Format::Json);
+        let snap = text(&mut w, snapshot(3, vec![status("a", HealthState::Healthy)]))
+            .expect("printed");
+        assert!(snap.ends_with('\n'));
+        assert_eq!(snap.matches('\n').count(), 1);
+        let v: Value = serde_json::from_str(&snap).expect("json");
+        assert_eq!(v["version"], 3);
+        assert_eq!(v["targets"][0]["name"], "a");
+
+        let line = text(&mut w, change(4, status("a", HealthState::Unhealthy))).expect("printed");
+        assert_eq!(line.matches('\n').count(), 1);
+        let v: Value = serde_json::from_str(&line).expect("json");
+        assert_eq!(v["version"], 4);
+        assert_eq!(v["previous_state"], "healthy");
+        assert_eq!(v["change"]["state"], "unhealthy");
+    }
+}
