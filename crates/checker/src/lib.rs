@@ -12,6 +12,7 @@ pub mod hub;
 pub mod logging;
 pub mod probe;
 pub mod service;
+pub mod signal;
 
 use std::future::Future;
 

@@ -1,1 +1,66 @@
-fn main() {}
+//! `tether-proxy --config FILE`: the Tether data plane.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tether_proxy::HealthSource;
+use tether_proxy::config::ProxyFile;
+
+#[derive(Debug, Parser)]
+#[command(name = "tether-proxy", version, about = "Tether reverse proxy and load balancer")]
+struct Args {
+    /// TOML config file; every key can also come from TETHER_* variables.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Validate the config, print the result, and exit 0 (valid) or 2.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let file: Result<ProxyFile, _> = tether_checker::config::load(args.config.as_deref());
+    let config = match file.and_then(|f| f.validate()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tether-proxy: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check_config {
+        let source = match &config.source {
+            HealthSource::Checkers(c) => format!("{} checker(s)", c.len()),
+            HealthSource::Embedded { targets, .. } => {
+                format!("embedded checker, {} targets", targets.len())
+            }
+        };
+        println!(
+            "tether-proxy: config ok: listen {}, health from {source}",
+            config.listen
+        );
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = tether_checker::logging::init(&config.log) {
+        eprintln!("tether-proxy: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tether-proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(tether_proxy::run(config, tether_checker::signal::shutdown())) {
+        Ok(()) => {
+            log::info!(target: "proxy", "stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log::error!(target: "proxy", "{e}");
+            eprintln!("tether-proxy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -22,16 +22,20 @@ pub(super) async fn probe(host: &str, port: u16, authority: &str, path: &str) ->
         .body(Empty::<Bytes>::new())
         .map_err(|e| format!("request: {e}"))?;
     // Drive the connection and the request together, so that everything is
-    // dropped with this future when the caller's timeout fires.
+    // dropped with this future when the caller's timeout fires. With
+    // `Connection: close` the connection may finish in the same poll that
+    // delivers the response, so its end is not an error by itself.
+    let send = sender.send_request(req);
+    tokio::pin!(send);
     let res = tokio::select! {
-        res = sender.send_request(req) => res.map_err(|e| format!("request: {e}"))?,
-        end = conn => {
-            return Err(match end {
-                Ok(()) => "connection closed before a response".to_owned(),
-                Err(e) => format!("connection: {e}"),
-            });
-        }
-    };
+        biased;
+        res = &mut send => res,
+        end = conn => match end {
+            Ok(()) => send.await,
+            Err(e) => return Err(format!("connection: {e}")),
+        },
+    }
+    .map_err(|e| format!("request: {e}"))?;
     let status = res.status();
     if (200..400).contains(&status.as_u16()) {
         Ok(())

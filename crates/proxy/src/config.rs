@@ -1,0 +1,253 @@
+//! The proxy's view of a config file: `[proxy]`, `[health_source]` and
+//! `[sticky]` are its own; `[health]`, `[[targets]]` and `[checker]` are
+//! read for embedded mode; `[log]` as everywhere. Loading, durations and the
+//! shared sections come from `tether_checker::config`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use tether_checker::config::{
+    self as shared, ConfigError, LogConfig, RawChecker, RawHealth, RawLog, RawTarget,
+};
+use tether_core::Target;
+
+/// Default client listener.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default extra attempts on other targets after a connect failure.
+pub const DEFAULT_RETRIES: u32 = 2;
+/// Default upstream connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default time until the upstream response head arrives (then 504).
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time for a whole request head, also the keep-alive gap.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default sticky window.
+pub const DEFAULT_STICKY_WINDOW: Duration = tether_core::sticky::DEFAULT_WINDOW;
+
+/// `[proxy]`. Only keys that are implemented are accepted, so a setting
+/// can never be silently ignored.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxy {
+    pub listen: Option<String>,
+    pub preserve_host: Option<bool>,
+    pub retries: Option<u32>,
+    pub connect_timeout: Option<String>,
+    pub response_timeout: Option<String>,
+    pub header_read_timeout: Option<String>,
+}
+
+/// `[health_source]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthSource {
+    #[serde(default)]
+    pub checkers: Vec<String>,
+}
+
+/// `[sticky]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSticky {
+    pub enabled: Option<bool>,
+    pub window: Option<String>,
+}
+
+/// A config file as the proxy reads it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyFile {
+    #[serde(default)]
+    pub proxy: RawProxy,
+    #[serde(default)]
+    pub health_source: RawHealthSource,
+    #[serde(default)]
+    pub sticky: RawSticky,
+    #[serde(default)]
+    pub health: RawHealth,
+    #[serde(default)]
+    pub targets: Vec<RawTarget>,
+    pub checker: Option<RawChecker>,
+    #[serde(default)]
+    pub log: RawLog,
+    pub passive: Option<IgnoredAny>,
+    pub admin: Option<IgnoredAny>,
+}
+
+/// Where health comes from.
+#[derive(Clone, Debug)]
+pub enum HealthSource {
+    /// Subscribe to the first reachable of these checkers.
+    Checkers(Vec<http::Uri>),
+    /// Probe `targets` in-process; serve the health API on `grpc_listen`
+    /// when `[checker] grpc_listen` is set.
+    Embedded {
+        targets: Vec<Target>,
+        grpc_listen: Option<SocketAddr>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StickyConfig {
+    pub enabled: bool,
+    pub window: Duration,
+}
+
+/// The proxy's validated settings.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    pub listen: SocketAddr,
+    pub preserve_host: bool,
+    pub retries: u32,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub sticky: StickyConfig,
+    pub source: HealthSource,
+    pub log: LogConfig,
+}
+
+impl ProxyFile {
+    pub fn validate(&self) -> Result<ProxyConfig, ConfigError> {
+        let p = &self.proxy;
+        let dur = |key: &str, raw: &Option<String>, default: Duration| match raw {
+            Some(raw) => shared::duration(key, raw),
+            None => Ok(default),
+        };
+        let source = if self.health_source.checkers.is_empty() {
+            let grpc_listen = match self.checker.as_ref().and_then(|c| c.grpc_listen.as_deref()) {
+                Some(raw) => Some(shared::socket_addr("checker.grpc_listen", raw)?),
+                None => None,
+            };
+            HealthSource::Embedded {
+                targets: shared::targets(&self.health, &self.targets)?,
+                grpc_listen,
+            }
+        } else {
+            let mut uris = Vec::with_capacity(self.health_source.checkers.len());
+            for (i, raw) in self.health_source.checkers.iter().enumerate() {
+                uris.push(checker_uri(&format!("health_source.checkers[{i}]"), raw)?);
+            }
+            HealthSource::Checkers(uris)
+        };
+        Ok(ProxyConfig {
+            listen: shared::socket_addr(
+                "proxy.listen",
+                p.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
+            )?,
+            preserve_host: p.preserve_host.unwrap_or(false),
+            retries: p.retries.unwrap_or(DEFAULT_RETRIES),
+            connect_timeout: dur(
+                "proxy.connect_timeout",
+                &p.connect_timeout,
+                DEFAULT_CONNECT_TIMEOUT,
+            )?,
+            response_timeout: dur(
+                "proxy.response_timeout",
+                &p.response_timeout,
+                DEFAULT_RESPONSE_TIMEOUT,
+            )?,
+            header_read_timeout: dur(
+                "proxy.header_read_timeout",
+                &p.header_read_timeout,
+                DEFAULT_HEADER_READ_TIMEOUT,
+            )?,
+            sticky: StickyConfig {
+                enabled: self.sticky.enabled.unwrap_or(true),
+                window: dur("sticky.window", &self.sticky.window, DEFAULT_STICKY_WINDOW)?,
+            },
+            source,
+            log: self.log.validate()?,
+        })
+    }
+}
+
+fn checker_uri(key: &str, raw: &str) -> Result<http::Uri, ConfigError> {
+    let uri: http::Uri = raw
+        .trim()
+        .parse()
+        .map_err(|e| ConfigError::new(key, format!("invalid url {raw:?}: {e}")))?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http"), Some(_)) => Ok(uri),
+        (Some("https"), Some(_)) => Err(ConfigError::new(
+            key,
+            format!("{raw:?}: TLS to checkers is not supported yet, use http://"),
+        )),
+        _ => Err(ConfigError::new(
+            key,
+            format!("{raw:?}: expected http://host:port"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_only_a_pool() {
+        let file = ProxyFile {
+            targets: vec![RawTarget {
+                url: "http://127.0.0.1:1".into(),
+                name: None,
+                kind: None,
+                path: None,
+                interval: None,
+                timeout: None,
+                rise: None,
+                fall: None,
+            }],
+            ..ProxyFile::default()
+        };
+        let c = file.validate().expect("valid");
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.retries, 2);
+        assert!(!c.preserve_host);
+        assert_eq!(c.sticky.window, Duration::from_secs(30));
+        assert!(matches!(c.source, HealthSource::Embedded { grpc_listen: None, .. }));
+    }
+
+    #[test]
+    fn checkers_replace_the_pool() {
+        let file = ProxyFile {
+            health_source: RawHealthSource {
+                checkers: vec!["http://127.0.0.1:50051".into()],
+            },
+            ..ProxyFile::default()
+        };
+        assert!(matches!(
+            file.validate().expect("valid").source,
+            HealthSource::Checkers(ref c) if c.len() == 1
+        ));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let mut file = ProxyFile {
+            health_source: RawHealthSource {
+                checkers: vec!["ftp://x".into()],
+            },
+            ..ProxyFile::default()
+        };
+        assert_eq!(
+            file.validate().expect_err("bad").key,
+            "health_source.checkers[0]"
+        );
+        file.health_source.checkers = vec!["http://127.0.0.1:1".into()];
+        file.proxy.response_timeout = Some("fast".into());
+        assert_eq!(file.validate().expect_err("bad").key, "proxy.response_timeout");
+        file.proxy.response_timeout = None;
+        file.sticky.window = Some("0s".into());
+        assert_eq!(file.validate().expect_err("bad").key, "sticky.window");
+        file.sticky.window = None;
+        file.proxy.listen = Some("localhost".into());
+        assert_eq!(file.validate().expect_err("bad").key, "proxy.listen");
+    }
+
+    #[test]
+    fn empty_pool_in_embedded_mode_is_an_error() {
+        assert_eq!(ProxyFile::default().validate().expect_err("empty").key, "targets");
+    }
+}

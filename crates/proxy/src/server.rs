@@ -1,0 +1,72 @@
+//! The client-facing listener: accepts connections, serves HTTP/1.1 and
+//! HTTP/2 (h2c with prior knowledge) through the proxy, and drains on
+//! shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use log::{debug, info, warn};
+use tokio::net::TcpListener;
+
+use crate::forward::Proxy;
+
+/// Accepts and serves until `shutdown` completes, then stops accepting and
+/// gives in-flight connections up to `drain` to finish.
+pub async fn serve(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    header_read_timeout: Duration,
+    drain: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a moment
+                    // rather than spin.
+                    warn!(target: "proxy", "accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let proxy = proxy.clone();
+        let service = service_fn(move |req| {
+            let proxy = proxy.clone();
+            async move { proxy.handle(req, peer).await }
+        });
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let watched = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = watched.await {
+                debug!(target: "proxy", "connection from {peer}: {e}");
+            }
+        });
+    }
+    drop(listener);
+    let open = graceful.count();
+    info!(target: "proxy", "shutting down: draining {open} connections (up to {drain:?})");
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        warn!(target: "proxy", "drain deadline passed; closing remaining connections");
+    }
+}

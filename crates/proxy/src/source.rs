@@ -1,0 +1,131 @@
+//! Where health updates come from: a checker over gRPC, or the embedded
+//! checker's hub. Both yield the same core `HealthUpdate`s, so the feed has
+//! one path for both.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tether_checker::HubHandle;
+use tether_core::HealthUpdate;
+use tether_proto::pb;
+use tether_proto::pb::health_service_client::HealthServiceClient;
+use tokio::sync::broadcast;
+use tonic::transport::Endpoint;
+
+/// How long connecting and opening a Watch may take.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(3);
+/// HTTP/2 pings on the checker connection, so a dead checker is noticed
+/// within about eight seconds even when nothing changes.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Clone, Debug)]
+pub enum Source {
+    Checkers(Vec<http::Uri>),
+    Hub(HubHandle),
+}
+
+impl Source {
+    /// How many places there are to subscribe to.
+    pub fn len(&self) -> usize {
+        match self {
+            Source::Checkers(c) => c.len(),
+            Source::Hub(_) => 1,
+        }
+    }
+
+    pub fn label(&self, index: usize) -> String {
+        match self {
+            Source::Checkers(c) => c
+                .get(index)
+                .map_or_else(|| "?".to_owned(), |u| u.to_string()),
+            Source::Hub(_) => "embedded checker".to_owned(),
+        }
+    }
+
+    /// Opens a subscription at `index`.
+    pub async fn open(&self, index: usize) -> Result<Updates, String> {
+        match self {
+            Source::Checkers(c) => {
+                let uri = c.get(index).ok_or("no such checker")?.clone();
+                tokio::time::timeout(OPEN_TIMEOUT, open_grpc(uri))
+                    .await
+                    .map_err(|_| format!("no answer within {OPEN_TIMEOUT:?}"))?
+            }
+            Source::Hub(hub) => {
+                let sub = hub.subscribe().await.map_err(|e| e.to_string())?;
+                Ok(Updates::Hub {
+                    first: Some(sub.snapshot),
+                    changes: sub.changes,
+                })
+            }
+        }
+    }
+}
+
+async fn open_grpc(uri: http::Uri) -> Result<Updates, String> {
+    let channel = Endpoint::from(uri)
+        .connect_timeout(OPEN_TIMEOUT)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| format!("connect: {}", source_chain(&e)))?;
+    let stream = HealthServiceClient::new(channel)
+        .watch(pb::WatchRequest {})
+        .await
+        .map_err(|s| format!("watch: {}", s.message()))?
+        .into_inner();
+    Ok(Updates::Grpc(stream))
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+/// An open subscription.
+#[derive(Debug)]
+pub enum Updates {
+    Grpc(tonic::Streaming<pb::WatchResponse>),
+    Hub {
+        first: Option<HealthUpdate>,
+        changes: broadcast::Receiver<Arc<HealthUpdate>>,
+    },
+}
+
+impl Updates {
+    /// The next update; `Ok(None)` when the source ended the stream
+    /// cleanly, `Err` when it broke or sent something unusable.
+    pub async fn next(&mut self) -> Result<Option<HealthUpdate>, String> {
+        match self {
+            Updates::Grpc(stream) => match stream.message().await {
+                Ok(Some(msg)) => HealthUpdate::try_from(msg)
+                    .map(Some)
+                    .map_err(|e| format!("bad message from checker: {e}")),
+                Ok(None) => Ok(None),
+                Err(status) => Err(format!("stream broke: {}", status.message())),
+            },
+            Updates::Hub { first, changes } => {
+                if let Some(snapshot) = first.take() {
+                    return Ok(Some(snapshot));
+                }
+                match changes.recv().await {
+                    Ok(update) => Ok(Some((*update).clone())),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        Err(format!("fell {n} changes behind"))
+                    }
+                    Err(broadcast::error::RecvError::Closed) => Ok(None),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The proxy's routing table: core's `RoutingTable` with what the request
+//! path needs about each member already parsed, published through one
+//! atomic pointer swap.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+use http::uri::Authority;
+use log::warn;
+use tether_core::{Member, PoolView, RoutingTable};
+
+/// What the request path needs of one member, prepared off the hot path.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    /// `host:port`, the upstream request's authority and default Host.
+    pub authority: Authority,
+    /// The member's name as a header value, echoed in `x-target-server`.
+    pub name_header: HeaderValue,
+}
+
+pub type Routes = RoutingTable<Upstream>;
+
+/// The current routing table. Requests `load()` it (no lock, no refcount
+/// contention); the feed task alone `store()`s a new one.
+#[derive(Debug, Default)]
+pub struct TableCell {
+    current: ArcSwap<Routes>,
+}
+
+impl TableCell {
+    pub fn new() -> Arc<TableCell> {
+        Arc::new(TableCell::default())
+    }
+
+    pub fn load(&self) -> arc_swap::Guard<Arc<Routes>> {
+        self.current.load()
+    }
+
+    pub fn store(&self, routes: Routes) {
+        self.current.store(Arc::new(routes));
+    }
+}
+
+/// Builds the table for a pool view. A member whose url or name cannot be
+/// used (a checker bug or a hostile checker) is left out, loudly.
+pub fn build(view: &PoolView) -> Routes {
+    let members = view
+        .targets()
+        .iter()
+        .filter_map(|t| {
+            let authority = match authority_of(&t.url) {
+                Some(a) => a,
+                None => {
+                    warn!(target: "proxy", "ignoring target {:?}: unusable url {:?}", t.name, t.url);
+                    return None;
+                }
+            };
+            let Ok(name_header) = HeaderValue::from_str(&t.name) else {
+                warn!(target: "proxy", "ignoring target {:?}: name is not a valid header value", t.name);
+                return None;
+            };
+            Some(Member {
+                name: t.name.clone(),
+                url: t.url.clone(),
+                healthy: t.state.is_healthy(),
+                data: Upstream {
+                    authority,
+                    name_header,
+                },
+            })
+        })
+        .collect();
+    RoutingTable::new(view.version(), members)
+}
+
+fn authority_of(url: &str) -> Option<Authority> {
+    let uri: http::Uri = url.parse().ok()?;
+    if uri.scheme_str() != Some("http") {
+        return None;
+    }
+    uri.authority().cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tether_core::{HealthState, HealthUpdate, ProbeKind, TargetStatus, UpdateKind};
+
+    fn status(name: &str, url: &str, state: HealthState) -> TargetStatus {
+        let mut s = TargetStatus::unknown(name, url, ProbeKind::Tcp);
+        s.state = state;
+        s
+    }
+
+    #[test]
+    fn builds_members_and_skips_unusable_ones() {
+        let mut view = PoolView::new();
+        view.apply(HealthUpdate {
+            version: 3,
+            kind: UpdateKind::Snapshot(vec![
+                status("a", "http://127.0.0.1:1", HealthState::Healthy),
+                status("b", "ftp://127.0.0.1:2", HealthState::Healthy),
+                status("bad\nname", "http://127.0.0.1:3", HealthState::Healthy),
+                status("d", "http://127.0.0.1:4", HealthState::Unknown),
+            ]),
+        })
+        .expect("snapshot");
+        let routes = build(&view);
+        let names: Vec<_> = routes.members().iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["a", "d"]);
+        assert_eq!(routes.healthy(), &[0]);
+        assert_eq!(routes.version(), Some(3));
+        assert_eq!(routes.members()[0].data.authority.as_str(), "127.0.0.1:1");
+    }
+}
