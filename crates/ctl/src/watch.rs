@@ -127,9 +127,15 @@ mod tests {
     #[test]
     fn snapshot_then_changes_as_text() {
         let mut w = Watcher::new(Format::Text);
-        let first = text(&mut w, snapshot(10, vec![status("app-1", HealthState::Healthy)]))
-            .expect("printed");
-        assert_eq!(first, render::table(&[status("app-1", HealthState::Healthy)], NOW));
+        let first = text(
+            &mut w,
+            snapshot(10, vec![status("app-1", HealthState::Healthy)]),
+        )
+        .expect("printed");
+        assert_eq!(
+            first,
+            render::table(&[status("app-1", HealthState::Healthy)], NOW)
+        );
 
         let mut down = status("app-1", HealthState::Unhealthy);
         down.last_error = Some("connection refused".into());
@@ -151,8 +157,11 @@ mod tests {
     fn later_snapshot_is_labelled_and_replaces_the_pool() {
         let mut w = Watcher::new(Format::Text);
         text(&mut w, snapshot(1, vec![status("a", HealthState::Healthy)]));
-        let again = text(&mut w, snapshot(7, vec![status("b", HealthState::Unhealthy)]))
-            .expect("printed");
+        let again = text(
+            &mut w,
+            snapshot(7, vec![status("b", HealthState::Unhealthy)]),
+        )
+        .expect("printed");
         assert!(again.starts_with("v7 snapshot\nNAME "), "{again}");
         assert_eq!(
             text(&mut w, change(8, status("a", HealthState::Unhealthy))).as_deref(),
@@ -169,8 +178,14 @@ mod tests {
         assert_eq!(gap, Step::Gap(Gap { have: None, got: 1 }));
 
         text(&mut w, snapshot(5, vec![status("a", HealthState::Healthy)]));
-        assert_eq!(text(&mut w, snapshot(5, vec![status("a", HealthState::Healthy)])), None);
-        assert_eq!(text(&mut w, change(5, status("a", HealthState::Unhealthy))), None);
+        assert_eq!(
+            text(&mut w, snapshot(5, vec![status("a", HealthState::Healthy)])),
+            None
+        );
+        assert_eq!(
+            text(&mut w, change(5, status("a", HealthState::Unhealthy))),
+            None
+        );
         let gap = w
             .apply(change(7, status("a", HealthState::Unhealthy)), NOW)
             .expect("renders");
@@ -190,8 +205,8 @@ mod tests {
     #[test]
     fn json_is_one_line_per_message() {
         let mut w = Watcher::new(Format::Json);
-        let snap = text(&mut w, snapshot(3, vec![status("a", HealthState::Healthy)]))
-            .expect("printed");
+        let snap =
+            text(&mut w, snapshot(3, vec![status("a", HealthState::Healthy)])).expect("printed");
         assert!(snap.ends_with('\n'));
         assert_eq!(snap.matches('\n').count(), 1);
         let v: Value = serde_json::from_str(&snap).expect("json");

@@ -246,7 +246,10 @@ async fn respond(
     if req.method() == Method::POST && (path == FAIL_PATH || path == RECOVER_PATH) {
         let healthy = path == RECOVER_PATH;
         shared.healthy.store(healthy, Ordering::SeqCst);
-        return Ok(text(StatusCode::OK, if healthy { "recovered" } else { "failing" }));
+        return Ok(text(
+            StatusCode::OK,
+            if healthy { "recovered" } else { "failing" },
+        ));
     }
 
     let method = req.method().to_string();

@@ -1,0 +1,317 @@
+//! The gRPC connection to a checker, with errors worded for a person at a
+//! terminal.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow};
+use tether_core::{HealthUpdate, TargetStatus};
+use tether_proto::pb;
+use tether_proto::pb::health_service_client::HealthServiceClient;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status, Streaming};
+
+use crate::render::sanitize;
+
+/// Where `--checker` points when neither the flag nor `TETHER_CHECKER` is
+/// set.
+pub const DEFAULT_CHECKER: &str = "http://127.0.0.1:50051";
+
+/// How long to wait for the TCP (and HTTP/2) connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a query (`List`, `Get`) may take once connected.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// HTTP/2 pings on a watch stream, so a checker that vanished without
+/// closing the connection is noticed.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A bad command-line value (exit code 2, like clap's own errors).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl StdError for UsageError {}
+
+/// What the connection is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Use {
+    /// Short queries, each bounded by the request timeout.
+    Query,
+    /// One long-lived stream, no request timeout.
+    Watch,
+}
+
+/// A connected health-service client.
+#[derive(Debug)]
+pub struct Checker {
+    url: String,
+    client: HealthServiceClient<Channel>,
+}
+
+/// The stream of a `Watch` call.
+#[derive(Debug)]
+pub struct WatchStream {
+    url: String,
+    inner: Streaming<pb::WatchResponse>,
+}
+
+/// Accepts `host:port` as shorthand for `http://host:port` and rejects what
+/// this build cannot talk to.
+pub fn normalize_url(raw: &str) -> Result<String, UsageError> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Err(UsageError(
+            "the checker URL is empty (check --checker and TETHER_CHECKER)".into(),
+        ));
+    }
+    let url = if raw.contains("://") {
+        raw.to_owned()
+    } else {
+        format!("http://{raw}")
+    };
+    let endpoint = Endpoint::from_shared(url.clone())
+        .map_err(|e| UsageError(format!("invalid checker URL {raw:?}: {}", chain(&e))))?;
+    match endpoint.uri().scheme_str() {
+        Some("http") => {}
+        Some(other) => {
+            return Err(UsageError(format!(
+                "invalid checker URL {raw:?}: scheme {other:?} is not supported, use http://"
+            )));
+        }
+        None => return Err(UsageError(format!("invalid checker URL {raw:?}"))),
+    }
+    if endpoint.uri().host().is_none_or(str::is_empty) {
+        return Err(UsageError(format!("invalid checker URL {raw:?}: no host")));
+    }
+    Ok(url)
+}
+
+impl Checker {
+    /// Connects to the checker at `url` (already normalized) within the
+    /// connect timeout.
+    pub async fn connect(url: &str, purpose: Use) -> anyhow::Result<Self> {
+        let endpoint = Endpoint::from_shared(url.to_owned())
+            .map_err(|e| UsageError(format!("invalid checker URL {url:?}: {}", chain(&e))))?
+            .connect_timeout(CONNECT_TIMEOUT);
+        let endpoint = match purpose {
+            Use::Query => endpoint.timeout(REQUEST_TIMEOUT),
+            Use::Watch => endpoint
+                .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+                .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+                .keep_alive_while_idle(true),
+        };
+        let channel = match endpoint.connect().await {
+            Ok(channel) => channel,
+            Err(e) => {
+                let reason = if has_timeout(&e) {
+                    format!("no connection within {}s", CONNECT_TIMEOUT.as_secs())
+                } else {
+                    root_cause(&e)
+                };
+                return Err(anyhow!("cannot reach checker at {url}: {reason}"));
+            }
+        };
+        Ok(Checker {
+            url: url.to_owned(),
+            client: HealthServiceClient::new(channel),
+        })
+    }
+
+    /// The whole pool: its version and every target, in the checker's order.
+    pub async fn list(&mut self) -> anyhow::Result<(u64, Vec<TargetStatus>)> {
+        let reply = self
+            .client
+            .list(pb::ListRequest {})
+            .await
+            .map_err(|s| self.rpc_error("List", &s))?
+            .into_inner();
+        let targets = reply
+            .targets
+            .into_iter()
+            .map(TargetStatus::try_from)
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("checker at {} sent an invalid target", self.url))?;
+        Ok((reply.version, targets))
+    }
+
+    /// One target by name; `None` if the checker has no such target.
+    pub async fn get(&mut self, name: &str) -> anyhow::Result<Option<(u64, TargetStatus)>> {
+        let request = pb::GetRequest {
+            name: name.to_owned(),
+        };
+        let reply = match self.client.get(request).await {
+            Ok(reply) => reply.into_inner(),
+            Err(status) if status.code() == Code::NotFound => return Ok(None),
+            Err(status) => return Err(self.rpc_error("Get", &status)),
+        };
+        let target = reply
+            .target
+            .ok_or_else(|| anyhow!("checker at {} answered Get without a target", self.url))?;
+        let target = TargetStatus::try_from(target)
+            .with_context(|| format!("checker at {} sent an invalid target", self.url))?;
+        Ok(Some((reply.version, target)))
+    }
+
+    /// Opens a Watch stream. Only the opening is bounded by the request
+    /// timeout; the stream itself may stay quiet for as long as nothing
+    /// changes.
+    pub async fn watch(&mut self) -> anyhow::Result<WatchStream> {
+        let opened = tokio::time::timeout(REQUEST_TIMEOUT, self.client.watch(pb::WatchRequest {}))
+            .await
+            .map_err(|_| {
+                anyhow!(
+                    "checker at {} did not answer within {}s",
+                    self.url,
+                    REQUEST_TIMEOUT.as_secs()
+                )
+            })?;
+        let inner = opened
+            .map_err(|s| self.rpc_error("Watch", &s))?
+            .into_inner();
+        Ok(WatchStream {
+            url: self.url.clone(),
+            inner,
+        })
+    }
+
+    fn rpc_error(&self, method: &str, status: &Status) -> anyhow::Error {
+        status_error(&self.url, method, status)
+    }
+}
+
+impl WatchStream {
+    /// The next update. The end of the stream is an error: a checker never
+    /// ends a watch on its own accord.
+    pub async fn next(&mut self) -> anyhow::Result<HealthUpdate> {
+        match self.inner.message().await {
+            Ok(Some(message)) => HealthUpdate::try_from(message)
+                .with_context(|| format!("checker at {} sent an invalid update", self.url)),
+            Ok(None) => Err(anyhow!("checker at {} ended the watch stream", self.url)),
+            Err(status) => match status.code() {
+                Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled => {
+                    Err(anyhow!(
+                        "lost the watch stream from checker at {}: {}",
+                        self.url,
+                        sanitize(status.message())
+                    ))
+                }
+                _ => Err(status_error(&self.url, "Watch", &status)),
+            },
+        }
+    }
+}
+
+fn status_error(url: &str, method: &str, status: &Status) -> anyhow::Error {
+    let message = sanitize(status.message());
+    match status.code() {
+        Code::Unavailable => anyhow!("cannot reach checker at {url}: {message}"),
+        Code::Cancelled if has_timeout(status) => anyhow!(
+            "checker at {url} did not answer within {}s",
+            REQUEST_TIMEOUT.as_secs()
+        ),
+        Code::DeadlineExceeded => anyhow!("checker at {url} did not answer in time"),
+        Code::Unimplemented => anyhow!(
+            "{url} does not serve tether.health.v1.HealthService/{method} (is it a Tether checker?): {message}"
+        ),
+        code if message.is_empty() => anyhow!("checker at {url} failed {method}: {code}"),
+        code => anyhow!("checker at {url} failed {method}: {code}: {message}"),
+    }
+}
+
+/// Whether the error, or any error under it, is a timeout.
+fn has_timeout(err: &(dyn StdError + 'static)) -> bool {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if e.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return true;
+        }
+        let text = e.to_string();
+        if text.contains("timed out") || text.contains("Timeout expired") {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+/// The innermost error's message: the one that says what actually went wrong
+/// ("Connection refused (os error 111)") rather than the layer it went
+/// wrong in ("transport error").
+fn root_cause(err: &(dyn StdError + 'static)) -> String {
+    let mut deepest = err;
+    while let Some(next) = deepest.source() {
+        deepest = next;
+    }
+    let text = deepest.to_string();
+    if text.is_empty() {
+        chain(err)
+    } else {
+        sanitize(&text).into_owned()
+    }
+}
+
+/// Every message in the chain, joined by `: `, repeats left out.
+fn chain(err: &(dyn StdError + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = Some(err);
+    while let Some(e) = current {
+        let text = e.to_string();
+        if !text.is_empty() && !parts.last().is_some_and(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        current = e.source();
+    }
+    sanitize(&parts.join(": ")).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_normalized() {
+        assert_eq!(
+            normalize_url("http://127.0.0.1:50051").expect("ok"),
+            "http://127.0.0.1:50051"
+        );
+        assert_eq!(
+            normalize_url(" checker.local:50051 ").expect("ok"),
+            "http://checker.local:50051"
+        );
+        for bad in ["", "https://x:1", "ftp://x", "http://", "http://a b"] {
+            assert!(normalize_url(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn status_errors_are_readable() {
+        let url = "http://c:1";
+        let e = status_error(url, "List", &Status::unavailable("tcp connect error"));
+        assert_eq!(
+            e.to_string(),
+            "cannot reach checker at http://c:1: tcp connect error"
+        );
+        let e = status_error(url, "List", &Status::cancelled("Timeout expired"));
+        assert_eq!(
+            e.to_string(),
+            "checker at http://c:1 did not answer within 5s"
+        );
+        let e = status_error(url, "Get", &Status::internal("boom\nbang"));
+        assert_eq!(
+            e.to_string(),
+            r"checker at http://c:1 failed Get: Internal error: boom\nbang"
+        );
+    }
+}

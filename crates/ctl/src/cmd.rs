@@ -1,0 +1,117 @@
+//! The subcommands: connect, ask, print.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::io::{self, Write as _};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use tether_core::Gap;
+
+use crate::client::{Checker, Use};
+use crate::render;
+use crate::watch::{Format, Step, Watcher};
+
+/// Fresh snapshots asked for in a row (no change printed in between) before
+/// `watch` gives up on a checker whose versions keep jumping.
+const MAX_RESUBSCRIBES: u32 = 3;
+
+/// Standard output was closed (`tetherctl watch | head`): stop quietly.
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("standard output closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// `tetherctl health [NAME] [--json]`
+pub async fn health(url: &str, name: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let mut checker = Checker::connect(url, Use::Query).await?;
+    let (version, targets) = match name {
+        None => checker.list().await?,
+        Some(name) => match checker.get(name).await? {
+            Some((version, target)) => (version, vec![target]),
+            None => bail!("no target named {name:?}"),
+        },
+    };
+    let text = if json {
+        render::pool_json_pretty(version, &targets)? + "\n"
+    } else {
+        render::table(&targets, now_ms())
+    };
+    print(&text)
+}
+
+/// `tetherctl watch [--json]`: runs until the stream fails (an error) or
+/// Ctrl-C (success).
+pub async fn watch(url: &str, format: Format) -> anyhow::Result<()> {
+    tokio::select! {
+        failed = watch_until_error(url, format) => failed.map(|never| match never {}),
+        signal = tokio::signal::ctrl_c() => signal.context("cannot listen for Ctrl-C"),
+    }
+}
+
+async fn watch_until_error(url: &str, format: Format) -> anyhow::Result<Infallible> {
+    let mut checker = Checker::connect(url, Use::Watch).await?;
+    let mut watcher = Watcher::new(format);
+    let mut resubscribes = 0;
+    loop {
+        let mut stream = checker.watch().await?;
+        let gap = loop {
+            let update = stream.next().await?;
+            let is_change = matches!(update.kind, tether_core::UpdateKind::Change(_));
+            match watcher.apply(update, now_ms())? {
+                Step::Print(text) => {
+                    print(&text)?;
+                    if is_change {
+                        resubscribes = 0;
+                    }
+                }
+                Step::Skip => {}
+                Step::Gap(gap) => break gap,
+            }
+        };
+        resubscribes += 1;
+        if resubscribes > MAX_RESUBSCRIBES {
+            bail!(
+                "checker at {url} keeps skipping versions ({}); giving up",
+                describe(gap)
+            );
+        }
+        warn(&format!("{}; asking for a fresh snapshot", describe(gap)));
+    }
+}
+
+fn describe(gap: Gap) -> String {
+    match gap.have {
+        Some(have) => format!("missed updates between v{have} and v{}", gap.got),
+        None => format!("got change v{} before any snapshot", gap.got),
+    }
+}
+
+/// Writes to standard output and flushes, so `watch` output shows up at
+/// once even through a pipe.
+fn print(text: &str) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot write to standard output")),
+    }
+}
+
+/// One `tetherctl: ...` line on standard error. A failure to write it is
+/// ignored: there is nowhere left to report it.
+pub fn warn(message: &str) {
+    let _ = writeln!(io::stderr().lock(), "tetherctl: {message}");
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
