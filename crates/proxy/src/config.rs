@@ -206,7 +206,13 @@ mod tests {
         assert_eq!(c.retries, 2);
         assert!(!c.preserve_host);
         assert_eq!(c.sticky.window, Duration::from_secs(30));
-        assert!(matches!(c.source, HealthSource::Embedded { grpc_listen: None, .. }));
+        assert!(matches!(
+            c.source,
+            HealthSource::Embedded {
+                grpc_listen: None,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -237,7 +243,10 @@ mod tests {
         );
         file.health_source.checkers = vec!["http://127.0.0.1:1".into()];
         file.proxy.response_timeout = Some("fast".into());
-        assert_eq!(file.validate().expect_err("bad").key, "proxy.response_timeout");
+        assert_eq!(
+            file.validate().expect_err("bad").key,
+            "proxy.response_timeout"
+        );
         file.proxy.response_timeout = None;
         file.sticky.window = Some("0s".into());
         assert_eq!(file.validate().expect_err("bad").key, "sticky.window");
@@ -248,6 +257,9 @@ mod tests {
 
     #[test]
     fn empty_pool_in_embedded_mode_is_an_error() {
-        assert_eq!(ProxyFile::default().validate().expect_err("empty").key, "targets");
+        assert_eq!(
+            ProxyFile::default().validate().expect_err("empty").key,
+            "targets"
+        );
     }
 }

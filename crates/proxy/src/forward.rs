@@ -143,16 +143,12 @@ impl Proxy {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let client_host = parts
-            .headers
-            .get(header::HOST)
-            .cloned()
-            .or_else(|| {
-                parts
-                    .uri
-                    .authority()
-                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            });
+        let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
         headers::strip_hop_by_hop(&mut parts.headers);
         headers::add_forwarding(&mut parts.headers, peer, client_host.clone());
         if self.preserve_host
@@ -232,7 +228,12 @@ impl Proxy {
         }
     }
 
-    fn finish(&self, res: Response<Incoming>, upstream: &Upstream, now_ms: u64) -> Response<ProxyBody> {
+    fn finish(
+        &self,
+        res: Response<Incoming>,
+        upstream: &Upstream,
+        now_ms: u64,
+    ) -> Response<ProxyBody> {
         let (mut parts, body) = res.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
         parts

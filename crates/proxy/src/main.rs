@@ -8,7 +8,11 @@ use tether_proxy::HealthSource;
 use tether_proxy::config::ProxyFile;
 
 #[derive(Debug, Parser)]
-#[command(name = "tether-proxy", version, about = "Tether reverse proxy and load balancer")]
+#[command(
+    name = "tether-proxy",
+    version,
+    about = "Tether reverse proxy and load balancer"
+)]
 struct Args {
     /// TOML config file; every key can also come from TETHER_* variables.
     #[arg(long, short = 'c', value_name = "FILE")]
@@ -45,14 +49,20 @@ fn main() -> ExitCode {
         eprintln!("tether-proxy: {e}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("tether-proxy: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(tether_proxy::run(config, tether_checker::signal::shutdown())) {
+    match runtime.block_on(tether_proxy::run(
+        config,
+        tether_checker::signal::shutdown(),
+    )) {
         Ok(()) => {
             log::info!(target: "proxy", "stopped");
             ExitCode::SUCCESS

@@ -66,7 +66,10 @@ pub async fn serve(
     drop(listener);
     let open = graceful.count();
     info!(target: "proxy", "shutting down: draining {open} connections (up to {drain:?})");
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
         warn!(target: "proxy", "drain deadline passed; closing remaining connections");
     }
 }
