@@ -37,9 +37,8 @@ pub fn load<T: DeserializeOwned>(path: Option<&Path>) -> Result<T, ConfigError> 
                 format!("{}: no such file", path.display()),
             ));
         }
-        builder = builder.add_source(
-            config::File::from(path.to_path_buf()).format(config::FileFormat::Toml),
-        );
+        builder = builder
+            .add_source(config::File::from(path.to_path_buf()).format(config::FileFormat::Toml));
     }
     builder = builder.add_source(
         config::Environment::with_prefix(ENV_PREFIX)
@@ -247,7 +246,10 @@ fn target_url(key: &str, raw: &str) -> Result<String, ConfigError> {
         return Err(ConfigError::new(key, format!("{raw:?}: missing host")));
     };
     if authority.as_str().contains('@') {
-        return Err(ConfigError::new(key, format!("{raw:?}: user info is not allowed")));
+        return Err(ConfigError::new(
+            key,
+            format!("{raw:?}: user info is not allowed"),
+        ));
     }
     if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
         return Err(ConfigError::new(
@@ -310,6 +312,9 @@ impl RawLog {
                     format!("{}: no such file", file.display()),
                 ));
             }
+            // Parse it now, so --check-config catches a broken file.
+            log4rs::config::load_config_file(file, Default::default())
+                .map_err(|e| ConfigError::new("log.file", format!("{}: {e}", file.display())))?;
             return Ok(LogConfig::File(file.clone()));
         }
         let root = match &self.level {
@@ -422,8 +427,14 @@ mod tests {
         let h = RawHealth::default();
         let key = |r: Result<Vec<Target>, ConfigError>| r.expect_err("invalid").key;
         assert_eq!(key(targets(&h, &[])), "targets");
-        assert_eq!(key(targets(&h, &[raw_target("ftp://x:1")])), "targets[0].url");
-        assert_eq!(key(targets(&h, &[raw_target("http://x:1/a")])), "targets[0].url");
+        assert_eq!(
+            key(targets(&h, &[raw_target("ftp://x:1")])),
+            "targets[0].url"
+        );
+        assert_eq!(
+            key(targets(&h, &[raw_target("http://x:1/a")])),
+            "targets[0].url"
+        );
         let mut bad = raw_target("http://x:1");
         bad.interval = Some("soon".into());
         assert_eq!(key(targets(&h, &[bad])), "targets[0].interval");
@@ -436,7 +447,10 @@ mod tests {
             kind: Some("udp".into()),
             ..RawHealth::default()
         };
-        assert_eq!(key(targets(&bad_kind, &[raw_target("http://x:1")])), "health.kind");
+        assert_eq!(
+            key(targets(&bad_kind, &[raw_target("http://x:1")])),
+            "health.kind"
+        );
     }
 
     #[test]

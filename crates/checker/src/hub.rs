@@ -63,7 +63,10 @@ impl HubHandle {
         self.ask(|tx| Command::Get(name, tx)).await
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, HubClosed> {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, HubClosed> {
         let (tx, rx) = oneshot::channel();
         self.commands.send(make(tx)).await.map_err(|_| HubClosed)?;
         rx.await.map_err(|_| HubClosed)
@@ -96,7 +99,11 @@ impl Checker {
         let (res_tx, res_rx) = mpsc::channel(RESULT_BUFFER);
         let mut tasks = Vec::with_capacity(targets.len() + 1);
         for (index, target) in targets.iter().enumerate() {
-            tasks.push(tokio::spawn(probe_loop(index, target.clone(), res_tx.clone())));
+            tasks.push(tokio::spawn(probe_loop(
+                index,
+                target.clone(),
+                res_tx.clone(),
+            )));
         }
         drop(res_tx);
         let hub = Hub::new(targets);

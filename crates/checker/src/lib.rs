@@ -40,12 +40,10 @@ pub async fn run_on(
     config: CheckerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
-    let addr = listener
-        .local_addr()
-        .map_err(|source| Error::Bind {
-            addr: config.grpc_listen,
-            source,
-        })?;
+    let addr = listener.local_addr().map_err(|source| Error::Bind {
+        addr: config.grpc_listen,
+        source,
+    })?;
     let checker = Checker::start(config.targets);
     info!(target: "grpc", "grpc listening on {addr}");
     service::serve(listener, checker.handle(), shutdown).await

@@ -39,7 +39,10 @@ pub fn init(config: &LogConfig) -> Result<(), Error> {
                 };
                 builder = builder.logger(Logger::builder().build(name, level));
             }
-            for (name, level) in loggers.iter().filter(|(n, _)| !LOGGERS.contains(&n.as_str())) {
+            for (name, level) in loggers
+                .iter()
+                .filter(|(n, _)| !LOGGERS.contains(&n.as_str()))
+            {
                 builder = builder.logger(Logger::builder().build(name, *level));
             }
             let config = builder

@@ -39,14 +39,20 @@ fn main() -> ExitCode {
         eprintln!("tether-checker: {e}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("tether-checker: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(tether_checker::run(config, tether_checker::signal::shutdown())) {
+    match runtime.block_on(tether_checker::run(
+        config,
+        tether_checker::signal::shutdown(),
+    )) {
         Ok(()) => {
             log::info!(target: "grpc", "stopped");
             ExitCode::SUCCESS

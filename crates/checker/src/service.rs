@@ -51,10 +51,7 @@ pub async fn serve(
         .build_v1alpha()
         .map_err(|e| Error::Logging(format!("reflection: {e}")))?;
 
-    let api = HealthApi {
-        hub,
-        stop: stop_rx,
-    };
+    let api = HealthApi { hub, stop: stop_rx };
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))

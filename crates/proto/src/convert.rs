@@ -206,7 +206,10 @@ mod tests {
         );
         wire.probe_kind = 1;
         wire.name.clear();
-        assert_eq!(TargetStatus::try_from(wire).map_err(|e| e.field), Err("name"));
+        assert_eq!(
+            TargetStatus::try_from(wire).map_err(|e| e.field),
+            Err("name")
+        );
         let empty = pb::WatchResponse {
             version: 1,
             update: None,

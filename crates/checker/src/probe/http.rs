@@ -7,7 +7,12 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-pub(super) async fn probe(host: &str, port: u16, authority: &str, path: &str) -> Result<(), String> {
+pub(super) async fn probe(
+    host: &str,
+    port: u16,
+    authority: &str,
+    path: &str,
+) -> Result<(), String> {
     let stream = TcpStream::connect((host, port))
         .await
         .map_err(|e| format!("connect: {e}"))?;

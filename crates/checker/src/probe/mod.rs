@@ -68,7 +68,10 @@ impl Prober {
         };
         let result = match tokio::time::timeout(self.timeout, attempt).await {
             Ok(r) => r,
-            Err(_) => Err(format!("timed out after {}", humantime::format_duration(self.timeout))),
+            Err(_) => Err(format!(
+                "timed out after {}",
+                humantime::format_duration(self.timeout)
+            )),
         };
         let latency = start.elapsed();
         match result {
