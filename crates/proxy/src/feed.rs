@@ -25,7 +25,7 @@ pub async fn run(source: Source, cell: Arc<TableCell>) {
         view: PoolView::new(),
         cell,
     };
-    let count = source.len().max(1);
+    let count = source.count().max(1);
     let mut index = 0;
     let mut failed_in_round = 0;
     let mut rounds_failed = 0u32;
@@ -126,12 +126,7 @@ impl Feed {
                     "routing table v{version}: {}/{} healthy [{}]",
                     routes.healthy().len(),
                     routes.members().len(),
-                    routes
-                        .members()
-                        .iter()
-                        .map(|m| format!("{}={}", m.name, if m.healthy { "up" } else { "down" }))
-                        .collect::<Vec<_>>()
-                        .join(" ")
+                    summary(&routes)
                 );
                 self.cell.store(routes);
                 Ok(())
@@ -143,6 +138,22 @@ impl Feed {
             }),
         }
     }
+}
+
+/// `name=up name=down ...`, cut short for large pools so one change does
+/// not write a huge line.
+fn summary(routes: &table::Routes) -> String {
+    const SHOWN: usize = 16;
+    let mut out: Vec<String> = routes
+        .members()
+        .iter()
+        .take(SHOWN)
+        .map(|m| format!("{}={}", m.name, if m.healthy { "up" } else { "down" }))
+        .collect();
+    if routes.members().len() > SHOWN {
+        out.push(format!("... {} more", routes.members().len() - SHOWN));
+    }
+    out.join(" ")
 }
 
 #[cfg(test)]

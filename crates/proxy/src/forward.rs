@@ -113,6 +113,10 @@ impl Proxy {
     }
 
     async fn forward(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+        if req.method() == Method::CONNECT {
+            // A reverse proxy does not open tunnels to arbitrary authorities.
+            return error_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported");
+        }
         let now_ms = epoch_ms();
         let (mut parts, body) = req.into_parts();
 
@@ -215,9 +219,8 @@ impl Proxy {
         *req.uri_mut() = Uri::from_parts(uri).map_err(|e| Failure::Upstream(e.to_string()))?;
         *req.version_mut() = Version::HTTP_11;
         if !self.preserve_host || !req.headers().contains_key(header::HOST) {
-            if let Ok(host) = HeaderValue::from_str(upstream.authority.as_str()) {
-                req.headers_mut().insert(header::HOST, host);
-            }
+            req.headers_mut()
+                .insert(header::HOST, upstream.host_header.clone());
         }
         let taken = std::mem::replace(req, Request::new(ProxyBody::empty()));
         match tokio::time::timeout(self.response_timeout, self.client.request(taken)).await {

@@ -26,8 +26,8 @@ pub enum Source {
 }
 
 impl Source {
-    /// How many places there are to subscribe to.
-    pub fn len(&self) -> usize {
+    /// How many places there are to subscribe to (at least one).
+    pub fn count(&self) -> usize {
         match self {
             Source::Checkers(c) => c.len(),
             Source::Hub(_) => 1,

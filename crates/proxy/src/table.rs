@@ -15,6 +15,8 @@ use tether_core::{Member, PoolView, RoutingTable};
 pub struct Upstream {
     /// `host:port`, the upstream request's authority and default Host.
     pub authority: Authority,
+    /// The same as a `Host` header value.
+    pub host_header: HeaderValue,
     /// The member's name as a header value, echoed in `x-target-server`.
     pub name_header: HeaderValue,
 }
@@ -56,6 +58,10 @@ pub fn build(view: &PoolView) -> Routes {
                     return None;
                 }
             };
+            let Ok(host_header) = HeaderValue::from_str(authority.as_str()) else {
+                warn!(target: "proxy", "ignoring target {:?}: unusable url {:?}", t.name, t.url);
+                return None;
+            };
             let Ok(name_header) = HeaderValue::from_str(&t.name) else {
                 warn!(target: "proxy", "ignoring target {:?}: name is not a valid header value", t.name);
                 return None;
@@ -66,6 +72,7 @@ pub fn build(view: &PoolView) -> Routes {
                 healthy: t.state.is_healthy(),
                 data: Upstream {
                     authority,
+                    host_header,
                     name_header,
                 },
             })
