@@ -120,7 +120,7 @@ impl Feed {
         let version = update.version;
         match self.view.apply(update) {
             Ok(Applied::Changed) => {
-                let routes = table::build(&self.view);
+                let routes = table::build(&self.view, &self.cell.load());
                 info!(
                     target: "proxy",
                     "routing table v{version}: {}/{} healthy [{}]",

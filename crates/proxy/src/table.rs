@@ -8,7 +8,7 @@ use arc_swap::ArcSwap;
 use http::HeaderValue;
 use http::uri::Authority;
 use log::warn;
-use tether_core::{Member, PoolView, RoutingTable};
+use tether_core::{HealthState, Member, PoolView, RoutingTable};
 
 /// What the request path needs of one member, prepared off the hot path.
 #[derive(Clone, Debug)]
@@ -46,7 +46,13 @@ impl TableCell {
 
 /// Builds the table for a pool view. A member whose url or name cannot be
 /// used (a checker bug or a hostile checker) is left out, loudly.
-pub fn build(view: &PoolView) -> Routes {
+///
+/// A member the checker reports as `unknown` but `previous` knew (same name
+/// and url) keeps its previous health: a restarted checker knows nothing
+/// until its first probes, and "I don't know" must not take a healthy pool
+/// out of service (fail static). A member never seen before stays out until
+/// it is probed healthy.
+pub fn build(view: &PoolView, previous: &Routes) -> Routes {
     let members = view
         .targets()
         .iter()
@@ -69,7 +75,13 @@ pub fn build(view: &PoolView) -> Routes {
             Some(Member {
                 name: t.name.clone(),
                 url: t.url.clone(),
-                healthy: t.state.is_healthy(),
+                healthy: match t.state {
+                    HealthState::Unknown => previous
+                        .lookup(&t.name)
+                        .and_then(|i| previous.member(i))
+                        .is_some_and(|m| m.name == t.name && m.url == t.url && m.healthy),
+                    state => state.is_healthy(),
+                },
                 data: Upstream {
                     authority,
                     host_header,
@@ -92,7 +104,7 @@ fn authority_of(url: &str) -> Option<Authority> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tether_core::{HealthState, HealthUpdate, ProbeKind, TargetStatus, UpdateKind};
+    use tether_core::{HealthUpdate, ProbeKind, TargetStatus, UpdateKind};
 
     fn status(name: &str, url: &str, state: HealthState) -> TargetStatus {
         let mut s = TargetStatus::unknown(name, url, ProbeKind::Tcp);
@@ -113,11 +125,45 @@ mod tests {
             ]),
         })
         .expect("snapshot");
-        let routes = build(&view);
+        let routes = build(&view, &Routes::default());
         let names: Vec<_> = routes.members().iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["a", "d"]);
         assert_eq!(routes.healthy(), &[0]);
         assert_eq!(routes.version(), Some(3));
         assert_eq!(routes.members()[0].data.authority.as_str(), "127.0.0.1:1");
+    }
+
+    #[test]
+    fn unknown_keeps_the_previous_health_of_a_known_member() {
+        let snapshot = |version, states: [HealthState; 3]| {
+            let mut view = PoolView::new();
+            view.apply(HealthUpdate {
+                version,
+                kind: UpdateKind::Snapshot(vec![
+                    status("a", "http://127.0.0.1:1", states[0]),
+                    status("b", "http://127.0.0.1:2", states[1]),
+                    status("c", "http://127.0.0.1:3", states[2]),
+                ]),
+            })
+            .expect("snapshot");
+            view
+        };
+        use HealthState::*;
+        let before = build(
+            &snapshot(9, [Healthy, Unhealthy, Healthy]),
+            &Routes::default(),
+        );
+        // A restarted checker: everything unknown.
+        let after = build(&snapshot(0, [Unknown, Unknown, Unknown]), &before);
+        assert_eq!(after.healthy(), &[0, 2]);
+        // A real verdict replaces the kept one.
+        let probed = build(&snapshot(1, [Unhealthy, Unknown, Unknown]), &after);
+        assert_eq!(probed.healthy(), &[2]);
+        // Unknown members nobody knew get no traffic.
+        assert!(
+            build(&snapshot(0, [Unknown; 3]), &Routes::default())
+                .healthy()
+                .is_empty()
+        );
     }
 }

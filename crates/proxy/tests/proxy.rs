@@ -566,3 +566,38 @@ async fn forwarding_headers_and_host() {
         "a header named by Connection is hop-by-hop"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_checker_that_knows_nothing_yet_keeps_the_pool_up() {
+    let b = backends(2).await;
+    let checker = FakeChecker::start().await;
+    healthy_snapshot(&checker, 7, &b);
+    let proxy = Running::start(config(HealthSource::Checkers(vec![
+        checker.url().parse().expect("uri"),
+    ])))
+    .await;
+    wait_routes(&proxy, &["app-1", "app-2"]).await;
+
+    // The checker restarts: its first snapshot has every target unknown.
+    checker.set_snapshot(
+        0,
+        b.iter()
+            .map(|x| status(x.name(), &x.url(), HealthState::Unknown))
+            .collect(),
+    );
+    checker.break_streams();
+    eventually("the proxy resubscribed", DEADLINE, || async {
+        (checker.watch_calls() >= 2 && checker.open_streams() >= 1).then_some(())
+    })
+    .await;
+    let c = counts(&proxy, 20).await;
+    assert_eq!(c.get("app-1"), Some(&10), "{c:?}");
+    assert_eq!(c.get("app-2"), Some(&10), "{c:?}");
+
+    // Its first real verdict is followed.
+    checker.send(HealthUpdate {
+        version: 1,
+        kind: UpdateKind::Change(status("app-1", &b[0].url(), HealthState::Unhealthy)),
+    });
+    wait_routes(&proxy, &["app-2"]).await;
+}
