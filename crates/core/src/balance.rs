@@ -18,13 +18,29 @@ impl RoundRobin {
 
     /// The next healthy member's position, or `None` when none is healthy.
     pub fn pick<T>(&self, table: &RoutingTable<T>) -> Option<usize> {
+        self.pick_available(table, |_| true)
+    }
+
+    /// The next healthy member for which `available` holds (the proxy uses
+    /// it to pass over locally ejected members). When it holds for none, the
+    /// plain round-robin choice: a healthy member is better than no answer.
+    /// Costs one step when the next member is available.
+    pub fn pick_available<T>(
+        &self,
+        table: &RoutingTable<T>,
+        available: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
         let healthy = table.healthy();
         if healthy.is_empty() {
             return None;
         }
         // Relaxed is enough: the counter only spreads load, it orders nothing.
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        Some(healthy[n % healthy.len()])
+        let len = healthy.len();
+        (0..len)
+            .map(|k| healthy[(n + k) % len])
+            .find(|&i| available(i))
+            .or(Some(healthy[n % len]))
     }
 
     /// Like `pick`, but never `avoid` when another healthy member exists.
@@ -73,6 +89,17 @@ mod tests {
         let rr = RoundRobin::new();
         assert_eq!(rr.pick(&table(&[false, false])), None);
         assert_eq!(rr.pick(&table(&[])), None);
+    }
+
+    #[test]
+    fn pick_available_passes_over_unavailable_members() {
+        let rr = RoundRobin::new();
+        let t = table(&[true, true, true]);
+        for _ in 0..9 {
+            assert_ne!(rr.pick_available(&t, |i| i != 1), Some(1));
+        }
+        // Nothing available: still an answer.
+        assert!(rr.pick_available(&t, |_| false).is_some());
     }
 
     #[test]

@@ -79,14 +79,29 @@ pub fn decide<T>(
     table: &RoutingTable<T>,
     rr: &RoundRobin,
 ) -> Pick {
+    decide_available(hint, now_ms, window, table, rr, |_| true)
+}
+
+/// Like `decide`, also passing over members for which `available` does not
+/// hold (locally ejected ones): a pinned client is re-balanced, round robin
+/// skips them.
+pub fn decide_available<T>(
+    hint: Option<&StickyHint<'_>>,
+    now_ms: u64,
+    window: Duration,
+    table: &RoutingTable<T>,
+    rr: &RoundRobin,
+    available: impl Fn(usize) -> bool,
+) -> Pick {
     if let Some(hint) = hint
         && hint.is_fresh(now_ms, window)
         && let Some(i) = table.lookup(hint.target)
         && table.member(i).is_some_and(|m| m.healthy)
+        && available(i)
     {
         return Pick::Sticky(i);
     }
-    match rr.pick(table) {
+    match rr.pick_available(table, available) {
         Some(i) => Pick::Balanced(i),
         None => Pick::NoneHealthy,
     }
@@ -187,6 +202,19 @@ mod tests {
         let rr = RoundRobin::new();
         let h = hint("app-1", NOW);
         assert_eq!(decide(Some(&h), NOW, W, &t, &rr), Pick::Balanced(0));
+    }
+
+    #[test]
+    fn unavailable_pinned_member_is_rebalanced() {
+        let t = table(&[true, true]);
+        let rr = RoundRobin::new();
+        let h = hint("app-1", NOW);
+        for _ in 0..4 {
+            assert_eq!(
+                decide_available(Some(&h), NOW, W, &t, &rr, |i| i != 1),
+                Pick::Balanced(0)
+            );
+        }
     }
 
     #[test]

@@ -23,8 +23,27 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default time for a whole request head, also the keep-alive gap.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default client idle time: an HTTP/2 connection without streams, or a
+/// tunnel (WebSocket) without traffic either way.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default inactivity allowed while a body streams, either direction.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default cap on the request header section (then 431).
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+/// Default cap on the number of request headers (then 431).
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Default cap on the request target (then 414).
+pub const DEFAULT_MAX_URI_BYTES: usize = 8 * 1024;
+/// Default time in-flight work may take after SIGTERM.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default sticky window.
 pub const DEFAULT_STICKY_WINDOW: Duration = tether_core::sticky::DEFAULT_WINDOW;
+/// Default consecutive connect or gateway failures before local ejection.
+pub const DEFAULT_PASSIVE_FAILURES: u32 = 3;
+/// Default first ejection; doubles on each repeat.
+pub const DEFAULT_BASE_EJECTION: Duration = Duration::from_secs(10);
+/// Default longest ejection.
+pub const DEFAULT_MAX_EJECTION: Duration = Duration::from_secs(120);
 
 /// `[proxy]`. Only keys that are implemented are accepted, so a setting
 /// can never be silently ignored.
@@ -37,6 +56,23 @@ pub struct RawProxy {
     pub connect_timeout: Option<String>,
     pub response_timeout: Option<String>,
     pub header_read_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub body_timeout: Option<String>,
+    pub max_header_bytes: Option<usize>,
+    pub max_headers: Option<usize>,
+    pub max_uri_bytes: Option<usize>,
+    pub max_body_bytes: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub drain_timeout: Option<String>,
+}
+
+/// `[passive]`: local ejection after consecutive failures.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPassive {
+    pub consecutive_failures: Option<u32>,
+    pub base_ejection: Option<String>,
+    pub max_ejection: Option<String>,
 }
 
 /// `[health_source]`.
@@ -72,7 +108,8 @@ pub struct ProxyFile {
     pub checker: Option<RawChecker>,
     #[serde(default)]
     pub log: RawLog,
-    pub passive: Option<IgnoredAny>,
+    #[serde(default)]
+    pub passive: RawPassive,
     pub admin: Option<IgnoredAny>,
 }
 
@@ -95,6 +132,45 @@ pub struct StickyConfig {
     pub window: Duration,
 }
 
+/// Request limits, checked before anything reaches a backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_uri_bytes: usize,
+    /// `None`: unlimited.
+    pub max_body_bytes: Option<u64>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_headers: DEFAULT_MAX_HEADERS,
+            max_uri_bytes: DEFAULT_MAX_URI_BYTES,
+            max_body_bytes: None,
+        }
+    }
+}
+
+/// `[passive]`, validated. `consecutive_failures` 0 turns ejection off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PassiveConfig {
+    pub consecutive_failures: u32,
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
+}
+
+impl Default for PassiveConfig {
+    fn default() -> Self {
+        PassiveConfig {
+            consecutive_failures: DEFAULT_PASSIVE_FAILURES,
+            base_ejection: DEFAULT_BASE_EJECTION,
+            max_ejection: DEFAULT_MAX_EJECTION,
+        }
+    }
+}
+
 /// The proxy's validated settings.
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
@@ -104,9 +180,44 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub body_timeout: Duration,
+    pub limits: Limits,
+    /// `None`: unlimited.
+    pub max_connections: Option<usize>,
+    pub drain_timeout: Duration,
+    pub passive: PassiveConfig,
     pub sticky: StickyConfig,
     pub source: HealthSource,
     pub log: LogConfig,
+}
+
+impl ProxyConfig {
+    /// Every setting at its default, with health from `source`.
+    pub fn with_defaults(source: HealthSource) -> ProxyConfig {
+        ProxyConfig {
+            listen: DEFAULT_LISTEN
+                .parse()
+                .expect("the default listen address parses"),
+            preserve_host: false,
+            retries: DEFAULT_RETRIES,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            limits: Limits::default(),
+            max_connections: None,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            passive: PassiveConfig::default(),
+            sticky: StickyConfig {
+                enabled: true,
+                window: DEFAULT_STICKY_WINDOW,
+            },
+            source,
+            log: LogConfig::default(),
+        }
+    }
 }
 
 impl ProxyFile {
@@ -154,6 +265,58 @@ impl ProxyFile {
                 &p.header_read_timeout,
                 DEFAULT_HEADER_READ_TIMEOUT,
             )?,
+            idle_timeout: dur("proxy.idle_timeout", &p.idle_timeout, DEFAULT_IDLE_TIMEOUT)?,
+            body_timeout: dur("proxy.body_timeout", &p.body_timeout, DEFAULT_BODY_TIMEOUT)?,
+            limits: Limits {
+                max_header_bytes: at_least(
+                    "proxy.max_header_bytes",
+                    p.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES),
+                    MIN_HEADER_BYTES,
+                )?,
+                max_headers: at_least(
+                    "proxy.max_headers",
+                    p.max_headers.unwrap_or(DEFAULT_MAX_HEADERS),
+                    1,
+                )?,
+                max_uri_bytes: at_least(
+                    "proxy.max_uri_bytes",
+                    p.max_uri_bytes.unwrap_or(DEFAULT_MAX_URI_BYTES),
+                    1,
+                )?,
+                max_body_bytes: p.max_body_bytes.filter(|&n| n > 0),
+            },
+            max_connections: p.max_connections.filter(|&n| n > 0),
+            drain_timeout: dur(
+                "proxy.drain_timeout",
+                &p.drain_timeout,
+                DEFAULT_DRAIN_TIMEOUT,
+            )?,
+            passive: {
+                let base = dur(
+                    "passive.base_ejection",
+                    &self.passive.base_ejection,
+                    DEFAULT_BASE_EJECTION,
+                )?;
+                let max = dur(
+                    "passive.max_ejection",
+                    &self.passive.max_ejection,
+                    DEFAULT_MAX_EJECTION,
+                )?;
+                if max < base {
+                    return Err(ConfigError::new(
+                        "passive.max_ejection",
+                        "must not be shorter than passive.base_ejection",
+                    ));
+                }
+                PassiveConfig {
+                    consecutive_failures: self
+                        .passive
+                        .consecutive_failures
+                        .unwrap_or(DEFAULT_PASSIVE_FAILURES),
+                    base_ejection: base,
+                    max_ejection: max,
+                }
+            },
             sticky: StickyConfig {
                 enabled: self.sticky.enabled.unwrap_or(true),
                 window: dur("sticky.window", &self.sticky.window, DEFAULT_STICKY_WINDOW)?,
@@ -162,6 +325,16 @@ impl ProxyFile {
             log: self.log.validate()?,
         })
     }
+}
+
+/// hyper's read buffer cannot be smaller than this.
+const MIN_HEADER_BYTES: usize = 8192;
+
+fn at_least(key: &str, value: usize, min: usize) -> Result<usize, ConfigError> {
+    if value < min {
+        return Err(ConfigError::new(key, format!("must be at least {min}")));
+    }
+    Ok(value)
 }
 
 fn checker_uri(key: &str, raw: &str) -> Result<http::Uri, ConfigError> {

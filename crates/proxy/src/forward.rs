@@ -2,8 +2,15 @@
 //!
 //! Per request: one table load, at most one hash lookup (the sticky hint)
 //! and one round-robin step; no lock, and nothing shared is held across an
-//! `.await`. Connect failures are retried on another healthy target when the
-//! request can be sent again (it has no body).
+//! `.await`.
+//!
+//! Failures are retried where that is safe. No connection could be had
+//! (refused, connect timeout, a pooled connection found dead before the
+//! request was written): the untouched request goes to another healthy
+//! target, whatever its method and body. The request was (perhaps partly)
+//! sent and then the connection failed: only an idempotent request without
+//! a body is sent again (RFC 9112 section 9.3.1). No response head in time:
+//! `504`. Nothing left to try: `502`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -12,38 +19,47 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body, Incoming};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::upgrade::OnUpgrade;
 use log::{debug, info, warn};
 use tether_core::{RoundRobin, StickyHint, sticky};
+use tokio::sync::mpsc;
 
 use crate::body::ProxyBody;
-use crate::config::{ProxyConfig, StickyConfig};
+use crate::config::{Limits, PassiveConfig, ProxyConfig, StickyConfig};
 use crate::headers::{self, X_TARGET_SERVER, X_TARGET_SERVER_LAST_USE};
-use crate::table::{TableCell, Upstream};
+use crate::table::{Routes, TableCell, Upstream};
+use crate::tunnel;
+use crate::upstream::{Connector, Sender};
+use crate::validate::{self, Reject};
 
-/// Pooled upstream connections idle longer than this are closed by us
-/// first: below the 5 s keep-alive of common backend servers, so we rarely
-/// send on a connection the backend is closing.
+/// Pooled upstream connections idle longer than this are not reused: below
+/// the 5 s keep-alive of common backend servers, so we rarely send on a
+/// connection the backend is closing.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
 static JSON: HeaderValue = HeaderValue::from_static("application/json");
 static RETRY_AFTER_1: HeaderValue = HeaderValue::from_static("1");
+static UPGRADE_VALUE: HeaderValue = HeaderValue::from_static("upgrade");
+static CLOSE: HeaderValue = HeaderValue::from_static("close");
 
 /// Everything a request needs, shared by all connections.
 #[derive(Debug)]
 pub struct Proxy {
     table: Arc<TableCell>,
     rr: RoundRobin,
-    client: Client<HttpConnector, ProxyBody>,
+    connector: Connector,
     sticky: StickyConfig,
     preserve_host: bool,
     retries: u32,
     response_timeout: Duration,
+    idle_timeout: Duration,
+    limits: Limits,
+    passive: PassiveConfig,
+    /// Names of members this proxy ejected, for the checker to re-probe.
+    reports: Option<mpsc::Sender<String>>,
     /// Whether the `access` logger is on, checked once at start so the
     /// request path pays nothing when it is off.
     access_log: bool,
@@ -51,32 +67,39 @@ pub struct Proxy {
 
 /// Why an attempt produced no response.
 enum Failure {
-    /// Nothing reached the target: safe to try another one.
-    Connect(String),
+    /// Nothing reached the target; the request comes back untouched
+    /// (boxed: failures are rare, and the result stays small).
+    NotSent(Box<Request<ProxyBody>>, String),
+    /// The request was (perhaps partly) written, then the exchange failed.
+    Sent(String),
     /// The response head did not come in time.
     Timeout,
-    /// Anything after the request was (perhaps partly) sent.
-    Upstream(String),
+}
+
+/// The target of one attempt.
+struct Attempt {
+    index: usize,
+    upstream: Upstream,
 }
 
 impl Proxy {
-    pub fn new(config: &ProxyConfig, table: Arc<TableCell>) -> Proxy {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build(connector);
+    pub fn new(
+        config: &ProxyConfig,
+        table: Arc<TableCell>,
+        reports: Option<mpsc::Sender<String>>,
+    ) -> Proxy {
         Proxy {
             table,
             rr: RoundRobin::new(),
-            client,
+            connector: Connector::new(config.connect_timeout, POOL_IDLE_TIMEOUT),
             sticky: config.sticky,
             preserve_host: config.preserve_host,
             retries: config.retries,
             response_timeout: config.response_timeout,
+            idle_timeout: config.idle_timeout,
+            limits: config.limits,
+            passive: config.passive,
+            reports,
             access_log: log::log_enabled!(target: "access", log::Level::Info),
         }
     }
@@ -87,28 +110,25 @@ impl Proxy {
         req: Request<Incoming>,
         peer: SocketAddr,
     ) -> Result<Response<ProxyBody>, Infallible> {
-        let started = self.access_log.then(Instant::now);
-        let method = self.access_log.then(|| req.method().clone());
-        let path = self
-            .access_log
-            .then(|| req.uri().path_and_query().map(|p| p.as_str().to_owned()));
-        let res = self.forward(req, peer).await;
-        if let Some(started) = started {
-            let target = res
-                .headers()
-                .get(&X_TARGET_SERVER)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-");
-            info!(
-                target: "access",
-                "{peer} \"{} {}\" {} {} {}us",
-                method.unwrap_or_default(),
-                path.flatten().unwrap_or_default(),
-                res.status().as_u16(),
-                target,
-                started.elapsed().as_micros()
-            );
+        if !self.access_log {
+            return Ok(self.forward(req, peer).await);
         }
+        let started = Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path_and_query().map(|p| p.as_str().to_owned());
+        let res = self.forward(req, peer).await;
+        let target = res
+            .headers()
+            .get(&X_TARGET_SERVER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        info!(
+            target: "access",
+            "{peer} \"{method} {}\" {} {target} {}us",
+            path.unwrap_or_default(),
+            res.status().as_u16(),
+            started.elapsed().as_micros()
+        );
         Ok(res)
     }
 
@@ -119,9 +139,12 @@ impl Proxy {
         }
         let now_ms = epoch_ms();
         let (mut parts, body) = req.into_parts();
+        if let Err(reject) = validate::request(&parts, &self.limits) {
+            return rejection(reject);
+        }
 
         // Choose the first target. The guard is dropped before any await.
-        let (mut index, mut upstream, healthy_count) = {
+        let (mut attempt, healthy_count) = {
             let table = self.table.load();
             let hint = if self.sticky.enabled {
                 StickyHint::parse(
@@ -131,15 +154,26 @@ impl Proxy {
             } else {
                 None
             };
-            let pick = sticky::decide(hint.as_ref(), now_ms, self.sticky.window, &table, &self.rr);
-            let Some(i) = pick.index() else {
-                return no_healthy_targets();
-            };
-            let Some(member) = table.member(i) else {
+            let pick = sticky::decide_available(
+                hint.as_ref(),
+                now_ms,
+                self.sticky.window,
+                &table,
+                &self.rr,
+                |i| available(&table, i, now_ms),
+            );
+            let Some(member) = pick.index().and_then(|i| table.member(i)) else {
                 return no_healthy_targets();
             };
             debug!(target: "proxy", "{} {} -> {} ({pick:?})", parts.method, parts.uri.path(), member.name);
-            (i, member.data.clone(), table.healthy().len())
+            let index = pick.index().unwrap_or_default();
+            (
+                Attempt {
+                    index,
+                    upstream: member.data.clone(),
+                },
+                table.healthy().len(),
+            )
         };
 
         let path = parts
@@ -153,100 +187,235 @@ impl Proxy {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
+
+        // An upgrade (WebSocket) keeps its Upgrade header; h2c upgrades are
+        // refused by treating them as plain requests (RFC 9113 section 3.1).
+        let upgrade = (parts.version == Version::HTTP_11)
+            .then(|| parts.headers.get(header::UPGRADE).cloned())
+            .flatten()
+            .filter(|u| !u.as_bytes().eq_ignore_ascii_case(b"h2c"));
+        let client_upgrade = if upgrade.is_some() {
+            parts.extensions.remove::<OnUpgrade>()
+        } else {
+            None
+        };
+
         headers::strip_hop_by_hop(&mut parts.headers);
+        // The proxy answers `Expect: 100-continue` itself (hyper sends the
+        // 100 when the body is first read, i.e. once an upstream is ready).
+        parts.headers.remove(header::EXPECT);
         headers::add_forwarding(&mut parts.headers, peer, client_host.clone());
         if self.preserve_host
             && let Some(host) = &client_host
         {
             parts.headers.insert(header::HOST, host.clone());
         }
+        if let Some(upgrade) = &upgrade {
+            parts
+                .headers
+                .insert(header::CONNECTION, UPGRADE_VALUE.clone());
+            parts.headers.insert(header::UPGRADE, upgrade.clone());
+        }
+        parts.version = Version::HTTP_11;
 
-        // A request without a body can be sent again; keep what that needs
-        // only when a retry is possible at all.
-        let replay = (self.retries > 0 && body.is_end_stream() && healthy_count > 1)
-            .then(|| (parts.method.clone(), parts.headers.clone()));
+        // What a resend after a failed send needs: only for idempotent
+        // requests without a body, and only when a resend is possible.
+        let replay = (self.retries > 0
+            && healthy_count > 1
+            && upgrade.is_none()
+            && parts.method.is_idempotent()
+            && body.is_end_stream())
+        .then(|| (parts.method.clone(), parts.headers.clone()));
 
-        let mut request = Some(Request::from_parts(parts, ProxyBody::Stream(body)));
-        let mut attempt = 0;
+        let mut req = Request::from_parts(parts, ProxyBody::Stream(body));
+        let mut retries_left = self.retries;
         loop {
-            let mut req = match request.take() {
-                Some(r) => r,
-                None => match &replay {
-                    Some((method, headers)) => rebuild(method, headers),
-                    None => return error_response(StatusCode::BAD_GATEWAY, "Bad gateway"),
-                },
-            };
-            match self.send(&mut req, &upstream, &path).await {
-                Ok(res) => return self.finish(res, &upstream, now_ms),
-                Err(Failure::Connect(e)) => {
-                    warn!(target: "proxy", "connect to {} failed: {e}", upstream.authority);
-                    if attempt >= self.retries || replay.is_none() {
-                        return error_response(StatusCode::BAD_GATEWAY, "Bad gateway");
+            self.address(&mut req, &attempt.upstream, &path);
+            let failure = match self.exchange(req, &attempt.upstream).await {
+                Ok((mut res, sender)) => {
+                    attempt.upstream.passive.success();
+                    if res.status() == StatusCode::SWITCHING_PROTOCOLS
+                        && let Some(client_upgrade) = client_upgrade
+                    {
+                        let upstream_upgrade = hyper::upgrade::on(&mut res);
+                        tokio::spawn(tunnel::run(
+                            client_upgrade,
+                            upstream_upgrade,
+                            self.idle_timeout,
+                        ));
+                        drop(sender);
+                        return self.finish(res.map(ProxyBody::Stream), &attempt.upstream, now_ms);
                     }
-                    attempt += 1;
-                    let table = self.table.load();
-                    let Some(next) = self.rr.pick_other(&table, index) else {
-                        return error_response(StatusCode::BAD_GATEWAY, "Bad gateway");
-                    };
-                    let Some(member) = table.member(next) else {
-                        return error_response(StatusCode::BAD_GATEWAY, "Bad gateway");
-                    };
-                    index = next;
-                    upstream = member.data.clone();
+                    let authority = attempt.upstream.authority.clone();
+                    let res = res.map(|b| ProxyBody::upstream(b, authority, sender));
+                    return self.finish(res, &attempt.upstream, now_ms);
                 }
-                Err(Failure::Timeout) => {
-                    warn!(target: "proxy", "{} gave no response head within {:?}", upstream.authority, self.response_timeout);
+                Err(f) => f,
+            };
+            self.note_failure(&attempt, now_ms);
+            let next_req = match failure {
+                Failure::NotSent(back, e) => {
+                    warn!(target: "proxy", "{}: {e}", attempt.upstream.authority);
+                    Some(*back)
+                }
+                Failure::Sent(e) => {
+                    warn!(target: "proxy", "{} failed after the request was sent: {e}", attempt.upstream.authority);
+                    replay.as_ref().map(|(m, h)| rebuild(m, h))
+                }
+                Failure::Timeout => {
+                    warn!(
+                        target: "proxy",
+                        "{} gave no response head within {:?}",
+                        attempt.upstream.authority, self.response_timeout
+                    );
                     return error_response(StatusCode::GATEWAY_TIMEOUT, "Gateway timeout");
                 }
-                Err(Failure::Upstream(e)) => {
-                    warn!(target: "proxy", "{} failed: {e}", upstream.authority);
-                    return error_response(StatusCode::BAD_GATEWAY, "Bad gateway");
-                }
+            };
+            let Some(next_req) = next_req else {
+                return error_response(StatusCode::BAD_GATEWAY, "Bad gateway");
+            };
+            if retries_left == 0 {
+                return error_response(StatusCode::BAD_GATEWAY, "Bad gateway");
             }
+            retries_left -= 1;
+            let Some(next) = self.other_target(attempt.index, now_ms) else {
+                return error_response(StatusCode::BAD_GATEWAY, "Bad gateway");
+            };
+            attempt = next;
+            req = next_req;
         }
     }
 
-    async fn send(
-        &self,
-        req: &mut Request<ProxyBody>,
-        upstream: &Upstream,
-        path: &PathAndQuery,
-    ) -> Result<Response<Incoming>, Failure> {
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(Scheme::HTTP);
-        uri.authority = Some(upstream.authority.clone());
-        uri.path_and_query = Some(path.clone());
-        *req.uri_mut() = Uri::from_parts(uri).map_err(|e| Failure::Upstream(e.to_string()))?;
-        *req.version_mut() = Version::HTTP_11;
+    /// Points the request at `upstream`: origin-form target (the
+    /// connection already goes to the upstream) and its Host.
+    fn address(&self, req: &mut Request<ProxyBody>, upstream: &Upstream, path: &PathAndQuery) {
+        *req.uri_mut() = Uri::from(path.clone());
         if !self.preserve_host || !req.headers().contains_key(header::HOST) {
             req.headers_mut()
                 .insert(header::HOST, upstream.host_header.clone());
         }
-        let taken = std::mem::replace(req, Request::new(ProxyBody::empty()));
-        match tokio::time::timeout(self.response_timeout, self.client.request(taken)).await {
-            Ok(Ok(res)) => Ok(res),
-            Ok(Err(e)) if e.is_connect() => Err(Failure::Connect(error_chain(&e))),
-            Ok(Err(e)) => Err(Failure::Upstream(error_chain(&e))),
-            Err(_) => Err(Failure::Timeout),
+    }
+
+    /// Sends on a pooled connection, or a new one. A pooled connection that
+    /// turns out dead before the request was written is passed over for
+    /// the next; that is not the target's fault and costs no retry.
+    async fn exchange(
+        &self,
+        mut req: Request<ProxyBody>,
+        upstream: &Upstream,
+    ) -> Result<(Response<Incoming>, Sender), Failure> {
+        let deadline = tokio::time::Instant::now() + self.response_timeout;
+        loop {
+            let (mut sender, pooled) = match self.connector.checkout(&upstream.authority) {
+                Some(s) => (s, true),
+                None => match tokio::time::timeout_at(
+                    deadline,
+                    self.connector.connect(&upstream.authority),
+                )
+                .await
+                {
+                    Ok(Ok(s)) => (s, false),
+                    Ok(Err(e)) => return Err(Failure::NotSent(Box::new(req), e.0)),
+                    Err(_) => return Err(Failure::Timeout),
+                },
+            };
+            match tokio::time::timeout_at(deadline, sender.try_send_request(req)).await {
+                Ok(Ok(res)) => return Ok((res, sender)),
+                Ok(Err(mut e)) => match e.take_message() {
+                    Some(back) if pooled => {
+                        debug!(target: "proxy", "pooled connection to {} was dead: {}", upstream.authority, e.error());
+                        req = back;
+                    }
+                    Some(back) => {
+                        return Err(Failure::NotSent(Box::new(back), e.error().to_string()));
+                    }
+                    None => return Err(Failure::Sent(error_chain(e.error()))),
+                },
+                Err(_) => return Err(Failure::Timeout),
+            }
         }
+    }
+
+    /// Counts a failure against the member; ejects and reports it when the
+    /// streak is long enough and another member can take its traffic.
+    fn note_failure(&self, attempt: &Attempt, now_ms: u64) {
+        let table = self.table.load();
+        let others_usable = table
+            .healthy()
+            .iter()
+            .any(|&i| i != attempt.index && available(&table, i, now_ms));
+        let Some(ejection) = attempt
+            .upstream
+            .passive
+            .failure(now_ms, &self.passive, others_usable)
+        else {
+            return;
+        };
+        let name = table.member(attempt.index).map_or_else(
+            || attempt.upstream.authority.to_string(),
+            |m| m.name.clone(),
+        );
+        warn!(target: "proxy", "ejecting {name} for {ejection:?} after consecutive failures");
+        if let Some(reports) = &self.reports {
+            // A full queue means reports are already on their way.
+            let _ = reports.try_send(name);
+        }
+    }
+
+    /// A healthy, available member other than `avoid`, round robin.
+    fn other_target(&self, avoid: usize, now_ms: u64) -> Option<Attempt> {
+        let table = self.table.load();
+        let index = self.rr.pick_other(&table, avoid).map(|first| {
+            if available(&table, first, now_ms) {
+                return first;
+            }
+            table
+                .healthy()
+                .iter()
+                .copied()
+                .find(|&i| i != avoid && available(&table, i, now_ms))
+                .unwrap_or(first)
+        })?;
+        let member = table.member(index)?;
+        Some(Attempt {
+            index,
+            upstream: member.data.clone(),
+        })
     }
 
     fn finish(
         &self,
-        res: Response<Incoming>,
+        res: Response<ProxyBody>,
         upstream: &Upstream,
         now_ms: u64,
     ) -> Response<ProxyBody> {
         let (mut parts, body) = res.into_parts();
+        let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
+        let upgrade = switching
+            .then(|| parts.headers.get(header::UPGRADE).cloned())
+            .flatten();
         headers::strip_hop_by_hop(&mut parts.headers);
+        if let Some(upgrade) = upgrade {
+            parts
+                .headers
+                .insert(header::CONNECTION, UPGRADE_VALUE.clone());
+            parts.headers.insert(header::UPGRADE, upgrade);
+        }
         parts
             .headers
             .insert(X_TARGET_SERVER.clone(), upstream.name_header.clone());
         parts
             .headers
             .insert(X_TARGET_SERVER_LAST_USE.clone(), HeaderValue::from(now_ms));
-        Response::from_parts(parts, ProxyBody::Stream(body))
+        Response::from_parts(parts, body)
     }
+}
+
+/// Not locally ejected.
+fn available(table: &Routes, index: usize, now_ms: u64) -> bool {
+    table
+        .member(index)
+        .is_some_and(|m| !m.data.passive.is_ejected(now_ms))
 }
 
 fn rebuild(method: &Method, headers: &HeaderMap) -> Request<ProxyBody> {
@@ -275,6 +444,16 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = s.source();
     }
     out
+}
+
+/// The answer to a refused request; `Connection: close` when the framing
+/// or the peer is in doubt, which makes hyper close after writing it.
+pub fn rejection(reject: Reject) -> Response<ProxyBody> {
+    let mut res = error_response(reject.status, reject.message);
+    if reject.close {
+        res.headers_mut().insert(header::CONNECTION, CLOSE.clone());
+    }
+    res
 }
 
 /// `503` with `Retry-After: 1` and the JSON body DESIGN fixes.

@@ -13,23 +13,23 @@ pub mod error;
 pub mod feed;
 pub mod forward;
 pub mod headers;
+pub mod passive;
 pub mod server;
 pub mod source;
 pub mod table;
+pub mod tunnel;
+pub mod upstream;
+pub mod validate;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use log::info;
 use tokio::net::TcpListener;
 
 pub use config::{HealthSource, ProxyConfig};
 pub use error::Error;
-
-/// How long in-flight requests may take to finish after shutdown begins.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs the proxy until `shutdown` completes.
 pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
@@ -75,17 +75,10 @@ pub async fn run_on(
         }
     };
     let feed = tokio::spawn(feed::run(source, table.clone()));
-    let proxy = Arc::new(forward::Proxy::new(&config, table));
+    let proxy = Arc::new(forward::Proxy::new(&config, table, None));
     let addr = listener.local_addr().unwrap_or(config.listen);
     info!(target: "proxy", "http listening on {addr}");
-    server::serve(
-        listener,
-        proxy,
-        config.header_read_timeout,
-        DRAIN_TIMEOUT,
-        shutdown,
-    )
-    .await;
+    server::serve(listener, proxy, &config, shutdown).await;
     feed.abort();
     let _ = grpc_stop.send(());
     if let Some(task) = grpc_task {

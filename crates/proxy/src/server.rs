@@ -13,6 +13,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use log::{debug, info, warn};
 use tokio::net::TcpListener;
 
+use crate::config::ProxyConfig;
 use crate::forward::Proxy;
 
 /// Accepts and serves until `shutdown` completes, then stops accepting and
@@ -20,17 +21,22 @@ use crate::forward::Proxy;
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
-    header_read_timeout: Duration,
-    drain: Duration,
+    config: &ProxyConfig,
     shutdown: impl Future<Output = ()>,
 ) {
+    let drain = config.drain_timeout;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
+        .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(config.limits.max_header_bytes)
+        .max_headers(config.limits.max_headers)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(config.limits.max_header_bytes).unwrap_or(u32::MAX));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {

@@ -8,6 +8,8 @@ use arc_swap::ArcSwap;
 use http::HeaderValue;
 use http::uri::Authority;
 use log::warn;
+
+use crate::passive::Passive;
 use tether_core::{HealthState, Member, PoolView, RoutingTable};
 
 /// What the request path needs of one member, prepared off the hot path.
@@ -19,6 +21,8 @@ pub struct Upstream {
     pub host_header: HeaderValue,
     /// The member's name as a header value, echoed in `x-target-server`.
     pub name_header: HeaderValue,
+    /// What this proxy's own traffic says; kept across table rebuilds.
+    pub passive: Arc<Passive>,
 }
 
 pub type Routes = RoutingTable<Upstream>;
@@ -72,20 +76,23 @@ pub fn build(view: &PoolView, previous: &Routes) -> Routes {
                 warn!(target: "proxy", "ignoring target {:?}: name is not a valid header value", t.name);
                 return None;
             };
+            let known = previous
+                .lookup(&t.name)
+                .and_then(|i| previous.member(i))
+                .filter(|m| m.name == t.name && m.url == t.url);
+            let passive = known.map_or_else(Arc::default, |m| m.data.passive.clone());
             Some(Member {
                 name: t.name.clone(),
                 url: t.url.clone(),
                 healthy: match t.state {
-                    HealthState::Unknown => previous
-                        .lookup(&t.name)
-                        .and_then(|i| previous.member(i))
-                        .is_some_and(|m| m.name == t.name && m.url == t.url && m.healthy),
+                    HealthState::Unknown => known.is_some_and(|m| m.healthy),
                     state => state.is_healthy(),
                 },
                 data: Upstream {
                     authority,
                     host_header,
                     name_header,
+                    passive,
                 },
             })
         })

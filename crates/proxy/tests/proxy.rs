@@ -6,9 +6,8 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tether_checker::config::LogConfig;
 use tether_core::{HealthState, HealthUpdate, ProbeKind, ProbeSpec, Target, UpdateKind};
-use tether_proxy::config::{HealthSource, ProxyConfig, StickyConfig};
+use tether_proxy::config::{HealthSource, ProxyConfig};
 use tether_testkit::{FakeBackend, FakeChecker, Reply, eventually, get, status};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -24,20 +23,12 @@ fn now_ms() -> u64 {
 }
 
 fn config(source: HealthSource) -> ProxyConfig {
-    ProxyConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        preserve_host: false,
-        retries: 2,
-        connect_timeout: Duration::from_secs(1),
-        response_timeout: Duration::from_secs(5),
-        header_read_timeout: Duration::from_secs(5),
-        sticky: StickyConfig {
-            enabled: true,
-            window: Duration::from_secs(30),
-        },
-        source,
-        log: LogConfig::default(),
-    }
+    let mut c = ProxyConfig::with_defaults(source);
+    c.listen = "127.0.0.1:0".parse().expect("addr");
+    c.connect_timeout = Duration::from_secs(1);
+    c.response_timeout = Duration::from_secs(5);
+    c.header_read_timeout = Duration::from_secs(5);
+    c
 }
 
 /// A proxy running in-process; stops when dropped.

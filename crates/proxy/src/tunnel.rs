@@ -1,0 +1,72 @@
+//! Upgraded connections (WebSocket and other `Upgrade` protocols): bytes
+//! both ways until either side closes or nothing moves for `idle`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use log::debug;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+const BUFFER: usize = 8 * 1024;
+
+/// Waits for both sides to finish upgrading, then relays.
+pub async fn run(client: OnUpgrade, upstream: OnUpgrade, idle: Duration) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(both) => both,
+        Err(e) => {
+            debug!(target: "proxy", "upgrade failed: {e}");
+            return;
+        }
+    };
+    let (mut client_read, mut client_write) = tokio::io::split(TokioIo::new(client));
+    let (mut up_read, mut up_write) = tokio::io::split(TokioIo::new(upstream));
+    let start = Instant::now();
+    let last = Arc::new(AtomicU64::new(0));
+    let relay = async {
+        let _ = tokio::join!(
+            pump(&mut client_read, &mut up_write, start, &last),
+            pump(&mut up_read, &mut client_write, start, &last),
+        );
+    };
+    let watchdog = async {
+        loop {
+            let last_ms = last.load(Ordering::Relaxed);
+            let deadline = start + Duration::from_millis(last_ms) + idle;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    };
+    tokio::select! {
+        () = relay => {}
+        () = watchdog => debug!(target: "proxy", "tunnel idle for {idle:?}; closing"),
+    }
+}
+
+/// Copies one direction, noting the time of every transfer.
+async fn pump<R, W>(
+    from: &mut R,
+    to: &mut W,
+    start: Instant,
+    last: &AtomicU64,
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = [0u8; BUFFER];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return to.shutdown().await;
+        }
+        to.write_all(&buf[..n]).await?;
+        let now = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        last.store(now, Ordering::Relaxed);
+    }
+}
