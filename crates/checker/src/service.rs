@@ -17,7 +17,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::error::Error;
-use crate::hub::{HubClosed, HubHandle};
+use crate::hub::{HubClosed, HubHandle, ReportOutcome};
 
 /// How often an idle HTTP/2 connection is pinged, and how long the answer
 /// may take: a dead peer is noticed within about eight seconds.
@@ -157,6 +157,26 @@ impl HealthService for HealthApi {
             })),
             None => Err(Status::not_found(format!("no target named {name:?}"))),
         }
+    }
+
+    async fn report(
+        &self,
+        request: Request<pb::ReportRequest>,
+    ) -> Result<Response<pb::ReportResponse>, Status> {
+        let req = request.into_inner();
+        // The hub caps reason and reporter and logs the report.
+        let outcome = self
+            .hub
+            .report_from(&req.name, &req.reason, &req.reporter)
+            .await
+            .map_err(unavailable)?;
+        if outcome == ReportOutcome::UnknownTarget {
+            let name = crate::hub::cap(&req.name);
+            return Err(Status::not_found(format!("no target named {name:?}")));
+        }
+        Ok(Response::new(pb::ReportResponse {
+            accepted: outcome.accepted(),
+        }))
     }
 }
 

@@ -56,6 +56,8 @@ struct Inner {
     closing: bool,
     /// While set, Watch calls are answered with this status.
     refuse_watch: Option<Status>,
+    /// Every Report call received: (name, reason), in arrival order.
+    reports: Vec<(String, String)>,
 }
 
 // === impl FakeChecker ===
@@ -142,6 +144,12 @@ impl FakeChecker {
     /// Watch calls received so far, refused ones included.
     pub fn watch_calls(&self) -> usize {
         self.state.watch_calls.load(Ordering::SeqCst)
+    }
+
+    /// Every Report call received so far as (name, reason), in order,
+    /// unknown names included.
+    pub fn reports(&self) -> Vec<(String, String)> {
+        self.state.lock().reports.clone()
     }
 
     /// Watch streams currently open; streams whose client went away are
@@ -257,5 +265,72 @@ impl HealthService for Service {
             })),
             None => Err(Status::not_found(format!("no target named {name:?}"))),
         }
+    }
+
+    /// Records the report; accepted for a name in the current snapshot,
+    /// `NOT_FOUND` otherwise. Never changes the snapshot.
+    async fn report(
+        &self,
+        request: Request<pb::ReportRequest>,
+    ) -> Result<Response<pb::ReportResponse>, Status> {
+        let req = request.into_inner();
+        let mut inner = self.state.lock();
+        inner.reports.push((req.name.clone(), req.reason));
+        if inner.targets.iter().any(|t| t.name == req.name) {
+            Ok(Response::new(pb::ReportResponse { accepted: true }))
+        } else {
+            Err(Status::not_found(format!("no target named {:?}", req.name)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tether_proto::pb::health_service_client::HealthServiceClient;
+
+    #[tokio::test]
+    async fn report_is_recorded_and_answered_by_name() {
+        let checker = FakeChecker::start().await;
+        checker.set_snapshot(
+            1,
+            vec![status("a", "http://127.0.0.1:1", HealthState::Healthy)],
+        );
+        let mut client = HealthServiceClient::connect(checker.url())
+            .await
+            .expect("connect to fake checker");
+        let request = |name: &str, reason: &str| pb::ReportRequest {
+            name: name.to_owned(),
+            reason: reason.to_owned(),
+            reporter: "127.0.0.1:8080".to_owned(),
+        };
+
+        let ok = client
+            .report(request("a", "connect refused"))
+            .await
+            .expect("report a")
+            .into_inner();
+        assert!(ok.accepted);
+        let unknown = client
+            .report(request("zz", "502"))
+            .await
+            .expect_err("unknown name");
+        assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown:?}");
+        assert_eq!(
+            checker.reports(),
+            [
+                ("a".to_owned(), "connect refused".to_owned()),
+                ("zz".to_owned(), "502".to_owned()),
+            ]
+        );
+        // A report changes nothing by itself.
+        let listed = client
+            .list(pb::ListRequest {})
+            .await
+            .expect("list")
+            .into_inner();
+        assert_eq!(listed.version, 1);
+        assert_eq!(listed.targets[0].state, i32::from(pb::HealthState::Healthy));
+        checker.stop().await;
     }
 }

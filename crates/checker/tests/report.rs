@@ -1,0 +1,381 @@
+//! Passive health, the checker's side: the `Report` RPC over real sockets.
+//! A report makes the checker re-probe a target at once; only the probes'
+//! results change its state, and reports are rate-limited per target.
+//!
+//! Every target here has a long interval, so anything that happens within
+//! a second or two was caused by a report, not by the schedule.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use tether_checker::CheckerConfig;
+use tether_checker::config::LogConfig;
+use tether_core::{HealthState, HealthUpdate, ProbeKind, ProbeSpec, Target, UpdateKind};
+use tether_proto::pb;
+use tether_proto::pb::health_service_client::HealthServiceClient;
+use tether_testkit::{FakeBackend, HEALTH_PATH, eventually};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+
+/// Generous: the machine is shared with other builds.
+const DEADLINE: Duration = Duration::from_secs(10);
+/// Far longer than any test here: scheduled probes play no part.
+const LONG_INTERVAL: Duration = Duration::from_secs(30);
+/// Refused connects fail at once; the bound only guards a starved machine.
+const TIMEOUT: Duration = Duration::from_secs(1);
+/// How long "nothing happens" is watched for.
+const QUIET: Duration = Duration::from_secs(1);
+
+// === helpers ===
+
+fn target(name: &str, url: String, kind: ProbeKind) -> Target {
+    Target {
+        name: name.to_owned(),
+        url,
+        probe: ProbeSpec {
+            kind,
+            path: HEALTH_PATH.to_owned(),
+            interval: LONG_INTERVAL,
+            timeout: TIMEOUT,
+            rise: NonZeroU32::new(2).expect("non-zero"),
+            fall: NonZeroU32::new(3).expect("non-zero"),
+        },
+    }
+}
+
+/// A checker serving gRPC on a loopback port.
+struct Server {
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), tether_checker::Error>>,
+}
+
+impl Server {
+    async fn start(targets: Vec<Target>) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let config = CheckerConfig {
+            grpc_listen: addr,
+            targets,
+            log: LogConfig::default(),
+        };
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(tether_checker::run_on(listener, config, async move {
+            let _ = rx.await;
+        }));
+        Server {
+            addr,
+            shutdown: Some(tx),
+            task,
+        }
+    }
+
+    async fn client(&self) -> HealthServiceClient<Channel> {
+        let channel = Endpoint::from_shared(format!("http://{}", self.addr))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect to the checker");
+        HealthServiceClient::new(channel)
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let task = &self.task;
+        eventually("run_on to return after shutdown", DEADLINE, || {
+            std::future::ready(task.is_finished().then_some(()))
+        })
+        .await;
+        self.task
+            .await
+            .expect("run_on panicked")
+            .expect("run_on failed");
+    }
+}
+
+async fn report(
+    client: &mut HealthServiceClient<Channel>,
+    name: &str,
+    reason: &str,
+) -> Result<bool, tonic::Status> {
+    let request = pb::ReportRequest {
+        name: name.to_owned(),
+        reason: reason.to_owned(),
+        reporter: "127.0.0.1:8080".to_owned(),
+    };
+    Ok(client.report(request).await?.into_inner().accepted)
+}
+
+async fn get(client: &mut HealthServiceClient<Channel>, name: &str) -> pb::TargetHealth {
+    client
+        .get(pb::GetRequest {
+            name: name.to_owned(),
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .target
+        .expect("a record")
+}
+
+fn state(t: &pb::TargetHealth) -> HealthState {
+    match pb::HealthState::try_from(t.state) {
+        Ok(pb::HealthState::Healthy) => HealthState::Healthy,
+        Ok(pb::HealthState::Unhealthy) => HealthState::Unhealthy,
+        _ => HealthState::Unknown,
+    }
+}
+
+/// A Watch stream pumped into a channel.
+struct Watch {
+    rx: mpsc::UnboundedReceiver<Result<HealthUpdate, tonic::Status>>,
+    version: u64,
+}
+
+impl Watch {
+    async fn open(client: &mut HealthServiceClient<Channel>) -> Watch {
+        let mut stream = client
+            .watch(pb::WatchRequest {})
+            .await
+            .expect("watch")
+            .into_inner();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                match stream.message().await {
+                    Ok(Some(msg)) => {
+                        let update = HealthUpdate::try_from(msg).expect("valid watch message");
+                        if tx.send(Ok(update)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(status) => {
+                        let _ = tx.send(Err(status));
+                        return;
+                    }
+                }
+            }
+        });
+        let mut watch = Watch { rx, version: 0 };
+        let first = watch.next("the first watch message", DEADLINE).await;
+        assert!(
+            matches!(first.kind, UpdateKind::Snapshot(_)),
+            "the first message must be a snapshot: {first:?}"
+        );
+        watch.version = first.version;
+        watch
+    }
+
+    /// The next update within `deadline`; panics on timeout.
+    async fn next(&mut self, what: &str, deadline: Duration) -> HealthUpdate {
+        let rx = &mut self.rx;
+        let got = eventually(what, deadline, || {
+            std::future::ready(match rx.try_recv() {
+                Ok(item) => Some(Some(item)),
+                Err(mpsc::error::TryRecvError::Empty) => None,
+                Err(mpsc::error::TryRecvError::Disconnected) => Some(None),
+            })
+        })
+        .await;
+        match got {
+            Some(Ok(update)) => update,
+            Some(Err(status)) => panic!("watch stream failed: {status}"),
+            None => panic!("watch stream ended while waiting for {what}"),
+        }
+    }
+
+    /// The next change, which must be one version after the last.
+    async fn change(&mut self, what: &str) -> pb::TargetHealth {
+        let update = self.next(what, DEADLINE).await;
+        assert_eq!(update.version, self.version + 1, "one version per change");
+        self.version = update.version;
+        match update.kind {
+            UpdateKind::Change(status) => pb::TargetHealth::from(&status),
+            UpdateKind::Snapshot(_) => panic!("unexpected snapshot: {update:?}"),
+        }
+    }
+
+    /// Panics if anything arrives within `quiet`.
+    async fn expect_nothing(&mut self, quiet: Duration) {
+        let started = Instant::now();
+        while started.elapsed() < quiet {
+            match self.rx.try_recv() {
+                Ok(item) => panic!("expected no watch message, got {item:?}"),
+                Err(mpsc::error::TryRecvError::Empty) => {}
+                Err(mpsc::error::TryRecvError::Disconnected) => panic!("watch stream ended"),
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// A checker with one target `name` on `backend`, made healthy by a report
+/// (a target still unknown gets its first probe at once: the 30 s interval
+/// is never waited for). Returns a client and a Watch opened once healthy.
+async fn healthy_checker(
+    name: &str,
+    backend: &FakeBackend,
+    kind: ProbeKind,
+) -> (Server, HealthServiceClient<Channel>, Watch) {
+    let server = Server::start(vec![target(name, backend.url(), kind)]).await;
+    let mut client = server.client().await;
+    eventually(&format!("{name} to become healthy"), DEADLINE, || {
+        let mut client = client.clone();
+        async move {
+            let t = get(&mut client, name).await;
+            if state(&t) == HealthState::Healthy {
+                return Some(());
+            }
+            // Unknown: ask for its first probe (refused while one runs).
+            let _ = report(&mut client, name, "warm-up").await;
+            None
+        }
+    })
+    .await;
+    let watch = Watch::open(&mut client).await;
+    (server, client, watch)
+}
+
+// === (a) a confirmed report publishes at once ===
+
+#[tokio::test]
+async fn confirmed_report_publishes_unhealthy_long_before_the_interval() {
+    let backend = FakeBackend::start("app-1").await;
+    let (server, mut client, mut watch) = healthy_checker("app-1", &backend, ProbeKind::Tcp).await;
+    backend.stop().await;
+
+    let started = Instant::now();
+    let accepted = report(&mut client, "app-1", "connect refused")
+        .await
+        .expect("report");
+    assert!(
+        accepted,
+        "a healthy target's first report schedules a burst"
+    );
+    let down = watch.change("app-1 to be published unhealthy").await;
+    let took = started.elapsed();
+    eprintln!("report -> unhealthy published in {took:?} (interval {LONG_INTERVAL:?})");
+
+    assert_eq!(down.name, "app-1");
+    assert_eq!(state(&down), HealthState::Unhealthy);
+    // Decided by the state machine: fall (3) failed probes in a row.
+    assert_eq!(down.consecutive_failures, 3, "{down:?}");
+    assert!(down.last_error.contains("connect"), "{down:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "confirming took {took:?}, expected about 100 ms"
+    );
+
+    // Already unhealthy: nothing to confirm, no burst.
+    let again = report(&mut client, "app-1", "connect refused")
+        .await
+        .expect("report");
+    assert!(!again, "an unhealthy target needs no burst");
+    server.stop().await;
+}
+
+// === (b) an unconfirmed report changes nothing ===
+
+#[tokio::test]
+async fn unconfirmed_report_changes_nothing() {
+    let backend = FakeBackend::start("app-1").await;
+    let (server, mut client, mut watch) = healthy_checker("app-1", &backend, ProbeKind::Http).await;
+    let before = get(&mut client, "app-1").await;
+    let hits = backend.health_hits();
+
+    let accepted = report(&mut client, "app-1", "502 from upstream")
+        .await
+        .expect("report");
+    assert!(accepted, "the report schedules a re-probe");
+    // The re-probe happened (and, succeeding, ended the burst at once) ...
+    eventually("the re-probe to reach the backend", DEADLINE, || {
+        std::future::ready((backend.health_hits() > hits).then_some(()))
+    })
+    .await;
+    // ... and published nothing.
+    watch.expect_nothing(QUIET).await;
+
+    let after = get(&mut client, "app-1").await;
+    assert_eq!(state(&after), HealthState::Healthy, "{after:?}");
+    assert_eq!(after.consecutive_failures, 0, "{after:?}");
+    assert!(
+        after.consecutive_successes > before.consecutive_successes,
+        "the re-probe was counted: {before:?} -> {after:?}"
+    );
+    assert_eq!(after.last_change_unix_ms, before.last_change_unix_ms);
+    assert_eq!(
+        backend.health_hits(),
+        hits + 1,
+        "a success ends the burst after one probe"
+    );
+    server.stop().await;
+    backend.stop().await;
+}
+
+// === (c) rate limit ===
+
+#[tokio::test]
+async fn second_report_in_quick_succession_is_rate_limited() {
+    let backend = FakeBackend::start("app-1").await;
+    let (server, mut client, mut watch) = healthy_checker("app-1", &backend, ProbeKind::Http).await;
+    let hits = backend.health_hits();
+
+    assert!(
+        report(&mut client, "app-1", "first")
+            .await
+            .expect("first report"),
+        "the first report schedules a burst"
+    );
+    eventually("the re-probe to reach the backend", DEADLINE, || {
+        std::future::ready((backend.health_hits() > hits).then_some(()))
+    })
+    .await;
+    // The burst is over, but the window (the 30 s interval) is not.
+    for n in 0..3 {
+        let accepted = report(&mut client, "app-1", "again").await.expect("report");
+        assert!(
+            !accepted,
+            "report {n} after the first should be rate-limited"
+        );
+    }
+    watch.expect_nothing(Duration::from_millis(300)).await;
+    assert_eq!(
+        backend.health_hits(),
+        hits + 1,
+        "no probe for limited reports"
+    );
+    server.stop().await;
+    backend.stop().await;
+}
+
+// === (d) unknown name ===
+
+#[tokio::test]
+async fn report_of_an_unknown_name_is_not_found() {
+    let backend = FakeBackend::start("app-1").await;
+    let server = Server::start(vec![target("app-1", backend.url(), ProbeKind::Tcp)]).await;
+    let mut client = server.client().await;
+    let status = report(&mut client, "nobody", "connect refused")
+        .await
+        .expect_err("unknown name");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    assert!(status.message().contains("nobody"), "{status:?}");
+
+    // Oversized fields are cut, not refused.
+    let long = "x".repeat(10_000);
+    let status = report(&mut client, &long, &long)
+        .await
+        .expect_err("unknown name");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    assert!(status.message().len() < 1_000, "{}", status.message().len());
+    server.stop().await;
+    backend.stop().await;
+}
