@@ -28,6 +28,8 @@ use crate::probe::{ProbeResult, Prober};
 /// How many changes a slow subscriber may fall behind before it is sent a
 /// fresh snapshot instead.
 const CHANGE_BUFFER: usize = 4096;
+/// The first probes of a fresh checker are spread over this much time.
+const FIRST_PROBE_SPREAD: Duration = Duration::from_secs(1);
 const COMMAND_BUFFER: usize = 256;
 const RESULT_BUFFER: usize = 1024;
 /// The pause between two probes of a report burst.
@@ -238,8 +240,11 @@ struct Probed {
     ends_burst: bool,
 }
 
-/// Probes one target forever, spread over its interval by a random first
-/// offset so a large pool is never probed in lockstep. A report burst
+/// Probes one target forever. The first probe comes at a random offset
+/// within the first second (or the interval, if shorter): soon enough that
+/// a fresh checker knows its pool quickly even with long intervals, spread
+/// enough that a large pool is never probed in lockstep; later probes keep
+/// that phase. A report burst
 /// (`bursts` says how many probes at most) runs between two ticks and
 /// restarts the interval after it.
 async fn probe_loop(
@@ -250,7 +255,7 @@ async fn probe_loop(
 ) {
     let prober = Prober::new(&target);
     let interval = target.probe.interval;
-    let offset = interval.mul_f64(fastrand::f64());
+    let offset = interval.min(FIRST_PROBE_SPREAD).mul_f64(fastrand::f64());
     let mut ticker = tokio::time::interval_at(Instant::now() + offset, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -14,6 +14,7 @@ pub mod feed;
 pub mod forward;
 pub mod headers;
 pub mod passive;
+pub mod report;
 pub mod server;
 pub mod source;
 pub mod table;
@@ -30,6 +31,10 @@ use tokio::net::TcpListener;
 
 pub use config::{HealthSource, ProxyConfig};
 pub use error::Error;
+
+/// Ejection reports waiting for the checker; more are dropped (the
+/// checker re-probes on the first anyway).
+const REPORT_QUEUE: usize = 64;
 
 /// Runs the proxy until `shutdown` completes.
 pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
@@ -74,12 +79,15 @@ pub async fn run_on(
             source::Source::Hub(hub)
         }
     };
-    let feed = tokio::spawn(feed::run(source, table.clone()));
-    let proxy = Arc::new(forward::Proxy::new(&config, table, None));
     let addr = listener.local_addr().unwrap_or(config.listen);
+    let (report_tx, report_rx) = tokio::sync::mpsc::channel(REPORT_QUEUE);
+    let reporter = tokio::spawn(report::run(source.clone(), report_rx, addr.to_string()));
+    let feed = tokio::spawn(feed::run(source, table.clone()));
+    let proxy = Arc::new(forward::Proxy::new(&config, table, Some(report_tx)));
     info!(target: "proxy", "http listening on {addr}");
     server::serve(listener, proxy, &config, shutdown).await;
     feed.abort();
+    reporter.abort();
     let _ = grpc_stop.send(());
     if let Some(task) = grpc_task {
         let _ = task.await;
