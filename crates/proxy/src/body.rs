@@ -1,24 +1,111 @@
 //! One body type for both directions: a streamed hyper body, or a small
 //! body the proxy made itself (error answers, retried bodyless requests).
 //! An enum rather than a boxed trait object, so no allocation per request.
+//!
+//! Streamed bodies are guarded: a body that makes no progress for the
+//! body timeout fails, and a request body past `max_body_bytes` fails, so
+//! a slow or hostile peer can hold a connection only so long and never
+//! make the proxy buffer.
 
+use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::Authority;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::time::{Instant, Sleep};
 
 use crate::upstream::{self, Sender};
 
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why the proxy cut a body short.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyError {
+    /// No progress for the body timeout.
+    Stalled,
+    /// A request body grew past `max_body_bytes`.
+    TooLarge,
+}
+
+impl fmt::Display for BodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BodyError::Stalled => "body made no progress within the body timeout",
+            BodyError::TooLarge => "request body larger than max_body_bytes",
+        })
+    }
+}
+
+impl std::error::Error for BodyError {}
+
+/// Progress and size rules for one streamed body.
+#[derive(Debug)]
+pub struct Guard {
+    idle: Duration,
+    limit: Option<u64>,
+    seen: u64,
+    /// Made on the first wait, so bodies that never wait cost no timer.
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Guard {
+    pub fn new(idle: Duration, limit: Option<u64>) -> Guard {
+        Guard {
+            idle,
+            limit,
+            seen: 0,
+            timer: None,
+        }
+    }
+
+    /// Polls `body` under the guard's rules.
+    fn poll(
+        &mut self,
+        body: Pin<&mut Incoming>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match body.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.seen = self.seen.saturating_add(data.len() as u64);
+                    if self.limit.is_some_and(|l| self.seen > l) {
+                        return Poll::Ready(Some(Err(BodyError::TooLarge.into())));
+                    }
+                }
+                if let Some(timer) = &mut self.timer {
+                    timer.as_mut().reset(Instant::now() + self.idle);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let idle = self.idle;
+                let timer = self
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Stalled.into()))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum ProxyBody {
-    Stream(Incoming),
+    /// A streamed body, passed on as it comes.
+    Stream { body: Incoming, guard: Guard },
     /// An upstream response body; its connection goes back to the pool
     /// once the body has been read to the end (and is closed if it never
     /// is, since a half-read response cannot be reused).
     Upstream {
         body: Incoming,
+        guard: Guard,
         conn: Option<(Authority, Sender)>,
     },
     /// The bytes, until they have been sent once.
@@ -30,22 +117,25 @@ impl ProxyBody {
         ProxyBody::Full(None)
     }
 
-    /// Wraps an upstream response body. A body that is already complete
-    /// (no content) returns its connection at once: hyper may never poll it.
-    pub fn upstream(body: Incoming, authority: Authority, sender: Sender) -> Self {
-        if body.is_end_stream() {
-            upstream::checkin(authority, sender);
-            return ProxyBody::Upstream { body, conn: None };
-        }
-        ProxyBody::Upstream {
-            body,
-            conn: Some((authority, sender)),
-        }
-    }
-
     pub fn full(bytes: impl Into<Bytes>) -> Self {
         let bytes = bytes.into();
         ProxyBody::Full((!bytes.is_empty()).then_some(bytes))
+    }
+
+    pub fn stream(body: Incoming, guard: Guard) -> Self {
+        ProxyBody::Stream { body, guard }
+    }
+
+    /// Wraps an upstream response body. A body that is already complete
+    /// (no content) returns its connection at once: hyper may never poll it.
+    pub fn upstream(body: Incoming, guard: Guard, authority: Authority, sender: Sender) -> Self {
+        let conn = if body.is_end_stream() {
+            upstream::checkin(authority, sender);
+            None
+        } else {
+            Some((authority, sender))
+        };
+        ProxyBody::Upstream { body, guard, conn }
     }
 }
 
@@ -53,7 +143,7 @@ impl Drop for ProxyBody {
     fn drop(&mut self) {
         // A complete upstream body whose end was never polled still frees
         // its connection for reuse; an incomplete one closes it.
-        if let ProxyBody::Upstream { body, conn } = self
+        if let ProxyBody::Upstream { body, conn, .. } = self
             && body.is_end_stream()
             && let Some((authority, sender)) = conn.take()
         {
@@ -64,16 +154,16 @@ impl Drop for ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            ProxyBody::Stream(b) => Pin::new(b).poll_frame(cx),
-            ProxyBody::Upstream { body, conn } => {
-                let polled = Pin::new(&mut *body).poll_frame(cx);
+            ProxyBody::Stream { body, guard } => guard.poll(Pin::new(body), cx),
+            ProxyBody::Upstream { body, guard, conn } => {
+                let polled = guard.poll(Pin::new(&mut *body), cx);
                 match &polled {
                     // hyper stops polling once a body of known length is
                     // complete, so the end is noticed on the last frame too.
@@ -94,17 +184,29 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ProxyBody::Stream(b) => b.is_end_stream(),
-            ProxyBody::Upstream { body, .. } => body.is_end_stream(),
+            ProxyBody::Stream { body, .. } | ProxyBody::Upstream { body, .. } => {
+                body.is_end_stream()
+            }
             ProxyBody::Full(b) => b.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ProxyBody::Stream(b) => b.size_hint(),
-            ProxyBody::Upstream { body, .. } => body.size_hint(),
+            ProxyBody::Stream { body, .. } | ProxyBody::Upstream { body, .. } => body.size_hint(),
             ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }
+}
+
+/// The proxy's own body error somewhere in `e`'s source chain, if any.
+pub fn body_error(e: &(dyn std::error::Error + 'static)) -> Option<BodyError> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(b) = err.downcast_ref::<BodyError>() {
+            return Some(*b);
+        }
+        cur = err.source();
+    }
+    None
 }

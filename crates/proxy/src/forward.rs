@@ -27,7 +27,7 @@ use log::{debug, info, warn};
 use tether_core::{RoundRobin, StickyHint, sticky};
 use tokio::sync::mpsc;
 
-use crate::body::ProxyBody;
+use crate::body::{BodyError, Guard, ProxyBody, body_error};
 use crate::config::{Limits, PassiveConfig, ProxyConfig, StickyConfig};
 use crate::headers::{self, X_TARGET_SERVER, X_TARGET_SERVER_LAST_USE};
 use crate::table::{Routes, TableCell, Upstream};
@@ -56,8 +56,11 @@ pub struct Proxy {
     retries: u32,
     response_timeout: Duration,
     idle_timeout: Duration,
+    body_timeout: Duration,
     limits: Limits,
     passive: PassiveConfig,
+    /// Open upgraded connections, for the drain at shutdown.
+    tunnels: Arc<tunnel::Tracker>,
     /// Names of members this proxy ejected, for the checker to re-probe.
     reports: Option<mpsc::Sender<String>>,
     /// Whether the `access` logger is on, checked once at start so the
@@ -72,6 +75,9 @@ enum Failure {
     NotSent(Box<Request<ProxyBody>>, String),
     /// The request was (perhaps partly) written, then the exchange failed.
     Sent(String),
+    /// The client's request body broke the proxy's rules (not the
+    /// target's fault).
+    Body(BodyError),
     /// The response head did not come in time.
     Timeout,
 }
@@ -97,11 +103,17 @@ impl Proxy {
             retries: config.retries,
             response_timeout: config.response_timeout,
             idle_timeout: config.idle_timeout,
+            body_timeout: config.body_timeout,
             limits: config.limits,
             passive: config.passive,
             reports,
+            tunnels: Arc::default(),
             access_log: log::log_enabled!(target: "access", log::Level::Info),
         }
+    }
+
+    pub fn tunnels(&self) -> &tunnel::Tracker {
+        &self.tunnels
     }
 
     /// Serves one request. Never fails: every problem becomes a response.
@@ -227,7 +239,8 @@ impl Proxy {
             && body.is_end_stream())
         .then(|| (parts.method.clone(), parts.headers.clone()));
 
-        let mut req = Request::from_parts(parts, ProxyBody::Stream(body));
+        let guard = Guard::new(self.body_timeout, self.limits.max_body_bytes);
+        let mut req = Request::from_parts(parts, ProxyBody::stream(body, guard));
         let mut retries_left = self.retries;
         loop {
             self.address(&mut req, &attempt.upstream, &path);
@@ -238,25 +251,46 @@ impl Proxy {
                         && let Some(client_upgrade) = client_upgrade
                     {
                         let upstream_upgrade = hyper::upgrade::on(&mut res);
+                        let tracked = self.tunnels.track();
                         tokio::spawn(tunnel::run(
                             client_upgrade,
                             upstream_upgrade,
                             self.idle_timeout,
+                            tracked,
                         ));
                         drop(sender);
-                        return self.finish(res.map(ProxyBody::Stream), &attempt.upstream, now_ms);
+                        let res =
+                            res.map(|b| ProxyBody::stream(b, Guard::new(self.idle_timeout, None)));
+                        return self.finish(res, &attempt.upstream, now_ms);
                     }
                     let authority = attempt.upstream.authority.clone();
-                    let res = res.map(|b| ProxyBody::upstream(b, authority, sender));
+                    let guard = Guard::new(self.body_timeout, None);
+                    let res = res.map(|b| ProxyBody::upstream(b, guard, authority, sender));
                     return self.finish(res, &attempt.upstream, now_ms);
                 }
                 Err(f) => f,
             };
-            self.note_failure(&attempt, now_ms);
+            if !matches!(failure, Failure::Body(_)) {
+                self.note_failure(&attempt, now_ms);
+            }
             let next_req = match failure {
                 Failure::NotSent(back, e) => {
                     warn!(target: "proxy", "{}: {e}", attempt.upstream.authority);
                     Some(*back)
+                }
+                Failure::Body(BodyError::TooLarge) => {
+                    return rejection(Reject {
+                        status: StatusCode::PAYLOAD_TOO_LARGE,
+                        message: "Request body too large",
+                        close: true,
+                    });
+                }
+                Failure::Body(BodyError::Stalled) => {
+                    return rejection(Reject {
+                        status: StatusCode::REQUEST_TIMEOUT,
+                        message: "Request body timeout",
+                        close: true,
+                    });
                 }
                 Failure::Sent(e) => {
                     warn!(target: "proxy", "{} failed after the request was sent: {e}", attempt.upstream.authority);
@@ -329,7 +363,12 @@ impl Proxy {
                     Some(back) => {
                         return Err(Failure::NotSent(Box::new(back), e.error().to_string()));
                     }
-                    None => return Err(Failure::Sent(error_chain(e.error()))),
+                    None => {
+                        return Err(match body_error(e.error()) {
+                            Some(b) => Failure::Body(b),
+                            None => Failure::Sent(error_chain(e.error())),
+                        });
+                    }
                 },
                 Err(_) => return Err(Failure::Timeout),
             }

@@ -12,9 +12,13 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use log::{debug, info, warn};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::config::ProxyConfig;
 use crate::forward::Proxy;
+
+const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts and serves until `shutdown` completes, then stops accepting and
 /// gives in-flight connections up to `drain` to finish.
@@ -36,10 +40,27 @@ pub async fn serve(
     builder
         .http2()
         .timer(TokioTimer::new())
+        // Pings notice a dead HTTP/2 client even when it has no stream open.
+        .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT)
         .max_header_list_size(u32::try_from(config.limits.max_header_bytes).unwrap_or(u32::MAX));
     let graceful = GracefulShutdown::new();
+    // At the connection cap, stop accepting: new clients wait in the
+    // kernel's backlog (back-pressure) instead of being refused or crashing
+    // the process.
+    let slots = config.max_connections.map(|n| Arc::new(Semaphore::new(n)));
     tokio::pin!(shutdown);
     loop {
+        let slot = match &slots {
+            Some(slots) => tokio::select! {
+                permit = slots.clone().acquire_owned() => match permit {
+                    Ok(p) => Some(p),
+                    Err(_) => break,
+                },
+                () = &mut shutdown => break,
+            },
+            None => None,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -67,15 +88,23 @@ pub async fn serve(
             if let Err(e) = watched.await {
                 debug!(target: "proxy", "connection from {peer}: {e}");
             }
+            drop(slot);
         });
     }
     drop(listener);
     let open = graceful.count();
-    info!(target: "proxy", "shutting down: draining {open} connections (up to {drain:?})");
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let tunnels = proxy.tunnels().count();
+    info!(
+        target: "proxy",
+        "shutting down: draining {open} connections and {tunnels} tunnels (up to {drain:?})"
+    );
+    let drained = async {
+        graceful.shutdown().await;
+        // Upgraded connections have left hyper's accounting; wait for them
+        // separately.
+        proxy.tunnels().wait_idle().await;
+    };
+    if tokio::time::timeout(drain, drained).await.is_err() {
         warn!(target: "proxy", "drain deadline passed; closing remaining connections");
     }
 }

@@ -2,19 +2,62 @@
 //! both ways until either side closes or nothing moves for `idle`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use log::debug;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 const BUFFER: usize = 8 * 1024;
 
+/// Counts open tunnels so shutdown can wait for them.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    open: AtomicUsize,
+    idle: Notify,
+}
+
+/// Holds one tunnel open in its tracker's count.
+#[derive(Debug)]
+pub struct Tracked(Arc<Tracker>);
+
+impl Tracker {
+    pub fn track(self: &Arc<Self>) -> Tracked {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Tracked(self.clone())
+    }
+
+    pub fn count(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Completes when no tunnel is open.
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.open.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
 /// Waits for both sides to finish upgrading, then relays.
-pub async fn run(client: OnUpgrade, upstream: OnUpgrade, idle: Duration) {
+pub async fn run(client: OnUpgrade, upstream: OnUpgrade, idle: Duration, tracked: Tracked) {
+    let _tracked = tracked;
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(both) => both,
         Err(e) => {
