@@ -11,6 +11,7 @@ pub mod error;
 pub mod hub;
 pub mod logging;
 pub mod probe;
+pub mod process;
 pub mod service;
 pub mod signal;
 

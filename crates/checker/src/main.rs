@@ -24,7 +24,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("tether-checker: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(tether_checker::process::EXIT_CONFIG);
         }
     };
     if args.check_config {
@@ -35,32 +35,8 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    if let Err(e) = tether_checker::logging::init(&config.log) {
-        eprintln!("tether-checker: {e}");
-        return ExitCode::from(2);
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("tether-checker: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(tether_checker::run(
-        config,
-        tether_checker::signal::shutdown(),
-    )) {
-        Ok(()) => {
-            log::info!(target: "grpc", "stopped");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            log::error!(target: "grpc", "{e}");
-            eprintln!("tether-checker: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let log = config.log.clone();
+    tether_checker::process::serve("tether-checker", "grpc", &log, || {
+        tether_checker::run(config, tether_checker::signal::shutdown())
+    })
 }

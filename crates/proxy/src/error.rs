@@ -13,3 +13,15 @@ pub enum Error {
     #[error("embedded checker: {0}")]
     Checker(#[from] tether_checker::Error),
 }
+
+/// An error and its sources on one line, for logs.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}

@@ -366,7 +366,7 @@ impl Proxy {
                     None => {
                         return Err(match body_error(e.error()) {
                             Some(b) => Failure::Body(b),
-                            None => Failure::Sent(error_chain(e.error())),
+                            None => Failure::Sent(crate::error::chain(e.error())),
                         });
                     }
                 },
@@ -472,17 +472,6 @@ fn epoch_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }
 
 /// The answer to a refused request; `Connection: close` when the framing

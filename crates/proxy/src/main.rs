@@ -29,7 +29,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("tether-proxy: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(tether_checker::process::EXIT_CONFIG);
         }
     };
     if args.check_config {
@@ -45,32 +45,8 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    if let Err(e) = tether_checker::logging::init(&config.log) {
-        eprintln!("tether-proxy: {e}");
-        return ExitCode::from(2);
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("tether-proxy: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(tether_proxy::run(
-        config,
-        tether_checker::signal::shutdown(),
-    )) {
-        Ok(()) => {
-            log::info!(target: "proxy", "stopped");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            log::error!(target: "proxy", "{e}");
-            eprintln!("tether-proxy: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let log = config.log.clone();
+    tether_checker::process::serve("tether-proxy", "proxy", &log, || {
+        tether_proxy::run(config, tether_checker::signal::shutdown())
+    })
 }

@@ -72,24 +72,13 @@ async fn open_grpc(uri: http::Uri) -> Result<Updates, String> {
         .tcp_nodelay(true)
         .connect()
         .await
-        .map_err(|e| format!("connect: {}", source_chain(&e)))?;
+        .map_err(|e| format!("connect: {}", crate::error::chain(&e)))?;
     let stream = HealthServiceClient::new(channel)
         .watch(pb::WatchRequest {})
         .await
         .map_err(|s| format!("watch: {}", s.message()))?
         .into_inner();
     Ok(Updates::Grpc(stream))
-}
-
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }
 
 /// An open subscription.

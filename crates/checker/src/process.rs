@@ -1,0 +1,51 @@
+//! What every Tether service binary does after its config is valid: start
+//! logging, start the runtime, run until a signal, map the outcome to an
+//! exit code. Shared so the binaries behave the same.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::process::ExitCode;
+
+use crate::config::LogConfig;
+
+/// Exit code for a bad config or logging set-up: nothing started.
+pub const EXIT_CONFIG: u8 = 2;
+
+/// Runs `service` to completion on a multi-threaded runtime. `binary` names
+/// the program in messages; `logger` is the log target for its last words.
+pub fn serve<F, E>(
+    binary: &str,
+    logger: &str,
+    log: &LogConfig,
+    service: impl FnOnce() -> F,
+) -> ExitCode
+where
+    F: Future<Output = Result<(), E>>,
+    E: Display,
+{
+    if let Err(e) = crate::logging::init(log) {
+        eprintln!("{binary}: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{binary}: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(service()) {
+        Ok(()) => {
+            log::info!(target: logger, "stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log::error!(target: logger, "{e}");
+            eprintln!("{binary}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
