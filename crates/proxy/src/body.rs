@@ -28,6 +28,9 @@ pub enum BodyError {
     Stalled,
     /// A request body grew past `max_body_bytes`.
     TooLarge,
+    /// The client's request body broke off or broke its framing (a bad
+    /// chunk, a short body): the client's fault, not the target's.
+    Malformed,
 }
 
 impl fmt::Display for BodyError {
@@ -35,6 +38,7 @@ impl fmt::Display for BodyError {
         f.write_str(match self {
             BodyError::Stalled => "body made no progress within the body timeout",
             BodyError::TooLarge => "request body larger than max_body_bytes",
+            BodyError::Malformed => "request body broken by the client",
         })
     }
 }
@@ -161,7 +165,14 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            ProxyBody::Stream { body, guard } => guard.poll(Pin::new(body), cx),
+            ProxyBody::Stream { body, guard } => match guard.poll(Pin::new(body), cx) {
+                // hyper finds a broken chunked framing only while the body
+                // streams; tell it apart from an upstream failure.
+                Poll::Ready(Some(Err(e))) if body_error(e.as_ref()).is_none() => {
+                    Poll::Ready(Some(Err(BodyError::Malformed.into())))
+                }
+                polled => polled,
+            },
             ProxyBody::Upstream { body, guard, conn } => {
                 let polled = guard.poll(Pin::new(&mut *body), cx);
                 match &polled {

@@ -285,6 +285,13 @@ impl Proxy {
                         close: true,
                     });
                 }
+                Failure::Body(BodyError::Malformed) => {
+                    return rejection(Reject {
+                        status: StatusCode::BAD_REQUEST,
+                        message: "Invalid request body",
+                        close: true,
+                    });
+                }
                 Failure::Body(BodyError::Stalled) => {
                     return rejection(Reject {
                         status: StatusCode::REQUEST_TIMEOUT,
