@@ -35,12 +35,18 @@ impl RoundRobin {
             return None;
         }
         // Relaxed is enough: the counter only spreads load, it orders nothing.
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        // An unavailable member costs another step of the shared cursor, so
+        // its turns spread over the others instead of all going to the
+        // member after it.
         let len = healthy.len();
-        (0..len)
-            .map(|k| healthy[(n + k) % len])
-            .find(|&i| available(i))
-            .or(Some(healthy[n % len]))
+        let mut choice = healthy[self.next.fetch_add(1, Ordering::Relaxed) % len];
+        for _ in 1..len {
+            if available(choice) {
+                return Some(choice);
+            }
+            choice = healthy[self.next.fetch_add(1, Ordering::Relaxed) % len];
+        }
+        Some(choice)
     }
 
     /// Like `pick`, but never `avoid` when another healthy member exists.

@@ -74,7 +74,9 @@ enum Failure {
     /// (boxed: failures are rare, and the result stays small).
     NotSent(Box<Request<ProxyBody>>, String),
     /// The request was (perhaps partly) written, then the exchange failed.
-    Sent(String),
+    /// `reused`: on a pooled connection, which the backend may have been
+    /// closing just as the request went out (the keep-alive race).
+    Sent { reused: bool, error: String },
     /// The client's request body broke the proxy's rules (not the
     /// target's fault).
     Body(BodyError),
@@ -156,7 +158,7 @@ impl Proxy {
         }
 
         // Choose the first target. The guard is dropped before any await.
-        let (mut attempt, healthy_count) = {
+        let mut attempt = {
             let table = self.table.load();
             let hint = if self.sticky.enabled {
                 StickyHint::parse(
@@ -178,14 +180,10 @@ impl Proxy {
                 return no_healthy_targets();
             };
             debug!(target: "proxy", "{} {} -> {} ({pick:?})", parts.method, parts.uri.path(), member.name);
-            let index = pick.index().unwrap_or_default();
-            (
-                Attempt {
-                    index,
-                    upstream: member.data.clone(),
-                },
-                table.healthy().len(),
-            )
+            Attempt {
+                index: pick.index().unwrap_or_default(),
+                upstream: member.data.clone(),
+            }
         };
 
         let path = parts
@@ -231,20 +229,20 @@ impl Proxy {
         parts.version = Version::HTTP_11;
 
         // What a resend after a failed send needs: only for idempotent
-        // requests without a body, and only when a resend is possible.
-        let replay = (self.retries > 0
-            && healthy_count > 1
-            && upgrade.is_none()
-            && parts.method.is_idempotent()
-            && body.is_end_stream())
-        .then(|| (parts.method.clone(), parts.headers.clone()));
+        // requests without a body (RFC 9112 section 9.3.1).
+        let replay = (upgrade.is_none() && parts.method.is_idempotent() && body.is_end_stream())
+            .then(|| (parts.method.clone(), parts.headers.clone()));
+        // One free resend on a fresh connection to the same target when a
+        // reused connection died under the request: that is the backend
+        // closing an idle connection, not the backend failing.
+        let mut fresh_only = false;
 
         let guard = Guard::new(self.body_timeout, self.limits.max_body_bytes);
         let mut req = Request::from_parts(parts, ProxyBody::stream(body, guard));
         let mut retries_left = self.retries;
         loop {
             self.address(&mut req, &attempt.upstream, &path);
-            let failure = match self.exchange(req, &attempt.upstream).await {
+            let failure = match self.exchange(req, &attempt.upstream, fresh_only).await {
                 Ok((mut res, sender)) => {
                     attempt.upstream.passive.success();
                     if res.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -270,6 +268,22 @@ impl Proxy {
                 }
                 Err(f) => f,
             };
+            if let Failure::Sent {
+                reused: true,
+                error,
+            } = &failure
+                && !fresh_only
+                && let Some((method, headers)) = &replay
+            {
+                debug!(
+                    target: "proxy",
+                    "{}: reused connection closed under the request ({error}); resending on a fresh one",
+                    attempt.upstream.authority
+                );
+                fresh_only = true;
+                req = rebuild(method, headers);
+                continue;
+            }
             if !matches!(failure, Failure::Body(_)) {
                 self.note_failure(&attempt, now_ms);
             }
@@ -299,8 +313,8 @@ impl Proxy {
                         close: true,
                     });
                 }
-                Failure::Sent(e) => {
-                    warn!(target: "proxy", "{} failed after the request was sent: {e}", attempt.upstream.authority);
+                Failure::Sent { error, .. } => {
+                    warn!(target: "proxy", "{} failed after the request was sent: {error}", attempt.upstream.authority);
                     replay.as_ref().map(|(m, h)| rebuild(m, h))
                 }
                 Failure::Timeout => {
@@ -324,6 +338,7 @@ impl Proxy {
             };
             attempt = next;
             req = next_req;
+            fresh_only = false;
         }
     }
 
@@ -337,17 +352,24 @@ impl Proxy {
         }
     }
 
-    /// Sends on a pooled connection, or a new one. A pooled connection that
-    /// turns out dead before the request was written is passed over for
-    /// the next; that is not the target's fault and costs no retry.
+    /// Sends on a pooled connection (unless `fresh_only`), or a new one. A
+    /// pooled connection that turns out dead before the request was written
+    /// is passed over for the next; that is not the target's fault and costs
+    /// no retry.
     async fn exchange(
         &self,
         mut req: Request<ProxyBody>,
         upstream: &Upstream,
+        fresh_only: bool,
     ) -> Result<(Response<Incoming>, Sender), Failure> {
         let deadline = tokio::time::Instant::now() + self.response_timeout;
         loop {
-            let (mut sender, pooled) = match self.connector.checkout(&upstream.authority) {
+            let pooled = if fresh_only {
+                None
+            } else {
+                self.connector.checkout(&upstream.authority)
+            };
+            let (mut sender, pooled) = match pooled {
                 Some(s) => (s, true),
                 None => match tokio::time::timeout_at(
                     deadline,
@@ -373,7 +395,10 @@ impl Proxy {
                     None => {
                         return Err(match body_error(e.error()) {
                             Some(b) => Failure::Body(b),
-                            None => Failure::Sent(crate::error::chain(e.error())),
+                            None => Failure::Sent {
+                                reused: pooled,
+                                error: crate::error::chain(e.error()),
+                            },
                         });
                     }
                 },
