@@ -12,8 +12,8 @@
 //! a body is sent again (RFC 9112 section 9.3.1). No response head in time:
 //! `504`. Nothing left to try: `502`.
 
+use std::cell::RefCell;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 
 use crate::body::{BodyError, Guard, ProxyBody, body_error};
 use crate::config::{Limits, PassiveConfig, ProxyConfig, StickyConfig};
-use crate::headers::{self, X_TARGET_SERVER, X_TARGET_SERVER_LAST_USE};
+use crate::headers::{self, Peer, X_TARGET_SERVER, X_TARGET_SERVER_LAST_USE};
 use crate::table::{Routes, TableCell, Upstream};
 use crate::tunnel;
 use crate::upstream::{Connector, Sender};
@@ -87,7 +87,7 @@ enum Failure {
 /// The target of one attempt.
 struct Attempt {
     index: usize,
-    upstream: Upstream,
+    upstream: Arc<Upstream>,
 }
 
 impl Proxy {
@@ -122,7 +122,7 @@ impl Proxy {
     pub async fn handle(
         &self,
         req: Request<Incoming>,
-        peer: SocketAddr,
+        peer: &Peer,
     ) -> Result<Response<ProxyBody>, Infallible> {
         if !self.access_log {
             return Ok(self.forward(req, peer).await);
@@ -138,7 +138,8 @@ impl Proxy {
             .unwrap_or("-");
         info!(
             target: "access",
-            "{peer} \"{method} {}\" {} {target} {}us",
+            "{} \"{method} {}\" {} {target} {}us",
+            peer.addr,
             path.unwrap_or_default(),
             res.status().as_u16(),
             started.elapsed().as_micros()
@@ -146,7 +147,7 @@ impl Proxy {
         Ok(res)
     }
 
-    async fn forward(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    async fn forward(&self, req: Request<Incoming>, peer: &Peer) -> Response<ProxyBody> {
         if req.method() == Method::CONNECT {
             // A reverse proxy does not open tunnels to arbitrary authorities.
             return error_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported");
@@ -477,7 +478,7 @@ impl Proxy {
             .insert(X_TARGET_SERVER.clone(), upstream.name_header.clone());
         parts
             .headers
-            .insert(X_TARGET_SERVER_LAST_USE.clone(), HeaderValue::from(now_ms));
+            .insert(X_TARGET_SERVER_LAST_USE.clone(), last_use_header(now_ms));
         Response::from_parts(parts, body)
     }
 }
@@ -487,6 +488,22 @@ fn available(table: &Routes, index: usize, now_ms: u64) -> bool {
     table
         .member(index)
         .is_some_and(|m| !m.data.passive.is_ejected(now_ms))
+}
+
+/// `now_ms` as a header value. Formatting allocates, and at tens of
+/// thousands of requests a second many share a millisecond, so each worker
+/// thread keeps the last one.
+fn last_use_header(now_ms: u64) -> HeaderValue {
+    thread_local! {
+        static LAST: RefCell<(u64, HeaderValue)> = RefCell::new((0, HeaderValue::from_static("0")));
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != now_ms {
+            *last = (now_ms, HeaderValue::from(now_ms));
+        }
+        last.1.clone()
+    })
 }
 
 fn rebuild(method: &Method, headers: &HeaderMap) -> Request<ProxyBody> {

@@ -20,9 +20,26 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 static VIA_VALUE: HeaderValue = HeaderValue::from_static("1.1 tether");
 static PROTO_HTTP: HeaderValue = HeaderValue::from_static("http");
 
+/// Whether `name` is hop-by-hop whatever `Connection` says.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::PROXY_AUTHORIZATION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+}
+
 /// Removes hop-by-hop headers: `Connection` and every header it names,
-/// plus the fixed list of RFC 9110 section 7.6.1.
+/// plus the fixed list of RFC 9110 section 7.6.1. Most messages carry
+/// none, so one pass over the names decides whether to remove anything.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     // Headers named by Connection are removed first; only when Connection
     // is present is anything parsed, so the common case costs a lookup.
     if headers.contains_key(header::CONNECTION) {
@@ -48,19 +65,38 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
+/// The client end of a connection, with what every request on it needs
+/// prepared once.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The client's IP as a header value, for `X-Forwarded-For`.
+    ip: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Peer {
+        let ip = addr.ip().to_canonical().to_string();
+        Peer {
+            addr,
+            ip: HeaderValue::from_str(&ip).unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+        }
+    }
+}
+
 /// Adds the forwarding headers to a request going upstream. `host` is the
 /// client's Host (or HTTP/2 authority), if any.
-pub fn add_forwarding(headers: &mut HeaderMap, peer: SocketAddr, host: Option<HeaderValue>) {
-    let ip = peer.ip().to_canonical();
+pub fn add_forwarding(headers: &mut HeaderMap, peer: &Peer, host: Option<HeaderValue>) {
     let xff = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
         Some(prev) => {
-            let mut v = Vec::with_capacity(prev.len() + 42);
+            let ip = peer.ip.as_bytes();
+            let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
             v.extend_from_slice(prev);
             v.extend_from_slice(b", ");
-            v.extend_from_slice(ip.to_string().as_bytes());
+            v.extend_from_slice(ip);
             HeaderValue::from_bytes(&v).ok()
         }
-        None => HeaderValue::from_str(&ip.to_string()).ok(),
+        None => Some(peer.ip.clone()),
     };
     if let Some(xff) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), xff);
@@ -93,11 +129,38 @@ mod tests {
     }
 
     #[test]
+    fn messages_without_hop_by_hop_headers_are_left_alone() {
+        let mut h = HeaderMap::new();
+        h.insert("x-a", HeaderValue::from_static("1"));
+        h.insert(header::HOST, HeaderValue::from_static("h"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2);
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2);
+    }
+
+    #[test]
+    fn an_ipv4_mapped_peer_is_written_as_ipv4() {
+        let peer = Peer::new("[::ffff:10.0.0.1]:1".parse().expect("addr"));
+        let mut h = HeaderMap::new();
+        add_forwarding(&mut h, &peer, None);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1");
+    }
+
+    #[test]
     fn forwarded_for_is_appended() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.1.1.1"));
-        let peer: SocketAddr = "127.0.0.1:5000".parse().expect("addr");
-        add_forwarding(&mut h, peer, Some(HeaderValue::from_static("example.test")));
+        let peer = Peer::new("127.0.0.1:5000".parse().expect("addr"));
+        add_forwarding(
+            &mut h,
+            &peer,
+            Some(HeaderValue::from_static("example.test")),
+        );
         assert_eq!(h["x-forwarded-for"], "10.1.1.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "example.test");

@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::ProxyConfig;
 use crate::forward::Proxy;
+use crate::headers::Peer;
 
 const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -76,9 +77,11 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
+        let client = Peer::new(peer);
         let service = service_fn(move |req| {
             let proxy = proxy.clone();
-            async move { proxy.handle(req, peer).await }
+            let client = client.clone();
+            async move { proxy.handle(req, &client).await }
         });
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)

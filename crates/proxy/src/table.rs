@@ -25,7 +25,9 @@ pub struct Upstream {
     pub passive: Arc<Passive>,
 }
 
-pub type Routes = RoutingTable<Upstream>;
+/// Members carry their upstream behind an `Arc`, so a request takes it with
+/// one reference count rather than one per field.
+pub type Routes = RoutingTable<Arc<Upstream>>;
 
 /// The current routing table. Requests `load()` it (no lock, no refcount
 /// contention); the feed task alone `store()`s a new one.
@@ -88,12 +90,12 @@ pub fn build(view: &PoolView, previous: &Routes) -> Routes {
                     HealthState::Unknown => known.is_some_and(|m| m.healthy),
                     state => state.is_healthy(),
                 },
-                data: Upstream {
+                data: Arc::new(Upstream {
                     authority,
                     host_header,
                     name_header,
                     passive,
-                },
+                }),
             })
         })
         .collect();
