@@ -495,7 +495,8 @@ fn available(table: &Routes, index: usize, now_ms: u64) -> bool {
 /// thread keeps the last one.
 fn last_use_header(now_ms: u64) -> HeaderValue {
     thread_local! {
-        static LAST: RefCell<(u64, HeaderValue)> = RefCell::new((0, HeaderValue::from_static("0")));
+        static LAST: RefCell<(u64, HeaderValue)> =
+            const { RefCell::new((0, HeaderValue::from_static("0"))) };
     }
     LAST.with(|last| {
         let mut last = last.borrow_mut();
