@@ -2,32 +2,31 @@
 //! rise/fall and versions, and the gRPC API (Watch, List, Get,
 //! grpc.health.v1, shutdown) served by `run_on` on a loopback port.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tether_checker::config::LogConfig;
+use common::{DEADLINE, Server, WatchRx, next_update, open_watch, recv};
+use tether_checker::Checker;
 use tether_checker::probe::Prober;
-use tether_checker::{Checker, CheckerConfig};
 use tether_core::{
-    HealthState, HealthUpdate, ProbeKind, ProbeOutcome, ProbeSpec, Target, TargetStatus, UpdateKind,
+    HealthState, HealthUpdate, ProbeKind, ProbeOutcome, Target, TargetStatus, UpdateKind,
 };
 use tether_proto::pb;
 use tether_proto::pb::health_service_client::HealthServiceClient;
-use tether_testkit::{FakeBackend, HEALTH_PATH, eventually};
+use tether_testkit::{FakeBackend, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-/// Generous: the machine is shared with other builds.
-const DEADLINE: Duration = Duration::from_secs(10);
 /// Probe interval of every target here.
 const INTERVAL: Duration = Duration::from_millis(100);
 /// Timeout of the probe tests, where the timeout itself is under test.
@@ -39,18 +38,7 @@ const STATE_TIMEOUT: Duration = Duration::from_secs(1);
 // === helpers ===
 
 fn target(name: &str, url: String, kind: ProbeKind, timeout: Duration) -> Target {
-    Target {
-        name: name.to_owned(),
-        url,
-        probe: ProbeSpec {
-            kind,
-            path: HEALTH_PATH.to_owned(),
-            interval: INTERVAL,
-            timeout,
-            rise: NonZeroU32::new(2).expect("non-zero"),
-            fall: NonZeroU32::new(2).expect("non-zero"),
-        },
-    }
+    common::target(name, url, kind, INTERVAL, timeout, 2)
 }
 
 fn with_path(mut t: Target, path: &str) -> Target {
@@ -109,24 +97,11 @@ async fn status_listener(status: u16) -> (SocketAddr, mpsc::UnboundedReceiver<St
     (addr, rx)
 }
 
-/// The next item of `rx`; `None` once every sender is gone.
-async fn recv<T>(what: &str, rx: &mut mpsc::UnboundedReceiver<T>) -> Option<T> {
-    eventually(what, DEADLINE, || {
-        let got = match rx.try_recv() {
-            Ok(item) => Some(Some(item)),
-            Err(mpsc::error::TryRecvError::Empty) => None,
-            Err(mpsc::error::TryRecvError::Disconnected) => Some(None),
-        };
-        std::future::ready(got)
-    })
-    .await
-}
-
 /// Where a [`Tracker`] reads its updates from.
 enum Source {
     Hub(broadcast::Receiver<Arc<HealthUpdate>>),
     /// A gRPC Watch stream, pumped into a channel by a task.
-    Grpc(mpsc::UnboundedReceiver<Result<HealthUpdate, tonic::Status>>),
+    Grpc(WatchRx),
 }
 
 impl Source {
@@ -143,11 +118,7 @@ impl Source {
                 })
                 .await
             }
-            Source::Grpc(rx) => match recv(what, rx).await {
-                Some(Ok(update)) => update,
-                Some(Err(status)) => panic!("watch stream failed: {status}"),
-                None => panic!("watch stream ended while waiting for {what}"),
-            },
+            Source::Grpc(rx) => next_update(what, rx).await,
         }
     }
 }
@@ -212,88 +183,9 @@ impl Tracker {
     }
 }
 
-/// A checker serving gRPC on a loopback port.
-struct Server {
-    addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), tether_checker::Error>>,
-}
-
-impl Server {
-    async fn start(targets: Vec<Target>) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let config = CheckerConfig {
-            grpc_listen: addr,
-            targets,
-            log: LogConfig::default(),
-        };
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(tether_checker::run_on(listener, config, async move {
-            let _ = rx.await;
-        }));
-        Server {
-            addr,
-            shutdown: Some(tx),
-            task,
-        }
-    }
-
-    async fn channel(&self) -> Channel {
-        Endpoint::from_shared(format!("http://{}", self.addr))
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect to the checker")
-    }
-
-    async fn client(&self) -> HealthServiceClient<Channel> {
-        HealthServiceClient::new(self.channel().await)
-    }
-
-    /// Completes the shutdown future and waits for `run_on` to return.
-    async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        let task = &self.task;
-        eventually("run_on to return after shutdown", DEADLINE, || {
-            std::future::ready(task.is_finished().then_some(()))
-        })
-        .await;
-        self.task
-            .await
-            .expect("run_on panicked")
-            .expect("run_on failed");
-    }
-}
-
 /// Opens a Watch stream and pumps it into a [`Tracker`].
 async fn watch(client: &mut HealthServiceClient<Channel>) -> Tracker {
-    let mut stream = client
-        .watch(pb::WatchRequest {})
-        .await
-        .expect("watch")
-        .into_inner();
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            match stream.message().await {
-                Ok(Some(msg)) => {
-                    let update = HealthUpdate::try_from(msg).expect("valid watch message");
-                    if tx.send(Ok(update)).is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => return,
-                Err(status) => {
-                    let _ = tx.send(Err(status));
-                    return;
-                }
-            }
-        }
-    });
-    Tracker::new(Source::Grpc(rx), None).await
+    Tracker::new(Source::Grpc(open_watch(client).await), None).await
 }
 
 async fn list_states(client: &mut HealthServiceClient<Channel>) -> (u64, Vec<TargetStatus>) {

@@ -5,25 +5,20 @@
 //! Every target here has a long interval, so anything that happens within
 //! a second or two was caused by a report, not by the schedule.
 
-use std::net::SocketAddr;
-use std::num::NonZeroU32;
+mod common;
+
 use std::time::Duration;
 
-use tether_checker::CheckerConfig;
-use tether_checker::config::LogConfig;
-use tether_core::{HealthState, HealthUpdate, ProbeKind, ProbeSpec, Target, UpdateKind};
+use common::{DEADLINE, Server, WatchRx, next_update, open_watch};
+use tether_core::{HealthState, ProbeKind, Target, UpdateKind};
 use tether_proto::pb;
 use tether_proto::pb::health_service_client::HealthServiceClient;
-use tether_testkit::{FakeBackend, HEALTH_PATH, eventually};
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tether_testkit::{FakeBackend, eventually};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-/// Generous: the machine is shared with other builds.
-const DEADLINE: Duration = Duration::from_secs(10);
 /// Far longer than any test here: scheduled probes play no part.
 const LONG_INTERVAL: Duration = Duration::from_secs(30);
 /// Refused connects fail at once; the bound only guards a starved machine.
@@ -34,70 +29,7 @@ const QUIET: Duration = Duration::from_secs(1);
 // === helpers ===
 
 fn target(name: &str, url: String, kind: ProbeKind) -> Target {
-    Target {
-        name: name.to_owned(),
-        url,
-        probe: ProbeSpec {
-            kind,
-            path: HEALTH_PATH.to_owned(),
-            interval: LONG_INTERVAL,
-            timeout: TIMEOUT,
-            rise: NonZeroU32::new(2).expect("non-zero"),
-            fall: NonZeroU32::new(3).expect("non-zero"),
-        },
-    }
-}
-
-/// A checker serving gRPC on a loopback port.
-struct Server {
-    addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), tether_checker::Error>>,
-}
-
-impl Server {
-    async fn start(targets: Vec<Target>) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let config = CheckerConfig {
-            grpc_listen: addr,
-            targets,
-            log: LogConfig::default(),
-        };
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(tether_checker::run_on(listener, config, async move {
-            let _ = rx.await;
-        }));
-        Server {
-            addr,
-            shutdown: Some(tx),
-            task,
-        }
-    }
-
-    async fn client(&self) -> HealthServiceClient<Channel> {
-        let channel = Endpoint::from_shared(format!("http://{}", self.addr))
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect to the checker");
-        HealthServiceClient::new(channel)
-    }
-
-    async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        let task = &self.task;
-        eventually("run_on to return after shutdown", DEADLINE, || {
-            std::future::ready(task.is_finished().then_some(()))
-        })
-        .await;
-        self.task
-            .await
-            .expect("run_on panicked")
-            .expect("run_on failed");
-    }
+    common::target(name, url, kind, LONG_INTERVAL, TIMEOUT, 3)
 }
 
 async fn report(
@@ -135,66 +67,27 @@ fn state(t: &pb::TargetHealth) -> HealthState {
 
 /// A Watch stream pumped into a channel.
 struct Watch {
-    rx: mpsc::UnboundedReceiver<Result<HealthUpdate, tonic::Status>>,
+    rx: WatchRx,
     version: u64,
 }
 
 impl Watch {
     async fn open(client: &mut HealthServiceClient<Channel>) -> Watch {
-        let mut stream = client
-            .watch(pb::WatchRequest {})
-            .await
-            .expect("watch")
-            .into_inner();
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            loop {
-                match stream.message().await {
-                    Ok(Some(msg)) => {
-                        let update = HealthUpdate::try_from(msg).expect("valid watch message");
-                        if tx.send(Ok(update)).is_err() {
-                            return;
-                        }
-                    }
-                    Ok(None) => return,
-                    Err(status) => {
-                        let _ = tx.send(Err(status));
-                        return;
-                    }
-                }
-            }
-        });
-        let mut watch = Watch { rx, version: 0 };
-        let first = watch.next("the first watch message", DEADLINE).await;
+        let mut rx = open_watch(client).await;
+        let first = next_update("the first watch message", &mut rx).await;
         assert!(
             matches!(first.kind, UpdateKind::Snapshot(_)),
             "the first message must be a snapshot: {first:?}"
         );
-        watch.version = first.version;
-        watch
-    }
-
-    /// The next update within `deadline`; panics on timeout.
-    async fn next(&mut self, what: &str, deadline: Duration) -> HealthUpdate {
-        let rx = &mut self.rx;
-        let got = eventually(what, deadline, || {
-            std::future::ready(match rx.try_recv() {
-                Ok(item) => Some(Some(item)),
-                Err(mpsc::error::TryRecvError::Empty) => None,
-                Err(mpsc::error::TryRecvError::Disconnected) => Some(None),
-            })
-        })
-        .await;
-        match got {
-            Some(Ok(update)) => update,
-            Some(Err(status)) => panic!("watch stream failed: {status}"),
-            None => panic!("watch stream ended while waiting for {what}"),
+        Watch {
+            rx,
+            version: first.version,
         }
     }
 
     /// The next change, which must be one version after the last.
     async fn change(&mut self, what: &str) -> pb::TargetHealth {
-        let update = self.next(what, DEADLINE).await;
+        let update = next_update(what, &mut self.rx).await;
         assert_eq!(update.version, self.version + 1, "one version per change");
         self.version = update.version;
         match update.kind {

@@ -10,6 +10,8 @@
 //! a poll with a deadline; the only sleeps are the request gaps that one
 //! test is about.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,134 +19,25 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::{DEADLINE, Running, backends, checker_config, healthy_checker, pool, wait_routes};
 use futures_util::{SinkExt, StreamExt};
 use http::{Request, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tether_core::HealthState;
-use tether_proxy::config::{HealthSource, ProxyConfig};
 use tether_testkit::http::{download, upload};
 use tether_testkit::raw::RawConn;
 use tether_testkit::rss::{PeakRss, vm_rss};
 use tether_testkit::{
-    Blackhole, Client, FakeBackend, FakeChecker, Proc, Reply, TempConfig, eventually, get, status,
+    Blackhole, Client, FakeBackend, FakeChecker, Proc, TempConfig, eventually, get, status,
 };
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 
-/// Generous bound for anything that should take milliseconds.
-const DEADLINE: Duration = Duration::from_secs(10);
 /// A `tether-proxy` process starting and printing its listening line.
 const START: Duration = Duration::from_secs(10);
 const MIB: u64 = 1024 * 1024;
-
-// === an in-process proxy ===
-
-fn config(checker: &FakeChecker) -> ProxyConfig {
-    let uri = checker.url().parse().expect("checker uri");
-    let mut c = ProxyConfig::with_defaults(HealthSource::Checkers(vec![uri]));
-    c.listen = "127.0.0.1:0".parse().expect("addr");
-    c.connect_timeout = Duration::from_secs(1);
-    c.response_timeout = Duration::from_secs(5);
-    c.header_read_timeout = Duration::from_secs(5);
-    c
-}
-
-/// A proxy running in-process; stops when dropped.
-struct Running {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl Running {
-    async fn start(config: ProxyConfig) -> Running {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            tether_proxy::run_on(listener, config, async move {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("proxy ran");
-        });
-        Running {
-            addr,
-            stop: Some(stop),
-            task: Some(task),
-        }
-    }
-
-    async fn get(&self) -> Reply {
-        get(self.addr, "/", &[]).await.expect("proxy answers")
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.expect("proxy task");
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(task) = &self.task {
-            task.abort();
-        }
-    }
-}
-
-async fn backends(n: usize) -> Vec<FakeBackend> {
-    let mut out = Vec::new();
-    for i in 1..=n {
-        out.push(FakeBackend::start(&format!("app-{i}")).await);
-    }
-    out
-}
-
-/// A fake checker that calls every `(name, url)` healthy.
-async fn checker_for(members: &[(&str, String)]) -> FakeChecker {
-    let checker = FakeChecker::start().await;
-    checker.set_snapshot(
-        1,
-        members
-            .iter()
-            .map(|(name, url)| status(name, url, HealthState::Healthy))
-            .collect(),
-    );
-    checker
-}
-
-async fn healthy_checker(backends: &[FakeBackend]) -> FakeChecker {
-    let members: Vec<(&str, String)> = backends.iter().map(|b| (b.name(), b.url())).collect();
-    checker_for(&members).await
-}
-
-/// Waits until the proxy routes to exactly `expected` (as a set).
-async fn wait_routes(proxy: &Running, expected: &[&str]) {
-    let mut want: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
-    want.sort();
-    eventually("the proxy routes to the expected set", DEADLINE, || async {
-        let mut seen = Vec::new();
-        for _ in 0..(expected.len() * 3).max(3) {
-            let r = proxy.get().await;
-            if r.status != 200 {
-                return None;
-            }
-            seen.push(r.body);
-        }
-        seen.sort();
-        seen.dedup();
-        (seen == want).then_some(())
-    })
-    .await;
-}
 
 // === 1. failover under load ===
 
@@ -176,10 +69,7 @@ async fn a_backend_stopped_under_load_costs_no_request() {
     const CLIENTS: usize = 4;
     const PER_CLIENT: usize = 300;
     const STOP_AFTER: usize = 400;
-    let mut b = backends(3).await;
-    let checker = healthy_checker(&b).await;
-    let proxy = Running::start(config(&checker)).await;
-    wait_routes(&proxy, &["app-1", "app-2", "app-3"]).await;
+    let (mut b, _checker, proxy) = pool(3).await;
 
     let done = Arc::new(AtomicUsize::new(0));
     let mut clients = JoinSet::new();
@@ -264,13 +154,16 @@ async fn a_backend_stopped_under_load_costs_no_request() {
 async fn a_hung_backend_gets_504s_then_is_ejected() {
     let b = backends(2).await;
     let hole = Blackhole::start().await;
-    let checker = checker_for(&[
-        ("app-1", b[0].url()),
-        ("app-2", b[1].url()),
-        ("hung", hole.url()),
-    ])
-    .await;
-    let mut c = config(&checker);
+    let checker = FakeChecker::start().await;
+    checker.set_snapshot(
+        1,
+        vec![
+            status("app-1", &b[0].url(), HealthState::Healthy),
+            status("app-2", &b[1].url(), HealthState::Healthy),
+            status("hung", &hole.url(), HealthState::Healthy),
+        ],
+    );
+    let mut c = checker_config(&checker);
     c.response_timeout = Duration::from_millis(500);
     let failures_to_eject = c.passive.consecutive_failures;
     assert_eq!(failures_to_eject, 3, "the default");
@@ -389,10 +282,7 @@ async fn gets_with_gaps(
 async fn a_backend_closing_idle_connections_costs_no_request() {
     const KEEP_ALIVE: Duration = Duration::from_millis(60);
     const REQUESTS: usize = 50;
-    let b = backends(1).await;
-    let checker = healthy_checker(&b).await;
-    let proxy = Running::start(config(&checker)).await;
-    wait_routes(&proxy, &["app-1"]).await;
+    let (b, _checker, proxy) = pool(1).await;
     b[0].set_keep_alive_timeout(Some(KEEP_ALIVE));
 
     // Gaps sweep from 10 ms below the backend's keep-alive timeout to 10 ms
@@ -423,10 +313,7 @@ async fn a_backend_closing_idle_connections_costs_no_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_get_lost_on_a_reused_connection_is_resent_on_a_fresh_one() {
     const REQUESTS: usize = 20;
-    let b = backends(1).await;
-    let checker = healthy_checker(&b).await;
-    let proxy = Running::start(config(&checker)).await;
-    wait_routes(&proxy, &["app-1"]).await;
+    let (b, _checker, proxy) = pool(1).await;
     b[0].set_drop_reused_requests(true);
 
     let errors = gets_with_gaps(proxy.addr, REQUESTS, |_| Duration::ZERO).await;
@@ -448,10 +335,7 @@ async fn a_get_lost_on_a_reused_connection_is_resent_on_a_fresh_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_closing_after_each_answer_costs_no_request() {
     const REQUESTS: usize = 50;
-    let b = backends(1).await;
-    let checker = healthy_checker(&b).await;
-    let proxy = Running::start(config(&checker)).await;
-    wait_routes(&proxy, &["app-1"]).await;
+    let (b, _checker, proxy) = pool(1).await;
     b[0].set_close_after_each(true);
 
     let conns_before = b[0].connections();
@@ -630,10 +514,7 @@ async fn ws_next(ws: &mut tokio_tungstenite::WebSocketStream<TcpStream>) -> Opti
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_messages_echo_through_the_proxy() {
-    let b = backends(2).await;
-    let checker = healthy_checker(&b).await;
-    let proxy = Running::start(config(&checker)).await;
-    wait_routes(&proxy, &["app-1", "app-2"]).await;
+    let (b, _checker, proxy) = pool(2).await;
 
     let (mut ws, res) = ws_connect(proxy.addr).await;
     assert_eq!(res.status(), 101);
@@ -675,10 +556,7 @@ async fn websocket_messages_echo_through_the_proxy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_the_backend_declines_stays_plain_http() {
-    let b = backends(1).await;
-    let checker = healthy_checker(&b).await;
-    let proxy = Running::start(config(&checker)).await;
-    wait_routes(&proxy, &["app-1"]).await;
+    let (b, _checker, proxy) = pool(1).await;
 
     let mut conn = RawConn::connect(proxy.addr, DEADLINE)
         .await
@@ -725,7 +603,7 @@ async fn an_upgrade_the_backend_declines_stays_plain_http() {
 async fn an_idle_tunnel_is_closed_by_the_proxy() {
     let b = backends(1).await;
     let checker = healthy_checker(&b).await;
-    let mut c = config(&checker);
+    let mut c = checker_config(&checker);
     c.idle_timeout = Duration::from_millis(500);
     let proxy = Running::start(c).await;
     wait_routes(&proxy, &["app-1"]).await;
@@ -756,10 +634,7 @@ async fn an_idle_tunnel_is_closed_by_the_proxy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_requests_share_one_connection_and_round_robin() {
     const REQUESTS: usize = 6;
-    let b = backends(3).await;
-    let checker = healthy_checker(&b).await;
-    let proxy = Running::start(config(&checker)).await;
-    wait_routes(&proxy, &["app-1", "app-2", "app-3"]).await;
+    let (b, _checker, proxy) = pool(3).await;
 
     let stream = TcpStream::connect(proxy.addr).await.expect("connect");
     let (sender, conn) =
@@ -822,10 +697,7 @@ async fn h2c_requests_share_one_connection_and_round_robin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expect_100_continue_is_honoured() {
     const LEN: usize = 100_000;
-    let b = backends(1).await;
-    let checker = healthy_checker(&b).await;
-    let proxy = Running::start(config(&checker)).await;
-    wait_routes(&proxy, &["app-1"]).await;
+    let (b, _checker, proxy) = pool(1).await;
 
     let mut conn = RawConn::connect(proxy.addr, DEADLINE)
         .await

@@ -5,16 +5,15 @@
 //! for rows that are forwarded, what the backend must have received. Every
 //! refused row must leave the backend untouched.
 
-use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod common;
 
-use tether_core::HealthState;
-use tether_proxy::config::{HealthSource, ProxyConfig};
-use tether_testkit::{FakeBackend, FakeChecker, RecordedRequest, eventually, get, status};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{Running, checker_config, healthy_checker, now_ms};
+use tether_testkit::{FakeBackend, FakeChecker, RecordedRequest, eventually, get};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout_at};
 
 /// Longest wait for the proxy to come up.
@@ -36,57 +35,35 @@ const NEXT: &[u8] = b"GET /next HTTP/1.1\r\nHost: t\r\n\r\n";
 
 /// A proxy with one healthy backend, fed by a fake checker.
 struct Harness {
-    addr: SocketAddr,
+    proxy: Running,
     backend: FakeBackend,
     _checker: FakeChecker,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
 }
 
 impl Harness {
     async fn start() -> Harness {
         let backend = FakeBackend::start(BACKEND).await;
-        let checker = FakeChecker::start().await;
-        checker.set_snapshot(
-            1,
-            vec![status(BACKEND, &backend.url(), HealthState::Healthy)],
-        );
-        let mut config = ProxyConfig::with_defaults(HealthSource::Checkers(vec![
-            checker.url().parse().expect("checker uri"),
-        ]));
-        config.listen = "127.0.0.1:0".parse().expect("addr");
-        config.connect_timeout = Duration::from_secs(1);
-        config.response_timeout = Duration::from_secs(5);
+        let checker = healthy_checker(std::slice::from_ref(&backend)).await;
+        let mut config = checker_config(&checker);
         config.header_read_timeout = HEADER_READ_TIMEOUT;
         config.drain_timeout = Duration::from_secs(1);
         config.limits.max_body_bytes = Some(MAX_BODY);
-
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            tether_proxy::run_on(listener, config, async move {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("proxy ran");
-        });
+        let proxy = Running::start(config).await;
+        let addr = proxy.addr;
         eventually("the proxy forwards a plain GET", START_DEADLINE, || async {
             let reply = get(addr, "/ready", &[]).await.ok()?;
             (reply.status == 200).then_some(())
         })
         .await;
         Harness {
-            addr,
+            proxy,
             backend,
             _checker: checker,
-            stop: Some(stop),
-            task: Some(task),
         }
     }
 
     async fn connect(&self) -> Client {
-        let stream = TcpStream::connect(self.addr).await.expect("connect");
+        let stream = TcpStream::connect(self.proxy.addr).await.expect("connect");
         let _ = stream.set_nodelay(true);
         Client {
             stream,
@@ -94,21 +71,8 @@ impl Harness {
         }
     }
 
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.expect("proxy task");
-        }
-    }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        if let Some(task) = &self.task {
-            task.abort();
-        }
+    async fn stop(self) {
+        self.proxy.stop().await;
     }
 }
 
@@ -399,12 +363,6 @@ fn broken_body(id: &'static str, name: &'static str, body: &[u8]) -> Row {
         close: true,
         backend: Backend::Aborted,
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn get_with(path: &str, extra: &str) -> Vec<u8> {
@@ -1362,7 +1320,7 @@ async fn slowloris_head_is_cut_off() {
         "s".repeat(100)
     );
     let started = Instant::now();
-    let mut stream = TcpStream::connect(h.addr).await.expect("connect");
+    let mut stream = TcpStream::connect(h.proxy.addr).await.expect("connect");
     let _ = stream.set_nodelay(true);
     let give_up = started + Duration::from_secs(10);
     let mut answer = Vec::new();

@@ -1,147 +1,37 @@
 //! Socket tests of the proxy library: a real listener on 127.0.0.1:0, fake
 //! backends, and a scripted fake checker feeding health over gRPC.
 
+mod common;
+
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::num::NonZeroU32;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use tether_core::{HealthState, HealthUpdate, ProbeKind, ProbeSpec, Target, UpdateKind};
-use tether_proxy::config::{HealthSource, ProxyConfig};
-use tether_testkit::{FakeBackend, FakeChecker, Reply, eventually, get, status};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use common::{
+    DEADLINE, Running, backends, config, healthy_snapshot, http_targets, now_ms, pool, proxy_for,
+    wait_routes,
+};
+use tether_core::{HealthState, HealthUpdate, UpdateKind};
+use tether_proxy::config::HealthSource;
+use tether_testkit::{FakeBackend, FakeChecker, eventually, get, status};
 
-const DEADLINE: Duration = Duration::from_secs(10);
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64
-}
-
-fn config(source: HealthSource) -> ProxyConfig {
-    let mut c = ProxyConfig::with_defaults(source);
-    c.listen = "127.0.0.1:0".parse().expect("addr");
-    c.connect_timeout = Duration::from_secs(1);
-    c.response_timeout = Duration::from_secs(5);
-    c.header_read_timeout = Duration::from_secs(5);
-    c
-}
-
-/// A proxy running in-process; stops when dropped.
-struct Running {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl Running {
-    async fn start(config: ProxyConfig) -> Running {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            tether_proxy::run_on(listener, config, async move {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("proxy ran");
-        });
-        Running {
-            addr,
-            stop: Some(stop),
-            task: Some(task),
-        }
-    }
-
-    async fn get(&self, headers: &[(&str, &str)]) -> Reply {
-        get(self.addr, "/", headers).await.expect("proxy answers")
-    }
-
-    /// Which target served a request with these headers.
-    async fn served_by(&self, headers: &[(&str, &str)]) -> String {
-        let reply = self.get(headers).await;
-        assert_eq!(reply.status, 200, "body: {}", reply.body);
-        reply.body
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.expect("proxy task");
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(task) = &self.task {
-            task.abort();
-        }
-    }
-}
-
-async fn backends(n: usize) -> Vec<FakeBackend> {
-    let mut out = Vec::new();
-    for i in 1..=n {
-        out.push(FakeBackend::start(&format!("app-{i}")).await);
-    }
-    out
-}
-
-fn healthy_snapshot(checker: &FakeChecker, version: u64, backends: &[FakeBackend]) {
-    checker.set_snapshot(
-        version,
-        backends
-            .iter()
-            .map(|b| status(b.name(), &b.url(), HealthState::Healthy))
-            .collect(),
-    );
-}
-
-/// Waits until the proxy routes to exactly `expected` (as a set).
-async fn wait_routes(proxy: &Running, expected: &[&str]) {
-    let mut want: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
-    want.sort();
-    eventually("the proxy routes to the expected set", DEADLINE, || async {
-        let mut seen = Vec::new();
-        for _ in 0..(expected.len() * 3).max(3) {
-            let r = proxy.get(&[]).await;
-            if r.status != 200 {
-                return None;
-            }
-            seen.push(r.body);
-        }
-        seen.sort();
-        seen.dedup();
-        (seen == want).then_some(())
-    })
-    .await;
+/// Which target served a request with these headers.
+async fn served_by(proxy: &Running, headers: &[(&str, &str)]) -> String {
+    let reply = proxy.get_with(headers).await;
+    assert_eq!(reply.status, 200, "body: {}", reply.body);
+    reply.body
 }
 
 async fn counts(proxy: &Running, n: usize) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
     for _ in 0..n {
-        *counts.entry(proxy.served_by(&[]).await).or_insert(0) += 1;
+        *counts.entry(served_by(proxy, &[]).await).or_insert(0) += 1;
     }
     counts
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_over_healthy_targets() {
-    let b = backends(3).await;
-    let checker = FakeChecker::start().await;
-    healthy_snapshot(&checker, 1, &b);
-    let proxy = Running::start(config(HealthSource::Checkers(vec![
-        checker.url().parse().expect("uri"),
-    ])))
-    .await;
-    wait_routes(&proxy, &["app-1", "app-2", "app-3"]).await;
+    let (b, checker, proxy) = pool(3).await;
 
     let c = counts(&proxy, 30).await;
     for name in ["app-1", "app-2", "app-3"] {
@@ -164,16 +54,9 @@ async fn round_robin_over_healthy_targets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_carry_the_sticky_headers() {
-    let b = backends(2).await;
-    let checker = FakeChecker::start().await;
-    healthy_snapshot(&checker, 1, &b);
-    let proxy = Running::start(config(HealthSource::Checkers(vec![
-        checker.url().parse().expect("uri"),
-    ])))
-    .await;
-    wait_routes(&proxy, &["app-1", "app-2"]).await;
+    let (_b, _checker, proxy) = pool(2).await;
     let before = now_ms();
-    let r = proxy.get(&[]).await;
+    let r = proxy.get().await;
     let after = now_ms();
     assert_eq!(r.header("x-target-server"), Some(r.body.as_str()));
     let last_use: u64 = r
@@ -189,48 +72,38 @@ async fn responses_carry_the_sticky_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sticky_by_name_and_by_url() {
-    let b = backends(3).await;
-    let checker = FakeChecker::start().await;
-    healthy_snapshot(&checker, 1, &b);
-    let proxy = Running::start(config(HealthSource::Checkers(vec![
-        checker.url().parse().expect("uri"),
-    ])))
-    .await;
-    wait_routes(&proxy, &["app-1", "app-2", "app-3"]).await;
+    let (b, _checker, proxy) = pool(3).await;
 
     for _ in 0..10 {
         let now = now_ms().to_string();
-        let got = proxy
-            .served_by(&[
+        let got = served_by(
+            &proxy,
+            &[
                 ("x-target-server", "app-2"),
                 ("x-target-server-last-use", &now),
-            ])
-            .await;
+            ],
+        )
+        .await;
         assert_eq!(got, "app-2");
     }
     let url = b[2].url();
     for _ in 0..10 {
         let now = now_ms().to_string();
-        let got = proxy
-            .served_by(&[
+        let got = served_by(
+            &proxy,
+            &[
                 ("x-target-server", &url),
                 ("x-target-server-last-use", &now),
-            ])
-            .await;
+            ],
+        )
+        .await;
         assert_eq!(got, "app-3");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_future_and_garbage_hints_fall_back_to_round_robin() {
-    let b = backends(3).await;
-    let checker = FakeChecker::start().await;
-    healthy_snapshot(&checker, 1, &b);
-    let proxy = Running::start(config(HealthSource::Checkers(vec![
-        checker.url().parse().expect("uri"),
-    ])))
-    .await;
-    wait_routes(&proxy, &["app-1", "app-2", "app-3"]).await;
+    let (_b, _checker, proxy) = pool(3).await;
 
     let stale = (now_ms() - 31_000).to_string();
     let future = (now_ms() + 60_000).to_string();
@@ -262,7 +135,7 @@ async fn stale_future_and_garbage_hints_fall_back_to_round_robin() {
         // pile them all on app-1.
         let mut c: HashMap<String, usize> = HashMap::new();
         for _ in 0..30 {
-            *c.entry(proxy.served_by(headers).await).or_insert(0) += 1;
+            *c.entry(served_by(&proxy, headers).await).or_insert(0) += 1;
         }
         for name in ["app-1", "app-2", "app-3"] {
             assert_eq!(c.get(name), Some(&10), "{headers:?}: {c:?}");
@@ -272,27 +145,22 @@ async fn stale_future_and_garbage_hints_fall_back_to_round_robin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hint_outside_the_pool_never_reaches_that_address() {
-    let b = backends(2).await;
     let outsider = FakeBackend::start("outsider").await;
-    let checker = FakeChecker::start().await;
-    healthy_snapshot(&checker, 1, &b);
-    let proxy = Running::start(config(HealthSource::Checkers(vec![
-        checker.url().parse().expect("uri"),
-    ])))
-    .await;
-    wait_routes(&proxy, &["app-1", "app-2"]).await;
+    let (_b, _checker, proxy) = pool(2).await;
 
     let now = now_ms().to_string();
     let outsider_url = outsider.url();
     let outsider_addr = outsider.addr().to_string();
     for hint in [outsider_url.as_str(), outsider_addr.as_str(), "outsider"] {
         for _ in 0..5 {
-            let got = proxy
-                .served_by(&[
+            let got = served_by(
+                &proxy,
+                &[
                     ("x-target-server", hint),
                     ("x-target-server-last-use", &now),
-                ])
-                .await;
+                ],
+            )
+            .await;
             assert!(got == "app-1" || got == "app-2", "{got}");
         }
     }
@@ -311,14 +179,11 @@ async fn unhealthy_pinned_target_is_rebalanced() {
             status("app-2", &b[1].url(), HealthState::Unhealthy),
         ],
     );
-    let proxy = Running::start(config(HealthSource::Checkers(vec![
-        checker.url().parse().expect("uri"),
-    ])))
-    .await;
+    let proxy = proxy_for(&checker).await;
     wait_routes(&proxy, &["app-1"]).await;
     let now = now_ms().to_string();
     let r = proxy
-        .get(&[
+        .get_with(&[
             ("x-target-server", "app-2"),
             ("x-target-server-last-use", &now),
         ])
@@ -340,15 +205,12 @@ async fn nothing_healthy_is_503_with_json() {
         1,
         vec![status("app-1", &b[0].url(), HealthState::Unhealthy)],
     );
-    let proxy = Running::start(config(HealthSource::Checkers(vec![
-        checker.url().parse().expect("uri"),
-    ])))
-    .await;
+    let proxy = proxy_for(&checker).await;
     eventually("the proxy has subscribed", DEADLINE, || async {
         (checker.watch_calls() > 0).then_some(())
     })
     .await;
-    let r = proxy.get(&[]).await;
+    let r = proxy.get().await;
     assert_eq!(r.status, 503);
     assert_eq!(r.header("retry-after"), Some("1"));
     assert_eq!(r.header("content-type"), Some("application/json"));
@@ -358,14 +220,7 @@ async fn nothing_healthy_is_503_with_json() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_gap_triggers_a_fresh_snapshot() {
-    let b = backends(3).await;
-    let checker = FakeChecker::start().await;
-    healthy_snapshot(&checker, 1, &b);
-    let proxy = Running::start(config(HealthSource::Checkers(vec![
-        checker.url().parse().expect("uri"),
-    ])))
-    .await;
-    wait_routes(&proxy, &["app-1", "app-2", "app-3"]).await;
+    let (b, checker, proxy) = pool(3).await;
     assert_eq!(checker.watch_calls(), 1);
 
     // The fresh snapshot the proxy will get says app-3 is down; the change
@@ -391,14 +246,7 @@ async fn a_version_gap_triggers_a_fresh_snapshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_stream_keeps_the_last_table() {
-    let b = backends(2).await;
-    let checker = FakeChecker::start().await;
-    healthy_snapshot(&checker, 1, &b);
-    let proxy = Running::start(config(HealthSource::Checkers(vec![
-        checker.url().parse().expect("uri"),
-    ])))
-    .await;
-    wait_routes(&proxy, &["app-1", "app-2"]).await;
+    let (_b, checker, proxy) = pool(2).await;
 
     checker.stop().await;
     // Fail static: the checker is gone, the proxy serves on what it knew.
@@ -459,7 +307,7 @@ async fn the_proxy_waits_for_a_checker_that_starts_late() {
     drop(port_holder);
     let uri = format!("http://{addr}").parse().expect("uri");
     let proxy = Running::start(config(HealthSource::Checkers(vec![uri]))).await;
-    assert_eq!(proxy.get(&[]).await.status, 503, "no health known yet");
+    assert_eq!(proxy.get().await.status, 503, "no health known yet");
     let checker = FakeChecker::start_on(addr)
         .await
         .expect("start on the reserved port");
@@ -469,21 +317,13 @@ async fn the_proxy_waits_for_a_checker_that_starts_late() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connect_failure_is_retried_on_another_target() {
-    let b = backends(3).await;
-    let checker = FakeChecker::start().await;
-    healthy_snapshot(&checker, 1, &b);
-    let proxy = Running::start(config(HealthSource::Checkers(vec![
-        checker.url().parse().expect("uri"),
-    ])))
-    .await;
-    wait_routes(&proxy, &["app-1", "app-2", "app-3"]).await;
+    let (mut b, _checker, proxy) = pool(3).await;
 
     // app-2 dies between probes: the checker still says healthy.
-    let mut b = b;
     let dead = b.remove(1);
     dead.stop().await;
     for _ in 0..30 {
-        let r = proxy.get(&[]).await;
+        let r = proxy.get().await;
         assert_eq!(r.status, 200, "{}", r.body);
         assert_ne!(r.body, "app-2");
         assert_eq!(r.header("x-target-server"), Some(r.body.as_str()));
@@ -493,22 +333,7 @@ async fn a_connect_failure_is_retried_on_another_target() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_mode_probes_its_own_targets() {
     let b = backends(2).await;
-    let spec = ProbeSpec {
-        kind: ProbeKind::Http,
-        path: "/health".to_owned(),
-        interval: Duration::from_millis(100),
-        timeout: Duration::from_millis(500),
-        rise: NonZeroU32::new(1).expect("1"),
-        fall: NonZeroU32::new(1).expect("1"),
-    };
-    let targets = b
-        .iter()
-        .map(|x| Target {
-            name: x.name().to_owned(),
-            url: x.url(),
-            probe: spec.clone(),
-        })
-        .collect();
+    let targets = http_targets(&b, Duration::from_millis(100), 1);
     let proxy = Running::start(config(HealthSource::Embedded {
         targets,
         grpc_listen: None,
@@ -524,14 +349,7 @@ async fn embedded_mode_probes_its_own_targets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_headers_and_host() {
-    let b = backends(1).await;
-    let checker = FakeChecker::start().await;
-    healthy_snapshot(&checker, 1, &b);
-    let proxy = Running::start(config(HealthSource::Checkers(vec![
-        checker.url().parse().expect("uri"),
-    ])))
-    .await;
-    wait_routes(&proxy, &["app-1"]).await;
+    let (b, _checker, proxy) = pool(1).await;
     let r = get(
         proxy.addr,
         "/some/path?q=1",
@@ -563,10 +381,7 @@ async fn a_restarted_checker_that_knows_nothing_yet_keeps_the_pool_up() {
     let b = backends(2).await;
     let checker = FakeChecker::start().await;
     healthy_snapshot(&checker, 7, &b);
-    let proxy = Running::start(config(HealthSource::Checkers(vec![
-        checker.url().parse().expect("uri"),
-    ])))
-    .await;
+    let proxy = proxy_for(&checker).await;
     wait_routes(&proxy, &["app-1", "app-2"]).await;
 
     // The checker restarts: its first snapshot has every target unknown.

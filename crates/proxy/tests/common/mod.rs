@@ -1,0 +1,184 @@
+//! The harness the in-process proxy tests share: a proxy on a loopback
+//! port, fake backends `app-1..app-n`, a fake checker calling them healthy,
+//! and a wait for the proxy to route to an expected set.
+//!
+//! Each test binary compiles this module on its own and uses only part of it.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tether_core::{HealthState, ProbeKind, ProbeSpec, Target};
+use tether_proxy::config::{HealthSource, ProxyConfig};
+use tether_testkit::{FakeBackend, FakeChecker, Reply, eventually, get, status};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Generous bound for anything that should take milliseconds.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A config for a proxy in a test: loopback listener, short timeouts.
+pub fn config(source: HealthSource) -> ProxyConfig {
+    let mut c = ProxyConfig::with_defaults(source);
+    c.listen = "127.0.0.1:0".parse().expect("addr");
+    c.connect_timeout = Duration::from_secs(1);
+    c.response_timeout = Duration::from_secs(5);
+    c.header_read_timeout = Duration::from_secs(5);
+    c
+}
+
+/// [`config`] with health from `checker`.
+pub fn checker_config(checker: &FakeChecker) -> ProxyConfig {
+    config(HealthSource::Checkers(vec![
+        checker.url().parse().expect("checker uri"),
+    ]))
+}
+
+/// A proxy running in-process; stops when dropped.
+pub struct Running {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    pub async fn start(config: ProxyConfig) -> Running {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            tether_proxy::run_on(listener, config, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("proxy ran");
+        });
+        Running {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// `GET /` through the proxy.
+    pub async fn get(&self) -> Reply {
+        self.get_with(&[]).await
+    }
+
+    /// `GET /` through the proxy with these headers.
+    pub async fn get_with(&self, headers: &[(&str, &str)]) -> Reply {
+        get(self.addr, "/", headers).await.expect("proxy answers")
+    }
+
+    /// Stops the proxy gracefully and waits for it to return.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("proxy task");
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// A proxy fed by `checker`, with the test [`config`].
+pub async fn proxy_for(checker: &FakeChecker) -> Running {
+    Running::start(checker_config(checker)).await
+}
+
+/// `n` fake backends named `app-1` to `app-n`.
+pub async fn backends(n: usize) -> Vec<FakeBackend> {
+    let mut out = Vec::new();
+    for i in 1..=n {
+        out.push(FakeBackend::start(&format!("app-{i}")).await);
+    }
+    out
+}
+
+/// Makes `checker` serve a snapshot at `version` calling every backend
+/// healthy.
+pub fn healthy_snapshot(checker: &FakeChecker, version: u64, backends: &[FakeBackend]) {
+    checker.set_snapshot(
+        version,
+        backends
+            .iter()
+            .map(|b| status(b.name(), &b.url(), HealthState::Healthy))
+            .collect(),
+    );
+}
+
+/// A fake checker calling every backend healthy (snapshot version 1).
+pub async fn healthy_checker(backends: &[FakeBackend]) -> FakeChecker {
+    let checker = FakeChecker::start().await;
+    healthy_snapshot(&checker, 1, backends);
+    checker
+}
+
+/// `n` backends, a fake checker calling them all healthy, and a proxy fed
+/// by it that already routes to all of them. Keep the checker alive (bind
+/// it, at least to `_checker`) for as long as the proxy is used.
+pub async fn pool(n: usize) -> (Vec<FakeBackend>, FakeChecker, Running) {
+    let b = backends(n).await;
+    let checker = healthy_checker(&b).await;
+    let proxy = proxy_for(&checker).await;
+    let names: Vec<&str> = b.iter().map(|x| x.name()).collect();
+    wait_routes(&proxy, &names).await;
+    (b, checker, proxy)
+}
+
+/// Waits until the proxy routes to exactly `expected` (as a set).
+pub async fn wait_routes(proxy: &Running, expected: &[&str]) {
+    let mut want: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    eventually("the proxy routes to the expected set", DEADLINE, || async {
+        let mut seen = Vec::new();
+        for _ in 0..(expected.len() * 3).max(3) {
+            let r = proxy.get().await;
+            if r.status != 200 {
+                return None;
+            }
+            seen.push(r.body);
+        }
+        seen.sort();
+        seen.dedup();
+        (seen == want).then_some(())
+    })
+    .await;
+}
+
+/// Every backend as a target with an HTTP probe of `/health` every
+/// `interval` (timeout 500 ms, rise 1, down after `fall` failures).
+pub fn http_targets(backends: &[FakeBackend], interval: Duration, fall: u32) -> Vec<Target> {
+    let spec = ProbeSpec {
+        kind: ProbeKind::Http,
+        path: "/health".to_owned(),
+        interval,
+        timeout: Duration::from_millis(500),
+        rise: NonZeroU32::new(1).expect("1"),
+        fall: NonZeroU32::new(fall).expect("non-zero fall"),
+    };
+    backends
+        .iter()
+        .map(|b| Target {
+            name: b.name().to_owned(),
+            url: b.url(),
+            probe: spec.clone(),
+        })
+        .collect()
+}
