@@ -1,7 +1,7 @@
 # Tether. `make demo` runs the stack on localhost; `make test` runs the tests.
 CARGO ?= cargo
 
-.PHONY: build test lint fmt demo check-configs
+.PHONY: build test lint fmt demo check-configs bench
 
 build:
 	$(CARGO) build --locked --workspace --bins
@@ -27,3 +27,12 @@ fmt:
 
 demo:
 	./deploy/demo.sh
+
+# Tether against nginx and HAProxy, and the checker at 10,000 targets; prints
+# the tables and writes bench/RESULTS.md. About 10 minutes on a quiet machine
+# (plus the first install of the tools); BENCH_QUICK=1 for a one-minute
+# smoke run. See bench/README.md.
+bench:
+	./bench/setup.sh
+	$(CARGO) build --release --locked --bins
+	python3 bench/bench.py

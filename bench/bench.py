@@ -1,0 +1,1382 @@
+#!/usr/bin/env python3
+"""Tether's benchmark: the proxy against nginx and HAProxy, and the checker.
+
+Run it through `make bench` (installs the tools, builds the release
+binaries, then runs this). Python 3 standard library only.
+
+Part 1, proxies. Three backends (one nginx worker answering a fixed body on
+three ports), then Tether (embedded HTTP health checks and sticky sessions
+on, access log off), a second identical Tether (the A/A twin, which shows
+the noise floor), nginx and HAProxy, each with one worker, round robin over
+the three backends with upstream keep-alive. Every proxy runs pinned alone on
+one CPU; the backends, the load generators and this script share the other.
+All proxies stay up for the whole run and are measured in turn, many short
+rounds with the order rotated each round, and only same-round figures are
+compared: absolute numbers on a shared machine wander by a third, same-round
+ratios by a few per cent.
+
+Per proxy and round: wrk at 64 and at 256 connections (requests/s, p50,
+p99, CPU microseconds per request of the proxy process from utime+stime in
+/proc, busy share of both CPUs), and oha at a constant 5,000 requests/s
+(p50, p99, p99.9 with latency correction). Once per proxy, fresh: RSS, then
+RSS holding 10,000 idle keep-alive connections.
+
+Part 2, the checker. tether-bench-ports listens on 10,000 loopback ports;
+tether-checker probes them all over TCP every second, pinned alone on one
+CPU, with 50 Watch subscribers (tether-bench-watch). It measures the
+checker's CPU share and RSS, then closes and reopens ports one at a time
+and times each state change's arrival at all 50 subscribers. HAProxy probing
+the same pool itself gives the price of the alternative: every one of the
+50 proxies probing every target.
+
+Settings come from the environment:
+  BENCH_QUICK=1        smoke run: 2 rounds of 1 s, 1,000 idle connections,
+                       500 checker targets (not a measurement)
+  BENCH_ROUNDS, BENCH_SECS, BENCH_IDLE, BENCH_TARGETS, BENCH_FLIPS,
+  BENCH_WINDOW         override single settings
+  BENCH_ONLY=proxies|checker   run one part
+  BENCH_PROXY_CPU, BENCH_LOAD_CPU   the two CPUs (default: the first two
+                       this process may run on; the proxy gets the second)
+  BENCH_OUT            where to write the report (default bench/RESULTS.md)
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime as dt
+import http.client
+import json
+import os
+import platform
+import queue
+import random
+import re
+import resource
+import selectors
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RELEASE = os.path.join(ROOT, "target", "release")
+HZ = os.sysconf("SC_CLK_TCK")
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+# Every wait in this script has a deadline; these are the generous ones.
+START_TIMEOUT = 30.0
+RUN_SLACK = 30.0
+
+# Open-file limit every child inherits; raised in main() as far as allowed.
+NOFILE = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw else default
+
+
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return float(raw) if raw else default
+
+
+@dataclass
+class Settings:
+    quick: bool
+    rounds: int
+    secs: float
+    idle: int
+    targets: int
+    flips: int
+    window: float
+    subscribers: int = 50
+    rate: int = 5000
+    conns: tuple = (64, 256)
+    rate_conns: int = 64
+    warmup: float = 1.0
+    probe_interval: str = "1s"
+    only: str = ""
+
+    @staticmethod
+    def from_env() -> "Settings":
+        quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+        s = Settings(
+            quick=quick,
+            rounds=env_int("BENCH_ROUNDS", 2 if quick else 15),
+            secs=env_float("BENCH_SECS", 1.0 if quick else 2.0),
+            idle=env_int("BENCH_IDLE", 1000 if quick else 10000),
+            targets=env_int("BENCH_TARGETS", 500 if quick else 10000),
+            flips=env_int("BENCH_FLIPS", 3 if quick else 20),
+            window=env_float("BENCH_WINDOW", 3.0 if quick else 20.0),
+            only=os.environ.get("BENCH_ONLY", ""),
+        )
+        if s.only not in ("", "proxies", "checker"):
+            sys.exit(f"bench: BENCH_ONLY must be `proxies` or `checker`, not {s.only!r}")
+        return s
+
+
+# === processes ===
+
+
+class Procs:
+    """Every process this script starts, stopped at exit whatever happens."""
+
+    def __init__(self) -> None:
+        self.live: list[subprocess.Popen] = []
+        atexit.register(self.stop_all)
+
+    def start(self, argv: list[str], cpu: int | None, name: str, workdir: str, **kw) -> subprocess.Popen:
+        if cpu is not None:
+            argv = ["taskset", "-c", str(cpu)] + argv
+        files = []
+        for stream, suffix in (("stdout", "out"), ("stderr", "err")):
+            if stream not in kw:
+                kw[stream] = open(os.path.join(workdir, f"{name}.{suffix}"), "wb")
+                files.append(kw[stream])
+        try:
+            p = subprocess.Popen(argv, **kw)
+        finally:
+            for f in files:
+                f.close()  # the child has its own copy
+        p.bench_name = name  # type: ignore[attr-defined]
+        p.bench_log = os.path.join(workdir, f"{name}.err")  # type: ignore[attr-defined]
+        self.live.append(p)
+        return p
+
+    def stop(self, p: subprocess.Popen, grace: float = 5.0) -> None:
+        if p.poll() is None:
+            try:
+                p.terminate()
+                p.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=grace)
+            except ProcessLookupError:
+                pass
+        if p in self.live:
+            self.live.remove(p)
+
+    def stop_all(self) -> None:
+        for p in list(reversed(self.live)):
+            try:
+                if p.stdin:
+                    p.stdin.close()
+            except OSError:
+                pass
+            self.stop(p)
+
+
+def tail(path: str, n: int = 15) -> str:
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().decode(errors="replace").splitlines()
+        return "\n".join(lines[-n:])
+    except OSError:
+        return ""
+
+
+def free_ports(n: int) -> list[int]:
+    """Ports the kernel hands out now; held together so they are distinct."""
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def wait_port(port: int, p: subprocess.Popen, timeout: float = START_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if p.poll() is not None:
+            raise RuntimeError(f"{p.bench_name} exited with {p.returncode}:\n{tail(p.bench_log)}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{p.bench_name} did not listen on {port} within {timeout:.0f}s")
+
+
+def http_get(port: int, path: str = "/") -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def wait_serving(port: int, p: subprocess.Popen, timeout: float = START_TIMEOUT) -> None:
+    """Until a run of requests all answer 200 (health known, pool usable)."""
+    wait_port(port, p, timeout)
+    deadline = time.monotonic() + timeout
+    good = 0
+    while time.monotonic() < deadline:
+        try:
+            good = good + 1 if http_get(port) == 200 else 0
+        except OSError:
+            good = 0
+        if good >= 6:
+            return
+        time.sleep(0.02 if good else 0.1)
+    raise RuntimeError(f"{p.bench_name} on {port} does not answer 200 within {timeout:.0f}s")
+
+
+# === /proc ===
+
+
+def children(pid: int) -> list[int]:
+    kids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+            kids.append(int(entry))
+    return kids
+
+
+def cpu_ticks(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * PAGE_KIB
+    except OSError:
+        return 0
+
+
+def threads(pid: int) -> list[str]:
+    names = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                    names.append(f.read().strip())
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return sorted(names)
+
+
+def cpu_times() -> dict[int, tuple[int, int]]:
+    """Per CPU: (busy, total) jiffies since boot."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            m = re.match(r"cpu(\d+) (.*)", line)
+            if m:
+                v = [int(x) for x in m.group(2).split()]
+                idle = v[3] + v[4]
+                total = sum(v[:8])
+                out[int(m.group(1))] = (total - idle, total)
+    return out
+
+
+def busy_share(before: dict, after: dict, cpu: int) -> float:
+    db = after[cpu][0] - before[cpu][0]
+    dt_ = after[cpu][1] - before[cpu][1]
+    return db / dt_ if dt_ > 0 else 0.0
+
+
+# === the processes under test ===
+
+
+@dataclass
+class Entry:
+    key: str
+    label: str
+    port: int
+    proc: subprocess.Popen | None
+    is_proxy: bool = True
+    serving: list[int] = field(default_factory=list)  # pids whose RSS counts
+    master: int | None = None
+
+    def pids(self) -> list[int]:
+        if self.proc is None:
+            return []
+        return [self.proc.pid] + children(self.proc.pid)
+
+
+def nginx_conf(workdir: str, name: str, http_block: str) -> str:
+    tmp = os.path.join(workdir, f"{name}-tmp")
+    os.makedirs(tmp, exist_ok=True)
+    path = os.path.join(workdir, f"{name}.conf")
+    with open(path, "w") as f:
+        f.write(
+            f"""# generated by bench/bench.py
+worker_processes 1;
+daemon off;
+master_process on;
+pid {workdir}/{name}.pid;
+error_log {workdir}/{name}.log warn;
+worker_rlimit_nofile {NOFILE};
+events {{ worker_connections {NOFILE - 64}; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/body;
+  proxy_temp_path {tmp}/proxy;
+  fastcgi_temp_path {tmp}/fastcgi;
+  uwsgi_temp_path {tmp}/uwsgi;
+  scgi_temp_path {tmp}/scgi;
+  keepalive_requests 1000000;
+  keepalive_timeout 60s;
+{http_block}
+}}
+"""
+        )
+    return path
+
+
+def start_nginx(procs: Procs, workdir: str, name: str, conf: str, cpu: int) -> subprocess.Popen:
+    return procs.start(
+        ["nginx", "-p", workdir, "-e", os.path.join(workdir, f"{name}-early.log"), "-c", conf],
+        cpu,
+        name,
+        workdir,
+    )
+
+
+def start_backends(procs: Procs, workdir: str, ports: list[int], cpu: int) -> subprocess.Popen:
+    servers = "\n".join(
+        f"""  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    default_type text/plain;
+    location / {{ return 200 "app-{i + 1}\\n"; }}
+  }}"""
+        for i, port in enumerate(ports)
+    )
+    conf = nginx_conf(workdir, "backends", servers)
+    p = start_nginx(procs, workdir, "backends", conf, cpu)
+    for port in ports:
+        wait_serving(port, p)
+    return p
+
+
+def start_tether(procs: Procs, workdir: str, name: str, port: int, backends: list[int], cpu: str) -> subprocess.Popen:
+    targets = "\n".join(
+        f'[[targets]]\nurl = "http://127.0.0.1:{b}"\nname = "app-{i + 1}"\n' for i, b in enumerate(backends)
+    )
+    path = os.path.join(workdir, f"{name}.toml")
+    with open(path, "w") as f:
+        f.write(
+            f"""# generated by bench/bench.py: embedded checker (no [health_source])
+[proxy]
+listen = "127.0.0.1:{port}"
+# the same keep-alive gap as the peers' 60 s, so idle connections stay open
+header_read_timeout = "60s"
+
+[health]
+kind = "http"
+path = "/health"
+interval = "1s"
+timeout = "1s"
+
+{targets}
+[sticky]
+enabled = true
+
+[log]
+level = "warn"
+[log.loggers]
+access = "off"
+"""
+        )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+    argv = [os.path.join(RELEASE, "tether-proxy"), "--config", path]
+    return procs.start(["taskset", "-c", cpu] + argv, None, name, workdir, env=env)
+
+
+def start_nginx_proxy(procs: Procs, workdir: str, port: int, backends: list[int], cpu: int) -> subprocess.Popen:
+    upstream = "\n".join(f"    server 127.0.0.1:{b};" for b in backends)
+    block = f"""  upstream pool {{
+{upstream}
+    keepalive 256;
+    keepalive_requests 1000000;
+    keepalive_timeout 60s;
+  }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location / {{
+      proxy_pass http://pool;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $host;
+    }}
+  }}"""
+    conf = nginx_conf(workdir, "nginx", block)
+    return start_nginx(procs, workdir, "nginx", conf, cpu)
+
+
+def start_haproxy(procs: Procs, workdir: str, port: int, backends: list[int], cpu: int, maxconn: int) -> subprocess.Popen:
+    servers = "\n".join(
+        f"  server app-{i + 1} 127.0.0.1:{b} check inter 1s" for i, b in enumerate(backends)
+    )
+    path = os.path.join(workdir, "haproxy.cfg")
+    with open(path, "w") as f:
+        f.write(
+            f"""# generated by bench/bench.py
+global
+  nbthread 1
+  maxconn {maxconn}
+  # idle client connections need one descriptor, not the two HAProxy
+  # reserves per connection: start even when the limit looks short
+  no strict-limits
+
+defaults
+  mode http
+  maxconn {maxconn}
+  timeout connect 2s
+  timeout client 60s
+  timeout server 30s
+  timeout http-request 60s
+  timeout http-keep-alive 60s
+  option http-keep-alive
+  option forwardfor
+  http-reuse safe
+
+frontend fe
+  bind 127.0.0.1:{port}
+  http-request set-header X-Forwarded-Proto http
+  default_backend pool
+
+backend pool
+  balance roundrobin
+  option httpchk GET /health
+{servers}
+"""
+        )
+    return procs.start(["haproxy", "-db", "-f", path], cpu, "haproxy", workdir)
+
+
+# === load generators ===
+
+
+def parse_duration_s(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
+    if not m:
+        raise ValueError(f"bad duration {text!r}")
+    scale = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}[m.group(2)]
+    return float(m.group(1)) * scale
+
+
+def parse_wrk(out: str) -> dict:
+    res: dict = {}
+    m = re.search(r"(\d+) requests in ([\d.]+)(\w+),", out)
+    if not m:
+        raise RuntimeError(f"cannot read wrk's output:\n{out}")
+    res["requests"] = int(m.group(1))
+    res["elapsed"] = parse_duration_s(m.group(2) + m.group(3))
+    for pct, key in (("50", "p50"), ("99", "p99")):
+        m = re.search(rf"^\s+{pct}%\s+(\S+)", out, re.M)
+        res[key] = parse_duration_s(m.group(1)) if m else float("nan")
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    res["non2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    res["sock_errors"] = sum(int(x) for x in m.groups()) if m else 0
+    return res
+
+
+def run_measured(entry: Entry, argv: list[str], timeout: float, proxy_cpu: int, load_cpu: int) -> tuple[str, dict]:
+    pids = entry.pids()
+    t0 = cpu_ticks(pids)
+    c0 = cpu_times()
+    w0 = time.monotonic()
+    cp = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    wall = time.monotonic() - w0
+    c1 = cpu_times()
+    t1 = cpu_ticks(pids)
+    if cp.returncode != 0:
+        raise RuntimeError(f"{argv[3]} failed ({cp.returncode}):\n{cp.stdout}\n{cp.stderr}")
+    meta = {
+        "proxy_cpu_s": (t1 - t0) / HZ,
+        "proxy_core_busy": busy_share(c0, c1, proxy_cpu),
+        "load_core_busy": busy_share(c0, c1, load_cpu),
+        "wall": wall,
+    }
+    return cp.stdout, meta
+
+
+def wrk(entry: Entry, conns: int, secs: float, s: "Ctx") -> dict:
+    argv = ["taskset", "-c", str(s.load_cpu), s.tools["wrk"], "-t1", f"-c{conns}", f"-d{secs:g}s",
+            "--latency", "--timeout", "2s", f"http://127.0.0.1:{entry.port}/"]
+    out, meta = run_measured(entry, argv, secs + RUN_SLACK, s.proxy_cpu, s.load_cpu)
+    res = parse_wrk(out)
+    res.update(meta)
+    res["rps"] = res["requests"] / res["elapsed"] if res["elapsed"] else 0.0
+    res["cpu_us_per_req"] = res["proxy_cpu_s"] * 1e6 / res["requests"] if res["requests"] else float("nan")
+    return res
+
+
+def oha(entry: Entry, rate: int, conns: int, secs: float, s: "Ctx") -> dict:
+    argv = ["taskset", "-c", str(s.load_cpu), s.tools["oha"], "-z", f"{secs:g}s", "-q", str(rate),
+            "-c", str(conns), "-w", "--latency-correction", "--no-tui", "--output-format", "json",
+            f"http://127.0.0.1:{entry.port}/"]
+    out, meta = run_measured(entry, argv, secs + RUN_SLACK, s.proxy_cpu, s.load_cpu)
+    data = json.loads(out)
+    pct = data.get("latencyPercentiles", {})
+    codes = data.get("statusCodeDistribution", {})
+    ok = sum(v for k, v in codes.items() if str(k).startswith("2"))
+    total = sum(codes.values())
+    errors = sum(data.get("errorDistribution", {}).values())
+    res = {
+        "p50": pct.get("p50") or float("nan"),
+        "p99": pct.get("p99") or float("nan"),
+        "p999": pct.get("p99.9") or float("nan"),
+        "requests": total,
+        "non2xx": total - ok,
+        "errors": errors,
+        "rps": data.get("summary", {}).get("requestsPerSec", 0.0),
+    }
+    res.update(meta)
+    res["cpu_share"] = res["proxy_cpu_s"] / res["wall"] if res["wall"] else float("nan")
+    return res
+
+
+# === idle keep-alive connections ===
+
+
+def read_response(sock: socket.socket, deadline: float) -> None:
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = recv_until(sock, deadline)
+        buf += chunk
+    head, _, body = buf.partition(b"\r\n\r\n")
+    m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    if m:
+        need = int(m.group(1))
+        while len(body) < need:
+            body += recv_until(sock, deadline)
+    elif re.search(rb"(?im)^transfer-encoding:\s*chunked", head):
+        while not body.endswith(b"0\r\n\r\n"):
+            body += recv_until(sock, deadline)
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(f"idle connection got {head.splitlines()[0]!r}")
+
+
+def recv_until(sock: socket.socket, deadline: float) -> bytes:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("no response in time")
+    sock.settimeout(left)
+    chunk = sock.recv(65536)
+    if not chunk:
+        raise ConnectionError("closed before the response ended")
+    return chunk
+
+
+def open_idle(port: int, n: int, timeout: float) -> list[socket.socket]:
+    """n connections, each after one keep-alive request, left open and idle."""
+    socks: list[socket.socket] = []
+    deadline = time.monotonic() + timeout
+    req = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+    batch = 200
+    try:
+        while len(socks) < n:
+            wave = []
+            for _ in range(min(batch, n - len(socks))):
+                c = socket.create_connection(("127.0.0.1", port), timeout=max(0.1, deadline - time.monotonic()))
+                c.sendall(req)
+                wave.append(c)
+            for c in wave:
+                read_response(c, deadline)
+            socks.extend(wave)
+    except BaseException:
+        close_hard(socks)
+        raise
+    return socks
+
+
+def still_open(socks: list[socket.socket]) -> int:
+    """Idle sockets the server has not closed (readable now means EOF)."""
+    sel = selectors.DefaultSelector()
+    for s in socks:
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ)
+    ready = sel.select(timeout=0)
+    sel.close()
+    return len(socks) - len(ready)
+
+
+def close_hard(socks: list[socket.socket]) -> None:
+    # Reset, not FIN: leaves no TIME_WAIT behind on either side.
+    linger = struct.pack("ii", 1, 0)
+    for s in socks:
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+            s.close()
+        except OSError:
+            pass
+
+
+def rss_of(entry: Entry) -> int:
+    return sum(rss_kib(pid) for pid in entry.serving)
+
+
+# === context and statistics ===
+
+
+@dataclass
+class Ctx:
+    settings: Settings
+    procs: Procs
+    workdir: str
+    proxy_cpu: int
+    load_cpu: int
+    tools: dict
+    report: list = field(default_factory=list)  # lines for RESULTS.md
+
+
+def med(values: list[float]) -> float:
+    vals = [v for v in values if v == v]
+    return statistics.median(vals) if vals else float("nan")
+
+
+def spread(values: list[float]) -> str:
+    vals = [v for v in values if v == v]
+    if not vals:
+        return "-"
+    m = statistics.median(vals)
+    rel = (max(vals) - min(vals)) / m * 100 if m else 0.0
+    return f"{fmt_sig(min(vals))}..{fmt_sig(max(vals))} (±{rel / 2:.0f} %)"
+
+
+def fmt_sig(v: float) -> str:
+    """Three significant digits, without an exponent."""
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.{max(0, 2 - int(f'{abs(v):e}'.split('e')[1]))}f}"
+
+
+def fmt_num(v: float, digits: int = 0) -> str:
+    if v != v:
+        return "-"
+    return f"{v:,.{digits}f}"
+
+
+def fmt_ms(v: float) -> str:
+    return "-" if v != v else f"{v * 1e3:.2f}"
+
+
+def say(msg: str = "") -> None:
+    print(msg, flush=True)
+
+
+def estimate(s: Settings) -> float:
+    """Seconds the whole run should take, tools and binaries already built
+    (calibrated on smoke runs; a busy machine takes longer)."""
+    total = 0.0
+    if s.only in ("", "proxies"):
+        runs_per_round = 5 * (len(s.conns) + 1)
+        total += 6  # start-up, affinity check
+        total += 5 * len(s.conns) * (s.warmup + 0.1)
+        total += 4 * (1.6 + s.idle / 4000)
+        total += s.rounds * runs_per_round * (s.secs + 0.15)
+    if s.only in ("", "checker"):
+        total += 7 + s.targets / 4000 + s.window  # start, wait, steady window
+        total += s.flips * 2 * 1.05  # random pause + detection, per change
+        total += 6 + s.targets / 4000 + s.window  # HAProxy probing the pool
+    return total
+
+
+# === part 1: proxies ===
+
+
+def affinity_check(ctx: Ctx, backends: list[int]) -> dict:
+    """Tether's worker count follows its CPU affinity: compare 1 CPU with 2."""
+    out = {}
+    both = f"{ctx.proxy_cpu},{ctx.load_cpu}"
+    for label, cpus in (("1 CPU", str(ctx.proxy_cpu)), ("2 CPUs", both)):
+        (port,) = free_ports(1)
+        p = start_tether(ctx.procs, ctx.workdir, f"tether-affinity-{len(out)}", port, backends, cpus)
+        wait_serving(port, p)
+        # enough concurrent load that every worker has woken up
+        subprocess.run(["taskset", "-c", str(ctx.load_cpu), ctx.tools["wrk"], "-t1", "-c32", "-d0.5s",
+                        f"http://127.0.0.1:{port}/"], capture_output=True, timeout=RUN_SLACK)
+        names = threads(p.pid)
+        out[label] = names
+        ctx.procs.stop(p)
+    return out
+
+
+def run_proxies(ctx: Ctx) -> None:
+    s = ctx.settings
+    load, proxy = ctx.load_cpu, ctx.proxy_cpu
+    b_ports = free_ports(3)
+    backends = start_backends(ctx.procs, ctx.workdir, b_ports, load)
+    say(f"backends: nginx, one worker, ports {', '.join(map(str, b_ports))} (CPU {load})")
+
+    aff = affinity_check(ctx, b_ports)
+    aff_line = "; ".join(f"{k}: {len(v)} threads ({', '.join(sorted(set(v)))})" for k, v in aff.items())
+    say(f"tether threads by affinity: {aff_line}")
+
+    ports = free_ports(4)
+    t1 = start_tether(ctx.procs, ctx.workdir, "tether", ports[0], b_ports, str(proxy))
+    t2 = start_tether(ctx.procs, ctx.workdir, "tether-aa", ports[1], b_ports, str(proxy))
+    ng = start_nginx_proxy(ctx.procs, ctx.workdir, ports[2], b_ports, proxy)
+    hp = start_haproxy(ctx.procs, ctx.workdir, ports[3], b_ports, proxy, s.idle + 2000)
+    entries = [
+        Entry("tether", "tether", ports[0], t1),
+        Entry("tether-aa", "tether A/A", ports[1], t2),
+        Entry("nginx", "nginx", ports[2], ng),
+        Entry("haproxy", "haproxy", ports[3], hp),
+        Entry("direct", "backends direct", b_ports[0], backends, is_proxy=False),
+    ]
+    for e in entries:
+        wait_serving(e.port, e.proc)
+        kids = children(e.proc.pid)
+        # nginx: the worker serves; the master only supervises it.
+        e.serving = kids if e.key in ("nginx", "direct") and kids else [e.proc.pid]
+        e.master = e.proc.pid if e.key in ("nginx", "direct") else None
+    say("proxies up: " + ", ".join(f"{e.label} :{e.port}" for e in entries))
+
+    # Fresh RSS, then with idle keep-alive connections; proxies only.
+    mem: dict[str, dict] = {}
+    for e in entries:
+        if not e.is_proxy:
+            continue
+        fresh = rss_of(e)
+        socks = open_idle(e.port, s.idle, timeout=60 + s.idle / 100)
+        time.sleep(1.0)
+        held = rss_of(e)
+        alive = still_open(socks)
+        close_hard(socks)
+        mem[e.key] = {"fresh_kib": fresh, "idle_kib": held, "idle_open": alive}
+        if e.master:
+            mem[e.key]["master_kib"] = rss_kib(e.master)
+        say(f"  {e.label}: RSS fresh {fresh / 1024:.1f} MiB, with {alive:,} idle connections {held / 1024:.1f} MiB")
+        time.sleep(0.5)
+
+    for e in entries:
+        for c in s.conns:
+            wrk(e, c, s.warmup, ctx)
+
+    # rounds[r][key][kind] = result; kind is "c64", "c256" or "rate"
+    rounds: list[dict] = []
+    for r in range(s.rounds):
+        order = entries[r % len(entries):] + entries[: r % len(entries)]
+        this: dict = {}
+        for e in order:
+            res = {}
+            for c in s.conns:
+                res[f"c{c}"] = wrk(e, c, s.secs, ctx)
+            res["rate"] = oha(e, s.rate, s.rate_conns, s.secs, ctx)
+            this[e.key] = res
+        rounds.append(this)
+        t = this["tether"]
+        ratios = "  ".join(
+            f"{k}: {t[f'c{s.conns[0]}']['cpu_us_per_req'] / this[k][f'c{s.conns[0]}']['cpu_us_per_req']:.2f}"
+            for k in ("tether-aa", "nginx", "haproxy")
+        )
+        say(f"round {r + 1}/{s.rounds}: tether CPU/req ratio at {s.conns[0]} conns vs {ratios}")
+
+    for e in entries:
+        if e.is_proxy:
+            mem[e.key]["after_kib"] = rss_of(e)
+            mem[e.key]["threads"] = threads(e.serving[0])
+
+    report_proxies(ctx, entries, rounds, mem, aff)
+
+
+def ratio_stats(rounds: list[dict], kind: str, peer: str) -> tuple[float, list[float]]:
+    vals = []
+    for r in rounds:
+        a = r["tether"][kind]["cpu_us_per_req"]
+        b = r[peer][kind]["cpu_us_per_req"]
+        if a == a and b == b and b > 0:
+            vals.append(a / b)
+    return med(vals), vals
+
+
+def bottleneck(results: list[dict]) -> str:
+    p = med([x["proxy_core_busy"] for x in results])
+    l = med([x["load_core_busy"] for x in results])
+    if p >= 0.95 and l >= 0.95:
+        who = "both"
+    else:
+        who = "proxy" if p > l else "load"
+    return f"{who} {p * 100:.0f}/{l * 100:.0f}%"
+
+
+def report_proxies(ctx: Ctx, entries: list[Entry], rounds: list[dict], mem: dict, aff: dict) -> None:
+    s = ctx.settings
+    cols = [e.key for e in entries]
+    heads = [e.label for e in entries]
+    rows: list[tuple[str, list[str]]] = []
+
+    def series(key: str, kind: str, metric: str) -> list[float]:
+        return [r[key][kind][metric] for r in rounds]
+
+    for c in s.conns:
+        kind = f"c{c}"
+        rows.append((f"{c} conns, saturated (wrk)", []))
+        rows.append(("  requests/s", [fmt_num(med(series(k, kind, "rps"))) for k in cols]))
+        rows.append(("  p50 / p99 ms", [f"{fmt_ms(med(series(k, kind, 'p50')))} / {fmt_ms(med(series(k, kind, 'p99')))}" for k in cols]))
+        rows.append(("  CPU µs/request", [fmt_num(med(series(k, kind, "cpu_us_per_req")), 2) if k != "direct" else "-" for k in cols]))
+        rows.append(("  bottleneck proxy/load busy", [bottleneck([r[k][kind] for r in rounds]) if k != "direct" else "-" for k in cols]))
+    rows.append((f"{s.rate:,} requests/s (oha)", []))
+    rows.append(("  p50 / p99 / p99.9 ms", [
+        f"{fmt_ms(med(series(k, 'rate', 'p50')))} / {fmt_ms(med(series(k, 'rate', 'p99')))} / {fmt_ms(med(series(k, 'rate', 'p999')))}"
+        for k in cols]))
+    rows.append(("  proxy CPU share", [f"{med(series(k, 'rate', 'cpu_share')) * 100:.0f} %" if k != "direct" else "-" for k in cols]))
+    rows.append(("memory (RSS MiB)", []))
+    rows.append(("  fresh", [f"{mem[k]['fresh_kib'] / 1024:.1f}" if k in mem else "-" for k in cols]))
+    rows.append((f"  {s.idle:,} idle keep-alive conns", [
+        f"{mem[k]['idle_kib'] / 1024:.1f}" + ("" if mem[k]["idle_open"] == s.idle else f" ({mem[k]['idle_open']} open)")
+        if k in mem else "-" for k in cols]))
+    rows.append(("  after the load rounds", [f"{mem[k]['after_kib'] / 1024:.1f}" if k in mem else "-" for k in cols]))
+    rows.append(("tether CPU/request ÷ this (median of rounds)", []))
+    for c in s.conns:
+        cells = []
+        for k in cols:
+            if k in ("tether", "direct"):
+                cells.append("-")
+                continue
+            m, vals = ratio_stats(rounds, f"c{c}", k)
+            cells.append(f"{m:.2f} [{min(vals):.2f}-{max(vals):.2f}]" if vals else "-")
+        rows.append((f"  {c} conns [min-max]", cells))
+
+    table = render_table(heads, rows)
+    say()
+    say(f"Proxies: {s.rounds} rounds x {s.secs:g} s, each proxy alone on CPU {ctx.proxy_cpu}; backends and load on CPU {ctx.load_cpu}")
+    say(table)
+
+    errors = []
+    for r_i, r in enumerate(rounds):
+        for k, res in r.items():
+            for kind, x in res.items():
+                bad = x.get("non2xx", 0) + x.get("sock_errors", 0) + x.get("errors", 0)
+                if bad:
+                    errors.append(f"round {r_i + 1} {k} {kind}: {bad} non-2xx or socket errors")
+    for line in errors[:10]:
+        say(f"warning: {line}")
+
+    # RESULTS.md section
+    rep = ctx.report
+    rep.append("## Proxies\n")
+    rep.append(
+        f"{s.rounds} rounds of {s.secs:g} s per proxy and load, order rotated each round. "
+        f"Each proxy alone on CPU {ctx.proxy_cpu}; the backends (one nginx worker, three ports), "
+        f"wrk (`-t1`), oha and the driver on CPU {ctx.load_cpu}. Medians over the rounds; "
+        "ratios are medians of the same-round ratios. `tether A/A` is a second, identical "
+        "Tether process: its ratio is the noise floor.\n"
+    )
+    rep.append("```\n" + table + "\n```\n")
+    rep.append(
+        "- CPU µs/request: utime+stime of the proxy's processes (nginx: master and worker) from "
+        "/proc over the run, divided by the responses wrk counted.\n"
+        "- bottleneck: median busy share of the proxy's CPU / the load CPU over the run; "
+        "`load` means the backends and load generator ran out first, so requests/s cannot rank the proxies there.\n"
+        f"- {s.rate:,} requests/s: oha with {s.rate_conns} connections and latency correction; "
+        "proxy CPU share is of one core.\n"
+        "- RSS: the serving process (nginx: the worker"
+        + (f"; its master adds {mem['nginx'].get('master_kib', 0) / 1024:.1f} MiB" if "nginx" in mem else "")
+        + "). Idle connections each carried one request and were then left open for 1 s.\n"
+        f"- Tether's threads with its whole runtime pinned: {'; '.join(f'{k}: {len(v)}' for k, v in aff.items())} "
+        f"(thread names: {', '.join(sorted(set(aff.get('2 CPUs', []))))}); under the benchmark: "
+        f"{len(mem.get('tether', {}).get('threads', []))}.\n"
+    )
+    if errors:
+        rep.append("Errors seen: " + "; ".join(errors[:10]) + "\n")
+
+    rep.append("### Spread over the rounds (min..max, ± half the range relative to the median)\n")
+    lines = ["| | " + " | ".join(heads) + " |", "|---" * (len(heads) + 1) + "|"]
+    for c in s.conns:
+        lines.append(f"| req/s, {c} conns | " + " | ".join(spread(series(k, f"c{c}", "rps")) for k in cols) + " |")
+        lines.append(f"| CPU µs/req, {c} conns | " + " | ".join(
+            spread(series(k, f"c{c}", "cpu_us_per_req")) if k != "direct" else "-" for k in cols) + " |")
+    for c in s.conns:
+        cells = []
+        for k in cols:
+            if k in ("tether", "direct"):
+                cells.append("-")
+            else:
+                cells.append(spread(ratio_stats(rounds, f"c{c}", k)[1]))
+        lines.append(f"| tether ÷ this, {c} conns | " + " | ".join(cells) + " |")
+    rep.append("\n".join(lines) + "\n")
+
+    rep.append(f"### CPU µs/request per round, {s.conns[0]} conns\n")
+    lines = ["| round | " + " | ".join(heads[:-1]) + " |", "|---" * len(heads) + "|"]
+    for i, r in enumerate(rounds):
+        lines.append(f"| {i + 1} | " + " | ".join(fmt_num(r[k][f"c{s.conns[0]}"]["cpu_us_per_req"], 2) for k in cols[:-1]) + " |")
+    rep.append("\n".join(lines) + "\n")
+
+    raw = os.path.join(ctx.workdir, "proxies.json")
+    with open(raw, "w") as f:
+        json.dump({"rounds": rounds, "memory": mem, "affinity": aff}, f, indent=1)
+
+
+def render_table(heads: list[str], rows: list[tuple[str, list[str]]]) -> str:
+    first = max(len(r[0]) for r in rows)
+    widths = [max([len(h)] + [len(r[1][i]) for r in rows if r[1]]) for i, h in enumerate(heads)]
+    out = [" " * first + "  " + "  ".join(h.rjust(w) for h, w in zip(heads, widths))]
+    for label, cells in rows:
+        if not cells:
+            out.append(label)
+            continue
+        out.append(label.ljust(first) + "  " + "  ".join(c.rjust(w) for c, w in zip(cells, widths)))
+    return "\n".join(out)
+
+
+# === part 2: the checker ===
+
+
+class LineReader:
+    """Lines of a child's stdout, on a queue, read by a thread."""
+
+    def __init__(self, p: subprocess.Popen) -> None:
+        self.q: queue.Queue = queue.Queue()
+        self.t = threading.Thread(target=self._pump, args=(p,), daemon=True)
+        self.t.start()
+
+    def _pump(self, p: subprocess.Popen) -> None:
+        for line in p.stdout:
+            self.q.put(line.rstrip("\n"))
+        self.q.put(None)
+
+    def get(self, deadline: float) -> str | None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        try:
+            line = self.q.get(timeout=left)
+        except queue.Empty:
+            raise TimeoutError from None
+        if line is None:
+            raise EOFError
+        return line
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    v = sorted(values)
+    i = min(len(v) - 1, max(0, round(q * (len(v) - 1))))
+    return v[i]
+
+
+def measure_share(pid: int, window: float) -> tuple[float, int]:
+    t0 = cpu_ticks([pid])
+    w0 = time.monotonic()
+    time.sleep(window)
+    t1 = cpu_ticks([pid])
+    return (t1 - t0) / HZ / (time.monotonic() - w0), rss_kib(pid)
+
+
+def run_checker(ctx: Ctx) -> None:
+    s = ctx.settings
+    n = s.targets
+    ports_p = ctx.procs.start(
+        [os.path.join(RELEASE, "tether-bench-ports"), "--count", str(n)], ctx.load_cpu, "bench-ports",
+        ctx.workdir, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+    ports_r = LineReader(ports_p)
+    line = ports_r.get(time.monotonic() + START_TIMEOUT + n / 500)
+    if not line.startswith("ports "):
+        raise RuntimeError(f"tether-bench-ports said {line!r}")
+    ports = [int(x) for x in line.split()[1].split(",")]
+    say(f"checker: {n:,} targets listening (tether-bench-ports, CPU {ctx.load_cpu})")
+
+    (grpc,) = free_ports(1)
+    cfg = os.path.join(ctx.workdir, "checker.toml")
+    with open(cfg, "w") as f:
+        f.write(
+            f"""# generated by bench/bench.py
+[checker]
+grpc_listen = "127.0.0.1:{grpc}"
+
+[health]
+kind = "tcp"
+interval = "{s.probe_interval}"
+timeout = "1s"
+# one probe decides, so a closed port is news within one interval
+rise = 1
+fall = 1
+
+[log]
+level = "warn"
+
+"""
+        )
+        for i, port in enumerate(ports):
+            f.write(f'[[targets]]\nurl = "http://127.0.0.1:{port}"\nname = "t{i}"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+    started = time.monotonic()
+    checker = ctx.procs.start([os.path.join(RELEASE, "tether-checker"), "--config", cfg], ctx.proxy_cpu,
+                              "checker", ctx.workdir, env=env)
+    wait_port(grpc, checker, START_TIMEOUT + n / 500)
+    # Every target has had its first probe within the first second; this is
+    # the pool's own memory, before any subscriber holds a stream.
+    time.sleep(parse_duration_s(s.probe_interval) + 2.0)
+    rss_alone = rss_kib(checker.pid)
+    watch = ctx.procs.start(
+        [os.path.join(RELEASE, "tether-bench-watch"), "--checker", f"http://127.0.0.1:{grpc}",
+         "--subscribers", str(s.subscribers)], ctx.load_cpu, "bench-watch", ctx.workdir,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+    watch_r = LineReader(watch)
+    ready: set[int] = set()
+    deadline = time.monotonic() + START_TIMEOUT + n / 500
+    while len(ready) < s.subscribers:
+        try:
+            line = watch_r.get(deadline)
+        except TimeoutError:
+            raise RuntimeError(f"only {len(ready)} of {s.subscribers} subscribers saw every target healthy:"
+                               f"\n{tail(checker.bench_log)}\n{tail(watch.bench_log)}") from None
+        if line.startswith("ready "):
+            ready.add(int(line.split()[1]))
+        elif line.startswith("error "):
+            raise RuntimeError(f"tether-bench-watch: {line}")
+    say(f"checker: all {n:,} targets healthy at all {s.subscribers} subscribers "
+        f"{time.monotonic() - started:.1f} s after start")
+
+    time.sleep(2.0)
+    share, rss = measure_share(checker.pid, s.window)
+    nthreads = len(threads(checker.pid))
+    say(f"checker: CPU {share * 100:.1f} % of one core, RSS {rss / 1024:.1f} MiB, {nthreads} threads")
+
+    # Flip ports one at a time; each change must reach every subscriber.
+    rng = random.Random(7)
+    e2e: list[float] = []  # port closed/opened -> arrival, ms
+    prop: list[float] = []  # checker's last_change -> arrival, ms
+    fanout: list[float] = []  # first to last subscriber, per change, ms
+    missing = 0
+    spurious = 0
+    interval_s = parse_duration_s(s.probe_interval)
+    for flip in range(s.flips):
+        idx = rng.randrange(n)
+        port, name = ports[idx], f"t{idx}"
+        for cmd, want in (("close", "unhealthy"), ("open", "healthy")):
+            # A change arrives right after the target's probe; acting at once
+            # would put every reopen exactly one interval before the next
+            # probe. A random pause makes the detection delay uniform.
+            time.sleep(rng.uniform(0, interval_s))
+            ports_p.stdin.write(f"{cmd} {port}\n")
+            ports_p.stdin.flush()
+            ack = ports_r.get(time.monotonic() + 10)
+            t0_us = int(ack.split()[2])
+            got: set[int] = set()
+            arrivals: list[int] = []
+            deadline = time.monotonic() + 5 + 3 * 1.0
+            while len(got) < s.subscribers:
+                try:
+                    line = watch_r.get(deadline)
+                except TimeoutError:
+                    missing += s.subscribers - len(got)
+                    break
+                parts = line.split()
+                if parts[0] != "change":
+                    continue
+                _, sub, tname, state, _version, last_ms, at_us = parts
+                if tname != name:
+                    spurious += 1
+                    continue
+                if state != want:
+                    continue
+                got.add(int(sub))
+                arrivals.append(int(at_us))
+                e2e.append((int(at_us) - t0_us) / 1e3)
+                prop.append((int(at_us) - int(last_ms) * 1000) / 1e3)
+            if arrivals:
+                fanout.append((max(arrivals) - min(arrivals)) / 1e3)
+    # anything the subscribers still have queued
+    try:
+        while True:
+            line = watch_r.get(time.monotonic() + 0.5)
+            if line.startswith("change "):
+                spurious += 1
+    except (TimeoutError, EOFError):
+        pass
+    rss_after = rss_kib(checker.pid)
+    watch.stdin.close()
+    ctx.procs.stop(watch)
+    ctx.procs.stop(checker)
+    changes = s.flips * 2
+    say(f"checker: {changes} state changes x {s.subscribers} subscribers: "
+        f"propagation p50 {pct(prop, 0.5):.2f} ms p99 {pct(prop, 0.99):.2f} ms; "
+        f"from the port's close/open p50 {pct(e2e, 0.5):.0f} ms p99 {pct(e2e, 0.99):.0f} ms; "
+        f"missing {missing}, other changes {spurious}")
+
+    # The alternative: every proxy probes every target. HAProxy does it here.
+    hcfg = os.path.join(ctx.workdir, "haproxy-checks.cfg")
+    (hport,) = free_ports(1)
+    with open(hcfg, "w") as f:
+        f.write(
+            f"""# generated by bench/bench.py
+global
+  nbthread 1
+  maxconn 1000
+  no strict-limits
+
+defaults
+  mode tcp
+  timeout connect 1s
+  timeout client 60s
+  timeout server 60s
+  default-server inter {s.probe_interval} rise 1 fall 1
+
+frontend fe
+  bind 127.0.0.1:{hport}
+  default_backend pool
+
+backend pool
+  balance roundrobin
+"""
+        )
+        for i, port in enumerate(ports):
+            f.write(f"  server t{i} 127.0.0.1:{port} check\n")
+    hp = ctx.procs.start(["haproxy", "-db", "-f", hcfg], ctx.proxy_cpu, "haproxy-checks", ctx.workdir)
+    wait_port(hport, hp, START_TIMEOUT + n / 500)
+    time.sleep(3.0)
+    h_share, h_rss = measure_share(hp.pid, s.window)
+    ctx.procs.stop(hp)
+    ports_p.stdin.close()
+    ctx.procs.stop(ports_p)
+    say(f"haproxy probing the pool itself: CPU {h_share * 100:.1f} % of one core, RSS {h_rss / 1024:.1f} MiB")
+
+    subs = s.subscribers
+    rows = [
+        ("", ["CPU (cores)", "RSS MiB", "probes/s at the targets"]),
+        (f"tether-checker, one for all {subs} proxies",
+         [f"{share:.3f}", f"{rss_after / 1024:.1f}", f"{n / interval_s:,.0f}"]),
+        ("  the same before any subscriber", ["", f"{rss_alone / 1024:.1f}", ""]),
+        ("haproxy probing the pool, one proxy", [f"{h_share:.3f}", f"{h_rss / 1024:.1f}", f"{n / interval_s:,.0f}"]),
+        (f"{subs} proxies each probing (haproxy x {subs})",
+         [f"{h_share * subs:.2f}", f"{h_rss * subs / 1024:,.0f}", f"{n * subs / interval_s:,.0f}"]),
+    ]
+    table = "\n".join(label.ljust(44) + "".join(c.rjust(26 if i == 2 else 13) for i, c in enumerate(cells))
+                      for label, cells in rows)
+    lat = (f"a state change reaching all {subs} subscribers ({changes} changes, {len(prop):,} arrivals):\n"
+           f"  from the checker's recorded change (last_change_unix_ms, 1 ms resolution, so up to 1 ms high): "
+           f"p50 {pct(prop, 0.5):.1f} ms, p99 {pct(prop, 0.99):.1f} ms\n"
+           f"  first to last of the {subs} subscribers, per change: "
+           f"p50 {pct(fanout, 0.5):.2f} ms, max {max(fanout, default=float('nan')):.2f} ms\n"
+           f"  from the port's close or reopen (detection within one {s.probe_interval} interval + propagation): "
+           f"p50 {pct(e2e, 0.5):.0f} ms, p99 {pct(e2e, 0.99):.0f} ms\n"
+           f"  arrivals missing after 8 s: {missing}; changes of other targets (flaps): {spurious}")
+    say()
+    say(f"Checker: {n:,} targets over TCP every {s.probe_interval}, {subs} Watch subscribers; "
+        f"checker alone on CPU {ctx.proxy_cpu}")
+    say(table)
+    say(lat)
+
+    rep = ctx.report
+    rep.append("## Checker\n")
+    rep.append(
+        f"{n:,} loopback ports (tether-bench-ports) probed over TCP every {s.probe_interval} by one "
+        f"tether-checker (rise 1, fall 1) alone on CPU {ctx.proxy_cpu}, with {subs} Watch subscribers "
+        f"(tether-bench-watch, one connection each). CPU share and RSS over {s.window:g} s of steady "
+        f"probing; the checker ran {nthreads} threads. Then {s.flips} ports were closed and reopened one "
+        "at a time, and every arrival of the change at every subscriber was timed. The alternative is "
+        f"measured with HAProxy (one thread) probing the same pool with `check inter {s.probe_interval}` "
+        f"and multiplied by {subs}: that is what the pool costs when each proxy probes every target "
+        "itself, as HAProxy does (nginx's open-source build has no active checks at all).\n"
+    )
+    rep.append("```\n" + table + "\n\n" + lat + "\n```\n")
+    with open(os.path.join(ctx.workdir, "checker.json"), "w") as f:
+        json.dump({"share": share, "rss_kib": rss_after, "rss_alone_kib": rss_alone, "haproxy_share": h_share, "haproxy_rss_kib": h_rss,
+                   "prop_ms": prop, "e2e_ms": e2e, "fanout_ms": fanout, "missing": missing, "spurious": spurious}, f)
+
+
+# === main ===
+
+
+def find_tool(name: str) -> str:
+    path = shutil.which(name)
+    if not path:
+        cand = os.path.join(os.environ.get("CARGO_HOME", os.path.expanduser("~/.cargo")), "bin", name)
+        if os.access(cand, os.X_OK):
+            path = cand
+    if not path:
+        sys.exit(f"bench: `{name}` not found; run bench/setup.sh (or `make bench`)")
+    return path
+
+
+def version(argv: list[str]) -> str:
+    try:
+        cp = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    text = (cp.stdout + cp.stderr).strip().splitlines()
+    return text[0].strip() if text else "?"
+
+
+def git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+    except OSError:
+        return ""
+
+
+def raise_nofile(need: int) -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max(need, soft)
+    try:
+        top = max(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (top, top))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def main() -> int:
+    s = Settings.from_env()
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        sys.exit("bench: needs two CPUs (one for the proxy alone, one for the backends and load)")
+    load_cpu = env_int("BENCH_LOAD_CPU", cpus[0])
+    proxy_cpu = env_int("BENCH_PROXY_CPU", cpus[1])
+    if load_cpu == proxy_cpu:
+        sys.exit("bench: BENCH_LOAD_CPU and BENCH_PROXY_CPU must differ")
+    tools = {t: find_tool(t) for t in ("wrk", "oha", "nginx", "haproxy", "taskset")}
+    for b in ("tether-proxy", "tether-checker", "tether-bench-ports", "tether-bench-watch"):
+        if not os.access(os.path.join(RELEASE, b), os.X_OK):
+            sys.exit(f"bench: target/release/{b} missing; run `cargo build --release --locked --bins`")
+
+    # 10,000 idle connections: this script holds one end, the proxy the other;
+    # 10,000 listening ports plus the probes in flight for the checker part.
+    global NOFILE
+    NOFILE = nofile = raise_nofile(max(s.idle, s.targets) * 2 + 4096)
+    # The driver lives with the load, never on the proxy's CPU.
+    os.sched_setaffinity(0, {load_cpu})
+
+    est = estimate(s)
+    mode = "QUICK smoke run (not a measurement)" if s.quick else "full run"
+    say(f"bench: {mode}: {s.rounds} rounds x {s.secs:g} s, {s.idle:,} idle connections, "
+        f"{s.targets:,} checker targets; proxy CPU {proxy_cpu}, load CPU {load_cpu}; open files {nofile:,}")
+    say(f"bench: estimated duration {est / 60:.1f} min (finishes about "
+        f"{(dt.datetime.now() + dt.timedelta(seconds=est)).strftime('%H:%M')})")
+
+    started = time.monotonic()
+    workdir = tempfile.mkdtemp(prefix="tether-bench-")
+    procs = Procs()
+
+    def on_signal(signum, _frame):
+        procs.stop_all()
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    ctx = Ctx(s, procs, workdir, proxy_cpu, load_cpu, tools)
+    ok = False
+    try:
+        if s.only in ("", "proxies"):
+            run_proxies(ctx)
+        if s.only in ("", "checker"):
+            run_checker(ctx)
+        ok = True
+    except (RuntimeError, TimeoutError, EOFError, OSError, subprocess.SubprocessError) as e:
+        say(f"bench: failed: {e}")
+        say(f"bench: logs kept in {workdir}")
+    finally:
+        procs.stop_all()
+    if not ok:
+        return 1
+
+    took = time.monotonic() - started
+    write_report(ctx, took, est)
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def write_report(ctx: Ctx, took: float, est: float) -> None:
+    s = ctx.settings
+    commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--untracked-files=no"):
+        commit += " (with uncommitted changes)"
+    cpu_model = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    load = os.getloadavg()
+    versions = [
+        ("tether", version([os.path.join(RELEASE, "tether-proxy"), "--version"])),
+        ("nginx", version(["nginx", "-v"])),
+        ("haproxy", version(["haproxy", "-v"])),
+        ("wrk", version([ctx.tools["wrk"], "-v"]).split(" Copyright")[0]),
+        ("oha", version([ctx.tools["oha"], "--version"])),
+        ("rustc", version(["rustc", "--version"])),
+        ("kernel", platform.release()),
+        ("cpu", f"{cpu_model}, {os.cpu_count()} CPUs"),
+    ]
+    out = ["# Tether benchmark results\n"]
+    if s.quick:
+        out.append(
+            "> **SMOKE RUN ON A BUSY MACHINE — NOT A MEASUREMENT.** Written by `BENCH_QUICK=1 make bench` "
+            "(2 rounds of 1 s, fewer idle connections and checker targets) while other builds and tests "
+            "ran on the same two cores. It only shows that the harness works end to end and what the "
+            "report looks like; run `make bench` on a quiet machine for figures.\n"
+        )
+    out.append(
+        f"- date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}\n"
+        f"- commit: {commit}\n"
+        + "".join(f"- {k}: {v}\n" for k, v in versions)
+        + f"- settings: {s.rounds} rounds x {s.secs:g} s, {s.idle:,} idle connections, {s.targets:,} checker "
+        f"targets, {s.flips} port flips; took {took / 60:.1f} min (estimated {est / 60:.1f})\n"
+        f"- load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n"
+    )
+    out.append(
+        "How to read it: only same-run figures compare. Absolute requests/s and CPU figures on a shared "
+        "machine swing by a third between runs; the ratio of Tether's CPU per request to a peer's, taken "
+        "within each round, is the figure to quote, and the A/A column says how far two identical Tether "
+        "processes drift apart in the same run. When the load CPU is the bottleneck, requests/s shows the "
+        "load generator's limit, not the proxy's.\n"
+    )
+    out.extend(ctx.report)
+    out.append(
+        "## Reproduce\n\n```sh\nmake bench                 # full run, about "
+        f"{estimate(full_settings()) / 60:.0f} min after the first install and build\n"
+        "BENCH_QUICK=1 make bench   # smoke run, about a minute\n```\n"
+    )
+    path = os.environ.get("BENCH_OUT", os.path.join(ROOT, "bench", "RESULTS.md"))
+    with open(path, "w") as f:
+        f.write("\n".join(out))
+    shown = os.path.relpath(path, ROOT) if path.startswith(ROOT + os.sep) else path
+    say(f"\nbench: wrote {shown} (took {took / 60:.1f} min)")
+
+
+def full_settings() -> Settings:
+    """The settings of a run without BENCH_QUICK, for the estimate."""
+    saved = os.environ.pop("BENCH_QUICK", None)
+    try:
+        return Settings.from_env()
+    finally:
+        if saved is not None:
+            os.environ["BENCH_QUICK"] = saved
+
+
+if __name__ == "__main__":
+    sys.exit(main())
