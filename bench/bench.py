@@ -38,6 +38,8 @@ Settings come from the environment:
   BENCH_PROXY_CPU, BENCH_LOAD_CPU   the two CPUs (default: the first two
                        this process may run on; the proxy gets the second)
   BENCH_OUT            where to write the report (default bench/RESULTS.md)
+  BENCH_TETHER_B       path of another tether-proxy build to run as the
+                       twin instead of the A/A copy (an A/B comparison)
 """
 
 from __future__ import annotations
@@ -383,7 +385,7 @@ def start_backends(procs: Procs, workdir: str, ports: list[int], cpu: int) -> su
     return p
 
 
-def start_tether(procs: Procs, workdir: str, name: str, port: int, backends: list[int], cpu: str) -> subprocess.Popen:
+def start_tether(procs: Procs, workdir: str, name: str, port: int, backends: list[int], cpu: str, binary: str | None = None) -> subprocess.Popen:
     targets = "\n".join(
         f'[[targets]]\nurl = "http://127.0.0.1:{b}"\nname = "app-{i + 1}"\n' for i, b in enumerate(backends)
     )
@@ -413,7 +415,8 @@ access = "off"
 """
         )
     env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
-    argv = [os.path.join(RELEASE, "tether-proxy"), "--config", path]
+    binary = binary or os.path.join(RELEASE, "tether-proxy")
+    argv = [binary, "--config", path]
     return procs.start(["taskset", "-c", cpu] + argv, None, name, workdir, env=env)
 
 
@@ -744,12 +747,15 @@ def run_proxies(ctx: Ctx) -> None:
 
     ports = free_ports(4)
     t1 = start_tether(ctx.procs, ctx.workdir, "tether", ports[0], b_ports, str(proxy))
-    t2 = start_tether(ctx.procs, ctx.workdir, "tether-aa", ports[1], b_ports, str(proxy))
+    # BENCH_TETHER_B=path: the twin runs another build (an A/B comparison
+    # in the same run) instead of the same one (A/A, the noise floor).
+    variant = os.environ.get("BENCH_TETHER_B")
+    t2 = start_tether(ctx.procs, ctx.workdir, "tether-aa", ports[1], b_ports, str(proxy), variant)
     ng = start_nginx_proxy(ctx.procs, ctx.workdir, ports[2], b_ports, proxy)
     hp = start_haproxy(ctx.procs, ctx.workdir, ports[3], b_ports, proxy, s.idle + 2000)
     entries = [
         Entry("tether", "tether", ports[0], t1),
-        Entry("tether-aa", "tether A/A", ports[1], t2),
+        Entry("tether-aa", f"tether B ({os.path.basename(variant)})" if variant else "tether A/A", ports[1], t2),
         Entry("nginx", "nginx", ports[2], ng),
         Entry("haproxy", "haproxy", ports[3], hp),
         Entry("direct", "backends direct", b_ports[0], backends, is_proxy=False),

@@ -11,6 +11,21 @@ use crate::config::LogConfig;
 /// Exit code for a bad config or logging set-up: nothing started.
 pub const EXIT_CONFIG: u8 = 2;
 
+/// One worker per CPU the process may run on (its affinity mask), so a
+/// process pinned to one core runs one worker. On a single CPU the
+/// current-thread scheduler does the same work without the machinery of
+/// work stealing.
+fn runtime_builder() -> tokio::runtime::Builder {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(cpus);
+        b
+    }
+}
+
 /// Runs `service` to completion on a multi-threaded runtime. `binary` names
 /// the program in messages; `logger` is the log target for its last words.
 pub fn serve<F, E>(
@@ -27,10 +42,7 @@ where
         eprintln!("{binary}: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime_builder().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("{binary}: cannot start the runtime: {e}");

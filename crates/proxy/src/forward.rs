@@ -124,26 +124,27 @@ impl Proxy {
         req: Request<Incoming>,
         peer: &Peer,
     ) -> Result<Response<ProxyBody>, Infallible> {
-        if !self.access_log {
-            return Ok(self.forward(req, peer).await);
-        }
-        let started = Instant::now();
-        let method = req.method().clone();
-        let path = req.uri().path_and_query().map(|p| p.as_str().to_owned());
+        // One await point, so the future (which hyper keeps boxed for every
+        // connection) holds one `forward` state, not two.
+        let access = self
+            .access_log
+            .then(|| (Instant::now(), req.method().clone(), req.uri().clone()));
         let res = self.forward(req, peer).await;
-        let target = res
-            .headers()
-            .get(&X_TARGET_SERVER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-");
-        info!(
-            target: "access",
-            "{} \"{method} {}\" {} {target} {}us",
-            peer.addr,
-            path.unwrap_or_default(),
-            res.status().as_u16(),
-            started.elapsed().as_micros()
-        );
+        if let Some((started, method, uri)) = access {
+            let target = res
+                .headers()
+                .get(&X_TARGET_SERVER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            info!(
+                target: "access",
+                "{} \"{method} {}\" {} {target} {}us",
+                peer.addr,
+                uri.path_and_query().map_or("", |p| p.as_str()),
+                res.status().as_u16(),
+                started.elapsed().as_micros()
+            );
+        }
         Ok(res)
     }
 
@@ -372,9 +373,12 @@ impl Proxy {
             };
             let (mut sender, pooled) = match pooled {
                 Some(s) => (s, true),
+                // Boxed: connecting is the rare path (connections are
+                // pooled), and its future would otherwise make every
+                // request's future, and every idle connection, larger.
                 None => match tokio::time::timeout_at(
                     deadline,
-                    self.connector.connect(&upstream.authority),
+                    Box::pin(self.connector.connect(&upstream.authority)),
                 )
                 .await
                 {
