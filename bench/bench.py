@@ -1368,10 +1368,22 @@ def write_report(ctx: Ctx, took: float, est: float) -> None:
         "BENCH_QUICK=1 make bench   # smoke run, about a minute\n```\n"
     )
     path = os.environ.get("BENCH_OUT", os.path.join(ROOT, "bench", "RESULTS.md"))
+    # The log of what was tried, and what it measured, outlives each run.
+    try:
+        with open(path) as f:
+            previous = f.read()
+        if KEPT_MARKER in previous:
+            out.append(KEPT_MARKER + previous.split(KEPT_MARKER, 1)[1].rstrip("\n") + "\n")
+    except FileNotFoundError:
+        pass
     with open(path, "w") as f:
         f.write("\n".join(out))
     shown = os.path.relpath(path, ROOT) if path.startswith(ROOT + os.sep) else path
     say(f"\nbench: wrote {shown} (took {took / 60:.1f} min)")
+
+
+# Everything after this line in RESULTS.md is kept when a run rewrites it.
+KEPT_MARKER = "<!-- kept across runs: the log of what was tried -->"
 
 
 def full_settings() -> Settings:
