@@ -93,17 +93,11 @@ mod tests {
     }
 
     fn snapshot(version: u64, targets: Vec<TargetStatus>) -> HealthUpdate {
-        HealthUpdate {
-            version,
-            kind: UpdateKind::Snapshot(targets),
-        }
+        HealthUpdate::snapshot(version, targets)
     }
 
     fn change(version: u64, s: TargetStatus) -> HealthUpdate {
-        HealthUpdate {
-            version,
-            kind: UpdateKind::Change(s),
-        }
+        HealthUpdate::change(version, s)
     }
 
     #[test]

@@ -50,6 +50,22 @@ pub struct HealthUpdate {
     pub kind: UpdateKind,
 }
 
+impl HealthUpdate {
+    pub fn snapshot(version: u64, targets: Vec<TargetStatus>) -> Self {
+        HealthUpdate {
+            version,
+            kind: UpdateKind::Snapshot(targets),
+        }
+    }
+
+    pub fn change(version: u64, status: TargetStatus) -> Self {
+        HealthUpdate {
+            version,
+            kind: UpdateKind::Change(status),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UpdateKind {
     /// The whole pool as of `version`; replaces whatever the receiver had.
