@@ -17,7 +17,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
@@ -30,6 +29,7 @@ use tokio::sync::mpsc;
 use crate::body::{BodyError, Guard, ProxyBody, body_error};
 use crate::config::{Limits, PassiveConfig, ProxyConfig, StickyConfig};
 use crate::headers::{self, Peer, X_TARGET_SERVER, X_TARGET_SERVER_LAST_USE};
+use crate::respond::{error_response, no_healthy_targets, rejection};
 use crate::table::{Routes, TableCell, Upstream};
 use crate::tunnel;
 use crate::upstream::{Connector, Sender};
@@ -40,10 +40,7 @@ use crate::validate::{self, Reject};
 /// connection the backend is closing.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
-static JSON: HeaderValue = HeaderValue::from_static("application/json");
-static RETRY_AFTER_1: HeaderValue = HeaderValue::from_static("1");
 static UPGRADE_VALUE: HeaderValue = HeaderValue::from_static("upgrade");
-static CLOSE: HeaderValue = HeaderValue::from_static("close");
 
 /// Everything a request needs, shared by all connections.
 #[derive(Debug)]
@@ -526,35 +523,4 @@ fn epoch_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// The answer to a refused request; `Connection: close` when the framing
-/// or the peer is in doubt, which makes hyper close after writing it.
-pub fn rejection(reject: Reject) -> Response<ProxyBody> {
-    let mut res = error_response(reject.status, reject.message);
-    if reject.close {
-        res.headers_mut().insert(header::CONNECTION, CLOSE.clone());
-    }
-    res
-}
-
-/// `503` with `Retry-After: 1` and the JSON body DESIGN fixes.
-pub fn no_healthy_targets() -> Response<ProxyBody> {
-    let mut res = error_response(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "No healthy servers available",
-    );
-    res.headers_mut()
-        .insert(header::RETRY_AFTER, RETRY_AFTER_1.clone());
-    res
-}
-
-/// A short JSON error. The message is fixed text: it never carries an
-/// upstream address (those go to the `proxy` log).
-pub fn error_response(status: StatusCode, message: &'static str) -> Response<ProxyBody> {
-    let body = Bytes::from(format!("{{\"error\":\"{message}\"}}"));
-    let mut res = Response::new(ProxyBody::full(body));
-    *res.status_mut() = status;
-    res.headers_mut().insert(header::CONTENT_TYPE, JSON.clone());
-    res
 }

@@ -15,6 +15,7 @@ pub mod forward;
 pub mod headers;
 pub mod passive;
 pub mod report;
+pub mod respond;
 pub mod server;
 pub mod source;
 pub mod table;
