@@ -64,10 +64,7 @@ pub struct RecordedRequest {
 impl RecordedRequest {
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        crate::headers::find(&self.headers, name)
     }
 }
 
@@ -485,14 +482,7 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Backend
 }
 
 fn record<B>(shared: &Shared, req: &Request<B>, body_len: usize) {
-    let headers = req
-        .headers()
-        .iter()
-        .map(|(k, v)| {
-            let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
-            (k.as_str().to_owned(), value)
-        })
-        .collect();
+    let headers = crate::headers::pairs(req.headers());
     shared.log().push(RecordedRequest {
         method: req.method().to_string(),
         uri: req.uri().to_string(),

@@ -29,10 +29,7 @@ pub struct Reply {
 impl Reply {
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        crate::headers::find(&self.headers, name)
     }
 }
 
@@ -175,14 +172,7 @@ where
 
 async fn read_reply(resp: Response<Incoming>) -> io::Result<Reply> {
     let status = resp.status().as_u16();
-    let headers = resp
-        .headers()
-        .iter()
-        .map(|(k, v)| {
-            let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
-            (k.as_str().to_owned(), value)
-        })
-        .collect();
+    let headers = crate::headers::pairs(resp.headers());
     let body = resp
         .into_body()
         .collect()

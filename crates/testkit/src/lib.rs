@@ -14,6 +14,7 @@ pub mod backend;
 pub mod blackhole;
 pub mod body;
 pub mod checker;
+pub mod headers;
 pub mod http;
 mod net;
 pub mod process;

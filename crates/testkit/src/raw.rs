@@ -21,10 +21,7 @@ pub struct RawResponse {
 impl RawResponse {
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        crate::headers::find(&self.headers, name)
     }
 }
 
