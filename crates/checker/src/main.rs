@@ -1,24 +1,20 @@
 //! `tether-checker --config FILE`: probe the pool and serve its health.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use tether_checker::config::{self, CheckerFile};
+use tether_checker::process::ServiceArgs;
 
 #[derive(Debug, Parser)]
 #[command(name = "tether-checker", version, about = "Tether health checker")]
 struct Args {
-    /// TOML config file; every key can also come from TETHER_* variables.
-    #[arg(long, short = 'c', value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Validate the config, print the result, and exit 0 (valid) or 2.
-    #[arg(long)]
-    check_config: bool,
+    #[command(flatten)]
+    service: ServiceArgs,
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = Args::parse().service;
     let file: Result<CheckerFile, _> = config::load(args.config.as_deref());
     let config = match file.and_then(|f| f.validate()) {
         Ok(c) => c,

@@ -4,9 +4,22 @@
 
 use std::fmt::Display;
 use std::future::Future;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::config::LogConfig;
+
+/// The flags every Tether service takes (flattened into each binary's own
+/// parser, which adds its name and `--version`).
+#[derive(Debug, clap::Args)]
+pub struct ServiceArgs {
+    /// TOML config file; every key can also come from TETHER_* variables.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Validate the config, print the result, and exit 0 (valid) or 2.
+    #[arg(long)]
+    pub check_config: bool,
+}
 
 /// Exit code for a bad config or logging set-up: nothing started.
 pub const EXIT_CONFIG: u8 = 2;

@@ -1,9 +1,9 @@
 //! `tether-proxy --config FILE`: the Tether data plane.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use tether_checker::process::ServiceArgs;
 use tether_proxy::HealthSource;
 use tether_proxy::config::ProxyFile;
 
@@ -22,16 +22,12 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
     about = "Tether reverse proxy and load balancer"
 )]
 struct Args {
-    /// TOML config file; every key can also come from TETHER_* variables.
-    #[arg(long, short = 'c', value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Validate the config, print the result, and exit 0 (valid) or 2.
-    #[arg(long)]
-    check_config: bool,
+    #[command(flatten)]
+    service: ServiceArgs,
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = Args::parse().service;
     let file: Result<ProxyFile, _> = tether_checker::config::load(args.config.as_deref());
     let config = match file.and_then(|f| f.validate()) {
         Ok(c) => c,
