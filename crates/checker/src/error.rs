@@ -2,22 +2,7 @@
 
 use std::net::SocketAddr;
 
-/// A configuration problem: the key path at fault and why.
-#[derive(Debug, thiserror::Error)]
-#[error("config: `{key}`: {reason}")]
-pub struct ConfigError {
-    pub key: String,
-    pub reason: String,
-}
-
-impl ConfigError {
-    pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
-        ConfigError {
-            key: key.into(),
-            reason: reason.into(),
-        }
-    }
-}
+pub use tether_daemon::ConfigError;
 
 /// Why the checker could not run.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +14,6 @@ pub enum Error {
     },
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
-    #[error("logging: {0}")]
-    Logging(String),
+    #[error("gRPC reflection: {0}")]
+    Reflection(String),
 }

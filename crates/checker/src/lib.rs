@@ -2,18 +2,15 @@
 //! its own schedule, keeps each target's health in one hub task, and serves
 //! that health over gRPC as a versioned stream and as queries.
 //!
-//! Also home of the configuration loader and logging set-up shared by the
-//! Tether binaries. Depends on `tether-core` and `tether-proto`; never on
-//! the proxy (the proxy embeds this library, not the other way round).
+//! Depends on `tether-core`, `tether-proto` and `tether-daemon` (config,
+//! logging, admin); never on the proxy (the proxy embeds this library for
+//! its embedded checker, not the other way round).
 
 pub mod config;
 pub mod error;
 pub mod hub;
-pub mod logging;
 pub mod probe;
-pub mod process;
 pub mod service;
-pub mod signal;
 
 use std::future::Future;
 

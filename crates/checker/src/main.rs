@@ -3,8 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tether_checker::config::{self, CheckerFile};
-use tether_checker::process::ServiceArgs;
+use tether_checker::CheckerConfig;
+use tether_daemon::config::{self, Env};
+use tether_daemon::process::{self, EXIT_CONFIG, ServiceArgs};
 
 #[derive(Debug, Parser)]
 #[command(name = "tether-checker", version, about = "Tether health checker")]
@@ -15,24 +16,27 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse().service;
-    let file: Result<CheckerFile, _> = config::load(args.config.as_deref());
-    let config = match file.and_then(|f| f.validate()) {
+    let loaded = config::load(args.config.as_deref(), &Env::process());
+    let config = match loaded.and_then(|f| CheckerConfig::from_file(&f)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("tether-checker: {e}");
-            return ExitCode::from(tether_checker::process::EXIT_CONFIG);
+            return ExitCode::from(EXIT_CONFIG);
         }
     };
     if args.check_config {
+        let admin = config
+            .admin_listen
+            .map_or_else(|| "off".to_owned(), |a| a.to_string());
         println!(
-            "tether-checker: config ok: {} targets, grpc on {}",
+            "tether-checker: config ok: {} targets, grpc on {}, admin {admin}",
             config.targets.len(),
             config.grpc_listen
         );
         return ExitCode::SUCCESS;
     }
     let log = config.log.clone();
-    tether_checker::process::serve("tether-checker", "grpc", &log, || {
-        tether_checker::run(config, tether_checker::signal::shutdown())
+    process::serve("tether-checker", "grpc", &log, |_logging| {
+        tether_checker::run(config, tether_daemon::signal::shutdown())
     })
 }

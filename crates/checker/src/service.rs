@@ -44,12 +44,12 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
     let reflection_v1 = reflection
         .build_v1()
-        .map_err(|e| Error::Logging(format!("reflection: {e}")))?;
+        .map_err(|e| Error::Reflection(e.to_string()))?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tether_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
-        .map_err(|e| Error::Logging(format!("reflection: {e}")))?;
+        .map_err(|e| Error::Reflection(e.to_string()))?;
 
     let api = HealthApi { hub, stop: stop_rx };
     let result = tonic::transport::Server::builder()

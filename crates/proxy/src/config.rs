@@ -1,20 +1,19 @@
-//! The proxy's view of a config file: `[proxy]`, `[health_source]` and
-//! `[sticky]` are its own; `[health]`, `[[targets]]` and `[checker]` are
-//! read for embedded mode; `[log]` as everywhere. Loading, durations and the
-//! shared sections come from `tether_checker::config`.
+//! The proxy's view of a config file: `[proxy]`, `[health_source]`,
+//! `[sticky]`, `[passive]` and `[admin]` are its own; `[health]`,
+//! `[[targets]]` and `[checker]` are read for embedded mode; `[log]` as
+//! everywhere. The file itself and the shared validators are
+//! `tether_daemon::config`'s.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde::de::IgnoredAny;
-use tether_checker::config::{
-    self as shared, ConfigError, LogConfig, RawChecker, RawHealth, RawLog, RawTarget,
-};
 use tether_core::Target;
+use tether_daemon::config::{self as shared, ConfigError, LogConfig, RawFile};
 
 /// Default client listener.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default admin endpoint.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
 /// Default extra attempts on other targets after a connect failure.
 pub const DEFAULT_RETRIES: u32 = 2;
 /// Default upstream connect timeout.
@@ -44,74 +43,6 @@ pub const DEFAULT_PASSIVE_FAILURES: u32 = 3;
 pub const DEFAULT_BASE_EJECTION: Duration = Duration::from_secs(10);
 /// Default longest ejection.
 pub const DEFAULT_MAX_EJECTION: Duration = Duration::from_secs(120);
-
-/// `[proxy]`. Only keys that are implemented are accepted, so a setting
-/// can never be silently ignored.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawProxy {
-    pub listen: Option<String>,
-    pub preserve_host: Option<bool>,
-    pub retries: Option<u32>,
-    pub connect_timeout: Option<String>,
-    pub response_timeout: Option<String>,
-    pub header_read_timeout: Option<String>,
-    pub idle_timeout: Option<String>,
-    pub body_timeout: Option<String>,
-    pub max_header_bytes: Option<usize>,
-    pub max_headers: Option<usize>,
-    pub max_uri_bytes: Option<usize>,
-    pub max_body_bytes: Option<u64>,
-    pub max_connections: Option<usize>,
-    pub drain_timeout: Option<String>,
-}
-
-/// `[passive]`: local ejection after consecutive failures.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawPassive {
-    pub consecutive_failures: Option<u32>,
-    pub base_ejection: Option<String>,
-    pub max_ejection: Option<String>,
-}
-
-/// `[health_source]`.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawHealthSource {
-    #[serde(default)]
-    pub checkers: Vec<String>,
-}
-
-/// `[sticky]`.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawSticky {
-    pub enabled: Option<bool>,
-    pub window: Option<String>,
-}
-
-/// A config file as the proxy reads it.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProxyFile {
-    #[serde(default)]
-    pub proxy: RawProxy,
-    #[serde(default)]
-    pub health_source: RawHealthSource,
-    #[serde(default)]
-    pub sticky: RawSticky,
-    #[serde(default)]
-    pub health: RawHealth,
-    #[serde(default)]
-    pub targets: Vec<RawTarget>,
-    pub checker: Option<RawChecker>,
-    #[serde(default)]
-    pub log: RawLog,
-    #[serde(default)]
-    pub passive: RawPassive,
-    pub admin: Option<IgnoredAny>,
-}
 
 /// Where health comes from.
 #[derive(Clone, Debug)]
@@ -189,6 +120,8 @@ pub struct ProxyConfig {
     pub passive: PassiveConfig,
     pub sticky: StickyConfig,
     pub source: HealthSource,
+    /// `None`: no admin endpoint.
+    pub admin_listen: Option<SocketAddr>,
     pub log: LogConfig,
 }
 
@@ -215,30 +148,31 @@ impl ProxyConfig {
                 window: DEFAULT_STICKY_WINDOW,
             },
             source,
+            admin_listen: None,
             log: LogConfig::default(),
         }
     }
 }
 
-impl ProxyFile {
-    pub fn validate(&self) -> Result<ProxyConfig, ConfigError> {
-        let p = &self.proxy;
-        let dur = |key: &str, raw: &Option<String>, default: Duration| match raw {
-            Some(raw) => shared::duration(key, raw),
-            None => Ok(default),
+impl ProxyConfig {
+    /// Validates the proxy's sections of `file`.
+    pub fn from_file(file: &RawFile) -> Result<ProxyConfig, ConfigError> {
+        let p = &file.proxy;
+        let dur = |key: &str, raw: &Option<String>, default: Duration| {
+            shared::duration_or(key, raw.as_deref(), default)
         };
-        let source = if self.health_source.checkers.is_empty() {
-            let grpc_listen = match self.checker.as_ref().and_then(|c| c.grpc_listen.as_deref()) {
+        let source = if file.health_source.checkers.is_empty() {
+            let grpc_listen = match file.checker.grpc_listen.as_deref() {
                 Some(raw) => Some(shared::socket_addr("checker.grpc_listen", raw)?),
                 None => None,
             };
             HealthSource::Embedded {
-                targets: shared::targets(&self.health, &self.targets)?,
+                targets: shared::targets(&file.health, &file.targets)?,
                 grpc_listen,
             }
         } else {
-            let mut uris = Vec::with_capacity(self.health_source.checkers.len());
-            for (i, raw) in self.health_source.checkers.iter().enumerate() {
+            let mut uris = Vec::with_capacity(file.health_source.checkers.len());
+            for (i, raw) in file.health_source.checkers.iter().enumerate() {
                 uris.push(checker_uri(&format!("health_source.checkers[{i}]"), raw)?);
             }
             HealthSource::Checkers(uris)
@@ -294,12 +228,12 @@ impl ProxyFile {
             passive: {
                 let base = dur(
                     "passive.base_ejection",
-                    &self.passive.base_ejection,
+                    &file.passive.base_ejection,
                     DEFAULT_BASE_EJECTION,
                 )?;
                 let max = dur(
                     "passive.max_ejection",
-                    &self.passive.max_ejection,
+                    &file.passive.max_ejection,
                     DEFAULT_MAX_EJECTION,
                 )?;
                 if max < base {
@@ -309,7 +243,7 @@ impl ProxyFile {
                     ));
                 }
                 PassiveConfig {
-                    consecutive_failures: self
+                    consecutive_failures: file
                         .passive
                         .consecutive_failures
                         .unwrap_or(DEFAULT_PASSIVE_FAILURES),
@@ -318,11 +252,12 @@ impl ProxyFile {
                 }
             },
             sticky: StickyConfig {
-                enabled: self.sticky.enabled.unwrap_or(true),
-                window: dur("sticky.window", &self.sticky.window, DEFAULT_STICKY_WINDOW)?,
+                enabled: file.sticky.enabled.unwrap_or(true),
+                window: dur("sticky.window", &file.sticky.window, DEFAULT_STICKY_WINDOW)?,
             },
             source,
-            log: self.log.validate()?,
+            admin_listen: file.admin.validate(DEFAULT_ADMIN_LISTEN)?,
+            log: file.log.validate()?,
         })
     }
 }
@@ -358,23 +293,22 @@ fn checker_uri(key: &str, raw: &str) -> Result<http::Uri, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tether_daemon::config::{RawHealthSource, RawTarget};
 
     #[test]
     fn defaults_need_only_a_pool() {
-        let file = ProxyFile {
+        let file = RawFile {
             targets: vec![RawTarget {
                 url: "http://127.0.0.1:1".into(),
-                name: None,
-                kind: None,
-                path: None,
-                interval: None,
-                timeout: None,
-                rise: None,
-                fall: None,
+                ..RawTarget::default()
             }],
-            ..ProxyFile::default()
+            ..RawFile::default()
         };
-        let c = file.validate().expect("valid");
+        let c = ProxyConfig::from_file(&file).expect("valid");
+        assert_eq!(
+            c.admin_listen,
+            Some(DEFAULT_ADMIN_LISTEN.parse().expect("addr"))
+        );
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.retries, 2);
         assert!(!c.preserve_host);
@@ -390,48 +324,56 @@ mod tests {
 
     #[test]
     fn checkers_replace_the_pool() {
-        let file = ProxyFile {
+        let file = RawFile {
             health_source: RawHealthSource {
                 checkers: vec!["http://127.0.0.1:50051".into()],
             },
-            ..ProxyFile::default()
+            ..RawFile::default()
         };
         assert!(matches!(
-            file.validate().expect("valid").source,
+            ProxyConfig::from_file(&file).expect("valid").source,
             HealthSource::Checkers(ref c) if c.len() == 1
         ));
     }
 
     #[test]
     fn errors_name_the_key() {
-        let mut file = ProxyFile {
+        let mut file = RawFile {
             health_source: RawHealthSource {
                 checkers: vec!["ftp://x".into()],
             },
-            ..ProxyFile::default()
+            ..RawFile::default()
         };
         assert_eq!(
-            file.validate().expect_err("bad").key,
+            ProxyConfig::from_file(&file).expect_err("bad").key,
             "health_source.checkers[0]"
         );
         file.health_source.checkers = vec!["http://127.0.0.1:1".into()];
         file.proxy.response_timeout = Some("fast".into());
         assert_eq!(
-            file.validate().expect_err("bad").key,
+            ProxyConfig::from_file(&file).expect_err("bad").key,
             "proxy.response_timeout"
         );
         file.proxy.response_timeout = None;
         file.sticky.window = Some("0s".into());
-        assert_eq!(file.validate().expect_err("bad").key, "sticky.window");
+        assert_eq!(
+            ProxyConfig::from_file(&file).expect_err("bad").key,
+            "sticky.window"
+        );
         file.sticky.window = None;
         file.proxy.listen = Some("localhost".into());
-        assert_eq!(file.validate().expect_err("bad").key, "proxy.listen");
+        assert_eq!(
+            ProxyConfig::from_file(&file).expect_err("bad").key,
+            "proxy.listen"
+        );
     }
 
     #[test]
     fn empty_pool_in_embedded_mode_is_an_error() {
         assert_eq!(
-            ProxyFile::default().validate().expect_err("empty").key,
+            ProxyConfig::from_file(&RawFile::default())
+                .expect_err("empty")
+                .key,
             "targets"
         );
     }

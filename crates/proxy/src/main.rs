@@ -3,9 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tether_checker::process::ServiceArgs;
-use tether_proxy::HealthSource;
-use tether_proxy::config::ProxyFile;
+use tether_daemon::config::{self, Env};
+use tether_daemon::process::{self, EXIT_CONFIG, ServiceArgs};
+use tether_proxy::{HealthSource, ProxyConfig};
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
@@ -28,12 +28,12 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse().service;
-    let file: Result<ProxyFile, _> = tether_checker::config::load(args.config.as_deref());
-    let config = match file.and_then(|f| f.validate()) {
+    let loaded = config::load(args.config.as_deref(), &Env::process());
+    let config = match loaded.and_then(|f| ProxyConfig::from_file(&f)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("tether-proxy: {e}");
-            return ExitCode::from(tether_checker::process::EXIT_CONFIG);
+            return ExitCode::from(EXIT_CONFIG);
         }
     };
     if args.check_config {
@@ -43,14 +43,17 @@ fn main() -> ExitCode {
                 format!("embedded checker, {} targets", targets.len())
             }
         };
+        let admin = config
+            .admin_listen
+            .map_or_else(|| "off".to_owned(), |a| a.to_string());
         println!(
-            "tether-proxy: config ok: listen {}, health from {source}",
+            "tether-proxy: config ok: listen {}, health from {source}, admin {admin}",
             config.listen
         );
         return ExitCode::SUCCESS;
     }
     let log = config.log.clone();
-    tether_checker::process::serve("tether-proxy", "proxy", &log, || {
-        tether_proxy::run(config, tether_checker::signal::shutdown())
+    process::serve("tether-proxy", "proxy", &log, |_logging| {
+        tether_proxy::run(config, tether_daemon::signal::shutdown())
     })
 }

@@ -596,3 +596,74 @@ fn check_config_accepts_valid_and_names_unknown_keys() {
         }
     }
 }
+
+/// DESIGN's environment rule: only `TETHER_<SECTION>__<KEY>` and
+/// `TETHER_TARGETS` are config. `TETHER_CHECKER` is tetherctl's, and
+/// Kubernetes injects `TETHER_<SERVICE>_SERVICE_HOST` and the like into
+/// every pod of a namespace with services named `tether-*`.
+#[test]
+fn other_programs_tether_variables_never_stop_a_daemon() {
+    let config = TempConfig::new(
+        "[checker]\ngrpc_listen = \"127.0.0.1:0\"\n\
+         [proxy]\nlisten = \"127.0.0.1:0\"\n\
+         [[targets]]\nurl = \"http://127.0.0.1:1\"\n",
+    );
+    let env = [
+        ("TETHER_CHECKER", "http://127.0.0.1:50051"),
+        ("TETHER_PROXY_SERVICE_HOST", "10.0.0.1"),
+        ("TETHER_CHECKER_PORT", "tcp://10.0.0.2:50051"),
+        ("TETHER_PROXY__RETRIES", "1"),
+    ];
+    for bin in ["tether-checker", "tether-proxy"] {
+        let (code, out, err) = run_to_end(
+            bin,
+            &["--config", config.path_str(), "--check-config"],
+            &env,
+        );
+        assert_eq!(code, 0, "{bin}:\nstdout:\n{out}\nstderr:\n{err}");
+    }
+    // A config variable with a typo is still an error naming its key.
+    let (code, _, err) = run_to_end(
+        "tether-proxy",
+        &["--config", config.path_str(), "--check-config"],
+        &[("TETHER_PROXY__RETRIS", "1")],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("proxy.retris"), "{err}");
+}
+
+/// DESIGN's logging rule: logger names are case-insensitive (`HC`,
+/// `PROXY` from the original design), an unknown one is an error naming
+/// the key, and `fatal` is a level.
+#[test]
+fn logger_names_from_the_original_design_work() {
+    let base = "[proxy]\nlisten = \"127.0.0.1:0\"\n\
+                [[targets]]\nurl = \"http://127.0.0.1:1\"\n";
+    let cases = [
+        (
+            "[log]\nlevel = \"fatal\"\n[log.loggers]\nHC = \"debug\"\nPROXY = \"warn\"\n",
+            0,
+            None,
+        ),
+        (
+            "[log.loggers]\nhealthcheck = \"debug\"\n",
+            2,
+            Some("log.loggers.healthcheck"),
+        ),
+        ("[log]\nlevel = \"loud\"\n", 2, Some("log.level")),
+    ];
+    for (log, want, key) in cases {
+        let config = TempConfig::new(&format!("{base}{log}"));
+        for bin in ["tether-checker", "tether-proxy"] {
+            let (code, out, err) =
+                run_to_end(bin, &["--config", config.path_str(), "--check-config"], &[]);
+            assert_eq!(
+                code, want,
+                "{bin} on {log}:\nstdout:\n{out}\nstderr:\n{err}"
+            );
+            if let Some(key) = key {
+                assert!(err.contains(key), "{bin}: {err}");
+            }
+        }
+    }
+}

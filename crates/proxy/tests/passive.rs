@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::{DEADLINE, Running, backends, healthy_checker, http_targets, wait_routes};
 use tether_checker::CheckerConfig;
-use tether_checker::config::LogConfig;
 use tether_proto::pb;
 use tether_proto::pb::health_service_client::HealthServiceClient;
 use tether_proxy::config::{HealthSource, ProxyConfig};
@@ -45,11 +44,7 @@ impl Checker {
 async fn start_checker(backends: &[FakeBackend]) -> Checker {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let config = CheckerConfig {
-        grpc_listen: addr,
-        targets: http_targets(backends, Duration::from_secs(60), 2),
-        log: LogConfig::default(),
-    };
+    let config = CheckerConfig::new(addr, http_targets(backends, Duration::from_secs(60), 2));
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(tether_checker::run_on(listener, config, async move {
         let _ = stopped.await;

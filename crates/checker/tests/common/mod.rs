@@ -10,7 +10,6 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use tether_checker::CheckerConfig;
-use tether_checker::config::LogConfig;
 use tether_core::{HealthUpdate, ProbeKind, ProbeSpec, Target};
 use tether_proto::pb;
 use tether_proto::pb::health_service_client::HealthServiceClient;
@@ -58,11 +57,7 @@ impl Server {
     pub async fn start(targets: Vec<Target>) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let config = CheckerConfig {
-            grpc_listen: addr,
-            targets,
-            log: LogConfig::default(),
-        };
+        let config = CheckerConfig::new(addr, targets);
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(tether_checker::run_on(listener, config, async move {
             let _ = rx.await;

@@ -1,29 +1,49 @@
-//! Starts log4rs from a validated `[log]` section.
+//! Starts log4rs from a validated `[log]` section, and changes its levels
+//! on reload.
 //!
 //! Tether logs through named loggers: `proxy` (routing decisions, table
 //! changes), `hc` (probe results and state changes), `access` (one line per
 //! request) and `grpc`. The access log is off unless a level is set for it,
-//! and per-request logging checks `log_enabled!` first, so it costs nothing
-//! when off.
+//! and per-request logging checks a flag the proxy refreshes on reload, so
+//! it costs nothing when off.
 
 use log::LevelFilter;
 use log4rs::append::console::{ConsoleAppender, Target};
 use log4rs::config::{Appender, Config, Logger, Root};
 use log4rs::encode::pattern::PatternEncoder;
 
-use crate::config::LogConfig;
-use crate::error::Error;
-
-/// The named loggers Tether writes to.
-pub const LOGGERS: [&str; 4] = ["proxy", "hc", "access", "grpc"];
+use crate::config::{LOGGERS, LogConfig};
+use crate::error::LoggingError;
 
 const PATTERN: &str = "{d(%Y-%m-%dT%H:%M:%S%.3fZ)(utc)} {l:<5} {t} - {m}{n}";
 
+/// The installed logger; `apply` swaps its configuration in place.
+#[derive(Debug)]
+pub struct Logging {
+    handle: log4rs::Handle,
+}
+
 /// Installs the global logger. Call once, from `main`.
-pub fn init(config: &LogConfig) -> Result<(), Error> {
+pub fn init(config: &LogConfig) -> Result<Logging, LoggingError> {
+    let handle = log4rs::init_config(build(config)?).map_err(|e| LoggingError(e.to_string()))?;
+    Ok(Logging { handle })
+}
+
+impl Logging {
+    /// Replaces the levels (or the whole log4rs file) without a restart.
+    pub fn apply(&self, config: &LogConfig) -> Result<(), LoggingError> {
+        self.handle.set_config(build(config)?);
+        Ok(())
+    }
+}
+
+fn build(config: &LogConfig) -> Result<Config, LoggingError> {
     match config {
-        LogConfig::File(path) => log4rs::init_file(path, Default::default())
-            .map_err(|e| Error::Logging(format!("{}: {e}", path.display()))),
+        LogConfig::File(path) => {
+            let raw = log4rs::config::load_config_file(path, Default::default())
+                .map_err(|e| LoggingError(format!("{}: {e}", path.display())))?;
+            Ok(raw)
+        }
         LogConfig::Levels { root, loggers } => {
             let stderr = ConsoleAppender::builder()
                 .target(Target::Stderr)
@@ -39,18 +59,9 @@ pub fn init(config: &LogConfig) -> Result<(), Error> {
                 };
                 builder = builder.logger(Logger::builder().build(name, level));
             }
-            for (name, level) in loggers
-                .iter()
-                .filter(|(n, _)| !LOGGERS.contains(&n.as_str()))
-            {
-                builder = builder.logger(Logger::builder().build(name, *level));
-            }
-            let config = builder
+            builder
                 .build(Root::builder().appender("stderr").build(*root))
-                .map_err(|e| Error::Logging(e.to_string()))?;
-            log4rs::init_config(config)
-                .map(|_| ())
-                .map_err(|e| Error::Logging(e.to_string()))
+                .map_err(|e| LoggingError(e.to_string()))
         }
     }
 }

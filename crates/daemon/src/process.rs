@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::config::LogConfig;
+use crate::logging::Logging;
 
 /// The flags every Tether service takes (flattened into each binary's own
 /// parser, which adds its name and `--version`).
@@ -39,22 +40,26 @@ fn runtime_builder() -> tokio::runtime::Builder {
     }
 }
 
-/// Runs `service` to completion on a multi-threaded runtime. `binary` names
+/// Starts logging, then runs `service` (handed the logging handle, for
+/// reloads) to completion on a runtime sized to the CPUs. `binary` names
 /// the program in messages; `logger` is the log target for its last words.
 pub fn serve<F, E>(
     binary: &str,
     logger: &str,
     log: &LogConfig,
-    service: impl FnOnce() -> F,
+    service: impl FnOnce(Logging) -> F,
 ) -> ExitCode
 where
     F: Future<Output = Result<(), E>>,
     E: Display,
 {
-    if let Err(e) = crate::logging::init(log) {
-        eprintln!("{binary}: {e}");
-        return ExitCode::from(EXIT_CONFIG);
-    }
+    let logging = match crate::logging::init(log) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{binary}: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let runtime = match runtime_builder().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -62,7 +67,7 @@ where
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(service()) {
+    match runtime.block_on(service(logging)) {
         Ok(()) => {
             log::info!(target: logger, "stopped");
             ExitCode::SUCCESS

@@ -1,0 +1,181 @@
+//! The admin endpoint every daemon serves on `[admin] listen`: `/healthz`
+//! (the process runs), `/readyz` (it can do its job), `/metrics`
+//! (Prometheus text) and `/` (a small HTML status page).
+//!
+//! The daemon supplies what is behind them through [`Status`]; this module
+//! owns only HTTP. It is for operators and scrapers, never on the request
+//! path: plain HTTP/1.1, GET and HEAD only.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use log::{debug, info, warn};
+use tokio::net::TcpListener;
+
+use crate::drain::Drain;
+use crate::metrics::{CONTENT_TYPE, Text};
+
+/// How long a scraper may take to send its request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long open admin connections get once the drain starts.
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
+/// What a daemon shows on its admin endpoint.
+pub trait Status: Send + Sync + 'static {
+    /// Whether `/readyz` answers 200, and why not.
+    fn readiness(&self) -> Result<(), String>;
+    /// Appends every metric family.
+    fn metrics(&self, out: &mut Text);
+    /// The status page's `<body>` content (escaped by the implementer).
+    fn page(&self, out: &mut String);
+    /// The page's title, e.g. `tether-proxy`.
+    fn title(&self) -> &str;
+}
+
+/// Binds the admin listener.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves the admin endpoint on `listener` until the drain starts.
+pub async fn serve(listener: TcpListener, status: Arc<dyn Status>, drain: Drain) {
+    if let Ok(addr) = listener.local_addr() {
+        info!(target: status_target(&*status), "admin listening on {addr}");
+    }
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(target: status_target(&*status), "admin accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = drain.signaled() => break,
+        };
+        let status = status.clone();
+        let service = service_fn(move |req| {
+            let status = status.clone();
+            async move { Ok::<_, Infallible>(route(&req, &*status)) }
+        });
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(target: "proxy", "admin connection from {peer}: {e}");
+            }
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(DRAIN_GRACE, graceful.shutdown()).await;
+}
+
+fn status_target(status: &dyn Status) -> &'static str {
+    if status.title().contains("checker") {
+        "grpc"
+    } else {
+        "proxy"
+    }
+}
+
+fn route(req: &Request<Incoming>, status: &dyn Status) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "GET or HEAD only\n");
+    }
+    match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => match status.readiness() {
+            Ok(()) => text(StatusCode::OK, "ready\n"),
+            Err(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+            ),
+        },
+        "/metrics" => {
+            let mut out = Text::new();
+            status.metrics(&mut out);
+            respond(StatusCode::OK, CONTENT_TYPE, out.into_string())
+        }
+        "/" => {
+            let mut body = String::with_capacity(4096);
+            body.push_str("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>");
+            body.push_str(&escape(status.title()));
+            body.push_str("</title>\n<meta http-equiv=\"refresh\" content=\"5\">\n<style>");
+            body.push_str(STYLE);
+            body.push_str("</style></head><body>\n");
+            status.page(&mut body);
+            body.push_str("</body></html>\n");
+            respond(StatusCode::OK, "text/html; charset=utf-8", body)
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /, /metrics, /healthz or /readyz\n",
+        ),
+    }
+}
+
+const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}\
+table{border-collapse:collapse}th,td{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:left}\
+th{background:#f4f4f4}.healthy{color:#080}.unhealthy{color:#b00}.unknown{color:#888}\
+.num{text-align:right;font-variant-numeric:tabular-nums}";
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response<Full<Bytes>> {
+    respond(status, "text/plain; charset=utf-8", body.into())
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut res = Response::new(Full::new(Bytes::from(body)));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    res
+}
+
+/// HTML-escapes text for the status page.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_covers_markup() {
+        assert_eq!(
+            escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+}

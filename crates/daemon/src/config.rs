@@ -1,0 +1,719 @@
+//! The config file both daemons read, and how file and environment become
+//! one raw value.
+//!
+//! Two stages: [`RawFile`] knows every section and rejects unknown keys
+//! (serde), then each daemon validates the sections it uses into typed
+//! values. The validators shared by both (durations, addresses, the pool,
+//! `[log]`, `[admin]`) live here; every error names the key path.
+//!
+//! The environment is read through [`Env`], so tests hand in the variables
+//! they want instead of changing the process's.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tether_core::{ProbeKind, ProbeSpec, Target};
+
+pub use crate::error::ConfigError;
+
+/// Environment prefix: `TETHER_PROXY__LISTEN` sets `proxy.listen`.
+pub const ENV_PREFIX: &str = "TETHER_";
+/// Separates section and key (and deeper levels) in a variable's name.
+pub const ENV_SEPARATOR: &str = "__";
+/// Comma-separated target urls that replace `[[targets]]`.
+pub const ENV_TARGETS: &str = "TETHER_TARGETS";
+
+// === Env ===
+
+/// The environment variables that are config: `TETHER_<SECTION>__<KEY>`
+/// and `TETHER_TARGETS`. Any other `TETHER_*` variable (`TETHER_CHECKER`
+/// is `tetherctl`'s) is left alone, so a variable meant for one program
+/// never stops another.
+#[derive(Clone, Debug, Default)]
+pub struct Env {
+    vars: BTreeMap<String, String>,
+}
+
+impl Env {
+    /// The process's environment. Variables whose name or value is not
+    /// UTF-8 are not config (they cannot match a key).
+    pub fn process() -> Env {
+        Env::from_pairs(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+        )
+    }
+
+    /// An environment made of `pairs` (tests).
+    pub fn from_pairs<K, V>(pairs: impl IntoIterator<Item = (K, V)>) -> Env
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let vars = pairs
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .filter(|(k, _)| is_config_var(k))
+            .collect();
+        Env { vars }
+    }
+
+    fn targets(&self) -> Option<&str> {
+        self.vars.get(ENV_TARGETS).map(String::as_str)
+    }
+
+    /// The `TETHER_<SECTION>__<KEY>` variables.
+    fn keys(&self) -> config::Map<String, String> {
+        self.vars
+            .iter()
+            .filter(|(k, _)| k.as_str() != ENV_TARGETS)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+/// `TETHER_TARGETS`, or `TETHER_` + a non-empty section + `__` + a key.
+fn is_config_var(name: &str) -> bool {
+    if name == ENV_TARGETS {
+        return true;
+    }
+    let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+        return false;
+    };
+    match rest.split_once(ENV_SEPARATOR) {
+        Some((section, key)) => !section.is_empty() && !key.is_empty(),
+        None => false,
+    }
+}
+
+// === loading ===
+
+/// Reads `path` (TOML) with the config variables of `env` on top. `path`
+/// may be absent, leaving only the environment and defaults.
+pub fn load(path: Option<&Path>, env: &Env) -> Result<RawFile, ConfigError> {
+    let mut builder = config::Config::builder();
+    if let Some(path) = path {
+        if !path.exists() {
+            return Err(ConfigError::new(
+                "--config",
+                format!("{}: no such file", path.display()),
+            ));
+        }
+        builder = builder
+            .add_source(config::File::from(path.to_path_buf()).format(config::FileFormat::Toml));
+    }
+    builder = builder.add_source(
+        config::Environment::with_prefix(ENV_PREFIX.trim_end_matches('_'))
+            .prefix_separator("_")
+            .separator(ENV_SEPARATOR)
+            .list_separator(",")
+            .with_list_parse_key("health_source.checkers")
+            .try_parsing(true)
+            .source(Some(env.keys())),
+    );
+    if let Some(list) = env.targets() {
+        let targets: Vec<HashMap<String, String>> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| HashMap::from([("url".to_owned(), u.to_owned())]))
+            .collect();
+        builder = builder
+            .set_override("targets", targets)
+            .map_err(|e| ConfigError::new(ENV_TARGETS, e.to_string()))?;
+    }
+    let cfg = builder
+        .build()
+        .map_err(|e| ConfigError::new(origin(path), e.to_string()))?;
+    serde_path_to_error::deserialize::<_, RawFile>(cfg).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { origin(path) } else { key };
+        ConfigError::new(key, e.into_inner().to_string())
+    })
+}
+
+fn origin(path: Option<&Path>) -> String {
+    path.map_or_else(|| "environment".to_owned(), |p| p.display().to_string())
+}
+
+// === the raw file ===
+
+/// A config file as written: every section either daemon knows. Each
+/// daemon validates its own sections and leaves the others', but a key no
+/// daemon knows is an error everywhere, so a typo is never silently ignored.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFile {
+    #[serde(default)]
+    pub checker: RawChecker,
+    #[serde(default)]
+    pub proxy: RawProxy,
+    #[serde(default)]
+    pub health_source: RawHealthSource,
+    #[serde(default)]
+    pub health: RawHealth,
+    #[serde(default)]
+    pub targets: Vec<RawTarget>,
+    #[serde(default)]
+    pub sticky: RawSticky,
+    #[serde(default)]
+    pub passive: RawPassive,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub log: RawLog,
+}
+
+/// `[checker]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawChecker {
+    pub grpc_listen: Option<String>,
+}
+
+/// `[proxy]`. Only keys that are implemented are accepted, so a setting
+/// can never be silently ignored.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxy {
+    pub listen: Option<String>,
+    pub preserve_host: Option<bool>,
+    pub retries: Option<u32>,
+    pub connect_timeout: Option<String>,
+    pub response_timeout: Option<String>,
+    pub header_read_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub body_timeout: Option<String>,
+    pub max_header_bytes: Option<usize>,
+    pub max_headers: Option<usize>,
+    pub max_uri_bytes: Option<usize>,
+    pub max_body_bytes: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub drain_timeout: Option<String>,
+}
+
+/// `[health_source]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthSource {
+    #[serde(default)]
+    pub checkers: Vec<String>,
+}
+
+/// `[sticky]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSticky {
+    pub enabled: Option<bool>,
+    pub window: Option<String>,
+}
+
+/// `[passive]`: local ejection after consecutive failures.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPassive {
+    pub consecutive_failures: Option<u32>,
+    pub base_ejection: Option<String>,
+    pub max_ejection: Option<String>,
+}
+
+/// `[admin]`: the operator's endpoint (`/metrics`, `/healthz`, `/readyz`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<String>,
+}
+
+/// `[health]`: probe defaults for every target.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    pub kind: Option<String>,
+    pub path: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+}
+
+/// One `[[targets]]` entry: a url, an optional name, and probe settings
+/// that override `[health]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    pub url: String,
+    pub name: Option<String>,
+    pub kind: Option<String>,
+    pub path: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+}
+
+/// `[log]`: a root level and per-logger levels, or a whole log4rs file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub level: Option<String>,
+    #[serde(default)]
+    pub loggers: BTreeMap<String, String>,
+    pub file: Option<PathBuf>,
+}
+
+// === shared validators ===
+
+/// Parses a duration string such as `"500ms"` or `"2s"`.
+pub fn duration(key: &str, raw: &str) -> Result<Duration, ConfigError> {
+    let d = humantime::parse_duration(raw.trim())
+        .map_err(|e| ConfigError::new(key, format!("invalid duration {raw:?}: {e}")))?;
+    if d.is_zero() {
+        return Err(ConfigError::new(key, "must be greater than zero"));
+    }
+    Ok(d)
+}
+
+/// An optional duration with its default.
+pub fn duration_or(
+    key: &str,
+    raw: Option<&str>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    raw.map_or(Ok(default), |raw| duration(key, raw))
+}
+
+/// Parses a listen address such as `127.0.0.1:8080`.
+pub fn socket_addr(key: &str, raw: &str) -> Result<SocketAddr, ConfigError> {
+    raw.trim()
+        .parse()
+        .map_err(|_| ConfigError::new(key, format!("invalid address {raw:?}, expected IP:PORT")))
+}
+
+impl RawAdmin {
+    /// The admin listener: `default` when unset, none when set to `""`.
+    pub fn validate(&self, default: &str) -> Result<Option<SocketAddr>, ConfigError> {
+        match self.listen.as_deref().map(str::trim) {
+            Some("") => Ok(None),
+            Some(raw) => socket_addr("admin.listen", raw).map(Some),
+            None => socket_addr("admin.listen", default).map(Some),
+        }
+    }
+}
+
+/// Validates `[health]` and `[[targets]]` into the pool. An empty pool is
+/// an error: nothing could ever be served.
+pub fn targets(health: &RawHealth, raw: &[RawTarget]) -> Result<Vec<Target>, ConfigError> {
+    let defaults = probe_spec("health", &ProbeSpec::default(), &health.into())?;
+    if raw.is_empty() {
+        return Err(ConfigError::new(
+            "targets",
+            "the pool is empty: add [[targets]] entries or set TETHER_TARGETS",
+        ));
+    }
+    let mut out: Vec<Target> = Vec::with_capacity(raw.len());
+    for (i, t) in raw.iter().enumerate() {
+        let key = format!("targets[{i}]");
+        let url = target_url(&format!("{key}.url"), &t.url)?;
+        let name = match &t.name {
+            Some(n) if n.trim().is_empty() => {
+                return Err(ConfigError::new(format!("{key}.name"), "must not be empty"));
+            }
+            Some(n) => n.trim().to_owned(),
+            None => url.clone(),
+        };
+        if let Some(prev) = out.iter().find(|o| o.name == name) {
+            return Err(ConfigError::new(
+                format!("{key}.name"),
+                format!("duplicate target name {name:?} (also used by {})", prev.url),
+            ));
+        }
+        let probe = probe_spec(&key, &defaults, &t.into())?;
+        out.push(Target { name, url, probe });
+    }
+    Ok(out)
+}
+
+/// The probe fields shared by `[health]` and `[[targets]]`.
+struct ProbeFields<'a> {
+    kind: Option<&'a str>,
+    path: Option<&'a str>,
+    interval: Option<&'a str>,
+    timeout: Option<&'a str>,
+    rise: Option<u32>,
+    fall: Option<u32>,
+}
+
+impl<'a> From<&'a RawHealth> for ProbeFields<'a> {
+    fn from(h: &'a RawHealth) -> Self {
+        ProbeFields {
+            kind: h.kind.as_deref(),
+            path: h.path.as_deref(),
+            interval: h.interval.as_deref(),
+            timeout: h.timeout.as_deref(),
+            rise: h.rise,
+            fall: h.fall,
+        }
+    }
+}
+
+impl<'a> From<&'a RawTarget> for ProbeFields<'a> {
+    fn from(t: &'a RawTarget) -> Self {
+        ProbeFields {
+            kind: t.kind.as_deref(),
+            path: t.path.as_deref(),
+            interval: t.interval.as_deref(),
+            timeout: t.timeout.as_deref(),
+            rise: t.rise,
+            fall: t.fall,
+        }
+    }
+}
+
+fn probe_spec(
+    section: &str,
+    base: &ProbeSpec,
+    f: &ProbeFields<'_>,
+) -> Result<ProbeSpec, ConfigError> {
+    let key = |k: &str| format!("{section}.{k}");
+    let mut spec = base.clone();
+    if let Some(kind) = f.kind {
+        spec.kind = ProbeKind::parse(kind.trim()).ok_or_else(|| {
+            ConfigError::new(
+                key("kind"),
+                format!("unknown probe kind {kind:?}, expected \"tcp\" or \"http\""),
+            )
+        })?;
+    }
+    if let Some(path) = f.path {
+        if !path.starts_with('/') || path.bytes().any(|b| b.is_ascii_whitespace() || b < 0x20) {
+            return Err(ConfigError::new(
+                key("path"),
+                format!("{path:?} must start with '/' and contain no spaces"),
+            ));
+        }
+        spec.path = path.to_owned();
+    }
+    if let Some(raw) = f.interval {
+        spec.interval = duration(&key("interval"), raw)?;
+    }
+    if let Some(raw) = f.timeout {
+        spec.timeout = duration(&key("timeout"), raw)?;
+    }
+    if let Some(rise) = f.rise {
+        spec.rise = NonZeroU32::new(rise)
+            .ok_or_else(|| ConfigError::new(key("rise"), "must be at least 1"))?;
+    }
+    if let Some(fall) = f.fall {
+        spec.fall = NonZeroU32::new(fall)
+            .ok_or_else(|| ConfigError::new(key("fall"), "must be at least 1"))?;
+    }
+    Ok(spec)
+}
+
+/// A target url: `http://host:port` with an optional trailing slash and
+/// nothing else. The port defaults to 80. Returned without the slash.
+fn target_url(key: &str, raw: &str) -> Result<String, ConfigError> {
+    let raw = raw.trim();
+    let uri: http::Uri = raw
+        .parse()
+        .map_err(|e| ConfigError::new(key, format!("invalid url {raw:?}: {e}")))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(ConfigError::new(
+            key,
+            format!("{raw:?}: only http:// targets are supported"),
+        ));
+    }
+    let Some(authority) = uri.authority() else {
+        return Err(ConfigError::new(key, format!("{raw:?}: missing host")));
+    };
+    if authority.as_str().contains('@') {
+        return Err(ConfigError::new(
+            key,
+            format!("{raw:?}: user info is not allowed"),
+        ));
+    }
+    if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
+        return Err(ConfigError::new(
+            key,
+            format!("{raw:?}: a target url has no path or query"),
+        ));
+    }
+    let host = authority.host();
+    let port = authority.port_u16().unwrap_or(80);
+    Ok(format!("http://{}:{port}", host))
+}
+
+// === [log] ===
+
+/// The named loggers Tether writes to.
+pub const LOGGERS: [&str; 4] = ["proxy", "hc", "access", "grpc"];
+
+/// Validated logging settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogConfig {
+    Levels {
+        root: log::LevelFilter,
+        /// Only names from [`LOGGERS`], lower case.
+        loggers: BTreeMap<&'static str, log::LevelFilter>,
+    },
+    /// A log4rs YAML file that replaces everything above.
+    File(PathBuf),
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig::Levels {
+            root: log::LevelFilter::Info,
+            loggers: BTreeMap::new(),
+        }
+    }
+}
+
+impl RawLog {
+    pub fn validate(&self) -> Result<LogConfig, ConfigError> {
+        if let Some(file) = &self.file {
+            if !file.exists() {
+                return Err(ConfigError::new(
+                    "log.file",
+                    format!("{}: no such file", file.display()),
+                ));
+            }
+            // Parse it now, so --check-config catches a broken file.
+            log4rs::config::load_config_file(file, Default::default())
+                .map_err(|e| ConfigError::new("log.file", format!("{}: {e}", file.display())))?;
+            return Ok(LogConfig::File(file.clone()));
+        }
+        let root = match &self.level {
+            Some(l) => level("log.level", l)?,
+            None => log::LevelFilter::Info,
+        };
+        let mut loggers = BTreeMap::new();
+        for (name, l) in &self.loggers {
+            let key = format!("log.loggers.{name}");
+            // Names are case-insensitive: the original design wrote them
+            // `PROXY` and `HC`.
+            let lower = name.to_ascii_lowercase();
+            let Some(known) = LOGGERS.into_iter().find(|n| *n == lower) else {
+                return Err(ConfigError::new(
+                    key,
+                    format!(
+                        "unknown logger {name:?}, expected one of {}",
+                        LOGGERS.join(", ")
+                    ),
+                ));
+            };
+            if loggers.insert(known, level(&key, l)?).is_some() {
+                return Err(ConfigError::new(
+                    key,
+                    format!("logger {known:?} is set twice (names are case-insensitive)"),
+                ));
+            }
+        }
+        Ok(LogConfig::Levels { root, loggers })
+    }
+}
+
+/// A level name, case-insensitive; `fatal` (the original design's highest
+/// level) is `error`, which is as severe as `log` goes.
+fn level(key: &str, raw: &str) -> Result<log::LevelFilter, ConfigError> {
+    let raw_trimmed = raw.trim();
+    if raw_trimmed.eq_ignore_ascii_case("fatal") {
+        return Ok(log::LevelFilter::Error);
+    }
+    raw_trimmed.parse().map_err(|_| {
+        ConfigError::new(
+            key,
+            format!(
+                "unknown level {raw:?}, expected off, fatal, error, warn, info, debug or trace"
+            ),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw_target(url: &str) -> RawTarget {
+        RawTarget {
+            url: url.to_owned(),
+            ..RawTarget::default()
+        }
+    }
+
+    #[test]
+    fn target_defaults_come_from_health_section() {
+        let health = RawHealth {
+            kind: Some("http".into()),
+            path: Some("/health".into()),
+            interval: Some("500ms".into()),
+            ..RawHealth::default()
+        };
+        let mut t2 = raw_target("http://127.0.0.1:2");
+        t2.name = Some("two".into());
+        t2.rise = Some(5);
+        let got = targets(&health, &[raw_target("http://127.0.0.1:1/"), t2]).expect("valid");
+        assert_eq!(got[0].name, "http://127.0.0.1:1");
+        assert_eq!(got[0].probe.kind, ProbeKind::Http);
+        assert_eq!(got[0].probe.interval, Duration::from_millis(500));
+        assert_eq!(got[1].name, "two");
+        assert_eq!(got[1].probe.rise.get(), 5);
+        assert_eq!(got[1].probe.path, "/health");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let h = RawHealth::default();
+        let key = |r: Result<Vec<Target>, ConfigError>| r.expect_err("invalid").key;
+        assert_eq!(key(targets(&h, &[])), "targets");
+        assert_eq!(
+            key(targets(&h, &[raw_target("ftp://x:1")])),
+            "targets[0].url"
+        );
+        assert_eq!(
+            key(targets(&h, &[raw_target("http://x:1/a")])),
+            "targets[0].url"
+        );
+        let mut bad = raw_target("http://x:1");
+        bad.interval = Some("soon".into());
+        assert_eq!(key(targets(&h, &[bad])), "targets[0].interval");
+        let mut bad = raw_target("http://x:1");
+        bad.fall = Some(0);
+        assert_eq!(key(targets(&h, &[bad])), "targets[0].fall");
+        let dup = [raw_target("http://x:1"), raw_target("http://x:1")];
+        assert_eq!(key(targets(&h, &dup)), "targets[1].name");
+        let bad_kind = RawHealth {
+            kind: Some("udp".into()),
+            ..RawHealth::default()
+        };
+        assert_eq!(
+            key(targets(&bad_kind, &[raw_target("http://x:1")])),
+            "health.kind"
+        );
+    }
+
+    #[test]
+    fn url_gets_an_explicit_port() {
+        let got = targets(&RawHealth::default(), &[raw_target("http://example.test")]).expect("ok");
+        assert_eq!(got[0].url, "http://example.test:80");
+    }
+
+    #[test]
+    fn log_levels_validate() {
+        let raw = RawLog {
+            level: Some("warn".into()),
+            loggers: BTreeMap::from([("hc".into(), "debug".into())]),
+            file: None,
+        };
+        assert_eq!(
+            raw.validate().expect("valid"),
+            LogConfig::Levels {
+                root: log::LevelFilter::Warn,
+                loggers: BTreeMap::from([("hc", log::LevelFilter::Debug)]),
+            }
+        );
+        let bad = RawLog {
+            level: Some("loud".into()),
+            ..RawLog::default()
+        };
+        assert_eq!(bad.validate().expect_err("invalid").key, "log.level");
+    }
+
+    #[test]
+    fn logger_names_are_case_insensitive_and_fatal_is_error() {
+        let raw = RawLog {
+            level: Some("FATAL".into()),
+            loggers: BTreeMap::from([
+                ("HC".into(), "debug".into()),
+                ("Proxy".into(), "fatal".into()),
+            ]),
+            file: None,
+        };
+        assert_eq!(
+            raw.validate().expect("valid"),
+            LogConfig::Levels {
+                root: log::LevelFilter::Error,
+                loggers: BTreeMap::from([
+                    ("hc", log::LevelFilter::Debug),
+                    ("proxy", log::LevelFilter::Error),
+                ]),
+            }
+        );
+    }
+
+    #[test]
+    fn an_unknown_or_doubled_logger_is_an_error_naming_the_key() {
+        let unknown = RawLog {
+            loggers: BTreeMap::from([("healthcheck".into(), "debug".into())]),
+            ..RawLog::default()
+        };
+        let e = unknown.validate().expect_err("unknown logger");
+        assert_eq!(e.key, "log.loggers.healthcheck");
+        assert!(e.reason.contains("proxy, hc, access, grpc"), "{}", e.reason);
+        let twice = RawLog {
+            loggers: BTreeMap::from([("HC".into(), "debug".into()), ("hc".into(), "info".into())]),
+            ..RawLog::default()
+        };
+        assert!(twice.validate().is_err());
+    }
+
+    #[test]
+    fn only_section_key_variables_are_config() {
+        for name in [
+            "TETHER_PROXY__LISTEN",
+            "TETHER_LOG__LOGGERS__HC",
+            "TETHER_TARGETS",
+        ] {
+            assert!(is_config_var(name), "{name}");
+        }
+        for name in [
+            "TETHER_CHECKER",
+            "TETHER_",
+            "TETHER___X",
+            "TETHER_PROXY__",
+            "PATH",
+            "TETHERX_PROXY__LISTEN",
+        ] {
+            assert!(!is_config_var(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_variable_for_tetherctl_does_not_break_loading() {
+        let env = Env::from_pairs([
+            ("TETHER_CHECKER", "http://10.0.0.1:50051"),
+            ("TETHER_PROXY__LISTEN", "127.0.0.1:9999"),
+            ("TETHER_TARGETS", "http://a:1, http://b:2"),
+        ]);
+        let raw = load(None, &env).expect("loads");
+        assert_eq!(raw.proxy.listen.as_deref(), Some("127.0.0.1:9999"));
+        let urls: Vec<_> = raw.targets.iter().map(|t| t.url.as_str()).collect();
+        assert_eq!(urls, ["http://a:1", "http://b:2"]);
+    }
+
+    #[test]
+    fn an_unknown_key_in_any_section_names_it() {
+        let env = Env::from_pairs([("TETHER_PROXY__LISTN", "x")]);
+        assert_eq!(load(None, &env).expect_err("unknown").key, "proxy.listn");
+    }
+
+    #[test]
+    fn admin_defaults_and_can_be_turned_off() {
+        let mut a = RawAdmin::default();
+        assert_eq!(
+            a.validate("127.0.0.1:9901").expect("ok"),
+            Some("127.0.0.1:9901".parse().expect("addr"))
+        );
+        a.listen = Some(String::new());
+        assert_eq!(a.validate("127.0.0.1:9901").expect("ok"), None);
+        a.listen = Some("nowhere".into());
+        assert_eq!(
+            a.validate("127.0.0.1:9901").expect_err("bad").key,
+            "admin.listen"
+        );
+    }
+}

@@ -1,0 +1,19 @@
+//! tether-daemon: what both Tether daemons (checker and proxy) share: the
+//! config file and environment, log4rs set-up and reload, signals, one
+//! drain handle for every server and task, the admin endpoint (`/metrics`,
+//! `/healthz`, `/readyz`, status page) and the service `main`.
+//!
+//! Depends on `tether-core` for the pool types only; never on the checker
+//! or the proxy, which both depend on it.
+
+pub mod admin;
+pub mod config;
+pub mod drain;
+pub mod error;
+pub mod logging;
+pub mod metrics;
+pub mod process;
+pub mod signal;
+
+pub use drain::Drain;
+pub use error::{ConfigError, LoggingError};

@@ -1,0 +1,56 @@
+//! Process signals shared by the Tether binaries: SIGINT/SIGTERM stop,
+//! SIGHUP reloads.
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// SIGHUP, as a stream of "reload now". Signals that arrive while a reload
+/// runs collapse into one more reload.
+#[derive(Debug)]
+pub struct Reloads {
+    #[cfg(unix)]
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Reloads {
+    /// Listens for SIGHUP from now on. Must be called inside the runtime.
+    pub fn listen() -> Reloads {
+        #[cfg(unix)]
+        {
+            let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            Reloads { hup }
+        }
+        #[cfg(not(unix))]
+        Reloads {}
+    }
+
+    /// Completes at the next SIGHUP; never, where there is none.
+    pub async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some(hup) = &mut self.hup
+            && hup.recv().await.is_some()
+        {
+            return;
+        }
+        std::future::pending::<()>().await;
+    }
+}
