@@ -49,16 +49,18 @@ impl RoundRobin {
         Some(choice)
     }
 
-    /// Like `pick`, but never `avoid` when another healthy member exists.
-    /// Used to retry a failed attempt somewhere else.
-    pub fn pick_other<T>(&self, table: &RoutingTable<T>, avoid: usize) -> Option<usize> {
+    /// Like `pick`, but never `avoid` (a position in this `table`; `None`
+    /// when the member to avoid is no longer in it). Used to retry a failed
+    /// attempt somewhere else; `None` when no other member is healthy.
+    pub fn pick_other<T>(&self, table: &RoutingTable<T>, avoid: Option<usize>) -> Option<usize> {
         let healthy = table.healthy();
-        let candidates = healthy.iter().filter(|&&i| i != avoid).count();
+        let other = |i: &usize| Some(*i) != avoid;
+        let candidates = healthy.iter().filter(|i| other(i)).count();
         if candidates == 0 {
             return None;
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed) % candidates;
-        healthy.iter().copied().filter(|&i| i != avoid).nth(n)
+        healthy.iter().copied().filter(other).nth(n)
     }
 }
 
@@ -113,9 +115,10 @@ mod tests {
         let rr = RoundRobin::new();
         let t = table(&[true, true, true]);
         for _ in 0..10 {
-            assert_ne!(rr.pick_other(&t, 1), Some(1));
+            assert_ne!(rr.pick_other(&t, Some(1)), Some(1));
         }
-        assert_eq!(rr.pick_other(&table(&[true, false]), 0), None);
+        assert_eq!(rr.pick_other(&table(&[true, false]), Some(0)), None);
+        assert_eq!(rr.pick_other(&table(&[true, false]), None), Some(0));
     }
 
     proptest! {

@@ -30,7 +30,7 @@ use crate::body::{BodyError, Guard, ProxyBody, body_error};
 use crate::config::{Limits, PassiveConfig, ProxyConfig, StickyConfig};
 use crate::headers::{self, Peer, X_TARGET_SERVER, X_TARGET_SERVER_LAST_USE};
 use crate::respond::{error_response, no_healthy_targets, rejection};
-use crate::table::{Routes, TableCell, Upstream};
+use crate::table::{self, Routes, TableCell, Upstream};
 use crate::tunnel;
 use crate::upstream::{Connector, Sender};
 use crate::validate::{self, Reject};
@@ -81,9 +81,9 @@ enum Failure {
     Timeout,
 }
 
-/// The target of one attempt.
+/// The target of one attempt. Identified by its `Upstream` (name and
+/// address), never by a position: the table can change between attempts.
 struct Attempt {
-    index: usize,
     upstream: Arc<Upstream>,
 }
 
@@ -180,7 +180,6 @@ impl Proxy {
             };
             debug!(target: "proxy", "{} {} -> {} ({pick:?})", parts.method, parts.uri.path(), member.name);
             Attempt {
-                index: pick.index().unwrap_or_default(),
                 upstream: member.data.clone(),
             }
         };
@@ -332,7 +331,7 @@ impl Proxy {
                 return error_response(StatusCode::BAD_GATEWAY, "Bad gateway");
             }
             retries_left -= 1;
-            let Some(next) = self.other_target(attempt.index, now_ms) else {
+            let Some(next) = self.other_target(&attempt.upstream, now_ms) else {
                 return error_response(StatusCode::BAD_GATEWAY, "Bad gateway");
             };
             attempt = next;
@@ -413,10 +412,11 @@ impl Proxy {
     /// streak is long enough and another member can take its traffic.
     fn note_failure(&self, attempt: &Attempt, now_ms: u64) {
         let table = self.table.load();
+        let this = table::position(&table, &attempt.upstream);
         let others_usable = table
             .healthy()
             .iter()
-            .any(|&i| i != attempt.index && available(&table, i, now_ms));
+            .any(|&i| Some(i) != this && available(&table, i, now_ms));
         let Some(ejection) = attempt
             .upstream
             .passive
@@ -424,10 +424,7 @@ impl Proxy {
         else {
             return;
         };
-        let name = table.member(attempt.index).map_or_else(
-            || attempt.upstream.authority.to_string(),
-            |m| m.name.clone(),
-        );
+        let name = attempt.upstream.name.clone();
         warn!(target: "proxy", "ejecting {name} for {ejection:?} after consecutive failures");
         if let Some(reports) = &self.reports {
             // A full queue means reports are already on their way.
@@ -436,8 +433,9 @@ impl Proxy {
     }
 
     /// A healthy, available member other than `avoid`, round robin.
-    fn other_target(&self, avoid: usize, now_ms: u64) -> Option<Attempt> {
+    fn other_target(&self, avoid: &Upstream, now_ms: u64) -> Option<Attempt> {
         let table = self.table.load();
+        let avoid = table::position(&table, avoid);
         let index = self.rr.pick_other(&table, avoid).map(|first| {
             if available(&table, first, now_ms) {
                 return first;
@@ -446,12 +444,11 @@ impl Proxy {
                 .healthy()
                 .iter()
                 .copied()
-                .find(|&i| i != avoid && available(&table, i, now_ms))
+                .find(|&i| Some(i) != avoid && available(&table, i, now_ms))
                 .unwrap_or(first)
         })?;
         let member = table.member(index)?;
         Some(Attempt {
-            index,
             upstream: member.data.clone(),
         })
     }
@@ -523,4 +520,76 @@ fn epoch_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HealthSource;
+    use tether_core::{HealthState, HealthUpdate, PoolView, ProbeKind, TargetStatus};
+
+    fn routes(version: u64, names: &[&str], previous: &Routes) -> Routes {
+        let statuses = names
+            .iter()
+            .map(|name| {
+                let mut s = TargetStatus::unknown(
+                    *name,
+                    format!("http://127.0.0.1:{}", 1000 + u32::from(name.as_bytes()[0])),
+                    ProbeKind::Tcp,
+                );
+                s.state = HealthState::Healthy;
+                s
+            })
+            .collect();
+        let mut view = PoolView::new();
+        view.apply(HealthUpdate::snapshot(version, statuses))
+            .expect("snapshot");
+        table::build(&view, previous)
+    }
+
+    fn proxy() -> (Proxy, Arc<TableCell>, mpsc::Receiver<String>) {
+        let cell = TableCell::new();
+        let (tx, rx) = mpsc::channel(8);
+        let config = ProxyConfig::with_defaults(HealthSource::Checkers(Vec::new()));
+        (Proxy::new(&config, cell.clone(), Some(tx)), cell, rx)
+    }
+
+    fn attempt_on(cell: &TableCell, name: &str) -> Attempt {
+        let table = cell.load();
+        let i = table.lookup(name).expect("member");
+        Attempt {
+            upstream: table.members()[i].data.clone(),
+        }
+    }
+
+    /// The member that failed is the one charged, even when the table was
+    /// swapped under the request and its old position now holds another.
+    #[test]
+    fn failures_count_against_the_member_not_its_old_position() {
+        let (proxy, cell, mut reports) = proxy();
+        cell.store(routes(1, &["a", "b", "c"], &Routes::default()));
+        let b = attempt_on(&cell, "b");
+        // b is removed; position 1 is now c.
+        cell.store(routes(2, &["a", "c", "d"], &cell.load()));
+        for _ in 0..proxy.passive.consecutive_failures {
+            proxy.note_failure(&b, 1);
+        }
+        assert_eq!(reports.try_recv().ok().as_deref(), Some("b"));
+        let table = cell.load();
+        for m in table.members() {
+            assert!(!m.data.passive.is_ejected(2), "{} was ejected", m.name);
+        }
+    }
+
+    #[test]
+    fn a_retry_avoids_the_failed_member_wherever_it_moved() {
+        let (proxy, cell, _reports) = proxy();
+        cell.store(routes(1, &["a", "b", "c"], &Routes::default()));
+        let b = attempt_on(&cell, "b");
+        cell.store(routes(2, &["c", "a", "b"], &cell.load()));
+        for _ in 0..20 {
+            let next = proxy.other_target(&b.upstream, 1).expect("another member");
+            assert_ne!(next.upstream.name, "b");
+        }
+    }
 }

@@ -15,6 +15,9 @@ use tether_core::{HealthState, Member, PoolView, RoutingTable};
 /// What the request path needs of one member, prepared off the hot path.
 #[derive(Clone, Debug)]
 pub struct Upstream {
+    /// The member's name: with `authority`, its identity across table
+    /// loads (positions change when members come and go).
+    pub name: String,
     /// `host:port`, the upstream request's authority and default Host.
     pub authority: Authority,
     /// The same as a `Host` header value.
@@ -48,6 +51,18 @@ impl TableCell {
     pub fn store(&self, routes: Routes) {
         self.current.store(Arc::new(routes));
     }
+}
+
+/// Where `upstream` is in `table`: the member with its name and address,
+/// if `table` still has it. Requests hold an `Upstream` across awaits, and
+/// the table may be swapped meanwhile (reload, DNS), so a position from an
+/// earlier load means nothing in a later one.
+pub fn position(table: &Routes, upstream: &Upstream) -> Option<usize> {
+    table.lookup(&upstream.name).filter(|&i| {
+        table
+            .member(i)
+            .is_some_and(|m| m.data.authority == upstream.authority)
+    })
 }
 
 /// Builds the table for a pool view. A member whose url or name cannot be
@@ -91,6 +106,7 @@ pub fn build(view: &PoolView, previous: &Routes) -> Routes {
                     state => state.is_healthy(),
                 },
                 data: Arc::new(Upstream {
+                    name: t.name.clone(),
                     authority,
                     host_header,
                     name_header,
