@@ -91,7 +91,9 @@ impl Watch {
         self.version = update.version;
         match update.kind {
             UpdateKind::Change(status) => pb::TargetHealth::from(&status),
-            UpdateKind::Snapshot(_) => panic!("unexpected snapshot: {update:?}"),
+            UpdateKind::Snapshot(_) | UpdateKind::Removed(_) => {
+                panic!("expected a change, got {update:?}")
+            }
         }
     }
 

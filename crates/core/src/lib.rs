@@ -20,4 +20,4 @@ pub use pool::{Applied, Gap, PoolView};
 pub use status::{HealthUpdate, TargetStatus, UpdateKind};
 pub use sticky::{Pick, StickyHint};
 pub use table::{Member, RoutingTable};
-pub use target::{ProbeKind, ProbeSpec, Target};
+pub use target::{PoolEntry, ProbeKind, ProbeSpec, Target};

@@ -56,27 +56,54 @@ impl PoolView {
                 Ok(Applied::Changed)
             }
             UpdateKind::Change(status) => {
-                let have = self.version.ok_or(Gap {
-                    have: None,
-                    got: update.version,
-                })?;
-                if update.version <= have {
+                if !self.follows(update.version)? {
                     return Ok(Applied::Stale);
-                }
-                if update.version != have + 1 {
-                    return Err(Gap {
-                        have: Some(have),
-                        got: update.version,
-                    });
                 }
                 match self.targets.iter_mut().find(|t| t.name == status.name) {
                     Some(slot) => *slot = status,
                     None => self.targets.push(status),
                 }
-                self.version = Some(update.version);
-                Ok(Applied::Changed)
+                Ok(self.advance(update.version))
+            }
+            UpdateKind::Removed(name) => {
+                if !self.follows(update.version)? {
+                    return Ok(Applied::Stale);
+                }
+                // A removal of a name the view never had still moves the
+                // version: the sender counted it.
+                self.targets.retain(|t| t.name != name);
+                Ok(self.advance(update.version))
             }
         }
+    }
+
+    /// Whether a change at `version` applies on top of this view: `Ok(true)`
+    /// if it is the next version, `Ok(false)` if it is stale, a gap if it
+    /// skips ahead or no snapshot came first.
+    fn follows(&self, version: u64) -> Result<bool, Gap> {
+        let have = self.version.ok_or(Gap {
+            have: None,
+            got: version,
+        })?;
+        if version <= have {
+            return Ok(false);
+        }
+        if version != have + 1 {
+            return Err(Gap {
+                have: Some(have),
+                got: version,
+            });
+        }
+        Ok(true)
+    }
+
+    fn advance(&mut self, version: u64) -> Applied {
+        debug_assert!(
+            self.version.is_none_or(|v| v < version),
+            "versions only grow"
+        );
+        self.version = Some(version);
+        Applied::Changed
     }
 }
 
@@ -154,6 +181,56 @@ mod tests {
             .expect("change");
         let names: Vec<_> = v.targets().iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
+    }
+
+    #[test]
+    fn removal_takes_the_member_out_with_the_change_rules() {
+        let mut v = PoolView::new();
+        assert_eq!(
+            v.apply(HealthUpdate::removed(1, "a")),
+            Err(Gap { have: None, got: 1 })
+        );
+        let (a, b) = (
+            status("a", HealthState::Healthy),
+            status("b", HealthState::Healthy),
+        );
+        v.apply(snapshot(3, vec![a.clone(), b.clone()]))
+            .expect("snapshot");
+        assert_eq!(v.apply(HealthUpdate::removed(3, "a")), Ok(Applied::Stale));
+        assert_eq!(
+            v.apply(HealthUpdate::removed(5, "a")),
+            Err(Gap {
+                have: Some(3),
+                got: 5
+            })
+        );
+        assert_eq!(v.targets(), &[a.clone(), b.clone()]);
+        assert_eq!(v.apply(HealthUpdate::removed(4, "a")), Ok(Applied::Changed));
+        assert_eq!(v.targets(), std::slice::from_ref(&b));
+        assert_eq!(v.version(), Some(4));
+        // Removing a name the view lacks still counts the version.
+        assert_eq!(
+            v.apply(HealthUpdate::removed(5, "zz")),
+            Ok(Applied::Changed)
+        );
+        assert_eq!(v.targets(), &[b]);
+        assert_eq!(v.version(), Some(5));
+    }
+
+    #[test]
+    fn a_removed_member_can_join_again_at_the_end() {
+        let mut v = PoolView::new();
+        let (a, b) = (
+            status("a", HealthState::Healthy),
+            status("b", HealthState::Healthy),
+        );
+        v.apply(snapshot(0, vec![a, b])).expect("snapshot");
+        v.apply(HealthUpdate::removed(1, "a")).expect("removed");
+        v.apply(change(2, status("a", HealthState::Unknown)))
+            .expect("added");
+        let names: Vec<_> = v.targets().iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["b", "a"]);
+        assert_eq!(v.targets()[1].state, HealthState::Unknown);
     }
 
     #[test]

@@ -64,12 +64,23 @@ impl HealthUpdate {
             kind: UpdateKind::Change(status),
         }
     }
+
+    pub fn removed(version: u64, name: impl Into<String>) -> Self {
+        HealthUpdate {
+            version,
+            kind: UpdateKind::Removed(name.into()),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UpdateKind {
     /// The whole pool as of `version`; replaces whatever the receiver had.
     Snapshot(Vec<TargetStatus>),
-    /// One target's new record; applies on top of `version - 1`.
+    /// One target's new record; applies on top of `version - 1`. A name
+    /// the receiver does not know is a member that joined the pool.
     Change(TargetStatus),
+    /// The member of this name left the pool; applies on top of
+    /// `version - 1`.
+    Removed(String),
 }

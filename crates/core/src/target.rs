@@ -1,6 +1,7 @@
 //! What a pool member is and how it is probed.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -16,6 +17,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_RISE: NonZeroU32 = NonZeroU32::new(2).expect("non-zero");
 /// Default consecutive failures that turn a healthy target unhealthy.
 pub const DEFAULT_FALL: NonZeroU32 = NonZeroU32::new(3).expect("non-zero");
+/// Default time between two resolutions of an `expand = "dns"` entry.
+pub const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(10);
 
 /// How a target is probed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -81,4 +84,111 @@ pub struct Target {
     pub name: String,
     pub url: String,
     pub probe: ProbeSpec,
+}
+
+impl Target {
+    /// The host and port of `url` (`http://host:port`, as config leaves
+    /// it), an IPv6 literal without its brackets. `None` for a url config
+    /// would not have let through.
+    pub fn host_port(&self) -> Option<(&str, u16)> {
+        let authority = self.url.strip_prefix("http://")?;
+        let (host, port) = authority.rsplit_once(':')?;
+        let port = port.parse().ok()?;
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        (!host.is_empty()).then_some((host, port))
+    }
+}
+
+/// One `[[targets]]` entry: a target as configured, or, with `expand =
+/// "dns"`, a template that stands for one member per address its host
+/// resolves to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolEntry {
+    /// The target itself, or the template of a DNS entry's members.
+    pub target: Target,
+    /// `Some` for `expand = "dns"`: how often the host is resolved again.
+    pub dns_refresh: Option<Duration>,
+}
+
+impl PoolEntry {
+    /// A static entry: exactly this target.
+    pub fn fixed(target: Target) -> Self {
+        PoolEntry {
+            target,
+            dns_refresh: None,
+        }
+    }
+
+    /// A DNS entry re-resolved every `refresh`.
+    pub fn dns(template: Target, refresh: Duration) -> Self {
+        PoolEntry {
+            target: template,
+            dns_refresh: Some(refresh),
+        }
+    }
+
+    pub fn is_dns(&self) -> bool {
+        self.dns_refresh.is_some()
+    }
+
+    /// The member a DNS entry has for one resolved address: named
+    /// `"<name>@<ip>:<port>"`, sent to `http://<ip>:<port>` (an IPv6
+    /// address in brackets), probed like the template.
+    pub fn member(&self, addr: SocketAddr) -> Target {
+        Target {
+            name: format!("{}@{addr}", self.target.name),
+            url: format!("http://{addr}"),
+            probe: self.target.probe.clone(),
+        }
+    }
+}
+
+impl From<Target> for PoolEntry {
+    fn from(target: Target) -> Self {
+        PoolEntry::fixed(target)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(name: &str, url: &str) -> Target {
+        Target {
+            name: name.to_owned(),
+            url: url.to_owned(),
+            probe: ProbeSpec::default(),
+        }
+    }
+
+    #[test]
+    fn host_port_strips_scheme_and_brackets() {
+        assert_eq!(
+            target("a", "http://app.internal:8080").host_port(),
+            Some(("app.internal", 8080))
+        );
+        assert_eq!(
+            target("a", "http://[::1]:80").host_port(),
+            Some(("::1", 80))
+        );
+        assert_eq!(target("a", "http://nohost").host_port(), None);
+        assert_eq!(target("a", "ftp://x:1").host_port(), None);
+    }
+
+    #[test]
+    fn dns_members_are_named_by_address() {
+        let mut t = target("web", "http://web.internal:8080");
+        t.probe.kind = ProbeKind::Http;
+        let entry = PoolEntry::dns(t, DEFAULT_DNS_REFRESH);
+        let v4 = entry.member("10.0.0.5:8080".parse().expect("addr"));
+        assert_eq!(v4.name, "web@10.0.0.5:8080");
+        assert_eq!(v4.url, "http://10.0.0.5:8080");
+        assert_eq!(v4.probe.kind, ProbeKind::Http);
+        let v6 = entry.member("[fd00::5]:8080".parse().expect("addr"));
+        assert_eq!(v6.name, "web@[fd00::5]:8080");
+        assert_eq!(v6.url, "http://[fd00::5]:8080");
+    }
 }

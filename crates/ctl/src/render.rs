@@ -143,6 +143,19 @@ pub fn change_line(version: u64, previous: Option<HealthState>, now: &TargetStat
     line
 }
 
+/// One line (without `\n`) for a target that left the pool:
+/// `v13 web@10.0.0.5:8080 removed (was healthy)`, or without the part in
+/// brackets when the watcher never knew it.
+pub fn removal_line(version: u64, name: &str, previous: Option<HealthState>) -> String {
+    let mut line = format!("v{version} {} removed", sanitize(name));
+    if let Some(previous) = previous {
+        line.push_str(" (was ");
+        line.push_str(previous.as_str());
+        line.push(')');
+    }
+    line
+}
+
 /// A target as JSON. Field names follow the gRPC message.
 #[derive(Debug, Serialize)]
 struct TargetJson<'a> {
@@ -222,6 +235,28 @@ pub fn change_json_line(
         version,
         previous_state: previous.map(HealthState::as_str),
         change: TargetJson::from(now),
+    })
+}
+
+/// `{"version": N, "previous_state": "healthy" | null, "removed": "name"}`
+#[derive(Debug, Serialize)]
+struct RemovalJson<'a> {
+    version: u64,
+    previous_state: Option<&'static str>,
+    removed: &'a str,
+}
+
+/// A removal as one JSON line (no trailing newline):
+/// `{"version":N,"previous_state":"healthy"|null,"removed":"name"}`.
+pub fn removal_json_line(
+    version: u64,
+    name: &str,
+    previous: Option<HealthState>,
+) -> serde_json::Result<String> {
+    serde_json::to_string(&RemovalJson {
+        version,
+        previous_state: previous.map(HealthState::as_str),
+        removed: name,
     })
 }
 

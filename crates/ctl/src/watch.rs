@@ -83,6 +83,24 @@ impl Watcher {
                     Format::Text => render::change_line(version, previous, &status) + "\n",
                 }
             }
+            UpdateKind::Removed(name) => {
+                let name = name.clone();
+                let previous = self
+                    .view
+                    .targets()
+                    .iter()
+                    .find(|t| t.name == name)
+                    .map(|t| t.state);
+                match self.view.apply(update) {
+                    Ok(Applied::Changed) => {}
+                    Ok(Applied::Stale) => return Ok(Step::Skip),
+                    Err(gap) => return Ok(Step::Gap(gap)),
+                }
+                match self.format {
+                    Format::Json => render::removal_json_line(version, &name, previous)? + "\n",
+                    Format::Text => render::removal_line(version, &name, previous) + "\n",
+                }
+            }
         };
         Ok(Step::Print(text))
     }
@@ -145,6 +163,36 @@ mod tests {
             text(&mut w, change(13, status("app-1", HealthState::Healthy))).as_deref(),
             Some("v13 app-1 unhealthy -> healthy\n")
         );
+    }
+
+    #[test]
+    fn removals_print_the_name_and_leave_the_view() {
+        let mut w = Watcher::new(Format::Text);
+        text(&mut w, snapshot(1, vec![status("a", HealthState::Healthy)]));
+        assert_eq!(
+            text(&mut w, HealthUpdate::removed(2, "a")).as_deref(),
+            Some("v2 a removed (was healthy)\n")
+        );
+        assert_eq!(
+            text(&mut w, HealthUpdate::removed(3, "ghost")).as_deref(),
+            Some("v3 ghost removed\n")
+        );
+        assert_eq!(text(&mut w, HealthUpdate::removed(3, "a")), None);
+        assert_eq!(
+            text(&mut w, change(4, status("a", HealthState::Unknown))).as_deref(),
+            Some("v4 a -> unknown\n")
+        );
+
+        let mut j = Watcher::new(Format::Json);
+        text(
+            &mut j,
+            snapshot(1, vec![status("a", HealthState::Unhealthy)]),
+        );
+        let line = text(&mut j, HealthUpdate::removed(2, "a")).expect("printed");
+        let v: Value = serde_json::from_str(&line).expect("json");
+        assert_eq!(v["version"], 2);
+        assert_eq!(v["removed"], "a");
+        assert_eq!(v["previous_state"], "unhealthy");
     }
 
     #[test]

@@ -118,6 +118,7 @@ impl From<&HealthUpdate> for pb::WatchResponse {
                 targets: targets.iter().map(pb::TargetHealth::from).collect(),
             }),
             UpdateKind::Change(s) => pb::watch_response::Update::Change(s.into()),
+            UpdateKind::Removed(name) => pb::watch_response::Update::Removed(name.clone()),
         };
         pb::WatchResponse {
             version: u.version,
@@ -138,6 +139,10 @@ impl TryFrom<pb::WatchResponse> for HealthUpdate {
                     .collect::<Result<_, _>>()?,
             ),
             Some(pb::watch_response::Update::Change(c)) => UpdateKind::Change(c.try_into()?),
+            Some(pb::watch_response::Update::Removed(name)) if name.is_empty() => {
+                return Err(invalid("removed", "empty"));
+            }
+            Some(pb::watch_response::Update::Removed(name)) => UpdateKind::Removed(name),
             None => return Err(invalid("update", "missing")),
         };
         Ok(HealthUpdate {
@@ -178,6 +183,7 @@ mod tests {
         for kind in [
             UpdateKind::Snapshot(vec![sample()]),
             UpdateKind::Change(sample()),
+            UpdateKind::Removed("app-1@10.0.0.5:8080".into()),
         ] {
             let u = HealthUpdate { version: 7, kind };
             let wire = pb::WatchResponse::from(&u);
@@ -217,6 +223,14 @@ mod tests {
         assert_eq!(
             HealthUpdate::try_from(empty).map_err(|e| e.field),
             Err("update")
+        );
+        let nameless = pb::WatchResponse {
+            version: 2,
+            update: Some(pb::watch_response::Update::Removed(String::new())),
+        };
+        assert_eq!(
+            HealthUpdate::try_from(nameless).map_err(|e| e.field),
+            Err("removed")
         );
     }
 }

@@ -156,6 +156,11 @@ async fn subscribe(
                     healthy += 1;
                 }
             }
+            Some(Update::Removed(name)) => {
+                if states.remove(&name) == Some(healthy_state) {
+                    healthy -= 1;
+                }
+            }
             None => continue,
         }
         if !ready && !states.is_empty() && healthy == states.len() {
