@@ -1,6 +1,7 @@
 //! The gRPC connection to a checker, with errors worded for a person at a
 //! terminal.
 
+use std::borrow::Cow;
 use std::error::Error as StdError;
 use std::fmt;
 use std::time::Duration;
@@ -11,6 +12,9 @@ use tether_proto::pb;
 use tether_proto::pb::health_service_client::HealthServiceClient;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status, Streaming};
+use tonic_health::pb::HealthCheckRequest;
+pub use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 use crate::render::sanitize;
 
@@ -26,6 +30,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// closing the connection is noticed.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The standard health question, as errors name it.
+const HEALTH_CHECK: &str = "grpc.health.v1.Health/Check";
 
 /// A bad command-line value (exit code 2, like clap's own errors).
 #[derive(Debug)]
@@ -97,27 +104,7 @@ impl Checker {
     /// Connects to the checker at `url` (already normalized) within the
     /// connect timeout.
     pub async fn connect(url: &str, purpose: Use) -> anyhow::Result<Self> {
-        let endpoint = Endpoint::from_shared(url.to_owned())
-            .map_err(|e| UsageError(format!("invalid checker URL {url:?}: {}", chain(&e))))?
-            .connect_timeout(CONNECT_TIMEOUT);
-        let endpoint = match purpose {
-            Use::Query => endpoint.timeout(REQUEST_TIMEOUT),
-            Use::Watch => endpoint
-                .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-                .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-                .keep_alive_while_idle(true),
-        };
-        let channel = match endpoint.connect().await {
-            Ok(channel) => channel,
-            Err(e) => {
-                let reason = if has_timeout(&e) {
-                    format!("no connection within {}s", CONNECT_TIMEOUT.as_secs())
-                } else {
-                    root_cause(&e)
-                };
-                return Err(anyhow!("cannot reach checker at {url}: {reason}"));
-            }
-        };
+        let channel = connect_channel(url, purpose).await?;
         Ok(Checker {
             url: url.to_owned(),
             client: HealthServiceClient::new(channel),
@@ -208,6 +195,48 @@ impl WatchStream {
     }
 }
 
+/// Opens the HTTP/2 channel to the checker at `url` (already normalized)
+/// within the connect timeout.
+async fn connect_channel(url: &str, purpose: Use) -> anyhow::Result<Channel> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| UsageError(format!("invalid checker URL {url:?}: {}", chain(&e))))?
+        .connect_timeout(CONNECT_TIMEOUT);
+    let endpoint = match purpose {
+        Use::Query => endpoint.timeout(REQUEST_TIMEOUT),
+        Use::Watch => endpoint
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true),
+    };
+    match endpoint.connect().await {
+        Ok(channel) => Ok(channel),
+        Err(e) => {
+            let reason = if has_timeout(&e) {
+                format!("no connection within {}s", CONNECT_TIMEOUT.as_secs())
+            } else {
+                root_cause(&e)
+            };
+            Err(anyhow!("cannot reach checker at {url}: {reason}"))
+        }
+    }
+}
+
+/// Asks the checker at `url` (already normalized) the standard
+/// `grpc.health.v1.Health/Check` question about `service` (`""`: the
+/// checker itself; a target's name: that target). `None` if the checker
+/// does not know the service.
+pub async fn serving_status(url: &str, service: &str) -> anyhow::Result<Option<ServingStatus>> {
+    let channel = connect_channel(url, Use::Query).await?;
+    let request = HealthCheckRequest {
+        service: service.to_owned(),
+    };
+    match HealthClient::new(channel).check(request).await {
+        Ok(reply) => Ok(Some(reply.into_inner().status())),
+        Err(status) if status.code() == Code::NotFound => Ok(None),
+        Err(status) => Err(status_error(url, HEALTH_CHECK, &status)),
+    }
+}
+
 fn status_error(url: &str, method: &str, status: &Status) -> anyhow::Error {
     let message = sanitize(status.message());
     match status.code() {
@@ -218,10 +247,20 @@ fn status_error(url: &str, method: &str, status: &Status) -> anyhow::Error {
         ),
         Code::DeadlineExceeded => anyhow!("checker at {url} did not answer in time"),
         Code::Unimplemented => anyhow!(
-            "{url} does not serve tether.health.v1.HealthService/{method} (is it a Tether checker?): {message}"
+            "{url} does not serve {} (is it a Tether checker?): {message}",
+            qualified(method)
         ),
         code if message.is_empty() => anyhow!("checker at {url} failed {method}: {code}"),
         code => anyhow!("checker at {url} failed {method}: {code}: {message}"),
+    }
+}
+
+/// The full gRPC name of `method`: bare names are Tether's own methods.
+fn qualified(method: &str) -> Cow<'_, str> {
+    if method.contains('/') {
+        Cow::Borrowed(method)
+    } else {
+        Cow::Owned(format!("tether.health.v1.HealthService/{method}"))
     }
 }
 
@@ -307,6 +346,16 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "checker at http://c:1 did not answer within 5s"
+        );
+        let e = status_error(url, "Get", &Status::unimplemented("x"));
+        assert_eq!(
+            e.to_string(),
+            "http://c:1 does not serve tether.health.v1.HealthService/Get (is it a Tether checker?): x"
+        );
+        let e = status_error(url, HEALTH_CHECK, &Status::unimplemented("x"));
+        assert_eq!(
+            e.to_string(),
+            "http://c:1 does not serve grpc.health.v1.Health/Check (is it a Tether checker?): x"
         );
         let e = status_error(url, "Get", &Status::internal("boom\nbang"));
         assert_eq!(

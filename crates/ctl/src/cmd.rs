@@ -8,9 +8,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use tether_core::Gap;
 
-use crate::client::{Checker, Use};
-use crate::render;
+use crate::client::{self, Checker, ServingStatus, Use};
 use crate::watch::{Format, Step, Watcher};
+use crate::{admin, render};
 
 /// Fresh snapshots asked for in a row (no change printed in between) before
 /// `watch` gives up on a checker whose versions keep jumping.
@@ -27,6 +27,50 @@ impl fmt::Display for StdoutClosed {
 }
 
 impl std::error::Error for StdoutClosed {}
+
+/// The answer was printed and it is "no" (not serving, not ready): exit 1
+/// with nothing more on standard error.
+#[derive(Debug)]
+pub struct AnsweredNo;
+
+impl fmt::Display for AnsweredNo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the answer was no")
+    }
+}
+
+impl std::error::Error for AnsweredNo {}
+
+/// `tetherctl serving [SERVICE]`: the standard gRPC health check. Prints the
+/// status; success only for `SERVING`.
+pub async fn serving(url: &str, service: &str) -> anyhow::Result<()> {
+    match client::serving_status(url, service).await? {
+        Some(ServingStatus::Serving) => print("SERVING\n"),
+        Some(status) => {
+            print(&format!("{}\n", status.as_str_name()))?;
+            Err(AnsweredNo.into())
+        }
+        None => bail!("checker at {url} knows no service named {service:?}"),
+    }
+}
+
+/// `tetherctl ready [URL]`: one `GET` of an admin endpoint. Prints the
+/// status; success only for `200`.
+pub async fn ready(url: &str) -> anyhow::Result<()> {
+    let target = admin::parse_url(url)?;
+    let (code, reason) = admin::get_status(&target).await?;
+    let line = if reason.is_empty() {
+        format!("{code}\n")
+    } else {
+        format!("{code} {reason}\n")
+    };
+    print(&line)?;
+    if code == 200 {
+        Ok(())
+    } else {
+        Err(AnsweredNo.into())
+    }
+}
 
 /// `tetherctl health [NAME] [--json]`
 pub async fn health(url: &str, name: Option<&str>, json: bool) -> anyhow::Result<()> {

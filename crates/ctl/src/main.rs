@@ -6,9 +6,19 @@
 //! `tether.health.v1.HealthService` over gRPC at `--checker URL` (or
 //! `TETHER_CHECKER`, default `http://127.0.0.1:50051`).
 //!
+//!
+//! For container health checks, with nothing but this binary:
+//! `tetherctl serving [SERVICE]` asks the standard `grpc.health.v1.Health`
+//! service (`""`, the default, is the checker itself; a target's name is
+//! that target) and `tetherctl ready [URL]` sends one HTTP `GET` to an admin
+//! endpoint (default `http://127.0.0.1:9901/readyz`). Both print the answer
+//! and succeed only for `SERVING` or `200`.
+//!
 //! Exit codes: 0 success (and Ctrl-C during `watch`), 1 a failure (checker
-//! unreachable, unknown target, stream ended), 2 bad usage.
+//! unreachable, unknown target, stream ended, not serving, not ready), 2 bad
+//! usage.
 
+mod admin;
 mod client;
 mod cmd;
 mod render;
@@ -56,6 +66,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Ask the checker's standard gRPC health service; succeed only if
+    /// SERVING.
+    Serving {
+        /// "" (the default): the checker itself; a target's name: that
+        /// target.
+        #[arg(value_name = "SERVICE", default_value = "")]
+        service: String,
+    },
+    /// GET an admin endpoint (the checker's is on port 9902); succeed only
+    /// on 200. Ignores --checker.
+    Ready {
+        #[arg(value_name = "URL", default_value = admin::DEFAULT_READY_URL)]
+        url: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -73,6 +97,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is::<cmd::StdoutClosed>() => ExitCode::SUCCESS,
+        Err(e) if e.is::<cmd::AnsweredNo>() => ExitCode::FAILURE,
         Err(e) if e.is::<client::UsageError>() => {
             cmd::warn(&format!("{e:#}"));
             ExitCode::from(2)
@@ -85,16 +110,20 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let url = client::normalize_url(&cli.checker)?;
+    // `ready` talks to an admin endpoint, not the checker: a bad
+    // TETHER_CHECKER must not fail it.
+    let checker = || client::normalize_url(&cli.checker);
     match cli.command {
-        Command::Health { name, json } => cmd::health(&url, name.as_deref(), json).await,
+        Command::Health { name, json } => cmd::health(&checker()?, name.as_deref(), json).await,
         Command::Watch { json } => {
             let format = if json {
                 watch::Format::Json
             } else {
                 watch::Format::Text
             };
-            cmd::watch(&url, format).await
+            cmd::watch(&checker()?, format).await
         }
+        Command::Serving { service } => cmd::serving(&checker()?, &service).await,
+        Command::Ready { url } => cmd::ready(&url).await,
     }
 }
