@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo stack on localhost: three tether-echo backends (5041-5043), one
-# tether-checker (gRPC 50051) and two tether-proxy instances (8080, 8081),
+# tether-checker (gRPC 50051, admin 9902) and two tether-proxy instances
+# (8080 and 8081, admin 9901 and 9911),
 # all from deploy/tether.toml. Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,7 +9,7 @@ cd "$(dirname "$0")/.."
 cargo build --locked --workspace --bins
 bin=target/debug
 
-for port in 5041 5042 5043 50051 8080 8081; do
+for port in 5041 5042 5043 50051 8080 8081 9901 9902 9911; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "demo: port $port is already in use; stop whatever holds it and retry" >&2
     exit 1
@@ -39,7 +40,7 @@ for i in 1 2 3; do
 done
 start checker "$bin/tether-checker" --config deploy/tether.toml
 start proxy-a env TETHER_PROXY__LISTEN=127.0.0.1:8080 "$bin/tether-proxy" --config deploy/tether.toml
-start proxy-b env TETHER_PROXY__LISTEN=127.0.0.1:8081 "$bin/tether-proxy" --config deploy/tether.toml
+start proxy-b env TETHER_PROXY__LISTEN=127.0.0.1:8081 TETHER_ADMIN__LISTEN=127.0.0.1:9911 "$bin/tether-proxy" --config deploy/tether.toml
 
 # Wait (with a deadline) until both proxies accept connections.
 deadline=$((SECONDS + 30))

@@ -7,7 +7,9 @@
 //! path: plain HTTP/1.1, GET and HEAD only.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,16 +31,20 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long open admin connections get once the drain starts.
 const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
+/// A boxed future, so [`Status`] can be a trait object (the checker asks
+/// its hub task, which is async).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 /// What a daemon shows on its admin endpoint.
 pub trait Status: Send + Sync + 'static {
     /// Whether `/readyz` answers 200, and why not.
-    fn readiness(&self) -> Result<(), String>;
-    /// Appends every metric family.
-    fn metrics(&self, out: &mut Text);
+    fn readiness(&self) -> BoxFuture<'_, Result<(), String>>;
+    /// Every metric family.
+    fn metrics(&self) -> BoxFuture<'_, Text>;
     /// The status page's `<body>` content (escaped by the implementer).
-    fn page(&self, out: &mut String);
+    fn page(&self) -> BoxFuture<'_, String>;
     /// The page's title, e.g. `tether-proxy`.
-    fn title(&self) -> &str;
+    fn title(&self) -> &'static str;
 }
 
 /// Binds the admin listener.
@@ -46,10 +52,16 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Serves the admin endpoint on `listener` until the drain starts.
-pub async fn serve(listener: TcpListener, status: Arc<dyn Status>, drain: Drain) {
+/// Serves the admin endpoint on `listener` until the drain starts; logs on
+/// the daemon's own logger (`logger`).
+pub async fn serve(
+    listener: TcpListener,
+    status: Arc<dyn Status>,
+    drain: Drain,
+    logger: &'static str,
+) {
     if let Ok(addr) = listener.local_addr() {
-        info!(target: status_target(&*status), "admin listening on {addr}");
+        info!(target: logger, "admin listening on {addr}");
     }
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -61,7 +73,7 @@ pub async fn serve(listener: TcpListener, status: Arc<dyn Status>, drain: Drain)
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    warn!(target: status_target(&*status), "admin accept failed: {e}");
+                    warn!(target: logger, "admin accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -71,12 +83,12 @@ pub async fn serve(listener: TcpListener, status: Arc<dyn Status>, drain: Drain)
         let status = status.clone();
         let service = service_fn(move |req| {
             let status = status.clone();
-            async move { Ok::<_, Infallible>(route(&req, &*status)) }
+            async move { Ok::<_, Infallible>(route(&req, &*status).await) }
         });
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(e) = conn.await {
-                debug!(target: "proxy", "admin connection from {peer}: {e}");
+                debug!(target: logger, "admin connection from {peer}: {e}");
             }
         });
     }
@@ -84,21 +96,13 @@ pub async fn serve(listener: TcpListener, status: Arc<dyn Status>, drain: Drain)
     let _ = tokio::time::timeout(DRAIN_GRACE, graceful.shutdown()).await;
 }
 
-fn status_target(status: &dyn Status) -> &'static str {
-    if status.title().contains("checker") {
-        "grpc"
-    } else {
-        "proxy"
-    }
-}
-
-fn route(req: &Request<Incoming>, status: &dyn Status) -> Response<Full<Bytes>> {
+async fn route(req: &Request<Incoming>, status: &dyn Status) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET or HEAD only\n");
     }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" => match status.readiness() {
+        "/readyz" => match status.readiness().await {
             Ok(()) => text(StatusCode::OK, "ready\n"),
             Err(why) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -106,8 +110,7 @@ fn route(req: &Request<Incoming>, status: &dyn Status) -> Response<Full<Bytes>> 
             ),
         },
         "/metrics" => {
-            let mut out = Text::new();
-            status.metrics(&mut out);
+            let out = status.metrics().await;
             respond(StatusCode::OK, CONTENT_TYPE, out.into_string())
         }
         "/" => {
@@ -117,7 +120,7 @@ fn route(req: &Request<Incoming>, status: &dyn Status) -> Response<Full<Bytes>> 
             body.push_str("</title>\n<meta http-equiv=\"refresh\" content=\"5\">\n<style>");
             body.push_str(STYLE);
             body.push_str("</style></head><body>\n");
-            status.page(&mut body);
+            body.push_str(&status.page().await);
             body.push_str("</body></html>\n");
             respond(StatusCode::OK, "text/html; charset=utf-8", body)
         }

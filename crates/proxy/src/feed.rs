@@ -8,23 +8,35 @@
 //! round of failures waits a capped, jittered, exponential backoff.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use log::{debug, info, warn};
-use tether_core::{Applied, HealthUpdate, PoolView};
+use tether_core::{Applied, HealthState, HealthUpdate, PoolView};
+use tokio::time::Instant;
 
 use crate::source::{Source, Updates};
+use crate::stats::ProxyStats;
 use crate::table::{self, TableCell};
 
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// The longest the proxy waits, after its first snapshot, for every member
+/// to have a first probe result before it serves on what it has. A checker
+/// probes each target within its first second, so this is only reached
+/// when probes time out.
+pub const STARTUP_DEADLINE: Duration = Duration::from_secs(5);
 
-/// Runs the feed forever (the caller aborts it on shutdown).
-pub async fn run(source: Source, cell: Arc<TableCell>) {
+/// Runs the feed until the task is dropped (the caller stops it when the
+/// drain starts).
+pub async fn run(source: Source, cell: Arc<TableCell>, stats: Arc<ProxyStats>) {
     let mut feed = Feed {
         view: PoolView::new(),
         cell,
+        stats,
+        settle_by: None,
     };
+    let mut subscriptions = 0u64;
     let count = source.count().max(1);
     let mut index = 0;
     let mut failed_in_round = 0;
@@ -34,6 +46,10 @@ pub async fn run(source: Source, cell: Arc<TableCell>) {
         let end = match source.open(index).await {
             Ok(updates) => {
                 info!(target: "proxy", "health feed: subscribed to {label}");
+                if subscriptions > 0 {
+                    feed.stats.health_stream_reconnects.inc();
+                }
+                subscriptions += 1;
                 feed.follow(updates).await
             }
             Err(e) => End::Failed {
@@ -84,13 +100,26 @@ enum End {
 struct Feed {
     view: PoolView,
     cell: Arc<TableCell>,
+    stats: Arc<ProxyStats>,
+    /// Set at the first snapshot while some member has no verdict yet.
+    settle_by: Option<Instant>,
 }
 
 impl Feed {
     async fn follow(&mut self, mut updates: Updates) -> End {
         let mut synced = false;
         loop {
-            let update = match updates.next().await {
+            let next = match self.settle_by {
+                Some(deadline) => tokio::select! {
+                    next = updates.next() => next,
+                    () = tokio::time::sleep_until(deadline) => {
+                        self.settle("some members have no first probe result yet; serving on the others");
+                        continue;
+                    }
+                },
+                None => updates.next().await,
+            };
+            let update = match next {
                 Ok(Some(u)) => u,
                 Ok(None) => {
                     return End::Failed {
@@ -129,6 +158,9 @@ impl Feed {
                     summary(&routes)
                 );
                 self.cell.store(routes);
+                self.stats.health_version.set(version);
+                self.stats.health_updates.inc();
+                self.check_settled();
                 Ok(())
             }
             Ok(Applied::Stale) => Ok(()),
@@ -136,6 +168,42 @@ impl Feed {
                 have: gap.have,
                 got: gap.got,
             }),
+        }
+    }
+}
+
+impl Feed {
+    /// Startup rule: serve once every member has a first verdict (known
+    /// from an earlier table counts), or the deadline after the first
+    /// snapshot has passed. Once settled, always settled: members added
+    /// later simply get no traffic until they are probed healthy.
+    fn check_settled(&mut self) {
+        if self.stats.is_settled() {
+            return;
+        }
+        let table = self.cell.load();
+        let all_known = !self.view.targets().is_empty()
+            && self.view.targets().iter().all(|t| {
+                t.state != HealthState::Unknown
+                    || table
+                        .lookup(&t.name)
+                        .and_then(|i| table.member(i))
+                        .is_some_and(|m| m.healthy)
+            });
+        if all_known {
+            self.settle("every member has a first verdict; serving");
+        } else if self.settle_by.is_none() {
+            self.settle_by = Some(Instant::now() + STARTUP_DEADLINE);
+        }
+    }
+
+    /// Logged before the flag is set, so the line precedes any request
+    /// served because of it.
+    fn settle(&mut self, why: &str) {
+        self.settle_by = None;
+        if !self.stats.is_settled() {
+            info!(target: "proxy", "startup: {why}");
+            self.stats.settled.store(true, Ordering::Relaxed);
         }
     }
 }

@@ -15,6 +15,7 @@
 use std::cell::RefCell;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::header::{self, HeaderMap, HeaderValue};
@@ -23,13 +24,14 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body, Incoming};
 use hyper::upgrade::OnUpgrade;
 use log::{debug, info, warn};
-use tether_core::{RoundRobin, StickyHint, sticky};
+use tether_core::{Pick, RoundRobin, StickyHint, sticky};
 use tokio::sync::mpsc;
 
 use crate::body::{BodyError, Guard, ProxyBody, body_error};
 use crate::config::{Limits, PassiveConfig, ProxyConfig, StickyConfig};
 use crate::headers::{self, Peer, X_TARGET_SERVER, X_TARGET_SERVER_LAST_USE};
 use crate::respond::{error_response, no_healthy_targets, rejection};
+use crate::stats::{self, ProxyStats, StickyResult};
 use crate::table::{self, Routes, TableCell, Upstream};
 use crate::tunnel;
 use crate::upstream::{Connector, Sender};
@@ -60,9 +62,10 @@ pub struct Proxy {
     tunnels: Arc<tunnel::Tracker>,
     /// Names of members this proxy ejected, for the checker to re-probe.
     reports: Option<mpsc::Sender<String>>,
-    /// Whether the `access` logger is on, checked once at start so the
-    /// request path pays nothing when it is off.
-    access_log: bool,
+    /// Whether the `access` logger is on: read once per request (a relaxed
+    /// load), refreshed when logging is reconfigured.
+    access_log: AtomicBool,
+    stats: Arc<ProxyStats>,
 }
 
 /// Why an attempt produced no response.
@@ -91,6 +94,7 @@ impl Proxy {
     pub fn new(
         config: &ProxyConfig,
         table: Arc<TableCell>,
+        stats: Arc<ProxyStats>,
         reports: Option<mpsc::Sender<String>>,
     ) -> Proxy {
         Proxy {
@@ -107,8 +111,19 @@ impl Proxy {
             passive: config.passive,
             reports,
             tunnels: Arc::default(),
-            access_log: log::log_enabled!(target: "access", log::Level::Info),
+            access_log: AtomicBool::new(access_log_enabled()),
+            stats,
         }
+    }
+
+    pub fn stats(&self) -> &ProxyStats {
+        &self.stats
+    }
+
+    /// Re-reads whether the `access` logger is on (after a logging change).
+    pub fn refresh_access_log(&self) {
+        self.access_log
+            .store(access_log_enabled(), Ordering::Relaxed);
     }
 
     pub fn tunnels(&self) -> &tunnel::Tracker {
@@ -123,11 +138,20 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, Infallible> {
         // One await point, so the future (which hyper keeps boxed for every
         // connection) holds one `forward` state, not two.
+        let started = Instant::now();
+        let now_ms = epoch_ms();
         let access = self
             .access_log
-            .then(|| (Instant::now(), req.method().clone(), req.uri().clone()));
-        let res = self.forward(req, peer).await;
-        if let Some((started, method, uri)) = access {
+            .load(Ordering::Relaxed)
+            .then(|| (req.method().clone(), req.uri().clone()));
+        let mut served_by = None;
+        let res = self.forward(req, peer, now_ms, &mut served_by).await;
+        self.stats.request_duration.observe(started.elapsed());
+        match served_by {
+            Some(upstream) => upstream.stats.responded(res.status(), now_ms),
+            None => self.stats.local_responses[stats::class(res.status())].inc(),
+        }
+        if let Some((method, uri)) = access {
             let target = res
                 .headers()
                 .get(&X_TARGET_SERVER)
@@ -145,25 +169,42 @@ impl Proxy {
         Ok(res)
     }
 
-    async fn forward(&self, req: Request<Incoming>, peer: &Peer) -> Response<ProxyBody> {
+    /// Forwards `req`; `served_by` names the member the answer is counted
+    /// against (the last one tried), or stays `None` when the proxy
+    /// answered alone.
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        peer: &Peer,
+        now_ms: u64,
+        served_by: &mut Option<Arc<Upstream>>,
+    ) -> Response<ProxyBody> {
         if req.method() == Method::CONNECT {
             // A reverse proxy does not open tunnels to arbitrary authorities.
             return error_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported");
         }
-        let now_ms = epoch_ms();
         let (mut parts, body) = req.into_parts();
         if let Err(reject) = validate::request(&parts, &self.limits) {
             return rejection(reject);
+        }
+        if !self.stats.is_settled() {
+            // Startup: until every member has a first verdict, a pool that
+            // is half known would send everything to whichever member was
+            // probed first.
+            return no_healthy_targets();
         }
 
         // Choose the first target. The guard is dropped before any await.
         let mut attempt = {
             let table = self.table.load();
             let hint = if self.sticky.enabled {
-                StickyHint::parse(
-                    header_str(&parts.headers, &X_TARGET_SERVER),
-                    header_str(&parts.headers, &X_TARGET_SERVER_LAST_USE),
-                )
+                let target = header_str(&parts.headers, &X_TARGET_SERVER);
+                let last_use = header_str(&parts.headers, &X_TARGET_SERVER_LAST_USE);
+                let hint = StickyHint::parse(target, last_use);
+                if hint.is_none() && (target.is_some() || last_use.is_some()) {
+                    self.stats.sticky(StickyResult::Invalid);
+                }
+                hint
             } else {
                 None
             };
@@ -175,9 +216,16 @@ impl Proxy {
                 &self.rr,
                 |i| available(&table, i, now_ms),
             );
+            if hint.is_some() {
+                self.stats.sticky(match pick {
+                    Pick::Sticky(_) => StickyResult::Honoured,
+                    _ => StickyResult::Ignored,
+                });
+            }
             let Some(member) = pick.index().and_then(|i| table.member(i)) else {
                 return no_healthy_targets();
             };
+            *served_by = Some(member.data.clone());
             debug!(target: "proxy", "{} {} -> {} ({pick:?})", parts.method, parts.uri.path(), member.name);
             Attempt {
                 upstream: member.data.clone(),
@@ -287,6 +335,7 @@ impl Proxy {
             }
             let next_req = match failure {
                 Failure::NotSent(back, e) => {
+                    attempt.upstream.stats.connect_failures.inc();
                     warn!(target: "proxy", "{}: {e}", attempt.upstream.authority);
                     Some(*back)
                 }
@@ -334,6 +383,8 @@ impl Proxy {
             let Some(next) = self.other_target(&attempt.upstream, now_ms) else {
                 return error_response(StatusCode::BAD_GATEWAY, "Bad gateway");
             };
+            self.stats.retries.inc();
+            *served_by = Some(next.upstream.clone());
             attempt = next;
             req = next_req;
             fresh_only = false;
@@ -424,6 +475,7 @@ impl Proxy {
         else {
             return;
         };
+        attempt.upstream.stats.ejections.inc();
         let name = attempt.upstream.name.clone();
         warn!(target: "proxy", "ejecting {name} for {ejection:?} after consecutive failures");
         if let Some(reports) = &self.reports {
@@ -516,6 +568,10 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &http::HeaderName) -> Option<&'a
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+fn access_log_enabled() -> bool {
+    log::log_enabled!(target: "access", log::Level::Info)
+}
+
 fn epoch_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -551,7 +607,8 @@ mod tests {
         let cell = TableCell::new();
         let (tx, rx) = mpsc::channel(8);
         let config = ProxyConfig::with_defaults(HealthSource::Checkers(Vec::new()));
-        (Proxy::new(&config, cell.clone(), Some(tx)), cell, rx)
+        let stats = Arc::new(ProxyStats::default());
+        (Proxy::new(&config, cell.clone(), stats, Some(tx)), cell, rx)
     }
 
     fn attempt_on(cell: &TableCell, name: &str) -> Attempt {

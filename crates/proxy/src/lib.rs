@@ -7,6 +7,7 @@
 //! way one feed task publishes an immutable routing table that requests
 //! read without locks. Nothing depends on this crate.
 
+pub mod admin;
 pub mod body;
 pub mod config;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod report;
 pub mod respond;
 pub mod server;
 pub mod source;
+pub mod stats;
 pub mod table;
 pub mod tunnel;
 pub mod upstream;
@@ -44,17 +46,27 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Res
 }
 
 /// Like `run`, on a listener the caller bound (tests bind port 0).
+///
+/// Every server and task gets a clone of one drain handle; when `shutdown`
+/// completes the drain starts, each stops taking new work and finishes
+/// what it has, and this returns once all of them have let go.
 pub async fn run_on(
     listener: TcpListener,
     config: ProxyConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let table = table::TableCell::new();
+    let stats = Arc::new(stats::ProxyStats::default());
+    let (trigger, drain) = tether_daemon::drain::channel();
+    // Bind everything before serving anything: a port in use is an error
+    // at start, not a half-running proxy.
+    let admin = match config.admin_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     // The embedded checker (and its optional gRPC listener) live exactly as
     // long as this function.
     let mut embedded = None;
-    let mut grpc_task = None;
-    let (grpc_stop, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
     let source = match &config.source {
         HealthSource::Checkers(uris) => source::Source::Checkers(uris.clone()),
         HealthSource::Embedded {
@@ -68,13 +80,18 @@ pub async fn run_on(
                 let local = grpc.local_addr().unwrap_or(*addr);
                 info!(target: "grpc", "embedded checker: grpc listening on {local}");
                 let hub = hub.clone();
-                grpc_task = Some(tokio::spawn(tether_checker::service::serve(
-                    grpc,
-                    hub,
-                    async move {
-                        let _ = grpc_stopped.await;
-                    },
-                )));
+                let drain = drain.clone();
+                tokio::spawn(async move {
+                    let stop = drain.clone();
+                    if let Err(e) = tether_checker::service::serve(grpc, hub, async move {
+                        stop.signaled().await;
+                    })
+                    .await
+                    {
+                        log::error!(target: "grpc", "embedded checker's gRPC server: {e}");
+                    }
+                    drain.release();
+                });
             }
             embedded = Some(checker);
             source::Source::Hub(hub)
@@ -82,19 +99,53 @@ pub async fn run_on(
     };
     let addr = listener.local_addr().unwrap_or(config.listen);
     let (report_tx, report_rx) = tokio::sync::mpsc::channel(REPORT_QUEUE);
-    let reporter = tokio::spawn(report::run(source.clone(), report_rx, addr.to_string()));
-    let feed = tokio::spawn(feed::run(source, table.clone()));
-    let proxy = Arc::new(forward::Proxy::new(&config, table, Some(report_tx)));
-    info!(target: "proxy", "http listening on {addr}");
-    server::serve(listener, proxy, &config, shutdown).await;
-    feed.abort();
-    reporter.abort();
-    let _ = grpc_stop.send(());
-    if let Some(task) = grpc_task {
-        let _ = task.await;
+    spawn_until_drained(
+        &drain,
+        report::run(source.clone(), report_rx, addr.to_string()),
+    );
+    spawn_until_drained(&drain, feed::run(source, table.clone(), stats.clone()));
+    if let Some(admin) = admin {
+        let status = Arc::new(admin::ProxyStatus {
+            table: table.clone(),
+            stats: stats.clone(),
+        });
+        tokio::spawn(tether_daemon::admin::serve(
+            admin,
+            status,
+            drain.clone(),
+            "proxy",
+        ));
     }
+    let proxy = Arc::new(forward::Proxy::new(&config, table, stats, Some(report_tx)));
+    info!(target: "proxy", "http listening on {addr}");
+    let serving = server::serve(listener, proxy, &config, drain.clone());
+    tokio::pin!(serving);
+    tokio::select! {
+        () = &mut serving => {}
+        () = shutdown => {
+            trigger.start();
+            serving.await;
+        }
+    }
+    drop(drain);
+    trigger.drained().await;
     drop(embedded);
     Ok(())
+}
+
+/// Runs `task` until it ends or the drain starts, whichever is first.
+fn spawn_until_drained(
+    drain: &tether_daemon::Drain,
+    task: impl Future<Output = ()> + Send + 'static,
+) {
+    let drain = drain.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = task => {}
+            () = drain.signaled() => {}
+        }
+        drain.release();
+    });
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {

@@ -2,7 +2,6 @@
 //! HTTP/2 (h2c with prior knowledge) through the proxy, and drains on
 //! shutdown.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +13,8 @@ use log::{debug, info, warn};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use tether_daemon::Drain;
+
 use crate::config::ProxyConfig;
 use crate::forward::Proxy;
 use crate::headers::Peer;
@@ -21,14 +22,10 @@ use crate::headers::Peer;
 const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Accepts and serves until `shutdown` completes, then stops accepting and
-/// gives in-flight connections up to `drain` to finish.
-pub async fn serve(
-    listener: TcpListener,
-    proxy: Arc<Proxy>,
-    config: &ProxyConfig,
-    shutdown: impl Future<Output = ()>,
-) {
+/// Accepts and serves until the drain starts, then stops accepting and
+/// gives in-flight connections up to `drain_timeout` to finish.
+pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, config: &ProxyConfig, drain: Drain) {
+    let shutdown = drain.signaled();
     let drain = config.drain_timeout;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -76,6 +73,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let open = OpenConnection::new(proxy.clone());
         let proxy = proxy.clone();
         let client = Peer::new(peer);
         let service = service_fn(move |req| {
@@ -92,6 +90,7 @@ pub async fn serve(
                 debug!(target: "proxy", "connection from {peer}: {e}");
             }
             drop(slot);
+            drop(open);
         });
     }
     drop(listener);
@@ -109,5 +108,21 @@ pub async fn serve(
     };
     if tokio::time::timeout(drain, drained).await.is_err() {
         warn!(target: "proxy", "drain deadline passed; closing remaining connections");
+    }
+}
+
+/// Counts a client connection in `tether_open_connections` while it lives.
+struct OpenConnection(Arc<Proxy>);
+
+impl OpenConnection {
+    fn new(proxy: Arc<Proxy>) -> OpenConnection {
+        proxy.stats().open_connections.inc();
+        OpenConnection(proxy)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.stats().open_connections.dec();
     }
 }

@@ -10,6 +10,7 @@ use http::uri::Authority;
 use log::warn;
 
 use crate::passive::Passive;
+use crate::stats::MemberStats;
 use tether_core::{HealthState, Member, PoolView, RoutingTable};
 
 /// What the request path needs of one member, prepared off the hot path.
@@ -26,6 +27,12 @@ pub struct Upstream {
     pub name_header: HeaderValue,
     /// What this proxy's own traffic says; kept across table rebuilds.
     pub passive: Arc<Passive>,
+    /// Counters for `/metrics`; kept across table rebuilds.
+    pub stats: Arc<MemberStats>,
+    /// What the checker said last, and since when (epoch ms), for the
+    /// status page.
+    pub state: HealthState,
+    pub last_change_ms: Option<u64>,
 }
 
 /// Members carry their upstream behind an `Arc`, so a request takes it with
@@ -98,6 +105,7 @@ pub fn build(view: &PoolView, previous: &Routes) -> Routes {
                 .and_then(|i| previous.member(i))
                 .filter(|m| m.name == t.name && m.url == t.url);
             let passive = known.map_or_else(Arc::default, |m| m.data.passive.clone());
+            let stats = known.map_or_else(Arc::default, |m| m.data.stats.clone());
             Some(Member {
                 name: t.name.clone(),
                 url: t.url.clone(),
@@ -111,6 +119,9 @@ pub fn build(view: &PoolView, previous: &Routes) -> Routes {
                     host_header,
                     name_header,
                     passive,
+                    stats,
+                    state: t.state,
+                    last_change_ms: t.last_change_ms,
                 }),
             })
         })

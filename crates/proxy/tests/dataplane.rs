@@ -369,6 +369,9 @@ async fn proxy_process(targets: &[&FakeBackend], extra: &str) -> (Proc, SocketAd
 listen = "127.0.0.1:0"
 {extra}
 
+[admin]
+listen = "127.0.0.1:0"
+
 [health]
 kind = "tcp"
 interval = "200ms"

@@ -41,6 +41,9 @@ fn checker_toml(grpc_listen: &str, backends: &[FakeBackend]) -> String {
         r#"[checker]
 grpc_listen = "{grpc_listen}"
 
+[admin]
+listen = "127.0.0.1:0"
+
 [health]
 kind = "http"
 path = "/health"
@@ -67,6 +70,9 @@ level = "info"
 fn proxy_toml(checker: SocketAddr) -> String {
     format!(
         r#"[proxy]
+listen = "127.0.0.1:0"
+
+[admin]
 listen = "127.0.0.1:0"
 
 [health_source]

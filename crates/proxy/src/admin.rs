@@ -1,0 +1,251 @@
+//! What the proxy shows on its admin endpoint (`tether_daemon::admin`
+//! serves it): readiness, Prometheus metrics, and the status page, all read
+//! from the routing table and the counters kept beside its members.
+
+use std::fmt::Write;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tether_core::HealthState;
+use tether_daemon::admin::{BoxFuture, Status, escape};
+use tether_daemon::metrics::{Kind, Text};
+
+use crate::stats::{CLASSES, ProxyStats, StickyResult};
+use crate::table::TableCell;
+
+/// The proxy's admin view.
+#[derive(Debug)]
+pub struct ProxyStatus {
+    pub table: Arc<TableCell>,
+    pub stats: Arc<ProxyStats>,
+}
+
+impl Status for ProxyStatus {
+    fn title(&self) -> &'static str {
+        "tether-proxy"
+    }
+
+    fn readiness(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(std::future::ready(self.ready()))
+    }
+
+    fn metrics(&self) -> BoxFuture<'_, Text> {
+        let mut out = Text::new();
+        self.write_metrics(&mut out);
+        Box::pin(std::future::ready(out))
+    }
+
+    fn page(&self) -> BoxFuture<'_, String> {
+        let mut out = String::new();
+        self.write_page(&mut out);
+        Box::pin(std::future::ready(out))
+    }
+}
+
+impl ProxyStatus {
+    fn ready(&self) -> Result<(), String> {
+        let table = self.table.load();
+        if table.version().is_none() {
+            return Err("no health snapshot yet".to_owned());
+        }
+        if !self.stats.is_settled() {
+            return Err("waiting for the first probe round".to_owned());
+        }
+        if table.healthy().is_empty() {
+            return Err("no healthy member".to_owned());
+        }
+        Ok(())
+    }
+
+    fn write_metrics(&self, out: &mut Text) {
+        let table = self.table.load();
+        let s = &self.stats;
+        out.family(
+            "tether_requests_total",
+            Kind::Counter,
+            "Responses by member and status class (target=\"\": the proxy answered alone).",
+        );
+        for m in table.members() {
+            for (class, count) in CLASSES.iter().zip(&m.data.stats.responses) {
+                out.sample(
+                    "tether_requests_total",
+                    &[("target", &m.name), ("code", class)],
+                    count.get(),
+                );
+            }
+        }
+        for (class, count) in CLASSES.iter().zip(&s.local_responses) {
+            out.sample(
+                "tether_requests_total",
+                &[("target", ""), ("code", class)],
+                count.get(),
+            );
+        }
+        out.family(
+            "tether_request_duration_seconds",
+            Kind::Histogram,
+            "Time from a request's head to its response's head.",
+        )
+        .histogram("tether_request_duration_seconds", &[], &s.request_duration);
+        out.family(
+            "tether_upstream_connect_failures_total",
+            Kind::Counter,
+            "Connections to a member that could not be made.",
+        );
+        for m in table.members() {
+            out.sample(
+                "tether_upstream_connect_failures_total",
+                &[("target", &m.name)],
+                m.data.stats.connect_failures.get(),
+            );
+        }
+        out.family(
+            "tether_retries_total",
+            Kind::Counter,
+            "Requests sent again to another member.",
+        )
+        .sample("tether_retries_total", &[], s.retries.get());
+        out.family(
+            "tether_ejections_total",
+            Kind::Counter,
+            "Local (passive) ejections of a member.",
+        );
+        for m in table.members() {
+            out.sample(
+                "tether_ejections_total",
+                &[("target", &m.name)],
+                m.data.stats.ejections.get(),
+            );
+        }
+        out.family(
+            "tether_target_healthy",
+            Kind::Gauge,
+            "1 when the member takes traffic by the checker's verdict.",
+        );
+        for m in table.members() {
+            out.sample(
+                "tether_target_healthy",
+                &[("target", &m.name)],
+                u8::from(m.healthy),
+            );
+        }
+        out.family(
+            "tether_health_version",
+            Kind::Gauge,
+            "Version of the last health update applied.",
+        )
+        .sample("tether_health_version", &[], s.health_version.get());
+        out.family(
+            "tether_health_updates_total",
+            Kind::Counter,
+            "Health updates that changed the routing table.",
+        )
+        .sample("tether_health_updates_total", &[], s.health_updates.get());
+        out.family(
+            "tether_health_stream_reconnects_total",
+            Kind::Counter,
+            "Health subscriptions opened after the first.",
+        )
+        .sample(
+            "tether_health_stream_reconnects_total",
+            &[],
+            s.health_stream_reconnects.get(),
+        );
+        out.family(
+            "tether_open_connections",
+            Kind::Gauge,
+            "Client connections open now.",
+        )
+        .sample("tether_open_connections", &[], s.open_connections.get());
+        out.family(
+            "tether_sticky_total",
+            Kind::Counter,
+            "Requests with sticky headers, by what became of them.",
+        );
+        for (result, count) in StickyResult::ALL.iter().zip(&s.sticky) {
+            out.sample(
+                "tether_sticky_total",
+                &[("result", result.as_str())],
+                count.get(),
+            );
+        }
+    }
+
+    fn write_page(&self, out: &mut String) {
+        let table = self.table.load();
+        let now = now_ms();
+        let ready = match self.ready() {
+            Ok(()) => "ready".to_owned(),
+            Err(why) => format!("not ready: {why}"),
+        };
+        let _ = write!(
+            out,
+            "<h1>tether-proxy</h1>\n<p>{} &middot; health version {} &middot; {}/{} members healthy &middot; {} open connections</p>\n",
+            escape(&ready),
+            table
+                .version()
+                .map_or_else(|| "-".to_owned(), |v| v.to_string()),
+            table.healthy().len(),
+            table.members().len(),
+            self.stats.open_connections.get(),
+        );
+        out.push_str("<table>\n<tr><th>member</th><th>url</th><th>state</th><th class=\"num\">requests</th><th class=\"num\">5xx</th><th class=\"num\">connect failures</th><th>last change</th><th>last request</th></tr>\n");
+        for m in table.members() {
+            let st = &m.data.stats;
+            let state = if m.data.passive.is_ejected(now) {
+                "ejected"
+            } else {
+                match m.data.state {
+                    HealthState::Unknown if m.healthy => "healthy",
+                    state => state.as_str(),
+                }
+            };
+            let class = match state {
+                "healthy" => "healthy",
+                "unknown" => "unknown",
+                _ => "unhealthy",
+            };
+            let _ = writeln!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td class=\"{class}\">{state}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&m.name),
+                escape(&m.url),
+                st.requests(),
+                st.errors(),
+                st.connect_failures.get(),
+                ago(now, m.data.last_change_ms),
+                ago(
+                    now,
+                    nonzero(
+                        st.last_response_ms
+                            .load(std::sync::atomic::Ordering::Relaxed)
+                    )
+                ),
+            );
+        }
+        out.push_str("</table>\n<p><a href=\"/metrics\">/metrics</a> &middot; <a href=\"/readyz\">/readyz</a> &middot; <a href=\"/healthz\">/healthz</a></p>\n");
+    }
+}
+
+fn nonzero(ms: u64) -> Option<u64> {
+    (ms != 0).then_some(ms)
+}
+
+/// "3s ago", "5m ago", or "-".
+pub fn ago(now_ms: u64, then_ms: Option<u64>) -> String {
+    let Some(then) = then_ms else {
+        return "-".to_owned();
+    };
+    let secs = now_ms.saturating_sub(then) / 1000;
+    match secs {
+        0..=59 => format!("{secs}s ago"),
+        60..=3599 => format!("{}m ago", secs / 60),
+        _ => format!("{}h ago", secs / 3600),
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,112 @@
+//! What the proxy counts for `/metrics`: per member (kept in the routing
+//! table beside the member, so the request path bumps an atomic it already
+//! holds a reference to, with no lock and no map) and per proxy.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use http::StatusCode;
+use tether_daemon::metrics::{Counter, Gauge, Histogram};
+
+/// Status classes, `1xx` to `5xx`.
+pub const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Index into [`CLASSES`] for `status`.
+pub fn class(status: StatusCode) -> usize {
+    usize::from(status.as_u16() / 100).clamp(1, 5) - 1
+}
+
+/// One member's counters; survive table rebuilds while the member (same
+/// name and url) stays in the pool.
+#[derive(Debug, Default)]
+pub struct MemberStats {
+    /// Responses by status class, whether the member or the proxy (502,
+    /// 504 on its behalf) produced them.
+    pub responses: [Counter; 5],
+    pub connect_failures: Counter,
+    pub ejections: Counter,
+    /// Epoch ms of the last response, for the status page.
+    pub last_response_ms: AtomicU64,
+}
+
+impl MemberStats {
+    pub fn responded(&self, status: StatusCode, now_ms: u64) {
+        self.responses[class(status)].inc();
+        self.last_response_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.responses[4].get()
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.responses.iter().map(Counter::get).sum()
+    }
+}
+
+/// How a request's sticky headers were used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StickyResult {
+    /// Sent to the member it named.
+    Honoured,
+    /// Well formed, but stale, not a member, or that member is down.
+    Ignored,
+    /// Present but unparsable.
+    Invalid,
+}
+
+impl StickyResult {
+    pub const ALL: [StickyResult; 3] = [
+        StickyResult::Honoured,
+        StickyResult::Ignored,
+        StickyResult::Invalid,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            StickyResult::Honoured => "honoured",
+            StickyResult::Ignored => "ignored",
+            StickyResult::Invalid => "invalid",
+        }
+    }
+}
+
+/// The proxy's own counters.
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    /// Time to the response head, every request.
+    pub request_duration: Histogram,
+    /// Responses the proxy gave without a member (rejections, 503).
+    pub local_responses: [Counter; 5],
+    pub retries: Counter,
+    pub sticky: [Counter; 3],
+    pub open_connections: Gauge,
+    pub health_version: Gauge,
+    pub health_updates: Counter,
+    pub health_stream_reconnects: Counter,
+    /// Set once the first health round is known (see `feed`): until then
+    /// requests get 503 and `/readyz` says not ready.
+    pub settled: AtomicBool,
+}
+
+impl ProxyStats {
+    pub fn sticky(&self, result: StickyResult) {
+        self.sticky[result as usize].inc();
+    }
+
+    pub fn is_settled(&self) -> bool {
+        self.settled.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes() {
+        assert_eq!(CLASSES[class(StatusCode::OK)], "2xx");
+        assert_eq!(CLASSES[class(StatusCode::SWITCHING_PROTOCOLS)], "1xx");
+        assert_eq!(CLASSES[class(StatusCode::GATEWAY_TIMEOUT)], "5xx");
+        assert_eq!(CLASSES[class(StatusCode::NOT_FOUND)], "4xx");
+    }
+}
