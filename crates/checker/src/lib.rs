@@ -6,6 +6,7 @@
 //! logging, admin); never on the proxy (the proxy embeds this library for
 //! its embedded checker, not the other way round).
 
+pub mod admin;
 pub mod config;
 pub mod error;
 pub mod hub;
@@ -42,7 +43,41 @@ pub async fn run_on(
         addr: config.grpc_listen,
         source,
     })?;
+    let admin = match config.admin_listen {
+        Some(admin) => Some(
+            TcpListener::bind(admin)
+                .await
+                .map_err(|source| Error::Bind {
+                    addr: admin,
+                    source,
+                })?,
+        ),
+        None => None,
+    };
     let checker = Checker::start(config.targets);
+    let (trigger, drain) = tether_daemon::drain::channel();
+    if let Some(admin) = admin {
+        let status = std::sync::Arc::new(admin::CheckerStatus {
+            hub: checker.handle(),
+        });
+        tokio::spawn(tether_daemon::admin::serve(
+            admin,
+            status,
+            drain.clone(),
+            "grpc",
+        ));
+    }
     info!(target: "grpc", "grpc listening on {addr}");
-    service::serve(listener, checker.handle(), shutdown).await
+    let stop = drain.clone();
+    let served = service::serve(listener, checker.handle(), async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = stop.signaled() => {}
+        }
+    })
+    .await;
+    drop(drain);
+    // The gRPC server is down; let the admin endpoint go too.
+    trigger.drained().await;
+    served
 }

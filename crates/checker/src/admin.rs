@@ -1,0 +1,141 @@
+//! What the checker shows on its admin endpoint (`tether_daemon::admin`
+//! serves it): ready once its first probe round is done, the pool's health
+//! as metrics, and a status page. Everything is asked of the hub task, so
+//! it is as consistent as a `List`.
+
+use std::fmt::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tether_core::{HealthState, TargetStatus};
+use tether_daemon::admin::{BoxFuture, Status, escape};
+use tether_daemon::metrics::{Kind, Text};
+
+use crate::hub::HubHandle;
+
+/// The checker's admin view.
+#[derive(Debug)]
+pub struct CheckerStatus {
+    pub hub: HubHandle,
+}
+
+impl Status for CheckerStatus {
+    fn title(&self) -> &'static str {
+        "tether-checker"
+    }
+
+    fn readiness(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let (_, targets) = self.hub.list().await.map_err(|e| e.to_string())?;
+            let waiting = targets
+                .iter()
+                .filter(|t| t.state == HealthState::Unknown)
+                .count();
+            match waiting {
+                0 => Ok(()),
+                n => Err(format!(
+                    "first probe round: {n} of {} targets not probed yet",
+                    targets.len()
+                )),
+            }
+        })
+    }
+
+    fn metrics(&self) -> BoxFuture<'_, Text> {
+        Box::pin(async move {
+            let mut out = Text::new();
+            let Ok((version, targets)) = self.hub.list().await else {
+                return out;
+            };
+            write_metrics(&mut out, version, &targets);
+            out
+        })
+    }
+
+    fn page(&self) -> BoxFuture<'_, String> {
+        Box::pin(async move {
+            let mut out = String::new();
+            match self.hub.list().await {
+                Ok((version, targets)) => write_page(&mut out, version, &targets),
+                Err(e) => {
+                    let _ = write!(out, "<p>{}</p>", escape(&e.to_string()));
+                }
+            }
+            out
+        })
+    }
+}
+
+fn write_metrics(out: &mut Text, version: u64, targets: &[TargetStatus]) {
+    out.family(
+        "tether_health_version",
+        Kind::Gauge,
+        "Version of the pool's health; grows by one per change.",
+    )
+    .sample("tether_health_version", &[], version);
+    out.family(
+        "tether_target_healthy",
+        Kind::Gauge,
+        "1 when the target's state is healthy.",
+    );
+    for t in targets {
+        out.sample(
+            "tether_target_healthy",
+            &[("target", &t.name)],
+            u8::from(t.state == HealthState::Healthy),
+        );
+    }
+    out.family(
+        "tether_target_probe_latency_seconds",
+        Kind::Gauge,
+        "Duration of the target's last probe.",
+    );
+    for t in targets {
+        if let Some(l) = t.last_latency {
+            out.sample(
+                "tether_target_probe_latency_seconds",
+                &[("target", &t.name)],
+                l.as_secs_f64(),
+            );
+        }
+    }
+}
+
+fn write_page(out: &mut String, version: u64, targets: &[TargetStatus]) {
+    let now = now_ms();
+    let healthy = targets
+        .iter()
+        .filter(|t| t.state == HealthState::Healthy)
+        .count();
+    let _ = write!(
+        out,
+        "<h1>tether-checker</h1>\n<p>health version {version} &middot; {healthy}/{} targets healthy</p>\n",
+        targets.len()
+    );
+    out.push_str("<table>\n<tr><th>target</th><th>url</th><th>state</th><th>probe</th><th class=\"num\">latency</th><th>last change</th><th>last error</th></tr>\n");
+    for t in targets {
+        let state = t.state.as_str();
+        let latency = t.last_latency.map_or_else(
+            || "-".to_owned(),
+            |l| format!("{:.1} ms", l.as_secs_f64() * 1e3),
+        );
+        let since = t.last_change_ms.map_or_else(
+            || "-".to_owned(),
+            |then| format!("{}s ago", now.saturating_sub(then) / 1000),
+        );
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td class=\"{state}\">{state}</td><td>{}</td><td class=\"num\">{latency}</td><td>{since}</td><td>{}</td></tr>",
+            escape(&t.name),
+            escape(&t.url),
+            t.probe_kind,
+            escape(t.last_error.as_deref().unwrap_or("-")),
+        );
+    }
+    out.push_str("</table>\n<p><a href=\"/metrics\">/metrics</a> &middot; <a href=\"/readyz\">/readyz</a> &middot; <a href=\"/healthz\">/healthz</a></p>\n");
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
