@@ -17,33 +17,48 @@ use crate::error::LoggingError;
 
 const PATTERN: &str = "{d(%Y-%m-%dT%H:%M:%S%.3fZ)(utc)} {l:<5} {t} - {m}{n}";
 
-/// The installed logger; `apply` swaps its configuration in place.
+/// The installed logger. Levels from `[log]` can be swapped in place with
+/// `apply`; a log4rs file (`log.file`) reloads itself by its own
+/// `refresh_rate`.
 #[derive(Debug)]
 pub struct Logging {
-    handle: log4rs::Handle,
+    /// `None` when a log4rs file is in charge.
+    handle: Option<log4rs::Handle>,
 }
 
 /// Installs the global logger. Call once, from `main`.
 pub fn init(config: &LogConfig) -> Result<Logging, LoggingError> {
-    let handle = log4rs::init_config(build(config)?).map_err(|e| LoggingError(e.to_string()))?;
-    Ok(Logging { handle })
+    match config {
+        LogConfig::File(path) => {
+            log4rs::init_file(path, Default::default())
+                .map_err(|e| LoggingError(format!("{}: {e}", path.display())))?;
+            Ok(Logging { handle: None })
+        }
+        LogConfig::Levels { .. } => {
+            let handle =
+                log4rs::init_config(build(config)?).map_err(|e| LoggingError(e.to_string()))?;
+            Ok(Logging {
+                handle: Some(handle),
+            })
+        }
+    }
 }
 
 impl Logging {
-    /// Replaces the levels (or the whole log4rs file) without a restart.
+    /// Replaces the levels without a restart. A log4rs file follows its own
+    /// `refresh_rate` instead, so there is nothing to do for one.
     pub fn apply(&self, config: &LogConfig) -> Result<(), LoggingError> {
-        self.handle.set_config(build(config)?);
+        if let Some(handle) = &self.handle {
+            handle.set_config(build(config)?);
+        }
         Ok(())
     }
 }
 
 fn build(config: &LogConfig) -> Result<Config, LoggingError> {
     match config {
-        LogConfig::File(path) => {
-            let raw = log4rs::config::load_config_file(path, Default::default())
-                .map_err(|e| LoggingError(format!("{}: {e}", path.display())))?;
-            Ok(raw)
-        }
+        LogConfig::File(path) => log4rs::config::load_config_file(path, Default::default())
+            .map_err(|e| LoggingError(format!("{}: {e}", path.display()))),
         LogConfig::Levels { root, loggers } => {
             let stderr = ConsoleAppender::builder()
                 .target(Target::Stderr)

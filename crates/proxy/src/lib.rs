@@ -38,6 +38,8 @@ pub use error::Error;
 /// Ejection reports waiting for the checker; more are dropped (the
 /// checker re-probes on the first anyway).
 const REPORT_QUEUE: usize = 64;
+/// How often the proxy re-reads whether the `access` logger is on.
+const ACCESS_LOG_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Runs the proxy until `shutdown` completes.
 pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
@@ -117,6 +119,16 @@ pub async fn run_on(
         ));
     }
     let proxy = Arc::new(forward::Proxy::new(&config, table, stats, Some(report_tx)));
+    // The access logger's level can change under the proxy (a log4rs file's
+    // refresh_rate); the request path reads a flag this keeps current.
+    let watched = proxy.clone();
+    spawn_until_drained(&drain, async move {
+        let mut every = tokio::time::interval(ACCESS_LOG_CHECK);
+        loop {
+            every.tick().await;
+            watched.refresh_access_log();
+        }
+    });
     info!(target: "proxy", "http listening on {addr}");
     let serving = server::serve(listener, proxy, &config, drain.clone());
     tokio::pin!(serving);
