@@ -1,0 +1,636 @@
+#!/usr/bin/env python3
+"""The compose stack for real: docker-compose.yml with real containers.
+
+Builds the local base image (deploy/compose/base-image.sh) and the image
+from binaries built on the host (--bin-dir), starts the stack under a
+project name of its own with free host ports, and checks, through both
+proxies: round robin over the backends, stickiness across proxies, a backend
+failing its health check and one stopping (no failed request, traffic gone
+within interval x fall + 1 s), the checker stopping and coming back, the
+checker cut off the network and reconnected (fail static, then resubscribe),
+scaling the backends 3 -> 4, and `down -v` leaving nothing behind. The stack
+is always torn down.
+
+    python3 deploy/compose/test.py [--bin-dir target/debug] [--skip STEP,..]
+
+Python 3 standard library only. Every wait has a deadline; the host reaches
+the backends' container addresses directly (Linux bridge networking) to
+switch their health.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BIN_STAGE = os.path.join(ROOT, "deploy", "compose", ".bin")
+BINARIES = ("tether-checker", "tether-proxy", "tetherctl", "tether-echo")
+IMAGE = "tether:latest"
+
+# deploy/compose/checker.toml
+INTERVAL = 1.0
+FALL = 2
+LEAVE_BOUND = INTERVAL * FALL + 1.0  # traffic leaves a failed backend within this
+BACKEND_PORT = 8080
+REQUEST_TIMEOUT = 5.0
+
+STEPS = (
+    "pool-names",
+    "round-robin",
+    "sticky",
+    "backend-fail",
+    "backend-stop",
+    "checker-restart",
+    "checker-partition",
+    "scale",
+    "down",
+)
+
+T0 = time.monotonic()
+
+
+def log(message):
+    print(f"[{time.monotonic() - T0:6.1f}s] {message}", flush=True)
+
+
+class TestFailure(Exception):
+    pass
+
+
+def check(condition, message):
+    if not condition:
+        raise TestFailure(message)
+
+
+def run(cmd, *, timeout=120, env=None, check_rc=True, quiet=False):
+    """Runs a command; returns its stdout. Output goes to the transcript only
+    on failure."""
+    proc = subprocess.run(
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=timeout,
+    )
+    if check_rc and proc.returncode != 0:
+        if not quiet:
+            sys.stdout.write(proc.stdout[-3000:])
+            sys.stdout.write(proc.stderr[-3000:])
+        raise TestFailure(f"`{shlex.join(cmd)}` exited with {proc.returncode}")
+    return proc.stdout
+
+
+def wait_for(what, predicate, deadline_s, poll=0.2):
+    """Polls predicate() until it returns a true value or the deadline passes;
+    returns (value, seconds taken)."""
+    start = time.monotonic()
+    last_error = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value, time.monotonic() - start
+        except (TestFailure, OSError, ValueError, subprocess.TimeoutExpired) as e:
+            last_error = e
+        if time.monotonic() - start > deadline_s:
+            detail = f" (last error: {last_error})" if last_error else ""
+            raise TestFailure(f"timed out after {deadline_s:.0f}s waiting for {what}{detail}")
+        time.sleep(poll)
+
+
+def free_ports(n):
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+# ---------------------------------------------------------------- HTTP
+
+
+class Answer:
+    __slots__ = ("t", "port", "status", "target", "last_use", "error")
+
+    def __init__(self, t, port, status, target, last_use, error):
+        self.t, self.port, self.status = t, port, status
+        self.target, self.last_use, self.error = target, last_use, error
+
+    @property
+    def ok(self):
+        return self.status == 200
+
+
+def request(host, port, path="/", method="GET", headers=None):
+    conn = http.client.HTTPConnection(host, port, timeout=REQUEST_TIMEOUT)
+    try:
+        conn.request(method, path, headers=headers or {})
+        resp = conn.getresponse()
+        resp.read()
+        return Answer(
+            time.monotonic(),
+            port,
+            resp.status,
+            resp.getheader("x-target-server"),
+            resp.getheader("x-target-server-last-use"),
+            None,
+        )
+    except (OSError, http.client.HTTPException) as e:
+        return Answer(time.monotonic(), port, 0, None, None, f"{type(e).__name__}: {e}")
+    finally:
+        conn.close()
+
+
+class Load:
+    """Sequential requests alternating over the proxies, paced, in a thread;
+    bounded by max_seconds whatever happens."""
+
+    def __init__(self, ports, pace=0.01, max_seconds=90):
+        self.ports, self.pace, self.max_seconds = ports, pace, max_seconds
+        self.answers = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        end = time.monotonic() + self.max_seconds
+        i = 0
+        while not self._stop.is_set() and time.monotonic() < end:
+            self.answers.append(request("127.0.0.1", self.ports[i % len(self.ports)]))
+            i += 1
+            self._stop.wait(self.pace)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=REQUEST_TIMEOUT + 5)
+
+    def count_after(self, t):
+        return sum(1 for a in list(self.answers) if a.t >= t)
+
+    def failures(self, since=0.0, until=float("inf")):
+        return [a for a in list(self.answers) if since <= a.t <= until and not a.ok]
+
+
+# -------------------------------------------------------------- the stack
+
+
+class Stack:
+    def __init__(self, args):
+        self.project = args.project or f"tethertest{os.getpid()}"
+        self.down = False
+        self.stopped = None  # a backend container the steps left stopped
+        self.network = f"{self.project}_default"
+        self.ports = free_ports(2)
+        self.compose = shlex.split(args.compose) + ["-p", self.project, "-f", "docker-compose.yml"]
+        for extra in args.override:
+            self.compose += ["-f", os.path.abspath(extra)]
+        self.env = dict(
+            os.environ,
+            TETHER_BUILD_TARGET="runtime-host",
+            TETHER_BASE_IMAGE=args.base_image,
+            TETHER_PORT_A=str(self.ports[0]),
+            TETHER_PORT_B=str(self.ports[1]),
+        )
+
+    def dc(self, *args, timeout=120, check_rc=True):
+        return run(self.compose + list(args), env=self.env, timeout=timeout, check_rc=check_rc)
+
+    def containers(self):
+        """service -> list of containers (dicts), by container number."""
+        ids = run(
+            ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={self.project}"]
+        ).split()
+        if not ids:
+            return {}
+        out = {}
+        for c in json.loads(run(["docker", "inspect"] + ids)):
+            labels = c["Config"]["Labels"]
+            nets = c["NetworkSettings"]["Networks"] or {}
+            health = (c["State"].get("Health") or {}).get("Status")
+            out.setdefault(labels["com.docker.compose.service"], []).append(
+                {
+                    "id": c["Id"][:12],
+                    "name": c["Name"].lstrip("/"),
+                    "number": int(labels.get("com.docker.compose.container-number", "0")),
+                    "running": c["State"]["Running"],
+                    "health": health,
+                    "ip": (nets.get(self.network) or {}).get("IPAddress") or None,
+                }
+            )
+        for cs in out.values():
+            cs.sort(key=lambda c: c["number"])
+        return out
+
+    def container(self, service, number=1):
+        for c in self.containers().get(service, []):
+            if c["number"] == number:
+                return c
+        raise TestFailure(f"no container {service} #{number}")
+
+    def members(self):
+        """The checker's pool: name -> target dict."""
+        text = self.dc("exec", "-T", "checker", "tetherctl", "health", "--json", timeout=20)
+        return {t["name"]: t for t in json.loads(text)["targets"]}
+
+    def all_healthy(self, expected):
+        cs = self.containers()
+        running = [c for cs_ in cs.values() for c in cs_ if c["running"]]
+        return len(running) == expected and all(c["health"] == "healthy" for c in running)
+
+
+def is_backend(target, c):
+    """Whether a member name/url (x-target-server) is container c."""
+    if not target or not c.get("ip"):
+        return False
+    ip = c["ip"]
+    return (
+        f"@{ip}:" in target
+        or f"//{ip}:" in target
+        or f"//{c['name']}:" in target
+        or target == c["name"]
+    )
+
+
+def backend_of(target, backends):
+    for c in backends:
+        if is_backend(target, c):
+            return c
+    return None
+
+
+def short(c):
+    return f"backend#{c['number']} ({c['ip']})"
+
+
+def hits(answers, backends):
+    counts = {c["number"]: 0 for c in backends}
+    for a in answers:
+        c = backend_of(a.target, backends)
+        if c:
+            counts[c["number"]] += 1
+    return counts
+
+
+def proxies_reach(stack, c, rounds=12):
+    """Whether a round of requests through each proxy reaches container c."""
+    for port in stack.ports:
+        answers = [request("127.0.0.1", port) for _ in range(rounds)]
+        if not any(a.ok and is_backend(a.target, c) for a in answers):
+            return False
+    return True
+
+
+def proxies_avoid(stack, c, rounds=12):
+    for port in stack.ports:
+        answers = [request("127.0.0.1", port) for _ in range(rounds)]
+        if not all(a.ok for a in answers) or any(is_backend(a.target, c) for a in answers):
+            return False
+    return True
+
+
+def set_health(c, healthy):
+    path = "/_echo/recover" if healthy else "/_echo/fail"
+    a = request(c["ip"], BACKEND_PORT, path, method="POST")
+    check(a.ok, f"POST {path} to {short(c)}: {a.status} {a.error or ''}")
+
+
+def member_state(stack, c):
+    for name, t in stack.members().items():
+        if is_backend(name, c) or is_backend(t["url"], c):
+            return t["state"]
+    return None
+
+
+def report_load(load, label):
+    answers = list(load.answers)
+    bad = [a for a in answers if not a.ok]
+    log(f"  {label}: {len(answers)} requests, {len(bad)} failed")
+    for a in bad[:5]:
+        log(f"    failed: :{a.port} status {a.status} {a.error or ''}")
+    return bad
+
+
+# ------------------------------------------------------------------- steps
+
+
+def step_pool_names(stack):
+    backends = stack.containers()["backend"]
+    want = {f"backend@{c['ip']}:{BACKEND_PORT}" for c in backends}
+
+    def pool_is_backends():
+        m = stack.members()
+        return set(m) == want and all(t["state"] == "healthy" for t in m.values())
+
+    _, took = wait_for(f"the checker's pool to be {sorted(want)}, all healthy", pool_is_backends, 20)
+    log(f"  pool is {sorted(want)}, all healthy ({took:.1f}s)")
+
+
+def step_round_robin(stack):
+    backends = stack.containers()["backend"]
+    check(len(backends) == 3, f"expected 3 backends, found {len(backends)}")
+    _, took = wait_for(
+        "both proxies to reach all three backends",
+        lambda: all(proxies_reach(stack, c) for c in backends),
+        20,
+    )
+    log(f"  both proxies reach all three backends ({took:.1f}s)")
+    for port in stack.ports:
+        answers = [request("127.0.0.1", port) for _ in range(12)]
+        check(all(a.ok for a in answers), f"proxy :{port}: failed requests {answers}")
+        counts = hits(answers, backends)
+        check(
+            sorted(counts.values()) == [4, 4, 4],
+            f"proxy :{port}: 12 requests spread {counts}, want 4 each "
+            f"(targets {[a.target for a in answers]})",
+        )
+        log(f"  proxy :{port}: 12 requests -> {counts} (round robin)")
+
+
+def step_sticky(stack):
+    a_port, b_port = stack.ports
+    for first, second in ((a_port, b_port), (b_port, a_port)):
+        pin = request("127.0.0.1", first)
+        check(pin.ok and pin.target and pin.last_use, f"no sticky headers from :{first}")
+        seen = []
+        for _ in range(6):
+            a = request(
+                "127.0.0.1",
+                second,
+                headers={"x-target-server": pin.target, "x-target-server-last-use": pin.last_use},
+            )
+            check(a.ok, f"sticky request to :{second}: {a.status} {a.error}")
+            seen.append(a.target)
+        check(set(seen) == {pin.target}, f":{first} pinned {pin.target}, :{second} answered {seen}")
+        log(f"  pinned by :{first} to {pin.target}: 6/6 on :{second}")
+
+
+def step_backend_fail(stack):
+    backends = stack.containers()["backend"]
+    y = backends[1]
+    with Load(stack.ports) as load:
+        wait_for("load to start", lambda: len(load.answers) >= 20, 10)
+        t_fail = time.monotonic()
+        set_health(y, False)
+        state, took = wait_for(
+            f"the checker to see {short(y)} unhealthy",
+            lambda: member_state(stack, y) == "unhealthy",
+            10,
+        )
+        log(f"  {short(y)} /health -> 503; checker says unhealthy after {took:.1f}s")
+        wait_for("load to run past the bound", lambda: time.monotonic() > t_fail + LEAVE_BOUND + 1, 10)
+        load.stop()
+    bad = report_load(load, "load during the failure")
+    last = max((a.t for a in load.answers if is_backend(a.target, y) and a.t >= t_fail), default=t_fail)
+    left = last - t_fail
+    log(f"  traffic left {short(y)} {left:.2f}s after it failed (bound {LEAVE_BOUND:.1f}s)")
+    check(not bad, f"{len(bad)} failed requests while a backend failed its health check")
+    check(left <= LEAVE_BOUND, f"traffic still reached {short(y)} {left:.2f}s after it failed")
+    set_health(y, True)
+    _, took = wait_for(f"both proxies to reach {short(y)} again", lambda: proxies_reach(stack, y), 15)
+    log(f"  {short(y)} recovered; both proxies reach it again after {took:.1f}s")
+
+
+def step_backend_stop(stack):
+    x = stack.container("backend", 1)
+    stack.stopped = x
+    with Load(stack.ports) as load:
+        wait_for("load to start", lambda: len(load.answers) >= 20, 10)
+        t_stop = time.monotonic()
+        run(["docker", "stop", x["id"]], timeout=30)
+        stop_took = time.monotonic() - t_stop
+        wait_for("load to run past the bound", lambda: time.monotonic() > t_stop + LEAVE_BOUND + 1, 15)
+        load.stop()
+    log(f"  docker stop {short(x)} took {stop_took:.1f}s")
+    bad = report_load(load, "load during the stop")
+    last = max((a.t for a in load.answers if is_backend(a.target, x) and a.t >= t_stop), default=t_stop)
+    left = last - t_stop
+    log(f"  traffic left {short(x)} {left:.2f}s after `docker stop` began (bound {LEAVE_BOUND:.1f}s)")
+    check(not bad, f"{len(bad)} failed requests while a backend stopped")
+    check(left <= LEAVE_BOUND, f"traffic still reached {short(x)} {left:.2f}s after it stopped")
+    # Docker's DNS drops a stopped container at once, so a DNS-expanded pool
+    # may remove the member rather than keep it as unhealthy.
+    def down_or_gone():
+        state = member_state(stack, x)
+        return {"unhealthy": "unhealthy", None: "gone from the pool"}.get(state)
+
+    state, took = wait_for(f"tetherctl health to show {short(x)} unhealthy", down_or_gone, 10)
+    table = stack.dc("exec", "-T", "checker", "tetherctl", "health", timeout=20)
+    log(f"  tetherctl health: {short(x)} is {state} after {took:.1f}s")
+    for line in table.strip().splitlines():
+        log(f"    {line}")
+
+
+def step_checker_restart(stack):
+    x = stack.stopped
+    backends = [c for c in stack.containers()["backend"] if c["running"]]
+    checker = stack.container("checker")
+    with Load(stack.ports) as load:
+        wait_for("load to start", lambda: len(load.answers) >= 20, 10)
+        t = time.monotonic()
+        stack.dc("stop", "checker", timeout=60)
+        log(f"  checker stopped ({time.monotonic() - t:.1f}s)")
+        mark = time.monotonic()
+        wait_for("3s of load without the checker", lambda: time.monotonic() > mark + 3, 10)
+        load.stop()
+    bad = report_load(load, "load with the checker stopped")
+    check(not bad, f"{len(bad)} failed requests while the checker was stopped")
+    counts = hits([a for a in load.answers if a.t >= mark], backends)
+    check(all(n > 0 for n in counts.values()), f"traffic without the checker: {counts}")
+    log(f"  spread without the checker: {counts}")
+
+    t = time.monotonic()
+    stack.dc("start", "checker", timeout=60)
+    _, took = wait_for(
+        "the checker to be healthy",
+        lambda: stack.container("checker")["health"] == "healthy",
+        30,
+    )
+    log(f"  checker started and healthy after {time.monotonic() - t:.1f}s")
+    check(stack.container("checker")["id"] == checker["id"], "the checker was recreated")
+
+    # A change the proxies can only learn from the new stream.
+    if x is None:
+        x = backends[0]
+        set_health(x, False)
+        _, took = wait_for(f"both proxies to avoid {short(x)}", lambda: proxies_avoid(stack, x), 15)
+        log(f"  after the restart both proxies follow {short(x)} failing ({took:.1f}s)")
+        set_health(x, True)
+        return
+    t = time.monotonic()
+    run(["docker", "start", x["id"]], timeout=30)
+    x = stack.container("backend", x["number"])
+    _, took = wait_for(
+        f"both proxies to reach {short(x)} again", lambda: proxies_reach(stack, x), 20
+    )
+    log(f"  restarted {short(x)}; both proxies reach it after {time.monotonic() - t:.1f}s (resubscribed)")
+    stack.stopped = None
+
+
+def step_checker_partition(stack):
+    checker = stack.container("checker")
+    backends = [c for c in stack.containers()["backend"] if c["running"]]
+    with Load(stack.ports) as load:
+        wait_for("load to start", lambda: len(load.answers) >= 20, 10)
+        run(["docker", "network", "disconnect", stack.network, checker["id"]], timeout=30)
+        mark = time.monotonic()
+        log("  checker disconnected from the network")
+        wait_for("4s of load with the checker cut off", lambda: time.monotonic() > mark + 4, 10)
+        cut = [a for a in load.answers if a.t >= mark]
+        run(
+            ["docker", "network", "connect", "--alias", "checker", stack.network, checker["id"]],
+            timeout=30,
+        )
+        reconnect = time.monotonic()
+        log("  checker reconnected (alias checker)")
+        _, took = wait_for(
+            "the checker to see every backend healthy again",
+            lambda: all(member_state(stack, c) == "healthy" for c in backends),
+            30,
+        )
+        log(f"  checker sees every backend healthy again after {took:.1f}s")
+        load.stop()
+    bad_cut = [a for a in cut if not a.ok]
+    log(f"  while cut off: {len(cut)} requests, {len(bad_cut)} failed; spread {hits(cut, backends)}")
+    check(not bad_cut, f"{len(bad_cut)} failed requests while the checker was cut off (fail static)")
+    after = load.failures(since=reconnect)
+    if after:
+        # The checker probed nothing while cut off, so it saw every backend
+        # fall; the proxies follow it until the probes rise again.
+        log(f"  note: {len(after)} of {load.count_after(reconnect)} requests failed after the "
+            f"reconnect (status {sorted({a.status for a in after})}) until the checker re-probed")
+
+    y = backends[-1]
+    set_health(y, False)
+    _, took = wait_for(f"both proxies to avoid {short(y)}", lambda: proxies_avoid(stack, y), 15)
+    log(f"  resubscribed: both proxies follow {short(y)} failing ({took:.1f}s)")
+    set_health(y, True)
+    _, took = wait_for(f"both proxies to reach {short(y)} again", lambda: proxies_reach(stack, y), 15)
+
+
+def step_scale(stack):
+    t = time.monotonic()
+    stack.dc("up", "-d", "--scale", "backend=4", "--no-recreate", timeout=120)
+    cs = stack.containers()["backend"]
+    check(len(cs) == 4, f"expected 4 backends after scaling, found {len(cs)}")
+    new = cs[-1]
+    log(f"  scaled to 4 ({time.monotonic() - t:.1f}s): new {short(new)}")
+    _, took = wait_for(f"both proxies to reach {short(new)}", lambda: proxies_reach(stack, new), 20)
+    log(f"  both proxies reach {short(new)} after {time.monotonic() - t:.1f}s")
+
+
+def step_down(stack):
+    t = time.monotonic()
+    stack.dc("down", "-v", "--remove-orphans", timeout=120)
+    stack.down = True
+    left = run(
+        ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={stack.project}"]
+    ).split()
+    nets = run(["docker", "network", "ls", "--format", "{{.Name}}"]).split()
+    ours = [n for n in nets if n.startswith(f"{stack.project}_")]
+    check(not left, f"containers left behind: {left}")
+    check(not ours, f"networks left behind: {ours}")
+    log(f"  down -v in {time.monotonic() - t:.1f}s: no container, no network left")
+
+
+# -------------------------------------------------------------------- main
+
+
+def build(args, stack):
+    t = time.monotonic()
+    run([os.path.join(ROOT, "deploy", "compose", "base-image.sh")], timeout=600,
+        env=dict(os.environ, TETHER_BASE_IMAGE=args.base_image))
+    log(f"base image {args.base_image} ready ({time.monotonic() - t:.1f}s)")
+    bin_dir = os.path.abspath(args.bin_dir)
+    missing = [b for b in BINARIES if not os.path.isfile(os.path.join(bin_dir, b))]
+    check(not missing, f"{bin_dir} lacks {missing}: build them first (cargo build --bins)")
+    os.makedirs(BIN_STAGE, exist_ok=True)
+    for b in BINARIES:
+        shutil.copy2(os.path.join(bin_dir, b), os.path.join(BIN_STAGE, b))
+    t = time.monotonic()
+    # One service builds the image all services use.
+    stack.dc("build", "backend", timeout=600)
+    log(f"image {IMAGE} built from {bin_dir} ({time.monotonic() - t:.1f}s)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bin-dir", default=os.path.join(ROOT, "target", "debug"),
+                        help="where the host-built binaries are (default target/debug)")
+    parser.add_argument("--compose", default=None,
+                        help="compose command (default docker-compose, else `docker compose`)")
+    parser.add_argument("--base-image", default="tether-base:bookworm")
+    parser.add_argument("--override", action="append", default=[],
+                        help="an extra compose file (-f), e.g. other configs; repeatable")
+    parser.add_argument("--skip", default="", help=f"steps to leave out, comma-separated: {','.join(STEPS)}")
+    parser.add_argument("--project", default=None, help="compose project name (default tethertest<pid>)")
+    parser.add_argument("--keep", action="store_true", help="leave the stack running at the end")
+    args = parser.parse_args()
+    if args.compose is None:
+        args.compose = "docker-compose" if shutil.which("docker-compose") else "docker compose"
+    skip = {s for s in args.skip.split(",") if s}
+    unknown = skip - set(STEPS)
+    if unknown:
+        parser.error(f"unknown steps {sorted(unknown)}; steps are {', '.join(STEPS)}")
+
+    stack = Stack(args)
+    log(f"project {stack.project}, proxies on 127.0.0.1:{stack.ports[0]} and :{stack.ports[1]}")
+    failed = False
+    try:
+        build(args, stack)
+        t_stack = time.monotonic()
+        t = time.monotonic()
+        stack.dc("up", "-d", timeout=180)
+        log(f"up -d returned ({time.monotonic() - t:.1f}s)")
+        _, took = wait_for("all six containers healthy", lambda: stack.all_healthy(6), 60, poll=0.5)
+        log(f"all six containers healthy ({time.monotonic() - t:.1f}s)")
+        for name in STEPS:
+            if name in skip:
+                log(f"{name}: skipped")
+                continue
+            t = time.monotonic()
+            log(f"{name}:")
+            globals()["step_" + name.replace("-", "_")](stack)
+            log(f"{name}: ok ({time.monotonic() - t:.1f}s)")
+        log(f"PASS: the stack part took {time.monotonic() - t_stack:.1f}s")
+    except (TestFailure, subprocess.TimeoutExpired) as e:
+        failed = True
+        log(f"FAIL: {e}")
+        if not stack.down:
+            logs = stack.dc("logs", "--no-color", "--tail", "25", timeout=60, check_rc=False)
+            print(logs[-8000:])
+    except KeyboardInterrupt:
+        failed = True
+        log("interrupted")
+    finally:
+        if not stack.down:
+            if args.keep:
+                log(f"kept: {shlex.join(stack.compose)} down -v")
+            else:
+                stack.dc("down", "-v", "--remove-orphans", timeout=120, check_rc=False)
+                log("torn down")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
