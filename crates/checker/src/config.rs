@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use tether_core::Target;
+use tether_core::{PoolEntry, Target};
 use tether_daemon::config::{self as shared, ConfigError, LogConfig, RawFile};
 
 /// Default address of the checker's gRPC listener.
@@ -16,7 +16,8 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9902";
 #[derive(Clone, Debug)]
 pub struct CheckerConfig {
     pub grpc_listen: SocketAddr,
-    pub targets: Vec<Target>,
+    /// Static targets and `expand = "dns"` templates, in config order.
+    pub targets: Vec<PoolEntry>,
     /// `None`: no admin endpoint.
     pub admin_listen: Option<SocketAddr>,
     pub log: LogConfig,
@@ -28,7 +29,7 @@ impl CheckerConfig {
     pub fn new(grpc_listen: SocketAddr, targets: Vec<Target>) -> CheckerConfig {
         CheckerConfig {
             grpc_listen,
-            targets,
+            targets: targets.into_iter().map(PoolEntry::fixed).collect(),
             admin_listen: None,
             log: LogConfig::default(),
         }

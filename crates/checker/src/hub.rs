@@ -6,23 +6,35 @@
 //! queries and the embedded proxy all ask the hub through its handle, so a
 //! snapshot and the changes after it are always consistent.
 //!
+//! Members are keyed by name. [`HubHandle::set_pool`] (a reload) and the
+//! DNS tasks change membership at runtime; every member that joins or
+//! leaves is published as one change too. Each member's probe task carries
+//! a generation id, so a result from a member that left, or from a probe
+//! task that was replaced, is dropped rather than counted for someone else.
+//!
 //! Passive health: [`HubHandle::report`] asks the hub to re-probe a target
 //! now. The hub rate-limits reports and wakes the target's probe task, which
 //! runs a short burst of probes; their results go through the same path as
 //! scheduled ones (the target's tracker decides), so only probes ever change
 //! state.
 
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use log::{debug, info, warn};
 use tether_core::{
-    HealthState, HealthTracker, HealthUpdate, ProbeOutcome, Target, TargetStatus, UpdateKind,
+    HealthState, HealthTracker, HealthUpdate, PoolEntry, ProbeOutcome, Target, TargetStatus,
+    UpdateKind,
 };
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tether_daemon::metrics::Histogram;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::dns::{self, Resolve, Resolved, SystemResolver};
 use crate::probe::{ProbeResult, Prober};
 
 /// How many changes a slow subscriber may fall behind before it is sent a
@@ -32,6 +44,7 @@ const CHANGE_BUFFER: usize = 4096;
 const FIRST_PROBE_SPREAD: Duration = Duration::from_secs(1);
 const COMMAND_BUFFER: usize = 256;
 const RESULT_BUFFER: usize = 1024;
+const RESOLVED_BUFFER: usize = 64;
 /// The pause between two probes of a report burst.
 pub const BURST_GAP: Duration = Duration::from_millis(50);
 /// The shortest time between two report bursts of one target; a target's
@@ -97,17 +110,65 @@ struct Report {
     reporter: String,
 }
 
+/// What a membership change did, in the order it was published.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MembershipChange {
+    /// Members that joined (state unknown until their first probe).
+    pub added: Vec<String>,
+    /// Members that left, including those whose url changed (they left and
+    /// joined again under the same name).
+    pub removed: Vec<String>,
+    /// Members whose url stayed but whose probe settings changed: probed
+    /// afresh and published once as `unknown`; proxies keep the health
+    /// they knew until the first new probe.
+    pub reset: Vec<String>,
+    /// The version after the change.
+    pub version: u64,
+}
+
+impl MembershipChange {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.reset.is_empty()
+    }
+}
+
+/// The hub's numbers for `/metrics`.
+#[derive(Clone, Debug)]
+pub struct HubMetrics {
+    pub version: u64,
+    /// gRPC Watch streams open right now.
+    pub watch_subscribers: usize,
+    /// See [`HubHandle::first_round_done`].
+    pub first_round_done: bool,
+    /// Every current member, in pool order.
+    pub targets: Vec<TargetMetrics>,
+}
+
+/// One member's probe counts, cumulative since it joined the pool.
+#[derive(Clone, Debug)]
+pub struct TargetMetrics {
+    pub name: String,
+    pub probes_succeeded: u64,
+    pub probes_failed: u64,
+    /// Every probe's duration; the hub keeps observing into it.
+    pub probe_duration: Arc<Histogram>,
+}
+
 enum Command {
     Subscribe(oneshot::Sender<Subscription>),
     List(oneshot::Sender<(u64, Vec<TargetStatus>)>),
     Get(String, oneshot::Sender<Option<(u64, TargetStatus)>>),
     Report(Report, oneshot::Sender<ReportOutcome>),
+    SetPool(Vec<PoolEntry>, oneshot::Sender<MembershipChange>),
+    Metrics(oneshot::Sender<HubMetrics>),
 }
 
 /// A cheap, cloneable way to talk to the hub.
 #[derive(Clone, Debug)]
 pub struct HubHandle {
     commands: mpsc::Sender<Command>,
+    first_round: watch::Receiver<bool>,
+    watchers: Arc<AtomicUsize>,
 }
 
 impl HubHandle {
@@ -123,6 +184,56 @@ impl HubHandle {
     pub async fn get(&self, name: &str) -> Result<Option<(u64, TargetStatus)>, HubClosed> {
         let name = name.to_owned();
         self.ask(|tx| Command::Get(name, tx)).await
+    }
+
+    /// Makes `targets` the whole pool (a reload without DNS entries); see
+    /// [`set_pool`](HubHandle::set_pool).
+    pub async fn set_targets(&self, targets: Vec<Target>) -> Result<MembershipChange, HubClosed> {
+        self.set_pool(targets.into_iter().map(PoolEntry::fixed).collect())
+            .await
+    }
+
+    /// Makes `entries` the pool (a reload). Members are matched by name:
+    /// a new name joins (`unknown`, probed within a second), a name no
+    /// longer there leaves and its probe task stops, a name whose url
+    /// changed leaves and joins again, and a name whose url stayed but
+    /// whose probe settings changed is reset (new probe task, `unknown`,
+    /// counters kept). Each of these bumps the version by one and goes out
+    /// on Watch. A DNS entry that is new or changed is resolved at once;
+    /// its members join when the answer arrives, so they are not in the
+    /// returned change. Duplicate names: the first wins, later ones are
+    /// ignored with a warning (config validation refuses them).
+    pub async fn set_pool(&self, entries: Vec<PoolEntry>) -> Result<MembershipChange, HubClosed> {
+        self.ask(|tx| Command::SetPool(entries, tx)).await
+    }
+
+    /// The version, open Watch streams and per-member probe counts.
+    pub async fn metrics(&self) -> Result<HubMetrics, HubClosed> {
+        self.ask(Command::Metrics).await
+    }
+
+    /// Whether the first probe round is done: every member there was
+    /// since the start had its first probe result and every DNS entry its
+    /// first lookup (answered or failed). Once true it stays true, also
+    /// across reloads, so readiness does not flap.
+    pub fn first_round_done(&self) -> bool {
+        *self.first_round.borrow()
+    }
+
+    /// Waits until [`first_round_done`](HubHandle::first_round_done).
+    pub async fn first_round(&self) -> Result<(), HubClosed> {
+        let mut rx = self.first_round.clone();
+        rx.wait_for(|done| *done)
+            .await
+            .map(|_| ())
+            .map_err(|_| HubClosed)
+    }
+
+    /// Counts one gRPC Watch stream for [`HubMetrics::watch_subscribers`]
+    /// until the returned guard is dropped.
+    pub fn count_watcher(&self) -> WatcherGuard {
+        self.watchers.fetch_add(1, Ordering::Relaxed);
+        WatcherGuard(self.watchers.clone())
     }
 
     /// Passive health: someone (a proxy) saw `name` fail and asks for it to
@@ -171,6 +282,16 @@ impl HubHandle {
     }
 }
 
+/// One open Watch stream, counted while it lives.
+#[derive(Debug)]
+pub struct WatcherGuard(Arc<AtomicUsize>);
+
+impl Drop for WatcherGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -178,43 +299,48 @@ impl std::fmt::Debug for Command {
             Command::List(_) => "List",
             Command::Get(..) => "Get",
             Command::Report(..) => "Report",
+            Command::SetPool(..) => "SetPool",
+            Command::Metrics(_) => "Metrics",
         })
     }
 }
 
-/// A running checker: the hub and one probe task per target. Dropping it
-/// stops them all.
+/// A running checker: the hub, which owns one probe task per member and one
+/// resolving task per DNS entry. Dropping it stops them all.
 #[derive(Debug)]
 pub struct Checker {
     handle: HubHandle,
-    tasks: Vec<JoinHandle<()>>,
+    hub: JoinHandle<()>,
 }
 
 impl Checker {
-    /// Starts the hub and the probe tasks. Must be called inside a tokio
-    /// runtime.
-    pub fn start(targets: Vec<Target>) -> Checker {
+    /// Starts the hub and the probe tasks, resolving DNS entries with the
+    /// system resolver. Takes `Target`s (static members) or `PoolEntry`s.
+    /// Must be called inside a tokio runtime.
+    pub fn start<E: Into<PoolEntry>>(entries: impl IntoIterator<Item = E>) -> Checker {
+        Checker::start_with(entries, Arc::new(SystemResolver))
+    }
+
+    /// [`start`](Checker::start) with a resolver of the caller's (tests).
+    pub fn start_with<E: Into<PoolEntry>>(
+        entries: impl IntoIterator<Item = E>,
+        resolver: Arc<dyn Resolve>,
+    ) -> Checker {
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_BUFFER);
-        let (res_tx, res_rx) = mpsc::channel(RESULT_BUFFER);
-        let mut tasks = Vec::with_capacity(targets.len() + 1);
-        let mut triggers = Vec::with_capacity(targets.len());
-        for (index, target) in targets.iter().enumerate() {
-            // One burst at a time: `bursting` keeps a second from being sent.
-            let (trigger, bursts) = mpsc::channel(1);
-            tasks.push(tokio::spawn(probe_loop(
-                index,
-                target.clone(),
-                res_tx.clone(),
-                bursts,
-            )));
-            triggers.push(trigger);
-        }
-        drop(res_tx);
-        let hub = Hub::new(targets, triggers);
-        tasks.push(tokio::spawn(hub.run(cmd_rx, res_rx)));
+        let (first_tx, first_rx) = watch::channel(false);
+        let watchers = Arc::new(AtomicUsize::new(0));
+        let mut hub = Hub::new(resolver, first_tx, watchers.clone());
+        hub.set_pool(entries.into_iter().map(Into::into).collect());
+        // Nobody has subscribed yet: the pool so far is version 0's.
+        hub.started = true;
+        let task = tokio::spawn(hub.run(cmd_rx));
         Checker {
-            handle: HubHandle { commands: cmd_tx },
-            tasks,
+            handle: HubHandle {
+                commands: cmd_tx,
+                first_round: first_rx,
+                watchers,
+            },
+            hub: task,
         }
     }
 
@@ -225,16 +351,16 @@ impl Checker {
 
 impl Drop for Checker {
     fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
+        // The hub's tasks are aborted when the hub (their owner) is dropped.
+        self.hub.abort();
     }
 }
 
 /// What a probe task sends the hub: one probe's result.
 #[derive(Debug)]
 struct Probed {
-    index: usize,
+    /// The member's generation id.
+    id: u64,
     result: ProbeResult,
     /// The last probe of a report burst: the target may be woken again.
     ends_burst: bool,
@@ -248,7 +374,7 @@ struct Probed {
 /// (`bursts` says how many probes at most) runs between two ticks and
 /// restarts the interval after it.
 async fn probe_loop(
-    index: usize,
+    id: u64,
     target: Target,
     results: mpsc::Sender<Probed>,
     mut bursts: mpsc::Receiver<u32>,
@@ -261,13 +387,13 @@ async fn probe_loop(
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                let probed = Probed { index, result: prober.probe().await, ends_burst: false };
+                let probed = Probed { id, result: prober.probe().await, ends_burst: false };
                 if results.send(probed).await.is_err() {
                     return;
                 }
             }
             Some(probes) = bursts.recv() => {
-                if !burst(index, &prober, probes, &results).await {
+                if !burst(id, &prober, probes, &results).await {
                     return;
                 }
                 ticker.reset();
@@ -279,13 +405,13 @@ async fn probe_loop(
 /// Up to `probes` (at least one) probes [`BURST_GAP`] apart, ending at the
 /// first success; the last result says it ends the burst. False when the
 /// hub is gone.
-async fn burst(index: usize, prober: &Prober, probes: u32, results: &mpsc::Sender<Probed>) -> bool {
+async fn burst(id: u64, prober: &Prober, probes: u32, results: &mpsc::Sender<Probed>) -> bool {
     let probes = probes.max(1);
     for n in 1..=probes {
         let result = prober.probe().await;
         let ends_burst = n == probes || result.outcome == ProbeOutcome::Success;
         let probed = Probed {
-            index,
+            id,
             result,
             ends_burst,
         };
@@ -300,68 +426,117 @@ async fn burst(index: usize, prober: &Prober, probes: u32, results: &mpsc::Sende
     true
 }
 
+/// A task the hub owns: aborted when the hub lets go of it.
+#[derive(Debug)]
+struct Owned(JoinHandle<()>);
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One member of the pool.
 struct Entry {
+    /// Generation id: its probe task's results carry it.
+    id: u64,
+    target: Target,
     tracker: HealthTracker,
     status: TargetStatus,
     /// Wakes the probe task for a burst of at most this many probes.
     trigger: mpsc::Sender<u32>,
     /// A burst was asked for and its last result is not in yet.
     bursting: bool,
-    /// The target's `fall`: the longest burst.
-    fall: u32,
     /// Bursts of this target are at least this far apart.
     report_window: Duration,
     /// When the last counted burst was scheduled.
     last_burst: Option<Instant>,
+    probes_succeeded: u64,
+    probes_failed: u64,
+    probe_duration: Arc<Histogram>,
+    _task: Owned,
+}
+
+/// An `expand = "dns"` entry: its resolving task and the addresses of its
+/// last usable answer.
+struct DnsGroup {
+    entry: PoolEntry,
+    /// The resolving task's generation id.
+    id: u64,
+    /// Sorted, without duplicates.
+    addrs: Vec<SocketAddr>,
+    /// The first lookup has answered (or failed).
+    looked_up: bool,
+    _task: Option<Owned>,
 }
 
 struct Hub {
     version: u64,
-    entries: Vec<Entry>,
+    /// Members by name, and their names in pool order (new members at the
+    /// end, as a receiver applying changes sees them).
+    entries: HashMap<String, Entry>,
+    order: Vec<String>,
+    /// Member generation id -> name, for probe results.
+    ids: HashMap<u64, String>,
+    next_id: u64,
+    /// The configured pool, in config order.
+    pool: Vec<PoolEntry>,
+    /// DNS entries by entry name.
+    dns: HashMap<String, DnsGroup>,
     changes: broadcast::Sender<Arc<HealthUpdate>>,
+    results_tx: mpsc::Sender<Probed>,
+    results: mpsc::Receiver<Probed>,
+    resolved_tx: mpsc::Sender<Resolved>,
+    answers: mpsc::Receiver<Resolved>,
+    resolver: Arc<dyn Resolve>,
+    /// Members without a first probe result yet (only counted until the
+    /// first round is done).
+    unprobed: usize,
+    first_round: watch::Sender<bool>,
+    /// Open gRPC Watch streams (counted by the service).
+    watchers: Arc<AtomicUsize>,
+    /// False while the initial pool is set up: it is the state of version
+    /// 0, not a series of changes.
+    started: bool,
 }
 
 // === impl Hub ===
 
 impl Hub {
-    fn new(targets: Vec<Target>, triggers: Vec<mpsc::Sender<u32>>) -> Hub {
-        debug_assert_eq!(targets.len(), triggers.len());
-        let entries = targets
-            .into_iter()
-            .zip(triggers)
-            .map(|(t, trigger)| Entry {
-                tracker: HealthTracker::new(t.probe.rise, t.probe.fall),
-                fall: t.probe.fall.get(),
-                report_window: t.probe.interval.max(MIN_REPORT_WINDOW),
-                status: TargetStatus::unknown(t.name, t.url, t.probe.kind),
-                trigger,
-                bursting: false,
-                last_burst: None,
-            })
-            .collect();
+    fn new(
+        resolver: Arc<dyn Resolve>,
+        first_round: watch::Sender<bool>,
+        watchers: Arc<AtomicUsize>,
+    ) -> Hub {
         let (changes, _) = broadcast::channel(CHANGE_BUFFER);
+        let (results_tx, results) = mpsc::channel(RESULT_BUFFER);
+        let (resolved_tx, answers) = mpsc::channel(RESOLVED_BUFFER);
         Hub {
             version: 0,
-            entries,
+            entries: HashMap::new(),
+            order: Vec::new(),
+            ids: HashMap::new(),
+            next_id: 0,
+            pool: Vec::new(),
+            dns: HashMap::new(),
             changes,
+            results_tx,
+            results,
+            resolved_tx,
+            answers,
+            resolver,
+            unprobed: 0,
+            first_round,
+            watchers,
+            started: false,
         }
     }
 
-    async fn run(
-        mut self,
-        mut commands: mpsc::Receiver<Command>,
-        mut results: mpsc::Receiver<Probed>,
-    ) {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         loop {
             tokio::select! {
-                Some(probed) = results.recv() => {
-                    if probed.ends_burst
-                        && let Some(entry) = self.entries.get_mut(probed.index)
-                    {
-                        entry.bursting = false;
-                    }
-                    self.observe(probed.index, probed.result);
-                }
+                Some(probed) = self.results.recv() => self.probed(probed),
+                Some(answer) = self.answers.recv() => self.resolved(answer),
                 cmd = commands.recv() => match cmd {
                     Some(cmd) => self.answer(cmd),
                     // Every handle is gone: nobody can ask any more.
@@ -386,8 +561,7 @@ impl Hub {
             Command::Get(name, tx) => {
                 let found = self
                     .entries
-                    .iter()
-                    .find(|e| e.status.name == name)
+                    .get(&name)
                     .map(|e| (self.version, e.status.clone()));
                 let _ = tx.send(found);
             }
@@ -400,6 +574,12 @@ impl Hub {
                 );
                 let _ = tx.send(outcome);
             }
+            Command::SetPool(entries, tx) => {
+                let _ = tx.send(self.set_pool(entries));
+            }
+            Command::Metrics(tx) => {
+                let _ = tx.send(self.metrics());
+            }
         }
     }
 
@@ -410,7 +590,7 @@ impl Hub {
     /// gets its first probe now; that one is not counted against the window,
     /// as it can happen only once (the state never returns to unknown).
     fn report(&mut self, name: &str) -> ReportOutcome {
-        let Some(entry) = self.entries.iter_mut().find(|e| e.status.name == name) else {
+        let Some(entry) = self.entries.get_mut(name) else {
             return ReportOutcome::UnknownTarget;
         };
         let now = Instant::now();
@@ -419,7 +599,10 @@ impl Hub {
             HealthState::Unknown => (1, false),
             HealthState::Healthy => (
                 entry
+                    .target
+                    .probe
                     .fall
+                    .get()
                     .saturating_sub(entry.tracker.consecutive_failures())
                     .max(1),
                 true,
@@ -444,7 +627,11 @@ impl Hub {
     }
 
     fn statuses(&self) -> Vec<TargetStatus> {
-        self.entries.iter().map(|e| e.status.clone()).collect()
+        self.order
+            .iter()
+            .filter_map(|name| self.entries.get(name))
+            .map(|e| e.status.clone())
+            .collect()
     }
 
     fn snapshot(&self) -> HealthUpdate {
@@ -454,12 +641,313 @@ impl Hub {
         }
     }
 
-    fn observe(&mut self, index: usize, result: ProbeResult) {
-        let now = now_ms();
-        let Some(entry) = self.entries.get_mut(index) else {
-            warn!(target: "hc", "probe result for unknown target index {index}");
+    fn metrics(&self) -> HubMetrics {
+        let targets = self
+            .order
+            .iter()
+            .filter_map(|name| self.entries.get(name))
+            .map(|e| TargetMetrics {
+                name: e.status.name.clone(),
+                probes_succeeded: e.probes_succeeded,
+                probes_failed: e.probes_failed,
+                probe_duration: e.probe_duration.clone(),
+            })
+            .collect();
+        HubMetrics {
+            version: self.version,
+            watch_subscribers: self.watchers.load(Ordering::Relaxed),
+            first_round_done: *self.first_round.borrow(),
+            targets,
+        }
+    }
+
+    /// Bumps the version and sends `kind` to every subscriber.
+    fn publish(&mut self, kind: UpdateKind) -> u64 {
+        if !self.started {
+            return self.version;
+        }
+        let next = self.version + 1;
+        debug_assert!(next > self.version, "versions only grow");
+        self.version = next;
+        // No receivers is fine: changes are only for whoever listens now.
+        let _ = self.changes.send(Arc::new(HealthUpdate {
+            version: next,
+            kind,
+        }));
+        next
+    }
+
+    // --- membership ---
+
+    fn set_pool(&mut self, pool: Vec<PoolEntry>) -> MembershipChange {
+        let mut dns = std::mem::take(&mut self.dns);
+        for entry in pool.iter().filter(|e| e.is_dns()) {
+            let name = &entry.target.name;
+            if self.dns.contains_key(name) {
+                continue; // a duplicate name; `desired` warns
+            }
+            let group = match dns.remove(name) {
+                Some(old) if old.entry == *entry => old,
+                // The same host and port: its addresses still stand while
+                // the new task resolves again.
+                Some(old) if old.entry.target.url == entry.target.url => {
+                    self.dns_group(entry.clone(), old.addrs, old.looked_up)
+                }
+                _ => self.dns_group(entry.clone(), Vec::new(), false),
+            };
+            self.dns.insert(name.clone(), group);
+        }
+        // Groups left in `dns` are gone from the config; dropping them
+        // stops their tasks, and `reconcile` removes their members.
+        drop(dns);
+        self.pool = pool;
+        let change = self.reconcile();
+        self.check_first_round();
+        change
+    }
+
+    /// A DNS group with a fresh resolving task.
+    fn dns_group(&mut self, entry: PoolEntry, addrs: Vec<SocketAddr>, looked_up: bool) -> DnsGroup {
+        self.next_id += 1;
+        let id = self.next_id;
+        let task = match (entry.target.host_port(), entry.dns_refresh) {
+            (Some((host, port)), Some(every)) => {
+                let job = dns::Job {
+                    entry: entry.target.name.clone(),
+                    id,
+                    host: host.to_owned(),
+                    port,
+                    every,
+                };
+                let task = dns::resolve_loop(job, self.resolver.clone(), self.resolved_tx.clone());
+                Some(Owned(tokio::spawn(task)))
+            }
+            _ => {
+                warn!(target: "hc", "{}: cannot resolve url {:?}", entry.target.name, entry.target.url);
+                None
+            }
+        };
+        DnsGroup {
+            looked_up: looked_up || task.is_none(),
+            entry,
+            id,
+            addrs,
+            _task: task,
+        }
+    }
+
+    /// The members the configured pool stands for now, in config order.
+    fn desired(&self) -> Vec<Target> {
+        let mut out: Vec<Target> = Vec::with_capacity(self.pool.len());
+        let mut names = HashSet::with_capacity(self.pool.len());
+        let members = self.pool.iter().flat_map(|entry| -> Vec<Target> {
+            match self.dns.get(&entry.target.name) {
+                Some(group) if entry.is_dns() => {
+                    group.addrs.iter().map(|&a| entry.member(a)).collect()
+                }
+                _ => vec![entry.target.clone()],
+            }
+        });
+        for t in members {
+            if names.insert(t.name.clone()) {
+                out.push(t);
+            } else {
+                warn!(target: "hc", "ignoring a second member named {:?} ({})", t.name, t.url);
+            }
+        }
+        out
+    }
+
+    /// Brings the members in line with [`desired`](Hub::desired), one
+    /// published change per member that leaves, joins or is reset.
+    fn reconcile(&mut self) -> MembershipChange {
+        let desired = self.desired();
+        let wanted: HashMap<&str, &Target> = desired.iter().map(|t| (t.name.as_str(), t)).collect();
+        let mut change = MembershipChange::default();
+        let leaving: Vec<String> = self
+            .order
+            .iter()
+            .filter(|name| {
+                wanted
+                    .get(name.as_str())
+                    .is_none_or(|t| t.url != self.entries[name.as_str()].target.url)
+            })
+            .cloned()
+            .collect();
+        for name in leaving {
+            self.remove(&name);
+            change.removed.push(name);
+        }
+        for target in desired {
+            match self.entries.get(&target.name) {
+                None => {
+                    let name = target.name.clone();
+                    self.add(target);
+                    change.added.push(name);
+                }
+                Some(e) if e.target.probe != target.probe => {
+                    let name = target.name.clone();
+                    self.reset(target);
+                    change.reset.push(name);
+                }
+                Some(_) => {}
+            }
+        }
+        change.version = self.version;
+        change
+    }
+
+    fn spawn_probe(&mut self, target: &Target) -> (u64, mpsc::Sender<u32>, Owned) {
+        self.next_id += 1;
+        let id = self.next_id;
+        // One burst at a time: `bursting` keeps a second from being sent.
+        let (trigger, bursts) = mpsc::channel(1);
+        let task = tokio::spawn(probe_loop(
+            id,
+            target.clone(),
+            self.results_tx.clone(),
+            bursts,
+        ));
+        self.ids.insert(id, target.name.clone());
+        (id, trigger, Owned(task))
+    }
+
+    fn add(&mut self, target: Target) {
+        let (id, trigger, task) = self.spawn_probe(&target);
+        let entry = Entry {
+            id,
+            tracker: HealthTracker::new(target.probe.rise, target.probe.fall),
+            status: TargetStatus::unknown(&target.name, &target.url, target.probe.kind),
+            report_window: target.probe.interval.max(MIN_REPORT_WINDOW),
+            trigger,
+            bursting: false,
+            last_burst: None,
+            probes_succeeded: 0,
+            probes_failed: 0,
+            probe_duration: Arc::default(),
+            _task: task,
+            target,
+        };
+        let status = entry.status.clone();
+        self.order.push(status.name.clone());
+        self.entries.insert(status.name.clone(), entry);
+        self.unprobed += 1;
+        if self.started {
+            let v = self.publish(UpdateKind::Change(status.clone()));
+            info!(target: "hc", "{} joined the pool ({}) v{v}", status.name, status.url);
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        let Some(entry) = self.entries.remove(name) else {
             return;
         };
+        self.ids.remove(&entry.id);
+        self.order.retain(|n| n != name);
+        if entry.tracker.state() == HealthState::Unknown {
+            self.unprobed = self.unprobed.saturating_sub(1);
+        }
+        let v = self.publish(UpdateKind::Removed(name.to_owned()));
+        info!(target: "hc", "{name} left the pool ({}) v{v}", entry.target.url);
+        // Dropping `entry` stops its probe task.
+    }
+
+    /// Same name and url, new probe settings: a new probe task and tracker,
+    /// state unknown; the counters stay (the member never left).
+    fn reset(&mut self, target: Target) {
+        let (id, trigger, task) = self.spawn_probe(&target);
+        let Some(entry) = self.entries.get_mut(&target.name) else {
+            return;
+        };
+        self.ids.remove(&entry.id);
+        if entry.tracker.state() != HealthState::Unknown {
+            self.unprobed += 1;
+        }
+        entry.id = id;
+        entry.trigger = trigger;
+        entry._task = task;
+        entry.bursting = false;
+        entry.last_burst = None;
+        entry.report_window = target.probe.interval.max(MIN_REPORT_WINDOW);
+        entry.tracker = HealthTracker::new(target.probe.rise, target.probe.fall);
+        entry.status = TargetStatus::unknown(&target.name, &target.url, target.probe.kind);
+        entry.target = target;
+        let status = entry.status.clone();
+        let v = self.publish(UpdateKind::Change(status.clone()));
+        info!(target: "hc", "{} probe settings changed: probing afresh v{v}", status.name);
+    }
+
+    fn resolved(&mut self, answer: Resolved) {
+        let Some(group) = self.dns.get_mut(&answer.entry) else {
+            return;
+        };
+        if group.id != answer.id {
+            return; // from a task that has been replaced
+        }
+        let first = !group.looked_up;
+        group.looked_up = true;
+        let name = &group.entry.target.name;
+        let url = &group.entry.target.url;
+        match answer.result {
+            // A DNS blip must not empty a pool: keep the last members.
+            Err(e) => warn!(
+                target: "hc",
+                "{name}: cannot resolve {url}: {e}; keeping its {} members",
+                group.addrs.len()
+            ),
+            Ok(addrs) if addrs.is_empty() => warn!(
+                target: "hc",
+                "{name}: {url} resolved to no address; keeping its {} members",
+                group.addrs.len()
+            ),
+            Ok(mut addrs) => {
+                addrs.sort_unstable();
+                addrs.dedup();
+                if addrs != group.addrs {
+                    debug!(target: "hc", "{name}: {url} resolved to {addrs:?}");
+                    group.addrs = addrs;
+                    self.reconcile();
+                }
+            }
+        }
+        if first {
+            self.check_first_round();
+        }
+    }
+
+    // --- probes ---
+
+    fn probed(&mut self, probed: Probed) {
+        let Some(name) = self.ids.get(&probed.id) else {
+            // From a member that left or a probe task that was replaced.
+            return;
+        };
+        let Some(entry) = self.entries.get_mut(name) else {
+            return;
+        };
+        if probed.ends_burst {
+            entry.bursting = false;
+        }
+        let first = entry.tracker.state() == HealthState::Unknown;
+        Self::observe(entry, probed.result, &mut self.version, &self.changes);
+        if first && entry.tracker.state() != HealthState::Unknown {
+            self.unprobed = self.unprobed.saturating_sub(1);
+            self.check_first_round();
+        }
+    }
+
+    fn observe(
+        entry: &mut Entry,
+        result: ProbeResult,
+        version: &mut u64,
+        changes: &broadcast::Sender<Arc<HealthUpdate>>,
+    ) {
+        let now = now_ms();
+        match result.outcome {
+            ProbeOutcome::Success => entry.probes_succeeded += 1,
+            ProbeOutcome::Failure => entry.probes_failed += 1,
+        }
+        entry.probe_duration.observe(result.latency);
         let transition = entry.tracker.observe(result.outcome, now);
         let status = &mut entry.status;
         status.last_probe_ms = Some(now);
@@ -485,9 +973,9 @@ impl Hub {
         };
         status.state = t.to;
         status.last_change_ms = entry.tracker.last_change_ms();
-        let next = self.version + 1;
-        debug_assert!(next > self.version, "versions only grow");
-        self.version = next;
+        let next = *version + 1;
+        debug_assert!(next > *version, "versions only grow");
+        *version = next;
         match (t.to.is_healthy(), &status.last_error) {
             (false, Some(err)) => info!(
                 target: "hc",
@@ -496,10 +984,22 @@ impl Hub {
             _ => info!(target: "hc", "{} {} -> {} v{next}", status.name, t.from, t.to),
         }
         // No receivers is fine: changes are only for whoever listens now.
-        let _ = self.changes.send(Arc::new(HealthUpdate {
+        let _ = changes.send(Arc::new(HealthUpdate {
             version: next,
             kind: UpdateKind::Change(status.clone()),
         }));
+    }
+
+    /// Latches the first round as done once no member waits for its first
+    /// probe and every DNS entry has had its first lookup.
+    fn check_first_round(&mut self) {
+        if *self.first_round.borrow() {
+            return;
+        }
+        if self.unprobed == 0 && self.dns.values().all(|g| g.looked_up) {
+            info!(target: "hc", "first probe round done at v{}", self.version);
+            self.first_round.send_replace(true);
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod dns;
 pub mod error;
 pub mod hub;
 pub mod probe;

@@ -2,6 +2,7 @@
 //! `grpc.health.v1.Health` (the checker as `""`, each target by name) and
 //! server reflection.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::time::Duration;
 
@@ -34,8 +35,10 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (reporter, health_service) = tonic_health::server::health_reporter();
+    // Readiness (Kubernetes, compose): the checker serves once it knows
+    // its pool, not merely once it listens.
     reporter
-        .set_service_status("", ServingStatus::Serving)
+        .set_service_status("", ServingStatus::NotServing)
         .await;
     let mirror = tokio::spawn(mirror_target_health(hub.clone(), reporter));
 
@@ -70,33 +73,61 @@ pub async fn serve(
     result.map_err(Error::from)
 }
 
-/// Keeps `grpc.health.v1` per-target statuses in step with the hub.
-async fn mirror_target_health(hub: HubHandle, reporter: HealthReporter) {
-    loop {
-        let Ok(mut sub) = hub.subscribe().await else {
-            return;
-        };
-        if let UpdateKind::Snapshot(targets) = &sub.snapshot.kind {
-            for t in targets {
+/// Keeps `grpc.health.v1` in step with the hub: service `""` turns SERVING
+/// when the first probe round is done, each member's own service follows
+/// its state, and a member that leaves the pool is no longer known
+/// (`NOT_FOUND`, as if never configured).
+async fn mirror_target_health(hub: HubHandle, mut reporter: HealthReporter) {
+    let first_round = {
+        let (hub, reporter) = (hub.clone(), reporter.clone());
+        async move {
+            if hub.first_round().await.is_ok() {
                 reporter
-                    .set_service_status(&t.name, serving(t.state.is_healthy()))
+                    .set_service_status("", ServingStatus::Serving)
                     .await;
             }
         }
+    };
+    tokio::join!(first_round, async {
+        let mut known: HashSet<String> = HashSet::new();
         loop {
-            match sub.changes.recv().await {
-                Ok(update) => {
-                    if let UpdateKind::Change(t) = &update.kind {
-                        reporter
-                            .set_service_status(&t.name, serving(t.state.is_healthy()))
-                            .await;
-                    }
+            let Ok(mut sub) = hub.subscribe().await else {
+                return;
+            };
+            if let UpdateKind::Snapshot(targets) = &sub.snapshot.kind {
+                let now: HashSet<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+                for gone in known.iter().filter(|n| !now.contains(n.as_str())) {
+                    reporter.clear_service_status(gone).await;
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => break,
-                Err(broadcast::error::RecvError::Closed) => return,
+                known.retain(|n| now.contains(n.as_str()));
+                for t in targets {
+                    reporter
+                        .set_service_status(&t.name, serving(t.state.is_healthy()))
+                        .await;
+                    known.insert(t.name.clone());
+                }
+            }
+            loop {
+                match sub.changes.recv().await {
+                    Ok(update) => match &update.kind {
+                        UpdateKind::Change(t) => {
+                            reporter
+                                .set_service_status(&t.name, serving(t.state.is_healthy()))
+                                .await;
+                            known.insert(t.name.clone());
+                        }
+                        UpdateKind::Removed(name) => {
+                            reporter.clear_service_status(name).await;
+                            known.remove(name);
+                        }
+                        UpdateKind::Snapshot(_) => {}
+                    },
+                    Err(broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
             }
         }
-    }
+    });
 }
 
 fn serving(healthy: bool) -> ServingStatus {
@@ -190,6 +221,7 @@ async fn forward(
     mut stop: watch::Receiver<bool>,
     peer: String,
 ) {
+    let _counted = hub.count_watcher();
     loop {
         let mut last = sub.snapshot.version;
         if !send(&tx, &sub.snapshot).await {

@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use tether_core::{ProbeKind, ProbeSpec, Target};
+use tether_core::target::DEFAULT_DNS_REFRESH;
+use tether_core::{PoolEntry, ProbeKind, ProbeSpec, Target};
 
 pub use crate::error::ConfigError;
 
@@ -238,10 +239,13 @@ pub struct RawHealth {
     pub timeout: Option<String>,
     pub rise: Option<u32>,
     pub fall: Option<u32>,
+    /// Default re-resolution period of `expand = "dns"` entries.
+    pub dns_refresh: Option<String>,
 }
 
 /// One `[[targets]]` entry: a url, an optional name, and probe settings
-/// that override `[health]`.
+/// that override `[health]`; with `expand = "dns"`, a template for one
+/// member per address the url's host resolves to.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTarget {
@@ -253,6 +257,10 @@ pub struct RawTarget {
     pub timeout: Option<String>,
     pub rise: Option<u32>,
     pub fall: Option<u32>,
+    /// `"dns"` or absent.
+    pub expand: Option<String>,
+    /// Only with `expand = "dns"`; overrides `[health] dns_refresh`.
+    pub dns_refresh: Option<String>,
 }
 
 /// `[log]`: a root level and per-logger levels, or a whole log4rs file.
@@ -304,17 +312,28 @@ impl RawAdmin {
     }
 }
 
-/// Validates `[health]` and `[[targets]]` into the pool. An empty pool is
-/// an error: nothing could ever be served.
-pub fn targets(health: &RawHealth, raw: &[RawTarget]) -> Result<Vec<Target>, ConfigError> {
+/// The only value of `[[targets]] expand`.
+pub const EXPAND_DNS: &str = "dns";
+
+/// Validates `[health]` and `[[targets]]` into the pool's entries, in
+/// config order: a static target each, or with `expand = "dns"` a template
+/// the checker resolves every `dns_refresh` (default
+/// [`DEFAULT_DNS_REFRESH`]). An empty pool is an error: nothing could ever
+/// be served.
+pub fn targets(health: &RawHealth, raw: &[RawTarget]) -> Result<Vec<PoolEntry>, ConfigError> {
     let defaults = probe_spec("health", &ProbeSpec::default(), &health.into())?;
+    let default_refresh = duration_or(
+        "health.dns_refresh",
+        health.dns_refresh.as_deref(),
+        DEFAULT_DNS_REFRESH,
+    )?;
     if raw.is_empty() {
         return Err(ConfigError::new(
             "targets",
             "the pool is empty: add [[targets]] entries or set TETHER_TARGETS",
         ));
     }
-    let mut out: Vec<Target> = Vec::with_capacity(raw.len());
+    let mut out: Vec<PoolEntry> = Vec::with_capacity(raw.len());
     for (i, t) in raw.iter().enumerate() {
         let key = format!("targets[{i}]");
         let url = target_url(&format!("{key}.url"), &t.url)?;
@@ -325,14 +344,43 @@ pub fn targets(health: &RawHealth, raw: &[RawTarget]) -> Result<Vec<Target>, Con
             Some(n) => n.trim().to_owned(),
             None => url.clone(),
         };
-        if let Some(prev) = out.iter().find(|o| o.name == name) {
+        if let Some(prev) = out.iter().find(|o| o.target.name == name) {
             return Err(ConfigError::new(
                 format!("{key}.name"),
-                format!("duplicate target name {name:?} (also used by {})", prev.url),
+                format!(
+                    "duplicate target name {name:?} (also used by {})",
+                    prev.target.url
+                ),
             ));
         }
         let probe = probe_spec(&key, &defaults, &t.into())?;
-        out.push(Target { name, url, probe });
+        let target = Target { name, url, probe };
+        let entry = match t.expand.as_deref().map(str::trim) {
+            None => {
+                if t.dns_refresh.is_some() {
+                    return Err(ConfigError::new(
+                        format!("{key}.dns_refresh"),
+                        format!("only applies with expand = {EXPAND_DNS:?}"),
+                    ));
+                }
+                PoolEntry::fixed(target)
+            }
+            Some(EXPAND_DNS) => {
+                let refresh = duration_or(
+                    &format!("{key}.dns_refresh"),
+                    t.dns_refresh.as_deref(),
+                    default_refresh,
+                )?;
+                PoolEntry::dns(target, refresh)
+            }
+            Some(other) => {
+                return Err(ConfigError::new(
+                    format!("{key}.expand"),
+                    format!("unknown expansion {other:?}, expected {EXPAND_DNS:?}"),
+                ));
+            }
+        };
+        out.push(entry);
     }
     Ok(out)
 }
@@ -557,6 +605,8 @@ mod tests {
         t2.name = Some("two".into());
         t2.rise = Some(5);
         let got = targets(&health, &[raw_target("http://127.0.0.1:1/"), t2]).expect("valid");
+        assert!(got.iter().all(|e| !e.is_dns()));
+        let got: Vec<Target> = got.into_iter().map(|e| e.target).collect();
         assert_eq!(got[0].name, "http://127.0.0.1:1");
         assert_eq!(got[0].probe.kind, ProbeKind::Http);
         assert_eq!(got[0].probe.interval, Duration::from_millis(500));
@@ -568,7 +618,7 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         let h = RawHealth::default();
-        let key = |r: Result<Vec<Target>, ConfigError>| r.expect_err("invalid").key;
+        let key = |r: Result<Vec<PoolEntry>, ConfigError>| r.expect_err("invalid").key;
         assert_eq!(key(targets(&h, &[])), "targets");
         assert_eq!(
             key(targets(&h, &[raw_target("ftp://x:1")])),
@@ -599,7 +649,54 @@ mod tests {
     #[test]
     fn url_gets_an_explicit_port() {
         let got = targets(&RawHealth::default(), &[raw_target("http://example.test")]).expect("ok");
-        assert_eq!(got[0].url, "http://example.test:80");
+        assert_eq!(got[0].target.url, "http://example.test:80");
+    }
+
+    #[test]
+    fn dns_entries_take_their_refresh_from_the_entry_or_health() {
+        let health = RawHealth {
+            dns_refresh: Some("30s".into()),
+            ..RawHealth::default()
+        };
+        let mut a = raw_target("http://web.internal:8080");
+        a.name = Some("web".into());
+        a.expand = Some("dns".into());
+        let mut b = raw_target("http://api.internal:9000");
+        b.expand = Some("dns".into());
+        b.dns_refresh = Some("2s".into());
+        let fixed = raw_target("http://127.0.0.1:1");
+        let got = targets(&health, &[a.clone(), b, fixed.clone()]).expect("valid");
+        assert_eq!(got[0].dns_refresh, Some(Duration::from_secs(30)));
+        assert_eq!(got[0].target.name, "web");
+        assert_eq!(got[0].target.url, "http://web.internal:8080");
+        assert_eq!(got[1].dns_refresh, Some(Duration::from_secs(2)));
+        assert_eq!(got[2].dns_refresh, None);
+        let got = targets(&RawHealth::default(), &[a]).expect("valid");
+        assert_eq!(got[0].dns_refresh, Some(DEFAULT_DNS_REFRESH));
+    }
+
+    #[test]
+    fn dns_errors_name_the_key() {
+        let key = |h: &RawHealth, t: RawTarget| targets(h, &[t]).expect_err("invalid").key;
+        let h = RawHealth::default();
+        let mut t = raw_target("http://web.internal:80");
+        t.expand = Some("srv".into());
+        assert_eq!(key(&h, t), "targets[0].expand");
+        let mut t = raw_target("http://web.internal:80");
+        t.expand = Some("dns".into());
+        t.dns_refresh = Some("often".into());
+        assert_eq!(key(&h, t), "targets[0].dns_refresh");
+        let mut t = raw_target("http://web.internal:80");
+        t.dns_refresh = Some("5s".into());
+        assert_eq!(key(&h, t), "targets[0].dns_refresh");
+        let bad = RawHealth {
+            dns_refresh: Some("0s".into()),
+            ..RawHealth::default()
+        };
+        assert_eq!(
+            key(&bad, raw_target("http://web.internal:80")),
+            "health.dns_refresh"
+        );
     }
 
     #[test]

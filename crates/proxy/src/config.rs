@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tether_core::Target;
+use tether_core::PoolEntry;
 use tether_daemon::config::{self as shared, ConfigError, LogConfig, RawFile};
 
 /// Default client listener.
@@ -52,7 +52,8 @@ pub enum HealthSource {
     /// Probe `targets` in-process; serve the health API on `grpc_listen`
     /// when `[checker] grpc_listen` is set.
     Embedded {
-        targets: Vec<Target>,
+        /// Static targets and `expand = "dns"` templates, in config order.
+        targets: Vec<PoolEntry>,
         grpc_listen: Option<SocketAddr>,
     },
 }

@@ -335,7 +335,7 @@ async fn embedded_mode_probes_its_own_targets() {
     let b = backends(2).await;
     let targets = http_targets(&b, Duration::from_millis(100), 1);
     let proxy = Running::start(config(HealthSource::Embedded {
-        targets,
+        targets: targets.into_iter().map(Into::into).collect(),
         grpc_listen: None,
     }))
     .await;
