@@ -10,7 +10,7 @@ use tether_core::{HealthState, TargetStatus};
 use tether_daemon::admin::{BoxFuture, Status, escape};
 use tether_daemon::metrics::{Kind, Text};
 
-use crate::hub::HubHandle;
+use crate::hub::{HubHandle, HubMetrics};
 
 /// The checker's admin view.
 #[derive(Debug)]
@@ -24,29 +24,24 @@ impl Status for CheckerStatus {
     }
 
     fn readiness(&self) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move {
-            let (_, targets) = self.hub.list().await.map_err(|e| e.to_string())?;
-            let waiting = targets
-                .iter()
-                .filter(|t| t.state == HealthState::Unknown)
-                .count();
-            match waiting {
-                0 => Ok(()),
-                n => Err(format!(
-                    "first probe round: {n} of {} targets not probed yet",
-                    targets.len()
-                )),
-            }
-        })
+        // Once done, always done: a member reset by a reload must not make
+        // the checker flap out of its Service.
+        let ready = if self.hub.first_round_done() {
+            Ok(())
+        } else {
+            Err("the first probe round is not done".to_owned())
+        };
+        Box::pin(std::future::ready(ready))
     }
 
     fn metrics(&self) -> BoxFuture<'_, Text> {
         Box::pin(async move {
             let mut out = Text::new();
-            let Ok((version, targets)) = self.hub.list().await else {
+            let (Ok((_, targets)), Ok(hub)) = (self.hub.list().await, self.hub.metrics().await)
+            else {
                 return out;
             };
-            write_metrics(&mut out, version, &targets);
+            write_metrics(&mut out, &hub, &targets);
             out
         })
     }
@@ -65,13 +60,48 @@ impl Status for CheckerStatus {
     }
 }
 
-fn write_metrics(out: &mut Text, version: u64, targets: &[TargetStatus]) {
+fn write_metrics(out: &mut Text, hub: &HubMetrics, targets: &[TargetStatus]) {
     out.family(
         "tether_health_version",
         Kind::Gauge,
         "Version of the pool's health; grows by one per change.",
     )
-    .sample("tether_health_version", &[], version);
+    .sample("tether_health_version", &[], hub.version);
+    out.family(
+        "tether_watch_subscribers",
+        Kind::Gauge,
+        "Open Watch streams.",
+    )
+    .sample("tether_watch_subscribers", &[], hub.watch_subscribers);
+    out.family(
+        "tether_probes_total",
+        Kind::Counter,
+        "Probes by target and result, since the target joined.",
+    );
+    for t in &hub.targets {
+        for (result, count) in [
+            ("success", t.probes_succeeded),
+            ("failure", t.probes_failed),
+        ] {
+            out.sample(
+                "tether_probes_total",
+                &[("target", &t.name), ("result", result)],
+                count,
+            );
+        }
+    }
+    out.family(
+        "tether_probe_duration_seconds",
+        Kind::Histogram,
+        "Probe durations by target.",
+    );
+    for t in &hub.targets {
+        out.histogram(
+            "tether_probe_duration_seconds",
+            &[("target", &t.name)],
+            &t.probe_duration,
+        );
+    }
     out.family(
         "tether_target_healthy",
         Kind::Gauge,

@@ -88,7 +88,8 @@ level = "info"
 
 async fn start_checker(config: &TempConfig) -> (Proc, SocketAddr) {
     let proc = Proc::spawn("tether-checker", &["--config", config.path_str()], &[]);
-    let addr = proc.wait_listening("grpc", START).await;
+    // "grpc listening": the admin line is on the `grpc` logger too.
+    let addr = proc.wait_listening("grpc listening", START).await;
     (proc, addr)
 }
 
