@@ -1,22 +1,60 @@
-# Tether. `make demo` runs the stack on localhost; `make test` runs the tests.
+# Tether. `make compose-up` runs the stack in containers, `make demo` on
+# localhost; `make test` runs the tests.
 CARGO ?= cargo
+COMPOSE ?= $(shell command -v docker-compose >/dev/null 2>&1 && echo docker-compose || echo docker compose)
 
-.PHONY: build test lint fmt demo check-configs bench
+.PHONY: build test lint fmt demo check-configs k8s-validate bench compose-image compose-up compose-down compose-test
 
 build:
 	$(CARGO) build --locked --workspace --bins
 
-# The binaries are built first: the whole-binary tests run them.
+# The binaries are built first: the whole-binary tests run them. Then the
+# deploy files: every config, the Kubernetes manifests, and the compose
+# stack in real containers.
 test: build
 	$(CARGO) test --locked --workspace
 	$(MAKE) check-configs
+	$(MAKE) k8s-validate
+	$(MAKE) compose-test
 
-# Every example config in deploy/ must pass --check-config.
+# Every example config in deploy/ must pass --check-config (the compose
+# stack's: each with the daemon it is for; the proxy's has no pool).
 check-configs: build
 	@set -e; for f in deploy/*.toml; do \
 	  target/debug/tether-checker --config $$f --check-config; \
 	  target/debug/tether-proxy --config $$f --check-config; \
 	done
+	target/debug/tether-checker --config deploy/compose/checker.toml --check-config
+	target/debug/tether-proxy --config deploy/compose/proxy.toml --check-config
+
+# The Kubernetes manifests, offline: API schemas (k8s 1.30, strict),
+# cross-checks, and the ConfigMap's configs through --check-config. The
+# first run installs kubernetes-validate from PyPI into target/venv-k8s.
+k8s-validate: build
+	./scripts/k8s-validate.sh
+
+# The image from binaries built on the host, on a base image made locally
+# from Debian's packages (no registry needed).
+compose-image:
+	$(CARGO) build --locked --release --bins
+	./deploy/compose/base-image.sh
+	mkdir -p deploy/compose/.bin
+	cp target/release/tether-checker target/release/tether-proxy target/release/tetherctl target/release/tether-echo deploy/compose/.bin/
+	TETHER_BUILD_TARGET=runtime-host TETHER_BASE_IMAGE=tether-base:bookworm $(COMPOSE) build
+
+# The full stack: three backends (one DNS pool), a checker, two proxies on
+# localhost:8080 and :8081 (TETHER_PORT_A / TETHER_PORT_B to change them).
+compose-up: compose-image
+	TETHER_BUILD_TARGET=runtime-host TETHER_BASE_IMAGE=tether-base:bookworm $(COMPOSE) up -d
+	@echo "tether: curl -i localhost:$${TETHER_PORT_A:-8080}/  and  $(COMPOSE) exec checker tetherctl health"
+
+compose-down:
+	$(COMPOSE) down -v --remove-orphans
+
+# The compose stack in real containers, under its own project name and free
+# ports, torn down at the end (deploy/compose/test.py says what it checks).
+compose-test: build
+	python3 deploy/compose/test.py --bin-dir target/debug
 
 lint:
 	$(CARGO) fmt --all --check
