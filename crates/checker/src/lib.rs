@@ -12,6 +12,7 @@ pub mod dns;
 pub mod error;
 pub mod hub;
 pub mod probe;
+pub mod reload;
 pub mod service;
 
 use std::future::Future;
@@ -22,16 +23,22 @@ use tokio::net::TcpListener;
 pub use config::CheckerConfig;
 pub use error::Error;
 pub use hub::{Checker, HubHandle, Subscription};
+pub use tether_daemon::signal::Reload;
 
-/// Runs a checker with its gRPC listener until `shutdown` completes.
-pub async fn run(config: CheckerConfig, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+/// Runs a checker with its gRPC listener until `shutdown` completes,
+/// applying `reload`s (SIGHUP) when given.
+pub async fn run(
+    config: CheckerConfig,
+    shutdown: impl Future<Output = ()>,
+    reload: Option<Reload>,
+) -> Result<(), Error> {
     let listener = TcpListener::bind(config.grpc_listen)
         .await
         .map_err(|source| Error::Bind {
             addr: config.grpc_listen,
             source,
         })?;
-    run_on(listener, config, shutdown).await
+    serve_on(listener, config, shutdown, reload).await
 }
 
 /// Like `run`, on a listener the caller bound (tests bind port 0).
@@ -39,6 +46,15 @@ pub async fn run_on(
     listener: TcpListener,
     config: CheckerConfig,
     shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    serve_on(listener, config, shutdown, None).await
+}
+
+async fn serve_on(
+    listener: TcpListener,
+    config: CheckerConfig,
+    shutdown: impl Future<Output = ()>,
+    reload: Option<Reload>,
 ) -> Result<(), Error> {
     let addr = listener.local_addr().map_err(|source| Error::Bind {
         addr: config.grpc_listen,
@@ -55,8 +71,18 @@ pub async fn run_on(
         ),
         None => None,
     };
-    let checker = Checker::start(config.targets);
+    let checker = Checker::start(config.targets.clone());
     let (trigger, drain) = tether_daemon::drain::channel();
+    if let Some(reload) = reload {
+        let task = reload::run(reload, config.clone(), checker.handle());
+        let drain = drain.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = task => {}
+                () = drain.signaled() => {}
+            }
+        });
+    }
     if let Some(admin) = admin {
         let status = std::sync::Arc::new(admin::CheckerStatus {
             hub: checker.handle(),

@@ -36,7 +36,8 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let log = config.log.clone();
-    process::serve("tether-checker", "grpc", &log, |_logging| {
-        tether_checker::run(config, tether_daemon::signal::shutdown())
+    process::serve("tether-checker", "grpc", &log, |logging| async move {
+        let reload = tether_checker::Reload::new(args.config.clone(), logging);
+        tether_checker::run(config, tether_daemon::signal::shutdown(), Some(reload)).await
     })
 }

@@ -54,3 +54,44 @@ impl Reloads {
         std::future::pending::<()>().await;
     }
 }
+
+/// What a daemon needs to reload itself: where its config came from, the
+/// logger to reconfigure, and SIGHUP.
+#[derive(Debug)]
+pub struct Reload {
+    path: Option<std::path::PathBuf>,
+    logging: crate::logging::Logging,
+    signals: Reloads,
+    count: u64,
+}
+
+impl Reload {
+    /// Listens for SIGHUP from now on. Must be called inside the runtime.
+    pub fn new(path: Option<std::path::PathBuf>, logging: crate::logging::Logging) -> Reload {
+        Reload {
+            path,
+            logging,
+            signals: Reloads::listen(),
+            count: 0,
+        }
+    }
+
+    /// Waits for the next SIGHUP and reads the config again (file and
+    /// environment, exactly as at start). Returns the reload's number too,
+    /// for log lines that tests and operators can match.
+    pub async fn next(
+        &mut self,
+    ) -> (
+        u64,
+        Result<crate::config::RawFile, crate::config::ConfigError>,
+    ) {
+        self.signals.next().await;
+        self.count += 1;
+        let env = crate::config::Env::process();
+        (self.count, crate::config::load(self.path.as_deref(), &env))
+    }
+
+    pub fn logging(&self) -> &crate::logging::Logging {
+        &self.logging
+    }
+}

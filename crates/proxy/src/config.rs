@@ -126,7 +126,41 @@ pub struct ProxyConfig {
     pub log: LogConfig,
 }
 
+/// The settings a reload changes in place: everything a connection and its
+/// requests read. Each client connection takes the current value when it is
+/// accepted and keeps it for its life, so a reload costs the request path
+/// nothing and never changes the rules under a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub preserve_host: bool,
+    pub retries: u32,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub body_timeout: Duration,
+    pub limits: Limits,
+    pub passive: PassiveConfig,
+    pub sticky: StickyConfig,
+}
+
 impl ProxyConfig {
+    /// The part of this config a reload applies in place.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            preserve_host: self.preserve_host,
+            retries: self.retries,
+            connect_timeout: self.connect_timeout,
+            response_timeout: self.response_timeout,
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            body_timeout: self.body_timeout,
+            limits: self.limits,
+            passive: self.passive,
+            sticky: self.sticky,
+        }
+    }
+
     /// Every setting at its default, with health from `source`.
     pub fn with_defaults(source: HealthSource) -> ProxyConfig {
         ProxyConfig {

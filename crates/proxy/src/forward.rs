@@ -15,6 +15,8 @@
 use std::cell::RefCell;
 use std::convert::Infallible;
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -28,7 +30,7 @@ use tether_core::{Pick, RoundRobin, StickyHint, sticky};
 use tokio::sync::mpsc;
 
 use crate::body::{BodyError, Guard, ProxyBody, body_error};
-use crate::config::{Limits, PassiveConfig, ProxyConfig, StickyConfig};
+use crate::config::{ProxyConfig, Settings};
 use crate::headers::{self, Peer, X_TARGET_SERVER, X_TARGET_SERVER_LAST_USE};
 use crate::respond::{error_response, no_healthy_targets, rejection};
 use crate::stats::{self, ProxyStats, StickyResult};
@@ -50,14 +52,9 @@ pub struct Proxy {
     table: Arc<TableCell>,
     rr: RoundRobin,
     connector: Connector,
-    sticky: StickyConfig,
-    preserve_host: bool,
-    retries: u32,
-    response_timeout: Duration,
-    idle_timeout: Duration,
-    body_timeout: Duration,
-    limits: Limits,
-    passive: PassiveConfig,
+    /// The current settings; each connection takes them once (see
+    /// [`Settings`]) and a reload swaps in new ones.
+    settings: ArcSwap<Settings>,
     /// Open upgraded connections, for the drain at shutdown.
     tunnels: Arc<tunnel::Tracker>,
     /// Names of members this proxy ejected, for the checker to re-probe.
@@ -100,15 +97,8 @@ impl Proxy {
         Proxy {
             table,
             rr: RoundRobin::new(),
-            connector: Connector::new(config.connect_timeout, POOL_IDLE_TIMEOUT),
-            sticky: config.sticky,
-            preserve_host: config.preserve_host,
-            retries: config.retries,
-            response_timeout: config.response_timeout,
-            idle_timeout: config.idle_timeout,
-            body_timeout: config.body_timeout,
-            limits: config.limits,
-            passive: config.passive,
+            connector: Connector::new(POOL_IDLE_TIMEOUT),
+            settings: ArcSwap::from_pointee(config.settings()),
             reports,
             tunnels: Arc::default(),
             access_log: AtomicBool::new(access_log_enabled()),
@@ -118,6 +108,16 @@ impl Proxy {
 
     pub fn stats(&self) -> &ProxyStats {
         &self.stats
+    }
+
+    /// The settings new connections get.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.load_full()
+    }
+
+    /// Installs reloaded settings for connections accepted from now on.
+    pub fn set_settings(&self, settings: Settings) {
+        self.settings.store(Arc::new(settings));
     }
 
     /// Re-reads whether the `access` logger is on (after a logging change).
@@ -135,6 +135,7 @@ impl Proxy {
         &self,
         req: Request<Incoming>,
         peer: &Peer,
+        settings: &Settings,
     ) -> Result<Response<ProxyBody>, Infallible> {
         // One await point, so the future (which hyper keeps boxed for every
         // connection) holds one `forward` state, not two.
@@ -145,7 +146,9 @@ impl Proxy {
             .load(Ordering::Relaxed)
             .then(|| (req.method().clone(), req.uri().clone()));
         let mut served_by = None;
-        let res = self.forward(req, peer, now_ms, &mut served_by).await;
+        let res = self
+            .forward(req, peer, settings, now_ms, &mut served_by)
+            .await;
         self.stats.request_duration.observe(started.elapsed());
         match served_by {
             Some(upstream) => upstream.stats.responded(res.status(), now_ms),
@@ -176,6 +179,7 @@ impl Proxy {
         &self,
         req: Request<Incoming>,
         peer: &Peer,
+        s: &Settings,
         now_ms: u64,
         served_by: &mut Option<Arc<Upstream>>,
     ) -> Response<ProxyBody> {
@@ -184,7 +188,7 @@ impl Proxy {
             return error_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported");
         }
         let (mut parts, body) = req.into_parts();
-        if let Err(reject) = validate::request(&parts, &self.limits) {
+        if let Err(reject) = validate::request(&parts, &s.limits) {
             return rejection(reject);
         }
         if !self.stats.is_settled() {
@@ -197,7 +201,7 @@ impl Proxy {
         // Choose the first target. The guard is dropped before any await.
         let mut attempt = {
             let table = self.table.load();
-            let hint = if self.sticky.enabled {
+            let hint = if s.sticky.enabled {
                 let target = header_str(&parts.headers, &X_TARGET_SERVER);
                 let last_use = header_str(&parts.headers, &X_TARGET_SERVER_LAST_USE);
                 let hint = StickyHint::parse(target, last_use);
@@ -211,7 +215,7 @@ impl Proxy {
             let pick = sticky::decide_available(
                 hint.as_ref(),
                 now_ms,
-                self.sticky.window,
+                s.sticky.window,
                 &table,
                 &self.rr,
                 |i| available(&table, i, now_ms),
@@ -261,7 +265,7 @@ impl Proxy {
         // 100 when the body is first read, i.e. once an upstream is ready).
         parts.headers.remove(header::EXPECT);
         headers::add_forwarding(&mut parts.headers, peer, client_host.clone());
-        if self.preserve_host
+        if s.preserve_host
             && let Some(host) = &client_host
         {
             parts.headers.insert(header::HOST, host.clone());
@@ -283,12 +287,12 @@ impl Proxy {
         // closing an idle connection, not the backend failing.
         let mut fresh_only = false;
 
-        let guard = Guard::new(self.body_timeout, self.limits.max_body_bytes);
+        let guard = Guard::new(s.body_timeout, s.limits.max_body_bytes);
         let mut req = Request::from_parts(parts, ProxyBody::stream(body, guard));
-        let mut retries_left = self.retries;
+        let mut retries_left = s.retries;
         loop {
-            self.address(&mut req, &attempt.upstream, &path);
-            let failure = match self.exchange(req, &attempt.upstream, fresh_only).await {
+            Self::address(s, &mut req, &attempt.upstream, &path);
+            let failure = match self.exchange(s, req, &attempt.upstream, fresh_only).await {
                 Ok((mut res, sender)) => {
                     attempt.upstream.passive.success();
                     if res.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -299,16 +303,16 @@ impl Proxy {
                         tokio::spawn(tunnel::run(
                             client_upgrade,
                             upstream_upgrade,
-                            self.idle_timeout,
+                            s.idle_timeout,
                             tracked,
                         ));
                         drop(sender);
                         let res =
-                            res.map(|b| ProxyBody::stream(b, Guard::new(self.idle_timeout, None)));
+                            res.map(|b| ProxyBody::stream(b, Guard::new(s.idle_timeout, None)));
                         return self.finish(res, &attempt.upstream, now_ms);
                     }
                     let authority = attempt.upstream.authority.clone();
-                    let guard = Guard::new(self.body_timeout, None);
+                    let guard = Guard::new(s.body_timeout, None);
                     let res = res.map(|b| ProxyBody::upstream(b, guard, authority, sender));
                     return self.finish(res, &attempt.upstream, now_ms);
                 }
@@ -331,7 +335,7 @@ impl Proxy {
                 continue;
             }
             if !matches!(failure, Failure::Body(_)) {
-                self.note_failure(&attempt, now_ms);
+                self.note_failure(s, &attempt, now_ms);
             }
             let next_req = match failure {
                 Failure::NotSent(back, e) => {
@@ -368,7 +372,7 @@ impl Proxy {
                     warn!(
                         target: "proxy",
                         "{} gave no response head within {:?}",
-                        attempt.upstream.authority, self.response_timeout
+                        attempt.upstream.authority, s.response_timeout
                     );
                     return error_response(StatusCode::GATEWAY_TIMEOUT, "Gateway timeout");
                 }
@@ -393,9 +397,14 @@ impl Proxy {
 
     /// Points the request at `upstream`: origin-form target (the
     /// connection already goes to the upstream) and its Host.
-    fn address(&self, req: &mut Request<ProxyBody>, upstream: &Upstream, path: &PathAndQuery) {
+    fn address(
+        s: &Settings,
+        req: &mut Request<ProxyBody>,
+        upstream: &Upstream,
+        path: &PathAndQuery,
+    ) {
         *req.uri_mut() = Uri::from(path.clone());
-        if !self.preserve_host || !req.headers().contains_key(header::HOST) {
+        if !s.preserve_host || !req.headers().contains_key(header::HOST) {
             req.headers_mut()
                 .insert(header::HOST, upstream.host_header.clone());
         }
@@ -407,11 +416,12 @@ impl Proxy {
     /// no retry.
     async fn exchange(
         &self,
+        s: &Settings,
         mut req: Request<ProxyBody>,
         upstream: &Upstream,
         fresh_only: bool,
     ) -> Result<(Response<Incoming>, Sender), Failure> {
-        let deadline = tokio::time::Instant::now() + self.response_timeout;
+        let deadline = tokio::time::Instant::now() + s.response_timeout;
         loop {
             let pooled = if fresh_only {
                 None
@@ -425,7 +435,10 @@ impl Proxy {
                 // request's future, and every idle connection, larger.
                 None => match tokio::time::timeout_at(
                     deadline,
-                    Box::pin(self.connector.connect(&upstream.authority)),
+                    Box::pin(
+                        self.connector
+                            .connect(&upstream.authority, s.connect_timeout),
+                    ),
                 )
                 .await
                 {
@@ -461,7 +474,7 @@ impl Proxy {
 
     /// Counts a failure against the member; ejects and reports it when the
     /// streak is long enough and another member can take its traffic.
-    fn note_failure(&self, attempt: &Attempt, now_ms: u64) {
+    fn note_failure(&self, s: &Settings, attempt: &Attempt, now_ms: u64) {
         let table = self.table.load();
         let this = table::position(&table, &attempt.upstream);
         let others_usable = table
@@ -471,7 +484,7 @@ impl Proxy {
         let Some(ejection) = attempt
             .upstream
             .passive
-            .failure(now_ms, &self.passive, others_usable)
+            .failure(now_ms, &s.passive, others_usable)
         else {
             return;
         };
@@ -628,8 +641,9 @@ mod tests {
         let b = attempt_on(&cell, "b");
         // b is removed; position 1 is now c.
         cell.store(routes(2, &["a", "c", "d"], &cell.load()));
-        for _ in 0..proxy.passive.consecutive_failures {
-            proxy.note_failure(&b, 1);
+        let settings = proxy.settings();
+        for _ in 0..settings.passive.consecutive_failures {
+            proxy.note_failure(&settings, &b, 1);
         }
         assert_eq!(reports.try_recv().ok().as_deref(), Some("b"));
         let table = cell.load();

@@ -15,6 +15,7 @@ pub mod feed;
 pub mod forward;
 pub mod headers;
 pub mod passive;
+pub mod reload;
 pub mod report;
 pub mod respond;
 pub mod server;
@@ -34,6 +35,7 @@ use tokio::net::TcpListener;
 
 pub use config::{HealthSource, ProxyConfig};
 pub use error::Error;
+pub use tether_daemon::signal::Reload;
 
 /// Ejection reports waiting for the checker; more are dropped (the
 /// checker re-probes on the first anyway).
@@ -41,10 +43,15 @@ const REPORT_QUEUE: usize = 64;
 /// How often the proxy re-reads whether the `access` logger is on.
 const ACCESS_LOG_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Runs the proxy until `shutdown` completes.
-pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+/// Runs the proxy until `shutdown` completes, applying `reload`s (SIGHUP)
+/// when given.
+pub async fn run(
+    config: ProxyConfig,
+    shutdown: impl Future<Output = ()>,
+    reload: Option<Reload>,
+) -> Result<(), Error> {
     let listener = bind(config.listen).await?;
-    run_on(listener, config, shutdown).await
+    serve_on(listener, config, shutdown, reload).await
 }
 
 /// Like `run`, on a listener the caller bound (tests bind port 0).
@@ -56,6 +63,15 @@ pub async fn run_on(
     listener: TcpListener,
     config: ProxyConfig,
     shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    serve_on(listener, config, shutdown, None).await
+}
+
+async fn serve_on(
+    listener: TcpListener,
+    config: ProxyConfig,
+    shutdown: impl Future<Output = ()>,
+    reload: Option<Reload>,
 ) -> Result<(), Error> {
     let table = table::TableCell::new();
     let stats = Arc::new(stats::ProxyStats::default());
@@ -69,6 +85,7 @@ pub async fn run_on(
     // The embedded checker (and its optional gRPC listener) live exactly as
     // long as this function.
     let mut embedded = None;
+    let mut hub_handle = None;
     let source = match &config.source {
         HealthSource::Checkers(uris) => source::Source::Checkers(uris.clone()),
         HealthSource::Embedded {
@@ -96,6 +113,7 @@ pub async fn run_on(
                 });
             }
             embedded = Some(checker);
+            hub_handle = Some(hub.clone());
             source::Source::Hub(hub)
         }
     };
@@ -129,6 +147,12 @@ pub async fn run_on(
             watched.refresh_access_log();
         }
     });
+    if let Some(reload) = reload {
+        spawn_until_drained(
+            &drain,
+            reload::run(reload, config.clone(), proxy.clone(), hub_handle),
+        );
+    }
     info!(target: "proxy", "http listening on {addr}");
     let serving = server::serve(listener, proxy, &config, drain.clone());
     tokio::pin!(serving);

@@ -53,7 +53,8 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let log = config.log.clone();
-    process::serve("tether-proxy", "proxy", &log, |_logging| {
-        tether_proxy::run(config, tether_daemon::signal::shutdown())
+    process::serve("tether-proxy", "proxy", &log, |logging| async move {
+        let reload = tether_proxy::Reload::new(args.config.clone(), logging);
+        tether_proxy::run(config, tether_daemon::signal::shutdown(), Some(reload)).await
     })
 }

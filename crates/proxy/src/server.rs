@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 
 use tether_daemon::Drain;
 
-use crate::config::ProxyConfig;
+use crate::config::{ProxyConfig, Settings};
 use crate::forward::Proxy;
 use crate::headers::Peer;
 
@@ -27,21 +27,10 @@ const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, config: &ProxyConfig, drain: Drain) {
     let shutdown = drain.signaled();
     let drain = config.drain_timeout;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout)
-        .max_buf_size(config.limits.max_header_bytes)
-        .max_headers(config.limits.max_headers)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        // Pings notice a dead HTTP/2 client even when it has no stream open.
-        .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT)
-        .max_header_list_size(u32::try_from(config.limits.max_header_bytes).unwrap_or(u32::MAX));
+    // Rebuilt when a reload changes the settings; connections keep the
+    // settings they were accepted with.
+    let mut settings = proxy.settings();
+    let mut builder = http_builder(&settings);
     let graceful = GracefulShutdown::new();
     // At the connection cap, stop accepting: new clients wait in the
     // kernel's backlog (back-pressure) instead of being refused or crashing
@@ -74,12 +63,19 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, config: &ProxyConfi
         };
         let _ = stream.set_nodelay(true);
         let open = OpenConnection::new(proxy.clone());
+        let current = proxy.settings();
+        if !Arc::ptr_eq(&current, &settings) {
+            builder = http_builder(&current);
+            settings = current;
+        }
         let proxy = proxy.clone();
         let client = Peer::new(peer);
+        let conn_settings = settings.clone();
         let service = service_fn(move |req| {
             let proxy = proxy.clone();
             let client = client.clone();
-            async move { proxy.handle(req, &client).await }
+            let settings = conn_settings.clone();
+            async move { proxy.handle(req, &client, &settings).await }
         });
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -125,4 +121,24 @@ impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.0.stats().open_connections.dec();
     }
+}
+
+/// hyper's server settings for connections accepted under `s`.
+fn http_builder(s: &Settings) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(s.header_read_timeout)
+        .max_buf_size(s.limits.max_header_bytes)
+        .max_headers(s.limits.max_headers)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        // Pings notice a dead HTTP/2 client even when it has no stream open.
+        .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT)
+        .max_header_list_size(u32::try_from(s.limits.max_header_bytes).unwrap_or(u32::MAX));
+    builder
 }

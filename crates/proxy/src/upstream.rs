@@ -70,7 +70,6 @@ pub struct ConnectError(pub String);
 /// Opens and pools upstream connections.
 #[derive(Clone, Copy, Debug)]
 pub struct Connector {
-    connect_timeout: Duration,
     idle_timeout: Duration,
 }
 
@@ -78,11 +77,8 @@ impl Connector {
     /// `idle_timeout`: pooled connections idle longer are not reused. Keep it
     /// below the backends' keep-alive so we rarely send on a connection the
     /// backend is closing.
-    pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Connector {
-        Connector {
-            connect_timeout,
-            idle_timeout,
-        }
+    pub fn new(idle_timeout: Duration) -> Connector {
+        Connector { idle_timeout }
     }
 
     /// The most recently used idle connection to `authority` that is still
@@ -103,18 +99,17 @@ impl Connector {
         })
     }
 
-    /// Opens a new connection.
-    pub async fn connect(&self, authority: &Authority) -> Result<Sender, ConnectError> {
-        let stream =
-            tokio::time::timeout(self.connect_timeout, TcpStream::connect(authority.as_str()))
-                .await
-                .map_err(|_| {
-                    ConnectError(format!(
-                        "connect timed out after {:?}",
-                        self.connect_timeout
-                    ))
-                })?
-                .map_err(|e| ConnectError(format!("connect: {e}")))?;
+    /// Opens a new connection, giving the TCP connect `timeout` (a setting
+    /// a reload can change, so it is not the connector's).
+    pub async fn connect(
+        &self,
+        authority: &Authority,
+        timeout: Duration,
+    ) -> Result<Sender, ConnectError> {
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(authority.as_str()))
+            .await
+            .map_err(|_| ConnectError(format!("connect timed out after {timeout:?}")))?
+            .map_err(|e| ConnectError(format!("connect: {e}")))?;
         let _ = stream.set_nodelay(true);
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))

@@ -1,0 +1,62 @@
+//! SIGHUP: read the config again and apply the pool (by identity: members
+//! added, removed, re-probed), probe settings and log levels in place. Listen
+//! addresses are logged as needing a restart; a config that fails
+//! validation is refused with one line naming the key.
+
+use log::{error, info, warn};
+use tether_daemon::signal::Reload;
+
+use crate::config::CheckerConfig;
+use crate::hub::HubHandle;
+
+/// Applies reloads until the task is dropped.
+pub async fn run(mut reload: Reload, mut current: CheckerConfig, hub: HubHandle) {
+    loop {
+        let (n, loaded) = reload.next().await;
+        let new = match loaded.and_then(|file| CheckerConfig::from_file(&file)) {
+            Ok(new) => new,
+            Err(e) => {
+                error!(target: "hc", "reload #{n} refused, keeping the running config: {e}");
+                continue;
+            }
+        };
+        if new.grpc_listen != current.grpc_listen {
+            warn!(target: "hc", "reload #{n}: checker.grpc_listen changed; that takes a restart");
+        }
+        if new.admin_listen != current.admin_listen {
+            warn!(target: "hc", "reload #{n}: admin.listen changed; that takes a restart");
+        }
+        let mut applied = Vec::new();
+        match hub.set_pool(new.targets.clone()).await {
+            Ok(change) => {
+                if !change.added.is_empty()
+                    || !change.removed.is_empty()
+                    || !change.reset.is_empty()
+                {
+                    applied.push(format!(
+                        "pool (added {:?}, removed {:?}, re-probed {:?})",
+                        change.added, change.removed, change.reset
+                    ));
+                }
+            }
+            Err(e) => error!(target: "hc", "reload #{n}: {e}"),
+        }
+        if new.log != current.log {
+            match reload.logging().apply(&new.log) {
+                Ok(()) => applied.push("log levels".to_owned()),
+                Err(e) => error!(target: "hc", "reload #{n}: {e}"),
+            }
+        }
+        let what = if applied.is_empty() {
+            "nothing changed".to_owned()
+        } else {
+            applied.join(", ")
+        };
+        info!(target: "hc", "reload #{n} applied: {what}");
+        current = CheckerConfig {
+            grpc_listen: current.grpc_listen,
+            admin_listen: current.admin_listen,
+            ..new
+        };
+    }
+}

@@ -1,0 +1,122 @@
+//! SIGHUP: read the config again and apply what can change in place.
+//!
+//! Settings (timeouts, limits, retries, sticky, passive) go to connections
+//! accepted from now on; the embedded checker's pool changes by identity
+//! (members added, removed, re-probed); log levels change at once. What is
+//! bound at start (listen addresses, the connection cap, the health source)
+//! is logged as needing a restart. A config that fails validation is
+//! refused with one line naming the key, and the running config stays.
+
+use std::sync::Arc;
+
+use log::{error, info, warn};
+use tether_checker::HubHandle;
+use tether_daemon::signal::Reload;
+
+use crate::config::{HealthSource, ProxyConfig};
+use crate::forward::Proxy;
+
+/// Applies reloads until the task is dropped.
+pub async fn run(
+    mut reload: Reload,
+    mut current: ProxyConfig,
+    proxy: Arc<Proxy>,
+    hub: Option<HubHandle>,
+) {
+    loop {
+        let (n, loaded) = reload.next().await;
+        let new = match loaded.and_then(|file| ProxyConfig::from_file(&file)) {
+            Ok(new) => new,
+            Err(e) => {
+                error!(target: "proxy", "reload #{n} refused, keeping the running config: {e}");
+                continue;
+            }
+        };
+        for what in needs_restart(&current, &new) {
+            warn!(target: "proxy", "reload #{n}: {what} changed; that takes a restart");
+        }
+        let mut applied = Vec::new();
+        let settings = new.settings();
+        if settings != current.settings() {
+            proxy.set_settings(settings);
+            applied.push("settings".to_owned());
+        }
+        if let (Some(hub), HealthSource::Embedded { targets, .. }) = (&hub, &new.source) {
+            match hub.set_pool(targets.clone()).await {
+                Ok(change) => {
+                    if !change.added.is_empty()
+                        || !change.removed.is_empty()
+                        || !change.reset.is_empty()
+                    {
+                        applied.push(format!(
+                            "pool (added {:?}, removed {:?}, re-probed {:?})",
+                            change.added, change.removed, change.reset
+                        ));
+                    }
+                }
+                Err(e) => error!(target: "proxy", "reload #{n}: embedded checker: {e}"),
+            }
+        }
+        if new.log != current.log {
+            match reload.logging().apply(&new.log) {
+                Ok(()) => applied.push("log levels".to_owned()),
+                Err(e) => error!(target: "proxy", "reload #{n}: {e}"),
+            }
+            proxy.refresh_access_log();
+        }
+        let what = if applied.is_empty() {
+            "nothing changed".to_owned()
+        } else {
+            applied.join(", ")
+        };
+        info!(target: "proxy", "reload #{n} applied: {what}");
+        current = keep_bound(current, new);
+    }
+}
+
+/// What changed that only a restart applies.
+fn needs_restart(old: &ProxyConfig, new: &ProxyConfig) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if old.listen != new.listen {
+        out.push("proxy.listen");
+    }
+    if old.admin_listen != new.admin_listen {
+        out.push("admin.listen");
+    }
+    if old.max_connections != new.max_connections {
+        out.push("proxy.max_connections");
+    }
+    if old.drain_timeout != new.drain_timeout {
+        out.push("proxy.drain_timeout");
+    }
+    match (&old.source, &new.source) {
+        (HealthSource::Checkers(a), HealthSource::Checkers(b)) if a != b => {
+            out.push("health_source.checkers");
+        }
+        (
+            HealthSource::Embedded { grpc_listen: a, .. },
+            HealthSource::Embedded { grpc_listen: b, .. },
+        ) if a != b => out.push("checker.grpc_listen"),
+        (HealthSource::Checkers(_), HealthSource::Embedded { .. })
+        | (HealthSource::Embedded { .. }, HealthSource::Checkers(_)) => {
+            out.push("health_source (embedded or checkers)");
+        }
+        _ => {}
+    }
+    out
+}
+
+/// The config now running: `new`'s reloadable parts on `old`'s bound ones
+/// (the health source included: its pool is applied through the hub), so a
+/// restart-only change is reported again on each reload until it is
+/// restarted or reverted.
+fn keep_bound(old: ProxyConfig, new: ProxyConfig) -> ProxyConfig {
+    ProxyConfig {
+        listen: old.listen,
+        admin_listen: old.admin_listen,
+        max_connections: old.max_connections,
+        drain_timeout: old.drain_timeout,
+        source: old.source,
+        ..new
+    }
+}
