@@ -375,11 +375,15 @@ struct Probed {
 /// restarts the interval after it.
 async fn probe_loop(
     id: u64,
-    target: Target,
+    member: Wanted,
     results: mpsc::Sender<Probed>,
     mut bursts: mpsc::Receiver<u32>,
 ) {
-    let prober = Prober::new(&target);
+    let Wanted { target, host } = member;
+    let prober = match &host {
+        Some(host) => Prober::new(&target).with_host(host),
+        None => Prober::new(&target),
+    };
     let interval = target.probe.interval;
     let offset = interval.min(FIRST_PROBE_SPREAD).mul_f64(fastrand::f64());
     let mut ticker = tokio::time::interval_at(Instant::now() + offset, interval);
@@ -455,6 +459,25 @@ struct Entry {
     probes_failed: u64,
     probe_duration: Arc<Histogram>,
     _task: Owned,
+}
+
+/// A member the configured pool stands for.
+#[derive(Clone, Debug)]
+struct Wanted {
+    target: Target,
+    /// The Host its requests and probes send when that is not the url's
+    /// (a DNS member keeps its entry's host).
+    host: Option<String>,
+}
+
+impl Wanted {
+    fn status(&self) -> TargetStatus {
+        let t = &self.target;
+        TargetStatus {
+            host: self.host.clone(),
+            ..TargetStatus::unknown(&t.name, &t.url, t.probe.kind)
+        }
+    }
 }
 
 /// An `expand = "dns"` entry: its resolving task and the addresses of its
@@ -737,21 +760,33 @@ impl Hub {
     }
 
     /// The members the configured pool stands for now, in config order.
-    fn desired(&self) -> Vec<Target> {
-        let mut out: Vec<Target> = Vec::with_capacity(self.pool.len());
+    fn desired(&self) -> Vec<Wanted> {
+        let mut out: Vec<Wanted> = Vec::with_capacity(self.pool.len());
         let mut names = HashSet::with_capacity(self.pool.len());
-        let members = self.pool.iter().flat_map(|entry| -> Vec<Target> {
+        let members = self.pool.iter().flat_map(|entry| -> Vec<Wanted> {
             match self.dns.get(&entry.target.name) {
                 Some(group) if entry.is_dns() => {
-                    group.addrs.iter().map(|&a| entry.member(a)).collect()
+                    let host = entry.member_host().map(str::to_owned);
+                    group
+                        .addrs
+                        .iter()
+                        .map(|&a| Wanted {
+                            target: entry.member(a),
+                            host: host.clone(),
+                        })
+                        .collect()
                 }
-                _ => vec![entry.target.clone()],
+                _ => vec![Wanted {
+                    target: entry.target.clone(),
+                    host: None,
+                }],
             }
         });
-        for t in members {
-            if names.insert(t.name.clone()) {
-                out.push(t);
+        for w in members {
+            if names.insert(w.target.name.clone()) {
+                out.push(w);
             } else {
+                let t = &w.target;
                 warn!(target: "hc", "ignoring a second member named {:?} ({})", t.name, t.url);
             }
         }
@@ -762,15 +797,20 @@ impl Hub {
     /// published change per member that leaves, joins or is reset.
     fn reconcile(&mut self) -> MembershipChange {
         let desired = self.desired();
-        let wanted: HashMap<&str, &Target> = desired.iter().map(|t| (t.name.as_str(), t)).collect();
+        let wanted: HashMap<&str, &Wanted> = desired
+            .iter()
+            .map(|w| (w.target.name.as_str(), w))
+            .collect();
         let mut change = MembershipChange::default();
+        // A member whose url or Host changed leaves and joins afresh.
         let leaving: Vec<String> = self
             .order
             .iter()
             .filter(|name| {
+                let e = &self.entries[name.as_str()];
                 wanted
                     .get(name.as_str())
-                    .is_none_or(|t| t.url != self.entries[name.as_str()].target.url)
+                    .is_none_or(|w| w.target.url != e.target.url || w.host != e.status.host)
             })
             .cloned()
             .collect();
@@ -778,16 +818,16 @@ impl Hub {
             self.remove(&name);
             change.removed.push(name);
         }
-        for target in desired {
-            match self.entries.get(&target.name) {
+        for member in desired {
+            match self.entries.get(&member.target.name) {
                 None => {
-                    let name = target.name.clone();
-                    self.add(target);
+                    let name = member.target.name.clone();
+                    self.add(member);
                     change.added.push(name);
                 }
-                Some(e) if e.target.probe != target.probe => {
-                    let name = target.name.clone();
-                    self.reset(target);
+                Some(e) if e.target.probe != member.target.probe => {
+                    let name = member.target.name.clone();
+                    self.reset(member);
                     change.reset.push(name);
                 }
                 Some(_) => {}
@@ -797,27 +837,29 @@ impl Hub {
         change
     }
 
-    fn spawn_probe(&mut self, target: &Target) -> (u64, mpsc::Sender<u32>, Owned) {
+    fn spawn_probe(&mut self, member: &Wanted) -> (u64, mpsc::Sender<u32>, Owned) {
         self.next_id += 1;
         let id = self.next_id;
         // One burst at a time: `bursting` keeps a second from being sent.
         let (trigger, bursts) = mpsc::channel(1);
         let task = tokio::spawn(probe_loop(
             id,
-            target.clone(),
+            member.clone(),
             self.results_tx.clone(),
             bursts,
         ));
-        self.ids.insert(id, target.name.clone());
+        self.ids.insert(id, member.target.name.clone());
         (id, trigger, Owned(task))
     }
 
-    fn add(&mut self, target: Target) {
-        let (id, trigger, task) = self.spawn_probe(&target);
+    fn add(&mut self, member: Wanted) {
+        let (id, trigger, task) = self.spawn_probe(&member);
+        let status = member.status();
+        let target = member.target;
         let entry = Entry {
             id,
             tracker: HealthTracker::new(target.probe.rise, target.probe.fall),
-            status: TargetStatus::unknown(&target.name, &target.url, target.probe.kind),
+            status,
             report_window: target.probe.interval.max(MIN_REPORT_WINDOW),
             trigger,
             bursting: false,
@@ -854,8 +896,10 @@ impl Hub {
 
     /// Same name and url, new probe settings: a new probe task and tracker,
     /// state unknown; the counters stay (the member never left).
-    fn reset(&mut self, target: Target) {
-        let (id, trigger, task) = self.spawn_probe(&target);
+    fn reset(&mut self, member: Wanted) {
+        let (id, trigger, task) = self.spawn_probe(&member);
+        let status = member.status();
+        let target = member.target;
         let Some(entry) = self.entries.get_mut(&target.name) else {
             return;
         };
@@ -870,7 +914,7 @@ impl Hub {
         entry.last_burst = None;
         entry.report_window = target.probe.interval.max(MIN_REPORT_WINDOW);
         entry.tracker = HealthTracker::new(target.probe.rise, target.probe.fall);
-        entry.status = TargetStatus::unknown(&target.name, &target.url, target.probe.kind);
+        entry.status = status;
         entry.target = target;
         let status = entry.status.clone();
         let v = self.publish(UpdateKind::Change(status.clone()));

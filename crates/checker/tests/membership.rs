@@ -358,6 +358,34 @@ async fn dns_entry_leaves_with_its_members_on_set_pool() {
 }
 
 #[tokio::test]
+async fn dns_members_are_probed_at_their_address_under_the_entry_host() {
+    let backend = FakeBackend::start("vhost").await;
+    let port = backend.addr().port();
+    let resolver = Arc::new(TestResolver::default());
+    resolver.set("backend.test", Ok(addrs(&["127.0.0.1"])));
+    let mut template = target("backend", format!("http://backend.test:{port}"));
+    // Not the health path, so the fake backend records the probe's head.
+    "/vhost-probe".clone_into(&mut template.probe.path);
+    let checker = Checker::start_with(vec![PoolEntry::dns(template, REFRESH)], resolver);
+    let hub = checker.handle();
+
+    let probe = eventually("an HTTP probe of the DNS member", DEADLINE, || {
+        let seen = backend.requests().into_iter().next();
+        std::future::ready(seen)
+    })
+    .await;
+    assert_eq!(probe.uri, "/vhost-probe");
+    let host = format!("backend.test:{port}");
+    assert_eq!(probe.header("host"), Some(host.as_str()));
+
+    let (_, list) = hub.list().await.expect("list");
+    let member = &list[0];
+    assert_eq!(member.name, format!("backend@127.0.0.1:{port}"));
+    assert_eq!(member.url, format!("http://127.0.0.1:{port}"));
+    assert_eq!(member.host.as_deref(), Some(host.as_str()));
+}
+
+#[tokio::test]
 async fn localhost_resolves_through_the_system_resolver() {
     let backend = FakeBackend::start("local").await;
     let port: u16 = backend

@@ -11,6 +11,10 @@ use crate::target::ProbeKind;
 pub struct TargetStatus {
     pub name: String,
     pub url: String,
+    /// The Host requests and probes send, `host:port`, when it is not the
+    /// url's: a member of a DNS entry is sent to one address but keeps the
+    /// template url's host (`backend:8080`). `None`: the url's host:port.
+    pub host: Option<String>,
     pub state: HealthState,
     pub probe_kind: ProbeKind,
     /// Epoch milliseconds of the last probe's end.
@@ -30,6 +34,7 @@ impl TargetStatus {
         TargetStatus {
             name: name.into(),
             url: url.into(),
+            host: None,
             state: HealthState::Unknown,
             probe_kind: kind,
             last_probe_ms: None,

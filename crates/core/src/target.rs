@@ -100,6 +100,15 @@ impl Target {
             .unwrap_or(host);
         (!host.is_empty()).then_some((host, port))
     }
+
+    /// The `host:port` of `url` as a Host header carries it (an IPv6
+    /// literal in brackets). `None` for a url config would not have let
+    /// through.
+    pub fn authority(&self) -> Option<&str> {
+        self.url
+            .strip_prefix("http://")
+            .filter(|a| !a.is_empty() && !a.contains('/'))
+    }
 }
 
 /// One `[[targets]]` entry: a target as configured, or, with `expand =
@@ -136,12 +145,25 @@ impl PoolEntry {
 
     /// The member a DNS entry has for one resolved address: named
     /// `"<name>@<ip>:<port>"`, sent to `http://<ip>:<port>` (an IPv6
-    /// address in brackets), probed like the template.
+    /// address in brackets), probed like the template. Its requests and
+    /// probes send [`member_host`](PoolEntry::member_host) as their Host.
     pub fn member(&self, addr: SocketAddr) -> Target {
         Target {
             name: format!("{}@{addr}", self.target.name),
             url: format!("http://{addr}"),
             probe: self.target.probe.clone(),
+        }
+    }
+
+    /// The Host a DNS entry's members send: the template url's
+    /// `host:port` (`backend:8080`), not the address a member is sent to,
+    /// since virtual-hosted backends route on it. `None` for a fixed
+    /// entry, whose url's authority is its Host already.
+    pub fn member_host(&self) -> Option<&str> {
+        if self.is_dns() {
+            self.target.authority()
+        } else {
+            None
         }
     }
 }
@@ -176,6 +198,25 @@ mod tests {
         );
         assert_eq!(target("a", "http://nohost").host_port(), None);
         assert_eq!(target("a", "ftp://x:1").host_port(), None);
+    }
+
+    #[test]
+    fn authority_is_what_a_host_header_carries() {
+        assert_eq!(
+            target("a", "http://app.internal:8080").authority(),
+            Some("app.internal:8080")
+        );
+        assert_eq!(target("a", "http://[::1]:80").authority(), Some("[::1]:80"));
+        assert_eq!(target("a", "http://").authority(), None);
+        assert_eq!(target("a", "ftp://x:1").authority(), None);
+    }
+
+    #[test]
+    fn dns_members_keep_the_template_host() {
+        let t = target("web", "http://web.internal:8080");
+        let entry = PoolEntry::dns(t.clone(), DEFAULT_DNS_REFRESH);
+        assert_eq!(entry.member_host(), Some("web.internal:8080"));
+        assert_eq!(PoolEntry::fixed(t).member_host(), None);
     }
 
     #[test]

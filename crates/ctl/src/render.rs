@@ -272,6 +272,7 @@ mod tests {
         TargetStatus {
             name: "app-1".into(),
             url: "http://127.0.0.1:5041".into(),
+            host: None,
             state: HealthState::Healthy,
             probe_kind: ProbeKind::Http,
             last_probe_ms: Some(NOW - 500),
@@ -287,6 +288,7 @@ mod tests {
         TargetStatus {
             name: "backend-long-name".into(),
             url: "http://10.0.0.5:8080".into(),
+            host: None,
             state: HealthState::Unhealthy,
             probe_kind: ProbeKind::Tcp,
             last_probe_ms: Some(NOW - 100),

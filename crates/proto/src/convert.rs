@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use tether_core::{HealthState, HealthUpdate, ProbeKind, TargetStatus, UpdateKind};
+use tonic::codegen::http::HeaderValue;
+use tonic::codegen::http::uri::Authority;
 
 use crate::pb;
 
@@ -65,11 +67,29 @@ fn kind_from_wire(raw: i32) -> Result<ProbeKind, ConvertError> {
 
 // === TargetStatus ===
 
+/// A Host the proxy may send as is: an authority (`host:port`, no user
+/// info) that is also a header value, so a checker cannot smuggle header
+/// bytes through it.
+fn host_from_wire(raw: String) -> Result<Option<String>, ConvertError> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let authority: Authority = raw
+        .parse()
+        .map_err(|e| invalid("host", format!("{raw:?}: {e}")))?;
+    if authority.host().is_empty() || authority.port_u16().is_none() || raw.contains('@') {
+        return Err(invalid("host", format!("{raw:?}: not host:port")));
+    }
+    HeaderValue::from_str(&raw).map_err(|e| invalid("host", format!("{raw:?}: {e}")))?;
+    Ok(Some(raw))
+}
+
 impl From<&TargetStatus> for pb::TargetHealth {
     fn from(s: &TargetStatus) -> Self {
         pb::TargetHealth {
             name: s.name.clone(),
             url: s.url.clone(),
+            host: s.host.clone().unwrap_or_default(),
             state: pb::HealthState::from(s.state).into(),
             probe_kind: pb::ProbeKind::from(s.probe_kind).into(),
             last_probe_unix_ms: s.last_probe_ms,
@@ -97,6 +117,7 @@ impl TryFrom<pb::TargetHealth> for TargetStatus {
         Ok(TargetStatus {
             state: state_from_wire(m.state)?,
             probe_kind: kind_from_wire(m.probe_kind)?,
+            host: host_from_wire(m.host)?,
             name: m.name,
             url: m.url,
             last_probe_ms: m.last_probe_unix_ms,
@@ -160,6 +181,7 @@ mod tests {
         TargetStatus {
             name: "app-1".into(),
             url: "http://127.0.0.1:5041".into(),
+            host: None,
             state: HealthState::Healthy,
             probe_kind: ProbeKind::Http,
             last_probe_ms: Some(1_700_000_000_123),
@@ -176,6 +198,48 @@ mod tests {
         let s = sample();
         let wire = pb::TargetHealth::from(&s);
         assert_eq!(TargetStatus::try_from(wire), Ok(s));
+    }
+
+    #[test]
+    fn host_round_trips_and_empty_is_none() {
+        let s = TargetStatus {
+            host: Some("backend:8080".into()),
+            ..sample()
+        };
+        let wire = pb::TargetHealth::from(&s);
+        assert_eq!(wire.host, "backend:8080");
+        assert_eq!(TargetStatus::try_from(wire), Ok(s));
+        assert_eq!(pb::TargetHealth::from(&sample()).host, "");
+        for ok in ["backend:80", "[fd00::5]:8080", "10.0.0.5:80"] {
+            let mut wire = pb::TargetHealth::from(&sample());
+            wire.host = ok.into();
+            let s = TargetStatus::try_from(wire).expect(ok);
+            assert_eq!(s.host.as_deref(), Some(ok));
+        }
+    }
+
+    #[test]
+    fn a_host_that_is_not_an_authority_is_refused() {
+        for bad in [
+            "backend:8080\r\nX-Injected: 1",
+            "backend\n",
+            "user@backend:8080",
+            "backend/path",
+            "backend:8080 x",
+            ":8080",
+            "backend:port",
+            "backend",
+            "backend:99999",
+            "b\u{e9}:80",
+        ] {
+            let mut wire = pb::TargetHealth::from(&sample());
+            wire.host = bad.into();
+            assert_eq!(
+                TargetStatus::try_from(wire).map_err(|e| e.field),
+                Err("host"),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

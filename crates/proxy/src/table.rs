@@ -21,7 +21,9 @@ pub struct Upstream {
     pub name: String,
     /// `host:port`, the upstream request's authority and default Host.
     pub authority: Authority,
-    /// The same as a `Host` header value.
+    /// The `Host` requests send: the member's own when the checker gave
+    /// one (a DNS member keeps its entry's `backend:8080`), else
+    /// `authority`.
     pub host_header: HeaderValue,
     /// The member's name as a header value, echoed in `x-target-server`.
     pub name_header: HeaderValue,
@@ -92,8 +94,9 @@ pub fn build(view: &PoolView, previous: &Routes) -> Routes {
                     return None;
                 }
             };
-            let Ok(host_header) = HeaderValue::from_str(authority.as_str()) else {
-                warn!(target: "proxy", "ignoring target {:?}: unusable url {:?}", t.name, t.url);
+            let host = t.host.as_deref().unwrap_or(authority.as_str());
+            let Ok(host_header) = HeaderValue::from_str(host) else {
+                warn!(target: "proxy", "ignoring target {:?}: unusable host {host:?}", t.name);
                 return None;
             };
             let Ok(name_header) = HeaderValue::from_str(&t.name) else {
@@ -167,6 +170,26 @@ mod tests {
         assert_eq!(routes.healthy(), &[0]);
         assert_eq!(routes.version(), Some(3));
         assert_eq!(routes.members()[0].data.authority.as_str(), "127.0.0.1:1");
+    }
+
+    #[test]
+    fn a_dns_member_sends_its_entry_host_to_its_own_address() {
+        let mut member = status(
+            "web@10.0.0.5:8080",
+            "http://10.0.0.5:8080",
+            HealthState::Healthy,
+        );
+        member.host = Some("backend:8080".into());
+        let fixed = status("app", "http://127.0.0.1:1", HealthState::Healthy);
+        let mut view = PoolView::new();
+        view.apply(HealthUpdate::snapshot(1, vec![member, fixed]))
+            .expect("snapshot");
+        let routes = build(&view, &Routes::default());
+        let dns = &routes.members()[0].data;
+        assert_eq!(dns.authority.as_str(), "10.0.0.5:8080");
+        assert_eq!(dns.host_header, "backend:8080");
+        let fixed = &routes.members()[1].data;
+        assert_eq!(fixed.host_header, "127.0.0.1:1");
     }
 
     #[test]

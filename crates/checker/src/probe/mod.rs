@@ -22,7 +22,8 @@ pub struct Prober {
     kind: ProbeKind,
     host: String,
     port: u16,
-    /// `host:port`, sent as the Host header of HTTP probes.
+    /// `host:port`, sent as the Host header of HTTP probes: the url's, or
+    /// the one [`with_host`](Prober::with_host) set.
     authority: String,
     path: String,
     timeout: Duration,
@@ -53,6 +54,15 @@ impl Prober {
             path: target.probe.path.clone(),
             timeout: target.probe.timeout,
         }
+    }
+
+    /// Sends `host` as the Host header of HTTP probes instead of the url's
+    /// `host:port`: a DNS member is probed at its address under its
+    /// entry's host, as the proxy will send its requests. The connection
+    /// still goes to the url's host and port.
+    pub fn with_host(mut self, host: &str) -> Self {
+        host.clone_into(&mut self.authority);
+        self
     }
 
     /// Runs one probe. Never takes much longer than the timeout.
