@@ -3,7 +3,7 @@
 CARGO ?= cargo
 COMPOSE ?= $(shell command -v docker-compose >/dev/null 2>&1 && echo docker-compose || echo docker compose)
 
-.PHONY: build test lint fmt demo check-configs k8s-validate bench compose-image compose-up compose-down compose-test
+.PHONY: build test lint fmt demo check-configs k8s-validate status-page bench compose-image compose-up compose-down compose-test
 
 build:
 	$(CARGO) build --locked --workspace --bins
@@ -15,6 +15,7 @@ test: build
 	$(CARGO) test --locked --workspace
 	$(MAKE) check-configs
 	$(MAKE) k8s-validate
+	$(MAKE) status-page
 	$(MAKE) compose-test
 
 # Every example config in deploy/ must pass --check-config (the compose
@@ -32,6 +33,12 @@ check-configs: build
 # first run installs kubernetes-validate from PyPI into target/venv-k8s.
 k8s-validate: build
 	./scripts/k8s-validate.sh
+
+# The status page in headless Chromium (installed from Debian if missing):
+# members, states and traffic in the DOM, and a screenshot. UPDATE=1 writes
+# docs/status-page.png.
+status-page: build
+	python3 scripts/status_page.py $(if $(UPDATE),--update)
 
 # The image from binaries built on the host, on a base image made locally
 # from Debian's packages (no registry needed).

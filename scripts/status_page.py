@@ -251,7 +251,7 @@ def members(html):
 def check_members(html, where):
     """Asserts the three members, their states and traffic; returns the table."""
     table = members(html)
-    if not re.search(r"<p>ready (&middot;|\u00b7)", html) or f"{len(MEMBERS) - 1}/{len(MEMBERS)} members healthy" not in html:
+    if not re.search(r"<p>(<span[^>]*>)?ready(</span>)? (&middot;|\u00b7)", html) or f"{len(MEMBERS) - 1}/{len(MEMBERS)} members healthy" not in html:
         raise Fail(f"{where}: the summary line does not say ready, "
                    f"{len(MEMBERS) - 1}/{len(MEMBERS)} members healthy:\n{html[:1500]}")
     for col in ("member", "state", "requests"):

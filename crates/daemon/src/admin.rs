@@ -133,7 +133,11 @@ async fn route(req: &Request<Incoming>, status: &dyn Status) -> Response<Full<By
 
 const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}\
 table{border-collapse:collapse}th,td{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:left}\
-th{background:#f4f4f4}.healthy{color:#080}.unhealthy{color:#b00}.unknown{color:#888}\
+th{background:#f4f4f4}.healthy,.unhealthy,.unknown{font-weight:600}\
+.healthy{color:#080}.unhealthy{color:#b00}.unknown{color:#888}\
+.badge{padding:.1em .5em;border-radius:.8em}.badge.healthy{background:#e6f4ea}\
+.badge.unhealthy{background:#fde8e8}.badge.unknown{background:#eee}tr.row-unhealthy td{background:#fff5f5}\
+td.url{font-family:ui-monospace,monospace;font-size:13px}\
 .num{text-align:right;font-variant-numeric:tabular-nums}";
 
 fn text(status: StatusCode, body: impl Into<String>) -> Response<Full<Bytes>> {

@@ -175,13 +175,15 @@ impl ProxyStatus {
         let table = self.table.load();
         let now = now_ms();
         let ready = match self.ready() {
-            Ok(()) => "ready".to_owned(),
-            Err(why) => format!("not ready: {why}"),
+            Ok(()) => "<span class=\"healthy\">ready</span>".to_owned(),
+            Err(why) => format!(
+                "<span class=\"unhealthy\">not ready: {}</span>",
+                escape(&why)
+            ),
         };
         let _ = write!(
             out,
-            "<h1>tether-proxy</h1>\n<p>{} &middot; health version {} &middot; {}/{} members healthy &middot; {} open connections</p>\n",
-            escape(&ready),
+            "<h1>tether-proxy</h1>\n<p>{ready} &middot; health version {} &middot; {}/{} members healthy &middot; {} open connections</p>\n",
             table
                 .version()
                 .map_or_else(|| "-".to_owned(), |v| v.to_string()),
@@ -189,7 +191,7 @@ impl ProxyStatus {
             table.members().len(),
             self.stats.open_connections.get(),
         );
-        out.push_str("<table>\n<tr><th>member</th><th>url</th><th>state</th><th class=\"num\">requests</th><th class=\"num\">5xx</th><th class=\"num\">connect failures</th><th>last change</th><th>last request</th></tr>\n");
+        out.push_str("<table>\n<thead><tr><th>member</th><th>url</th><th>state</th><th class=\"num\">requests</th><th class=\"num\">5xx</th><th class=\"num\">connect failures</th><th>last change</th><th>last request</th></tr></thead>\n<tbody>\n");
         for m in table.members() {
             let st = &m.data.stats;
             let state = if m.data.passive.is_ejected(now) {
@@ -207,7 +209,7 @@ impl ProxyStatus {
             };
             let _ = writeln!(
                 out,
-                "<tr><td>{}</td><td>{}</td><td class=\"{class}\">{state}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr class=\"row-{class}\"><td>{}</td><td class=\"url\">{}</td><td><span class=\"badge {class}\">{state}</span></td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
                 escape(&m.name),
                 escape(&m.url),
                 st.requests(),
@@ -223,7 +225,7 @@ impl ProxyStatus {
                 ),
             );
         }
-        out.push_str("</table>\n<p><a href=\"/metrics\">/metrics</a> &middot; <a href=\"/readyz\">/readyz</a> &middot; <a href=\"/healthz\">/healthz</a></p>\n");
+        out.push_str("</tbody>\n</table>\n<p><a href=\"/metrics\">/metrics</a> &middot; <a href=\"/readyz\">/readyz</a> &middot; <a href=\"/healthz\">/healthz</a></p>\n");
     }
 }
 
