@@ -17,6 +17,7 @@ stopped on the way out.
 """
 
 import argparse
+import json
 import os
 import queue
 import re
@@ -326,6 +327,59 @@ def check_png(path):
 # --- main -----------------------------------------------------------------
 
 
+PROM_CLIENT = "prometheus-client==0.21.1"
+VENV = ROOT / "target" / "venv-tools"
+
+
+def prometheus_parser():
+    """The reference Prometheus text parser (prometheus_client, from PyPI),
+    installed into target/venv-tools on first use."""
+    py = VENV / "bin" / "python3"
+    ok = py.exists() and subprocess.run(
+        [str(py), "-c", "import prometheus_client.parser"], capture_output=True).returncode == 0
+    if not ok:
+        log(f"installing {PROM_CLIENT} into {VENV}")
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", PROM_CLIENT], check=True)
+    return py
+
+
+PARSE = """
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = []
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        out.append([fam.name, fam.type, s.name, s.labels, s.value])
+print(json.dumps(out))
+"""
+
+
+def check_metrics(admin, served):
+    """/metrics parsed by prometheus_client agrees with the traffic sent."""
+    code, _, text = http("GET", f"http://{admin}/metrics")
+    if code != 200:
+        raise Fail(f"/metrics answered {code}")
+    parsed = subprocess.run([str(prometheus_parser()), "-c", PARSE], input=text,
+                            capture_output=True, text=True)
+    if parsed.returncode != 0:
+        raise Fail(f"prometheus_client cannot parse /metrics: {parsed.stderr.strip()[-500:]}")
+    samples = json.loads(parsed.stdout)
+    requests = {}
+    for fam, kind, name, labels, value in samples:
+        if fam == "tether_requests" and kind == "counter" and name == "tether_requests_total":
+            requests[(labels["target"], labels["code"])] = value
+    for member in MEMBERS:
+        want = served.get(member, 0)
+        got = requests.get((member, "2xx"))
+        if got != want:
+            raise Fail(f"tether_requests_total{{target={member},code=2xx}} is {got}, sent {want}")
+    count = [v for f, k, n, l, v in samples if n == "tether_request_duration_seconds_count"]
+    if count != [sum(served.values())]:
+        raise Fail(f"tether_request_duration_seconds_count is {count}, sent {sum(served.values())}")
+    log(f"/metrics: {len(samples)} samples parsed by prometheus_client; requests per member agree")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--update", action="store_true",
@@ -412,6 +466,8 @@ def main():
         if FAILING in served or set(served) != set(MEMBERS) - {FAILING}:
             raise Fail(f"traffic went to {served}; want only the healthy members")
         log(f"{REQUESTS} requests through the proxy: {served}")
+
+        check_metrics(admin, served)
 
         def ready_again():
             code, _, body = http("GET", f"http://{admin}/readyz")
