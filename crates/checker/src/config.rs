@@ -37,6 +37,12 @@ impl CheckerConfig {
 
     /// Validates the checker's sections of `file`.
     pub fn from_file(file: &RawFile) -> Result<CheckerConfig, ConfigError> {
+        if file.checker.tls.is_some() {
+            return Err(ConfigError::new(
+                "checker.tls",
+                "not supported by this build yet",
+            ));
+        }
         let grpc_listen = shared::socket_addr(
             "checker.grpc_listen",
             file.checker

@@ -174,6 +174,28 @@ pub struct RawFile {
 #[serde(deny_unknown_fields)]
 pub struct RawChecker {
     pub grpc_listen: Option<String>,
+    /// `[checker.tls]`: the gRPC listener's certificate; `client_ca` set
+    /// means clients must present a certificate it signed.
+    pub tls: Option<RawServerTls>,
+}
+
+/// A TLS server's files (PEM).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServerTls {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
+}
+
+/// A TLS client's files (PEM): the CA to trust, and its own certificate
+/// and key for mutual TLS.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientTls {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
 }
 
 /// `[proxy]`. Only keys that are implemented are accepted, so a setting
@@ -195,6 +217,8 @@ pub struct RawProxy {
     pub max_body_bytes: Option<u64>,
     pub max_connections: Option<usize>,
     pub drain_timeout: Option<String>,
+    /// `[proxy.tls]`: TLS to clients.
+    pub tls: Option<RawServerTls>,
 }
 
 /// `[health_source]`.
@@ -203,6 +227,8 @@ pub struct RawProxy {
 pub struct RawHealthSource {
     #[serde(default)]
     pub checkers: Vec<String>,
+    /// `[health_source.tls]`: the proxy's connection to checkers.
+    pub tls: Option<RawClientTls>,
 }
 
 /// `[sticky]`.
@@ -211,6 +237,11 @@ pub struct RawHealthSource {
 pub struct RawSticky {
     pub enabled: Option<bool>,
     pub window: Option<String>,
+    pub mode: Option<String>,
+    pub cookie_name: Option<String>,
+    pub keys: Option<Vec<String>>,
+    pub strict: Option<bool>,
+    pub sign_headers: Option<bool>,
 }
 
 /// `[passive]`: local ejection after consecutive failures.

@@ -192,6 +192,7 @@ impl ProxyConfig {
 impl ProxyConfig {
     /// Validates the proxy's sections of `file`.
     pub fn from_file(file: &RawFile) -> Result<ProxyConfig, ConfigError> {
+        not_yet(file)?;
         let p = &file.proxy;
         let dur = |key: &str, raw: &Option<String>, default: Duration| {
             shared::duration_or(key, raw.as_deref(), default)
@@ -297,6 +298,25 @@ impl ProxyConfig {
     }
 }
 
+/// Keys the file format knows but this build does not implement yet: an
+/// error naming the key, never a setting silently ignored.
+fn not_yet(file: &RawFile) -> Result<(), ConfigError> {
+    let s = &file.sticky;
+    let unimplemented = [
+        ("sticky.mode", s.mode.is_some()),
+        ("sticky.cookie_name", s.cookie_name.is_some()),
+        ("sticky.keys", s.keys.is_some()),
+        ("sticky.strict", s.strict.is_some()),
+        ("sticky.sign_headers", s.sign_headers.is_some()),
+        ("health_source.tls", file.health_source.tls.is_some()),
+        ("proxy.tls", file.proxy.tls.is_some()),
+    ];
+    match unimplemented.into_iter().find(|(_, set)| *set) {
+        Some((key, _)) => Err(ConfigError::new(key, "not supported by this build yet")),
+        None => Ok(()),
+    }
+}
+
 /// hyper's read buffer cannot be smaller than this.
 const MIN_HEADER_BYTES: usize = 8192;
 
@@ -362,6 +382,7 @@ mod tests {
         let file = RawFile {
             health_source: RawHealthSource {
                 checkers: vec!["http://127.0.0.1:50051".into()],
+                ..RawHealthSource::default()
             },
             ..RawFile::default()
         };
@@ -376,6 +397,7 @@ mod tests {
         let mut file = RawFile {
             health_source: RawHealthSource {
                 checkers: vec!["ftp://x".into()],
+                ..RawHealthSource::default()
             },
             ..RawFile::default()
         };
