@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use tether_core::{PoolEntry, Target};
 use tether_daemon::config::{self as shared, ConfigError, LogConfig, RawFile};
+use tether_daemon::tls::ServerTls;
 
 /// Default address of the checker's gRPC listener.
 pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:50051";
@@ -16,6 +17,8 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9902";
 #[derive(Clone, Debug)]
 pub struct CheckerConfig {
     pub grpc_listen: SocketAddr,
+    /// `[checker.tls]`: `None` serves plain HTTP/2.
+    pub tls: Option<ServerTls>,
     /// Static targets and `expand = "dns"` templates, in config order.
     pub targets: Vec<PoolEntry>,
     /// `None`: no admin endpoint.
@@ -29,6 +32,7 @@ impl CheckerConfig {
     pub fn new(grpc_listen: SocketAddr, targets: Vec<Target>) -> CheckerConfig {
         CheckerConfig {
             grpc_listen,
+            tls: None,
             targets: targets.into_iter().map(PoolEntry::fixed).collect(),
             admin_listen: None,
             log: LogConfig::default(),
@@ -37,12 +41,6 @@ impl CheckerConfig {
 
     /// Validates the checker's sections of `file`.
     pub fn from_file(file: &RawFile) -> Result<CheckerConfig, ConfigError> {
-        if file.checker.tls.is_some() {
-            return Err(ConfigError::new(
-                "checker.tls",
-                "not supported by this build yet",
-            ));
-        }
         let grpc_listen = shared::socket_addr(
             "checker.grpc_listen",
             file.checker
@@ -52,9 +50,23 @@ impl CheckerConfig {
         )?;
         Ok(CheckerConfig {
             grpc_listen,
+            tls: tls(file)?,
             targets: shared::targets(&file.health, &file.targets)?,
             admin_listen: file.admin.validate(DEFAULT_ADMIN_LISTEN)?,
             log: file.log.validate()?,
         })
     }
+}
+
+/// The config section of the gRPC listener's TLS.
+pub const TLS_SECTION: &str = "checker.tls";
+
+/// `[checker.tls]`, validated (files read and checked), if set. The
+/// embedded checker's listener reads it too.
+pub fn tls(file: &RawFile) -> Result<Option<ServerTls>, ConfigError> {
+    file.checker
+        .tls
+        .as_ref()
+        .map(|raw| raw.validate(TLS_SECTION))
+        .transpose()
 }

@@ -16,4 +16,7 @@ pub enum Error {
     Serve(#[from] tonic::transport::Error),
     #[error("gRPC reflection: {0}")]
     Reflection(String),
+    /// A TLS file changed or vanished since the config was validated.
+    #[error("TLS: {0}")]
+    Tls(#[from] ConfigError),
 }

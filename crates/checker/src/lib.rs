@@ -14,6 +14,7 @@ pub mod hub;
 pub mod probe;
 pub mod reload;
 pub mod service;
+pub mod tls;
 
 use std::future::Future;
 
@@ -24,6 +25,15 @@ pub use config::CheckerConfig;
 pub use error::Error;
 pub use hub::{Checker, HubHandle, Subscription};
 pub use tether_daemon::signal::Reload;
+
+/// How the gRPC listener's line describes its TLS.
+pub fn tls_note(tls: Option<&tether_daemon::tls::ServerTls>) -> &'static str {
+    match tls {
+        None => "",
+        Some(t) if t.client_ca.is_some() => " (TLS, client certificates required)",
+        Some(_) => " (TLS)",
+    }
+}
 
 /// Runs a checker with its gRPC listener until `shutdown` completes,
 /// applying `reload`s (SIGHUP) when given.
@@ -94,9 +104,10 @@ async fn serve_on(
             "grpc",
         ));
     }
-    info!(target: "grpc", "grpc listening on {addr}");
+    info!(target: "grpc", "grpc listening on {addr}{}", tls_note(config.tls.as_ref()));
     let stop = drain.clone();
-    let served = service::serve(listener, checker.handle(), async move {
+    let tls = config.tls.as_ref();
+    let served = service::serve_with_tls(listener, checker.handle(), tls, async move {
         tokio::select! {
             () = shutdown => {}
             () = stop.signaled() => {}

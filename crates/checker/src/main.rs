@@ -33,6 +33,16 @@ fn main() -> ExitCode {
             config.targets.len(),
             config.grpc_listen
         );
+        // Key files as set/unset only; a key others can read is a warning.
+        match &config.tls {
+            Some(tls) => {
+                println!("tether-checker: {}", tls.summary());
+                for warning in tls.warnings() {
+                    println!("tether-checker: warning: {warning}");
+                }
+            }
+            None => println!("tether-checker: checker.tls: unset (plain gRPC)"),
+        }
         return ExitCode::SUCCESS;
     }
     let log = config.log.clone();

@@ -26,6 +26,9 @@ pub async fn run(mut reload: Reload, mut current: CheckerConfig, hub: HubHandle)
         if new.admin_listen != current.admin_listen {
             warn!(target: "hc", "reload #{n}: admin.listen changed; that takes a restart");
         }
+        if new.tls != current.tls {
+            warn!(target: "hc", "reload #{n}: checker.tls changed; that takes a restart");
+        }
         let mut applied = Vec::new();
         match hub.set_pool(new.targets.clone()).await {
             Ok(change) => {
@@ -56,6 +59,7 @@ pub async fn run(mut reload: Reload, mut current: CheckerConfig, hub: HubHandle)
         current = CheckerConfig {
             grpc_listen: current.grpc_listen,
             admin_listen: current.admin_listen,
+            tls: current.tls,
             ..new
         };
     }

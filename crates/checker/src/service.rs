@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use log::{debug, info, warn};
 use tether_core::{HealthUpdate, UpdateKind};
+use tether_daemon::tls::ServerTls;
 use tether_proto::pb;
 use tether_proto::pb::health_service_server::{HealthService, HealthServiceServer};
 use tokio::net::TcpListener;
@@ -33,6 +34,25 @@ pub async fn serve(
     hub: HubHandle,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
+    serve_with_tls(listener, hub, None, shutdown).await
+}
+
+/// Like [`serve`], over TLS when `tls` is set (`[checker.tls]`); with a
+/// client CA, a client must present a certificate it signed or the
+/// handshake fails before any RPC.
+pub async fn serve_with_tls(
+    listener: TcpListener,
+    hub: HubHandle,
+    tls: Option<&ServerTls>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        for warning in tls.warnings() {
+            warn!(target: "grpc", "{warning}");
+        }
+        server = server.tls_config(crate::tls::server_config(tls)?)?;
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let (reporter, health_service) = tonic_health::server::health_reporter();
     // Readiness (Kubernetes, compose): the checker serves once it knows
@@ -55,7 +75,7 @@ pub async fn serve(
         .map_err(|e| Error::Reflection(e.to_string()))?;
 
     let api = HealthApi { hub, stop: stop_rx };
-    let result = tonic::transport::Server::builder()
+    let result = server
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .tcp_nodelay(true)

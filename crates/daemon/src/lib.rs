@@ -14,6 +14,7 @@ pub mod logging;
 pub mod metrics;
 pub mod process;
 pub mod signal;
+pub mod tls;
 
 pub use drain::Drain;
 pub use error::{ConfigError, LoggingError};
