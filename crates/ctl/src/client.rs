@@ -4,13 +4,14 @@
 use std::borrow::Cow;
 use std::error::Error as StdError;
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use tether_core::{HealthUpdate, TargetStatus};
 use tether_proto::pb;
 use tether_proto::pb::health_service_client::HealthServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status, Streaming};
 use tonic_health::pb::HealthCheckRequest;
 pub use tonic_health::pb::health_check_response::ServingStatus;
@@ -69,27 +70,95 @@ pub struct WatchStream {
     inner: Streaming<pb::WatchResponse>,
 }
 
-/// Accepts `host:port` as shorthand for `http://host:port` and rejects what
-/// this build cannot talk to.
-pub fn normalize_url(raw: &str) -> Result<String, UsageError> {
+/// Where the checker is and how to reach it: its url and, for
+/// `https://`, the TLS files (`--ca`, `--cert`, `--key`). Displays as the
+/// url. The files are read when connecting, and `Debug` shows only paths.
+#[derive(Clone, Debug)]
+pub struct Remote {
+    pub url: String,
+    tls: Option<TlsFiles>,
+}
+
+/// `--ca FILE`, and `--cert FILE --key FILE` for mutual TLS.
+#[derive(Clone, Debug, Default)]
+pub struct TlsFiles {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    fn is_empty(&self) -> bool {
+        self.ca.is_none() && self.cert.is_none() && self.key.is_none()
+    }
+
+    /// The client TLS config: the `--ca` as the only trust anchor (no
+    /// system roots: a checker decides where traffic goes, so only the
+    /// operator's CA may vouch for one) and the client's identity.
+    fn client_config(&self) -> anyhow::Result<ClientTlsConfig> {
+        let read = |flag: &str, path: &Path| {
+            std::fs::read(path).map_err(|e| anyhow!("cannot read {flag} {}: {e}", path.display()))
+        };
+        let ca = self
+            .ca
+            .as_deref()
+            .ok_or_else(|| UsageError(NEEDS_CA.into()))?;
+        let config =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("--ca", ca)?));
+        Ok(match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => config.identity(Identity::from_pem(
+                read("--cert", cert)?,
+                read("--key", key)?,
+            )),
+            _ => config,
+        })
+    }
+}
+
+const NEEDS_CA: &str = "an https:// checker needs --ca FILE (the CA that signed its certificate)";
+
+impl fmt::Display for Remote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+/// Accepts `host:port` as shorthand (`https://` when `--ca` is given,
+/// else `http://`) and rejects what this build cannot talk to: another
+/// scheme, `https://` without `--ca`, TLS files for a plain `http://` url
+/// (they would be silently unused), `--cert` without `--key`.
+pub fn remote(raw: &str, tls: TlsFiles) -> Result<Remote, UsageError> {
     let raw = raw.trim();
     if raw.is_empty() {
         return Err(UsageError(
             "the checker URL is empty (check --checker and TETHER_CHECKER)".into(),
         ));
     }
+    if tls.cert.is_some() != tls.key.is_some() {
+        return Err(UsageError(
+            "--cert and --key go together (the client certificate and its key)".into(),
+        ));
+    }
     let url = if raw.contains("://") {
         raw.to_owned()
+    } else if tls.ca.is_some() {
+        format!("https://{raw}")
     } else {
         format!("http://{raw}")
     };
     let endpoint = Endpoint::from_shared(url.clone())
         .map_err(|e| UsageError(format!("invalid checker URL {raw:?}: {}", chain(&e))))?;
     match endpoint.uri().scheme_str() {
-        Some("http") => {}
+        Some("http") if !tls.is_empty() => {
+            return Err(UsageError(format!(
+                "--ca, --cert and --key need an https:// checker URL, not {raw:?}"
+            )));
+        }
+        Some("https") if tls.ca.is_none() => return Err(UsageError(NEEDS_CA.into())),
+        Some("http" | "https") => {}
         Some(other) => {
             return Err(UsageError(format!(
-                "invalid checker URL {raw:?}: scheme {other:?} is not supported, use http://"
+                "invalid checker URL {raw:?}: scheme {other:?} is not supported, use http:// or https://"
             )));
         }
         None => return Err(UsageError(format!("invalid checker URL {raw:?}"))),
@@ -97,16 +166,16 @@ pub fn normalize_url(raw: &str) -> Result<String, UsageError> {
     if endpoint.uri().host().is_none_or(str::is_empty) {
         return Err(UsageError(format!("invalid checker URL {raw:?}: no host")));
     }
-    Ok(url)
+    let tls = (!tls.is_empty()).then_some(tls);
+    Ok(Remote { url, tls })
 }
 
 impl Checker {
-    /// Connects to the checker at `url` (already normalized) within the
-    /// connect timeout.
-    pub async fn connect(url: &str, purpose: Use) -> anyhow::Result<Self> {
-        let channel = connect_channel(url, purpose).await?;
+    /// Connects to the checker at `remote` within the connect timeout.
+    pub async fn connect(remote: &Remote, purpose: Use) -> anyhow::Result<Self> {
+        let channel = connect_channel(remote, purpose).await?;
         Ok(Checker {
-            url: url.to_owned(),
+            url: remote.url.clone(),
             client: HealthServiceClient::new(channel),
         })
     }
@@ -195,12 +264,18 @@ impl WatchStream {
     }
 }
 
-/// Opens the HTTP/2 channel to the checker at `url` (already normalized)
-/// within the connect timeout.
-async fn connect_channel(url: &str, purpose: Use) -> anyhow::Result<Channel> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
+/// Opens the HTTP/2 channel to the checker at `remote` within the connect
+/// timeout, over TLS for `https://`.
+async fn connect_channel(remote: &Remote, purpose: Use) -> anyhow::Result<Channel> {
+    let url = &remote.url;
+    let mut endpoint = Endpoint::from_shared(url.clone())
         .map_err(|e| UsageError(format!("invalid checker URL {url:?}: {}", chain(&e))))?
         .connect_timeout(CONNECT_TIMEOUT);
+    if let Some(tls) = &remote.tls {
+        endpoint = endpoint
+            .tls_config(tls.client_config()?)
+            .map_err(|e| UsageError(format!("invalid --ca, --cert or --key: {}", chain(&e))))?;
+    }
     let endpoint = match purpose {
         Use::Query => endpoint.timeout(REQUEST_TIMEOUT),
         Use::Watch => endpoint
@@ -221,12 +296,16 @@ async fn connect_channel(url: &str, purpose: Use) -> anyhow::Result<Channel> {
     }
 }
 
-/// Asks the checker at `url` (already normalized) the standard
+/// Asks the checker at `remote` the standard
 /// `grpc.health.v1.Health/Check` question about `service` (`""`: the
 /// checker itself; a target's name: that target). `None` if the checker
 /// does not know the service.
-pub async fn serving_status(url: &str, service: &str) -> anyhow::Result<Option<ServingStatus>> {
-    let channel = connect_channel(url, Use::Query).await?;
+pub async fn serving_status(
+    remote: &Remote,
+    service: &str,
+) -> anyhow::Result<Option<ServingStatus>> {
+    let url = remote.url.as_str();
+    let channel = connect_channel(remote, Use::Query).await?;
     let request = HealthCheckRequest {
         service: service.to_owned(),
     };
@@ -319,19 +398,43 @@ fn chain(err: &(dyn StdError + 'static)) -> String {
 mod tests {
     use super::*;
 
+    fn tls(ca: bool, pair: bool) -> TlsFiles {
+        TlsFiles {
+            ca: ca.then(|| "ca.crt".into()),
+            cert: pair.then(|| "c.crt".into()),
+            key: pair.then(|| "c.key".into()),
+        }
+    }
+
     #[test]
     fn urls_are_normalized() {
+        let url = |raw: &str, files| remote(raw, files).map(|r| r.url);
         assert_eq!(
-            normalize_url("http://127.0.0.1:50051").expect("ok"),
+            url("http://127.0.0.1:50051", tls(false, false)).expect("ok"),
             "http://127.0.0.1:50051"
         );
         assert_eq!(
-            normalize_url(" checker.local:50051 ").expect("ok"),
+            url(" checker.local:50051 ", tls(false, false)).expect("ok"),
             "http://checker.local:50051"
         );
+        assert_eq!(
+            url("checker.local:50051", tls(true, false)).expect("ok"),
+            "https://checker.local:50051"
+        );
+        assert_eq!(
+            url("https://c:1", tls(true, true)).expect("ok"),
+            "https://c:1"
+        );
         for bad in ["", "https://x:1", "ftp://x", "http://", "http://a b"] {
-            assert!(normalize_url(bad).is_err(), "{bad:?}");
+            assert!(remote(bad, tls(false, false)).is_err(), "{bad:?}");
         }
+        // TLS files for a plain url, or half an identity: refused, not ignored.
+        assert!(remote("http://c:1", tls(true, false)).is_err());
+        let half = TlsFiles {
+            key: None,
+            ..tls(true, true)
+        };
+        assert!(remote("https://c:1", half).is_err());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use tether_core::Gap;
 
-use crate::client::{self, Checker, ServingStatus, Use};
+use crate::client::{self, Checker, Remote, ServingStatus, Use};
 use crate::watch::{Format, Step, Watcher};
 use crate::{admin, render};
 
@@ -43,14 +43,14 @@ impl std::error::Error for AnsweredNo {}
 
 /// `tetherctl serving [SERVICE]`: the standard gRPC health check. Prints the
 /// status; success only for `SERVING`.
-pub async fn serving(url: &str, service: &str) -> anyhow::Result<()> {
-    match client::serving_status(url, service).await? {
+pub async fn serving(remote: &Remote, service: &str) -> anyhow::Result<()> {
+    match client::serving_status(remote, service).await? {
         Some(ServingStatus::Serving) => print("SERVING\n"),
         Some(status) => {
             print(&format!("{}\n", status.as_str_name()))?;
             Err(AnsweredNo.into())
         }
-        None => bail!("checker at {url} knows no service named {service:?}"),
+        None => bail!("checker at {remote} knows no service named {service:?}"),
     }
 }
 
@@ -73,8 +73,8 @@ pub async fn ready(url: &str) -> anyhow::Result<()> {
 }
 
 /// `tetherctl health [NAME] [--json]`
-pub async fn health(url: &str, name: Option<&str>, json: bool) -> anyhow::Result<()> {
-    let mut checker = Checker::connect(url, Use::Query).await?;
+pub async fn health(remote: &Remote, name: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let mut checker = Checker::connect(remote, Use::Query).await?;
     let (version, targets) = match name {
         None => checker.list().await?,
         Some(name) => match checker.get(name).await? {
@@ -92,15 +92,15 @@ pub async fn health(url: &str, name: Option<&str>, json: bool) -> anyhow::Result
 
 /// `tetherctl watch [--json]`: runs until the stream fails (an error) or
 /// Ctrl-C (success).
-pub async fn watch(url: &str, format: Format) -> anyhow::Result<()> {
+pub async fn watch(remote: &Remote, format: Format) -> anyhow::Result<()> {
     tokio::select! {
-        failed = watch_until_error(url, format) => failed.map(|never| match never {}),
+        failed = watch_until_error(remote, format) => failed.map(|never| match never {}),
         signal = tokio::signal::ctrl_c() => signal.context("cannot listen for Ctrl-C"),
     }
 }
 
-async fn watch_until_error(url: &str, format: Format) -> anyhow::Result<Infallible> {
-    let mut checker = Checker::connect(url, Use::Watch).await?;
+async fn watch_until_error(remote: &Remote, format: Format) -> anyhow::Result<Infallible> {
+    let mut checker = Checker::connect(remote, Use::Watch).await?;
     let mut watcher = Watcher::new(format);
     let mut resubscribes = 0;
     loop {
@@ -122,7 +122,7 @@ async fn watch_until_error(url: &str, format: Format) -> anyhow::Result<Infallib
         resubscribes += 1;
         if resubscribes > MAX_RESUBSCRIBES {
             bail!(
-                "checker at {url} keeps skipping versions ({}); giving up",
+                "checker at {remote} keeps skipping versions ({}); giving up",
                 describe(gap)
             );
         }

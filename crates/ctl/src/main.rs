@@ -4,8 +4,9 @@
 //! target's) as a table or JSON; `tetherctl watch [--json]` prints the pool
 //! and then every change as it happens. Both talk to the checker's
 //! `tether.health.v1.HealthService` over gRPC at `--checker URL` (or
-//! `TETHER_CHECKER`, default `http://127.0.0.1:50051`).
-//!
+//! `TETHER_CHECKER`, default `http://127.0.0.1:50051`). An `https://`
+//! checker is reached over TLS trusting only `--ca FILE`; `--cert FILE
+//! --key FILE` present a client certificate (mutual TLS).
 //!
 //! For container health checks, with nothing but this binary:
 //! `tetherctl serving [SERVICE]` asks the standard `grpc.health.v1.Health`
@@ -24,6 +25,7 @@ mod cmd;
 mod render;
 mod watch;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -44,6 +46,20 @@ struct Cli {
         default_value = client::DEFAULT_CHECKER
     )]
     checker: String,
+
+    /// CA certificate (PEM) that signed an https:// checker's certificate;
+    /// the only one trusted.
+    #[arg(long, global = true, value_name = "FILE")]
+    ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) for a checker that requires one (mutual
+    /// TLS); with --key.
+    #[arg(long, global = true, value_name = "FILE")]
+    cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --cert.
+    #[arg(long, global = true, value_name = "FILE")]
+    key: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -112,7 +128,12 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     // `ready` talks to an admin endpoint, not the checker: a bad
     // TETHER_CHECKER must not fail it.
-    let checker = || client::normalize_url(&cli.checker);
+    let tls = client::TlsFiles {
+        ca: cli.ca,
+        cert: cli.cert,
+        key: cli.key,
+    };
+    let checker = || client::remote(&cli.checker, tls.clone());
     match cli.command {
         Command::Health { name, json } => cmd::health(&checker()?, name.as_deref(), json).await,
         Command::Watch { json } => {
