@@ -57,6 +57,10 @@ pub enum Pick {
     Sticky(usize),
     /// The next healthy member in round-robin order.
     Balanced(usize),
+    /// Strict stickiness: the hint is fresh and names a member, but that
+    /// member is down (unhealthy or unavailable); the client is refused
+    /// rather than moved.
+    PinnedDown,
     /// Nothing is healthy.
     NoneHealthy,
 }
@@ -65,7 +69,7 @@ impl Pick {
     pub fn index(self) -> Option<usize> {
         match self {
             Pick::Sticky(i) | Pick::Balanced(i) => Some(i),
-            Pick::NoneHealthy => None,
+            Pick::PinnedDown | Pick::NoneHealthy => None,
         }
     }
 }
@@ -93,13 +97,32 @@ pub fn decide_available<T>(
     rr: &RoundRobin,
     available: impl Fn(usize) -> bool,
 ) -> Pick {
+    decide_pinned(hint, now_ms, window, false, table, rr, available)
+}
+
+/// Like `decide_available`; with `strict`, a fresh hint naming a member
+/// that is down gives `Pick::PinnedDown` instead of round robin. A stale
+/// hint, or one naming no member, still falls back to round robin: only a
+/// live pin is kept at the price of an error.
+pub fn decide_pinned<T>(
+    hint: Option<&StickyHint<'_>>,
+    now_ms: u64,
+    window: Duration,
+    strict: bool,
+    table: &RoutingTable<T>,
+    rr: &RoundRobin,
+    available: impl Fn(usize) -> bool,
+) -> Pick {
     if let Some(hint) = hint
         && hint.is_fresh(now_ms, window)
         && let Some(i) = table.lookup(hint.target)
-        && table.member(i).is_some_and(|m| m.healthy)
-        && available(i)
     {
-        return Pick::Sticky(i);
+        if table.member(i).is_some_and(|m| m.healthy) && available(i) {
+            return Pick::Sticky(i);
+        }
+        if strict {
+            return Pick::PinnedDown;
+        }
     }
     match rr.pick_available(table, available) {
         Some(i) => Pick::Balanced(i),
@@ -215,6 +238,29 @@ mod tests {
                 Pick::Balanced(0)
             );
         }
+    }
+
+    #[test]
+    fn strict_refuses_a_live_pin_to_a_down_member() {
+        let t = table(&[true, false, true]);
+        let rr = RoundRobin::new();
+        let down = hint("app-1", NOW);
+        let pinned = |h: &StickyHint<'_>, avail: fn(usize) -> bool| {
+            decide_pinned(Some(h), NOW, W, true, &t, &rr, avail)
+        };
+        assert_eq!(pinned(&down, |_| true), Pick::PinnedDown);
+        assert_eq!(pinned(&hint("app-2", NOW), |i| i != 2), Pick::PinnedDown);
+        assert_eq!(pinned(&hint("app-2", NOW), |_| true), Pick::Sticky(2));
+        // Stale or unknown pins are no pins: round robin as usual.
+        assert!(matches!(
+            pinned(&hint("app-1", NOW - 31_000), |_| true),
+            Pick::Balanced(_)
+        ));
+        assert!(matches!(
+            pinned(&hint("app-9", NOW), |_| true),
+            Pick::Balanced(_)
+        ));
+        assert_eq!(Pick::PinnedDown.index(), None);
     }
 
     #[test]

@@ -160,7 +160,7 @@ impl ProxyStatus {
         out.family(
             "tether_sticky_total",
             Kind::Counter,
-            "Requests with sticky headers, by what became of them.",
+            "Requests with a sticky claim (headers or cookie), by what became of it: honoured, ignored, invalid, tampered, expired, unknown_key.",
         );
         for (result, count) in StickyResult::ALL.iter().zip(&s.sticky) {
             out.sample(

@@ -8,6 +8,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tether_core::PoolEntry;
+use tether_daemon::config::RawSticky;
+
+use crate::sticky::{DEFAULT_COOKIE_NAME, Keys, Mode, Rules, is_cookie_name};
 use tether_daemon::config::{self as shared, ConfigError, LogConfig, RawFile};
 
 /// Default client listener.
@@ -58,10 +61,93 @@ pub enum HealthSource {
     },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// `[sticky]`, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StickyConfig {
     pub enabled: bool,
     pub window: Duration,
+    pub mode: Mode,
+    /// A token (RFC 9110), so it needs no quoting in `Set-Cookie`.
+    pub cookie_name: String,
+    /// The first signs, all verify; `Debug` shows key ids only.
+    pub keys: Keys,
+    /// A live pin to a member that is down answers 503.
+    pub strict: bool,
+    /// `x-target-server-last-use` is signed, and unsigned hints ignored.
+    pub sign_headers: bool,
+}
+
+impl Default for StickyConfig {
+    fn default() -> Self {
+        StickyConfig {
+            enabled: true,
+            window: DEFAULT_STICKY_WINDOW,
+            mode: Mode::Header,
+            cookie_name: DEFAULT_COOKIE_NAME.to_owned(),
+            keys: Keys::default(),
+            strict: false,
+            sign_headers: false,
+        }
+    }
+}
+
+impl StickyConfig {
+    /// What reading a request needs.
+    pub fn rules(&self) -> Rules<'_> {
+        Rules {
+            mode: self.mode,
+            cookie_name: &self.cookie_name,
+            keys: &self.keys,
+            sign_headers: self.sign_headers,
+            window: self.window,
+        }
+    }
+
+    fn from_raw(raw: &RawSticky) -> Result<StickyConfig, ConfigError> {
+        let mode = match raw.mode.as_deref() {
+            Some(m) => Mode::parse("sticky.mode", m)?,
+            None => Mode::Header,
+        };
+        let cookie_name = raw
+            .cookie_name
+            .clone()
+            .unwrap_or_else(|| DEFAULT_COOKIE_NAME.to_owned());
+        if !is_cookie_name(&cookie_name) {
+            return Err(ConfigError::new(
+                "sticky.cookie_name",
+                format!("{cookie_name:?} is not a valid cookie name"),
+            ));
+        }
+        let keys = Keys::load(raw.keys.as_deref().unwrap_or_default())?;
+        let sign_headers = raw.sign_headers.unwrap_or(false);
+        if keys.is_empty() {
+            if mode.uses_cookie() {
+                return Err(ConfigError::new(
+                    "sticky.keys",
+                    "at least one key is needed with sticky.mode = \"cookie\" or \"both\"",
+                ));
+            }
+            if sign_headers {
+                return Err(ConfigError::new(
+                    "sticky.keys",
+                    "at least one key is needed with sticky.sign_headers = true",
+                ));
+            }
+        }
+        Ok(StickyConfig {
+            enabled: raw.enabled.unwrap_or(true),
+            window: shared::duration_or(
+                "sticky.window",
+                raw.window.as_deref(),
+                DEFAULT_STICKY_WINDOW,
+            )?,
+            mode,
+            cookie_name,
+            keys,
+            strict: raw.strict.unwrap_or(false),
+            sign_headers,
+        })
+    }
 }
 
 /// Request limits, checked before anything reaches a backend.
@@ -157,7 +243,7 @@ impl ProxyConfig {
             body_timeout: self.body_timeout,
             limits: self.limits,
             passive: self.passive,
-            sticky: self.sticky,
+            sticky: self.sticky.clone(),
         }
     }
 
@@ -178,10 +264,7 @@ impl ProxyConfig {
             max_connections: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             passive: PassiveConfig::default(),
-            sticky: StickyConfig {
-                enabled: true,
-                window: DEFAULT_STICKY_WINDOW,
-            },
+            sticky: StickyConfig::default(),
             source,
             admin_listen: None,
             log: LogConfig::default(),
@@ -287,10 +370,7 @@ impl ProxyConfig {
                     max_ejection: max,
                 }
             },
-            sticky: StickyConfig {
-                enabled: file.sticky.enabled.unwrap_or(true),
-                window: dur("sticky.window", &file.sticky.window, DEFAULT_STICKY_WINDOW)?,
-            },
+            sticky: StickyConfig::from_raw(&file.sticky)?,
             source,
             admin_listen: file.admin.validate(DEFAULT_ADMIN_LISTEN)?,
             log: file.log.validate()?,
@@ -301,13 +381,7 @@ impl ProxyConfig {
 /// Keys the file format knows but this build does not implement yet: an
 /// error naming the key, never a setting silently ignored.
 fn not_yet(file: &RawFile) -> Result<(), ConfigError> {
-    let s = &file.sticky;
     let unimplemented = [
-        ("sticky.mode", s.mode.is_some()),
-        ("sticky.cookie_name", s.cookie_name.is_some()),
-        ("sticky.keys", s.keys.is_some()),
-        ("sticky.strict", s.strict.is_some()),
-        ("sticky.sign_headers", s.sign_headers.is_some()),
         ("health_source.tls", file.health_source.tls.is_some()),
         ("proxy.tls", file.proxy.tls.is_some()),
     ];
@@ -423,6 +497,48 @@ mod tests {
             ProxyConfig::from_file(&file).expect_err("bad").key,
             "proxy.listen"
         );
+    }
+
+    #[test]
+    fn sticky_keys_modes_and_their_errors() {
+        let mut file = RawFile {
+            health_source: RawHealthSource {
+                checkers: vec!["http://127.0.0.1:1".into()],
+                ..RawHealthSource::default()
+            },
+            ..RawFile::default()
+        };
+        let key = |file: &RawFile| ProxyConfig::from_file(file).expect_err("bad").key;
+        let c = ProxyConfig::from_file(&file).expect("valid");
+        assert_eq!(c.sticky.mode, Mode::Header);
+        assert_eq!(c.sticky.cookie_name, "tether_sticky");
+        assert!(!c.sticky.strict && !c.sticky.sign_headers && c.sticky.keys.is_empty());
+
+        file.sticky.mode = Some("cookie".into());
+        assert_eq!(key(&file), "sticky.keys");
+        file.sticky.mode = Some("cookies".into());
+        assert_eq!(key(&file), "sticky.mode");
+        file.sticky.mode = None;
+        file.sticky.sign_headers = Some(true);
+        assert_eq!(key(&file), "sticky.keys");
+
+        let secret = "s".repeat(32);
+        file.sticky.keys = Some(vec![secret.clone(), "too short".into()]);
+        let err = ProxyConfig::from_file(&file).expect_err("short");
+        assert_eq!(err.key, "sticky.keys[1]");
+        assert!(!err.to_string().contains("too short"), "{err}");
+
+        file.sticky.keys = Some(vec![secret.clone()]);
+        file.sticky.mode = Some("both".into());
+        file.sticky.strict = Some(true);
+        file.sticky.cookie_name = Some("bad name".into());
+        assert_eq!(key(&file), "sticky.cookie_name");
+        file.sticky.cookie_name = Some("sid".into());
+        let c = ProxyConfig::from_file(&file).expect("valid");
+        assert_eq!(c.sticky.mode, Mode::Both);
+        assert!(c.sticky.strict && c.sticky.sign_headers);
+        assert_eq!(c.sticky.keys.ids().len(), 1);
+        assert!(!format!("{c:?}").contains(&secret), "keys never in Debug");
     }
 
     #[test]

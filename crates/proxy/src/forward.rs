@@ -26,7 +26,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body, Incoming};
 use hyper::upgrade::OnUpgrade;
 use log::{debug, info, warn};
-use tether_core::{Pick, RoundRobin, StickyHint, sticky};
+use tether_core::{Pick, RoundRobin, sticky};
 use tokio::sync::mpsc;
 
 use crate::body::{BodyError, Guard, ProxyBody, body_error};
@@ -34,6 +34,7 @@ use crate::config::{ProxyConfig, Settings};
 use crate::headers::{self, Peer, X_TARGET_SERVER, X_TARGET_SERVER_LAST_USE};
 use crate::respond::{error_response, no_healthy_targets, rejection};
 use crate::stats::{self, ProxyStats, StickyResult};
+use crate::sticky::{self as cookie, Read};
 use crate::table::{self, Routes, TableCell, Upstream};
 use crate::tunnel;
 use crate::upstream::{Connector, Sender};
@@ -201,32 +202,37 @@ impl Proxy {
         // Choose the first target. The guard is dropped before any await.
         let mut attempt = {
             let table = self.table.load();
-            let hint = if s.sticky.enabled {
-                let target = header_str(&parts.headers, &X_TARGET_SERVER);
-                let last_use = header_str(&parts.headers, &X_TARGET_SERVER_LAST_USE);
-                let hint = StickyHint::parse(target, last_use);
-                if hint.is_none() && (target.is_some() || last_use.is_some()) {
-                    self.stats.sticky(StickyResult::Invalid);
-                }
-                hint
+            let read = if s.sticky.enabled {
+                cookie::read(&s.sticky.rules(), &parts.headers, now_ms)
             } else {
-                None
+                Read::Absent
             };
-            let pick = sticky::decide_available(
-                hint.as_ref(),
+            let claim = match &read {
+                Read::Claim(claim) => Some(claim.hint()),
+                Read::Rejected(why) => {
+                    self.stats.sticky(*why);
+                    None
+                }
+                Read::Absent => None,
+            };
+            let pick = sticky::decide_pinned(
+                claim.as_ref(),
                 now_ms,
                 s.sticky.window,
+                s.sticky.strict,
                 &table,
                 &self.rr,
                 |i| available(&table, i, now_ms),
             );
-            if hint.is_some() {
+            if claim.is_some() {
                 self.stats.sticky(match pick {
                     Pick::Sticky(_) => StickyResult::Honoured,
                     _ => StickyResult::Ignored,
                 });
             }
             let Some(member) = pick.index().and_then(|i| table.member(i)) else {
+                // Also strict stickiness's answer: to the client a pinned
+                // member that is down is the same as none.
                 return no_healthy_targets();
             };
             *served_by = Some(member.data.clone());
@@ -235,6 +241,11 @@ impl Proxy {
                 upstream: member.data.clone(),
             }
         };
+        if s.sticky.enabled && s.sticky.mode.uses_cookie() {
+            // The proxy's cookie is the proxy's business (HAProxy's
+            // `indirect`): the backend never sees it.
+            cookie::strip_cookie(&mut parts.headers, &s.sticky.cookie_name);
+        }
 
         let path = parts
             .uri
@@ -309,12 +320,12 @@ impl Proxy {
                         drop(sender);
                         let res =
                             res.map(|b| ProxyBody::stream(b, Guard::new(s.idle_timeout, None)));
-                        return self.finish(res, &attempt.upstream, now_ms);
+                        return finish(res, &attempt.upstream, s, false, now_ms);
                     }
                     let authority = attempt.upstream.authority.clone();
                     let guard = Guard::new(s.body_timeout, None);
                     let res = res.map(|b| ProxyBody::upstream(b, guard, authority, sender));
-                    return self.finish(res, &attempt.upstream, now_ms);
+                    return finish(res, &attempt.upstream, s, false, now_ms);
                 }
                 Err(f) => f,
             };
@@ -517,33 +528,56 @@ impl Proxy {
             upstream: member.data.clone(),
         })
     }
+}
 
-    fn finish(
-        &self,
-        res: Response<ProxyBody>,
-        upstream: &Upstream,
-        now_ms: u64,
-    ) -> Response<ProxyBody> {
-        let (mut parts, body) = res.into_parts();
-        let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
-        let upgrade = switching
-            .then(|| parts.headers.get(header::UPGRADE).cloned())
-            .flatten();
-        headers::strip_hop_by_hop(&mut parts.headers);
-        if let Some(upgrade) = upgrade {
-            parts
-                .headers
-                .insert(header::CONNECTION, UPGRADE_VALUE.clone());
-            parts.headers.insert(header::UPGRADE, upgrade);
-        }
+/// The response going back: hop-by-hop headers out, the sticky headers
+/// (and, in cookie modes, the cookie) in.
+fn finish(
+    res: Response<ProxyBody>,
+    upstream: &Upstream,
+    s: &Settings,
+    tls: bool,
+    now_ms: u64,
+) -> Response<ProxyBody> {
+    let (mut parts, body) = res.into_parts();
+    let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
+    let upgrade = switching
+        .then(|| parts.headers.get(header::UPGRADE).cloned())
+        .flatten();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    if let Some(upgrade) = upgrade {
         parts
             .headers
-            .insert(X_TARGET_SERVER.clone(), upstream.name_header.clone());
-        parts
-            .headers
-            .insert(X_TARGET_SERVER_LAST_USE.clone(), last_use_header(now_ms));
-        Response::from_parts(parts, body)
+            .insert(header::CONNECTION, UPGRADE_VALUE.clone());
+        parts.headers.insert(header::UPGRADE, upgrade);
     }
+    parts
+        .headers
+        .insert(X_TARGET_SERVER.clone(), upstream.name_header.clone());
+    let sticky = &s.sticky;
+    let last_use = if sticky.sign_headers {
+        cookie::signed_last_use(&sticky.keys, &upstream.name, now_ms)
+    } else {
+        None
+    };
+    parts.headers.insert(
+        X_TARGET_SERVER_LAST_USE.clone(),
+        last_use.unwrap_or_else(|| last_use_header(now_ms)),
+    );
+    if sticky.enabled
+        && sticky.mode.uses_cookie()
+        && let Some(set) = cookie::set_cookie(
+            &sticky.cookie_name,
+            &sticky.keys,
+            &upstream.name,
+            now_ms,
+            tls,
+        )
+    {
+        // Appended: the backend's own cookies stay as they were.
+        parts.headers.append(header::SET_COOKIE, set);
+    }
+    Response::from_parts(parts, body)
 }
 
 /// Not locally ejected.
@@ -575,10 +609,6 @@ fn rebuild(method: &Method, headers: &HeaderMap) -> Request<ProxyBody> {
     *req.method_mut() = method.clone();
     *req.headers_mut() = headers.clone();
     req
-}
-
-fn header_str<'a>(headers: &'a HeaderMap, name: &http::HeaderName) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 fn access_log_enabled() -> bool {
@@ -650,6 +680,38 @@ mod tests {
         for m in table.members() {
             assert!(!m.data.passive.is_ejected(2), "{} was ejected", m.name);
         }
+    }
+
+    #[test]
+    fn the_sticky_cookie_is_appended_beside_the_backends_own() {
+        let cell = TableCell::new();
+        cell.store(routes(1, &["a"], &Routes::default()));
+        let upstream = attempt_on(&cell, "a").upstream;
+        let mut settings =
+            ProxyConfig::with_defaults(HealthSource::Checkers(Vec::new())).settings();
+        settings.sticky.mode = cookie::Mode::Both;
+        settings.sticky.keys = cookie::Keys::from_bytes([&[7u8; 32][..]]);
+        let mut res = Response::new(ProxyBody::empty());
+        res.headers_mut()
+            .append(header::SET_COOKIE, HeaderValue::from_static("session=1"));
+        let res = finish(res, &upstream, &settings, true, 1_700_000_000_000);
+        let cookies: Vec<_> = res.headers().get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(cookies.len(), 2);
+        assert_eq!(cookies[0], "session=1");
+        let ours = cookies[1].to_str().expect("ascii");
+        assert!(ours.starts_with("tether_sticky=a.1700000000000."), "{ours}");
+        assert!(ours.ends_with("; Secure"), "{ours}");
+        assert_eq!(res.headers()[&X_TARGET_SERVER], "a");
+        // Header mode: no cookie at all.
+        settings.sticky.mode = cookie::Mode::Header;
+        let res = finish(
+            Response::new(ProxyBody::empty()),
+            &upstream,
+            &settings,
+            false,
+            1,
+        );
+        assert!(res.headers().get(header::SET_COOKIE).is_none());
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod respond;
 pub mod server;
 pub mod source;
 pub mod stats;
+pub mod sticky;
 pub mod table;
 pub mod tunnel;
 pub mod upstream;

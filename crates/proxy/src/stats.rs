@@ -43,22 +43,36 @@ impl MemberStats {
     }
 }
 
-/// How a request's sticky headers were used.
+/// What became of a request's sticky claim (headers or cookie); the
+/// `result` label of `tether_sticky_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StickyResult {
     /// Sent to the member it named.
     Honoured,
-    /// Well formed, but stale, not a member, or that member is down.
+    /// Well formed (and, if signed, verified), but stale (unsigned
+    /// headers), not a member, or that member is down.
     Ignored,
-    /// Present but unparsable.
+    /// Present but unparsable; with `sign_headers`, also an unsigned
+    /// header hint.
     Invalid,
+    /// Signed, but the mac does not match: a changed name or time, or a
+    /// made-up value.
+    Tampered,
+    /// Signed and intact, but the signed time is outside the window (or
+    /// more than 5 s ahead).
+    Expired,
+    /// Signed with a key id none of `sticky.keys` has.
+    UnknownKey,
 }
 
 impl StickyResult {
-    pub const ALL: [StickyResult; 3] = [
+    pub const ALL: [StickyResult; 6] = [
         StickyResult::Honoured,
         StickyResult::Ignored,
         StickyResult::Invalid,
+        StickyResult::Tampered,
+        StickyResult::Expired,
+        StickyResult::UnknownKey,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -66,6 +80,9 @@ impl StickyResult {
             StickyResult::Honoured => "honoured",
             StickyResult::Ignored => "ignored",
             StickyResult::Invalid => "invalid",
+            StickyResult::Tampered => "tampered",
+            StickyResult::Expired => "expired",
+            StickyResult::UnknownKey => "unknown_key",
         }
     }
 }
@@ -78,7 +95,7 @@ pub struct ProxyStats {
     /// Responses the proxy gave without a member (rejections, 503).
     pub local_responses: [Counter; 5],
     pub retries: Counter,
-    pub sticky: [Counter; 3],
+    pub sticky: [Counter; StickyResult::ALL.len()],
     pub open_connections: Gauge,
     pub health_version: Gauge,
     pub health_updates: Counter,
@@ -108,5 +125,12 @@ mod tests {
         assert_eq!(CLASSES[class(StatusCode::SWITCHING_PROTOCOLS)], "1xx");
         assert_eq!(CLASSES[class(StatusCode::GATEWAY_TIMEOUT)], "5xx");
         assert_eq!(CLASSES[class(StatusCode::NOT_FOUND)], "4xx");
+    }
+
+    #[test]
+    fn sticky_results_index_their_counters() {
+        for (i, r) in StickyResult::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{}", r.as_str());
+        }
     }
 }
