@@ -660,6 +660,21 @@ mod tests {
     }
 
     #[test]
+    fn a_known_answer_from_an_independent_hmac() {
+        // Python: hmac.new(b"k" * 32, b"tether-sticky/1\0" + len(name) as
+        // u32 BE + name + ms as u64 BE + key id, sha256), base64url unpadded.
+        let k = Keys::from_bytes([&[b'k'; 32][..]]);
+        assert_eq!(
+            k.cookie_value("backend@10.0.0.5:8080", 1_764_150_000_123)
+                .as_deref(),
+            Some(
+                "backend@10.0.0.5:8080.1764150000123.5e318f8c.\
+                 P0j5zMshPPwqKL5SQ1NdLlgctSiBBPYgMqMcJcdhJZU"
+            )
+        );
+    }
+
+    #[test]
     fn key_ids_are_sha256_prefixes() {
         // SHA-256("") = e3b0c442...
         assert_eq!(Keys::from_bytes([&b""[..]]).ids(), ["e3b0c442"]);
