@@ -22,7 +22,7 @@ use tether_core::{ProbeKind, Target};
 use tether_daemon::config::RawServerTls;
 use tether_proto::pb;
 use tether_proto::pb::health_service_client::HealthServiceClient;
-use tether_testkit::FakeBackend;
+use tether_testkit::{FakeBackend, Proc, TempConfig, eventually, get, run_to_end};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
@@ -57,6 +57,10 @@ impl Pki {
 
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    fn str(&self, name: &str) -> String {
+        self.path(name).display().to_string()
     }
 
     fn read(&self, name: &str) -> Vec<u8> {
@@ -236,4 +240,262 @@ async fn without_a_client_ca_any_client_that_trusts_the_server_is_served() {
     let distrust = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(other_ca));
     assert!(checker.list(distrust).await.is_err());
     checker.stop().await;
+}
+
+// === the binaries ===
+
+/// A process starting and printing its listening line.
+const START: Duration = Duration::from_secs(10);
+
+/// Runs `tetherctl` to its end off the async workers: (exit code, stdout,
+/// stderr).
+async fn ctl(args: Vec<String>) -> (i32, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_to_end("tetherctl", &refs, &[])
+    })
+    .await
+    .expect("tetherctl runner")
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|a| (*a).to_owned()).collect()
+}
+
+#[tokio::test]
+async fn tetherctl_with_a_client_certificate_queries_a_mutual_tls_checker() {
+    let pki = Pki::new();
+    let backend = FakeBackend::start("app-1").await;
+    let checker = Checker::start(&pki, true, vec![target("app-1", backend.url())]).await;
+    let (ca, cert, key) = (
+        pki.str("ca.crt"),
+        pki.str("client.crt"),
+        pki.str("client.key"),
+    );
+    let url = checker.url.as_str();
+
+    let mtls = |tail: &[&str]| {
+        let mut all = args(&[
+            "--checker",
+            url,
+            "--ca",
+            &ca,
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+        ]);
+        all.extend(args(tail));
+        all
+    };
+    let (code, out, err) = ctl(mtls(&["health", "--json"])).await;
+    assert_eq!(code, 0, "tetherctl health failed:\n{out}\n{err}");
+    assert!(out.contains("\"app-1\""), "{out}");
+    eventually("tetherctl serving says SERVING", DEADLINE, || async {
+        let (code, out, _) = ctl(mtls(&["serving"])).await;
+        (code == 0 && out.trim() == "SERVING").then_some(())
+    })
+    .await;
+
+    // Without a client certificate the checker refuses the connection.
+    let (code, out, err) = ctl(args(&["--checker", url, "--ca", &ca, "health"])).await;
+    assert_eq!(code, 1, "no client certificate:\n{out}\n{err}");
+    assert!(
+        err.contains("cannot reach checker") || err.contains("failed"),
+        "{err}"
+    );
+    // https without --ca is a usage error, not a silent fallback.
+    let (code, _, err) = ctl(args(&["--checker", url, "health"])).await;
+    assert_eq!(code, 2, "{err}");
+    checker.stop().await;
+}
+
+fn checker_toml(pki: &Pki, backends: &[&FakeBackend], key: &str) -> String {
+    let mut toml = format!(
+        r#"[checker]
+grpc_listen = "127.0.0.1:0"
+
+[checker.tls]
+cert = "{}"
+key = "{}"
+client_ca = "{}"
+
+[admin]
+listen = ""
+
+[health]
+kind = "http"
+path = "/health"
+interval = "100ms"
+timeout = "500ms"
+rise = 1
+fall = 1
+"#,
+        pki.str("checker.crt"),
+        pki.str(key),
+        pki.str("ca.crt"),
+    );
+    for b in backends {
+        toml.push_str(&format!(
+            "\n[[targets]]\nurl = \"{}\"\nname = \"{}\"\n",
+            b.url(),
+            b.name()
+        ));
+    }
+    toml
+}
+
+fn proxy_toml(pki: &Pki, checker: std::net::SocketAddr, identity: bool) -> String {
+    let identity = if identity {
+        format!(
+            "cert = \"{}\"\nkey = \"{}\"\n",
+            pki.str("client.crt"),
+            pki.str("client.key")
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        r#"[proxy]
+listen = "127.0.0.1:0"
+
+[admin]
+listen = ""
+
+[health_source]
+checkers = ["https://127.0.0.1:{port}"]
+
+[health_source.tls]
+ca = "{ca}"
+{identity}"#,
+        port = checker.port(),
+        ca = pki.str("ca.crt"),
+    )
+}
+
+/// The names that served `n` requests through `proxy`, or the first
+/// status that was not 200.
+async fn served(proxy: std::net::SocketAddr, n: usize) -> Result<Vec<String>, u16> {
+    let mut names = Vec::new();
+    for _ in 0..n {
+        let reply = get(proxy, "/", &[]).await.expect("the proxy answers");
+        if reply.status != 200 {
+            return Err(reply.status);
+        }
+        names.push(reply.body);
+    }
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+#[tokio::test]
+async fn a_proxy_over_mutual_tls_follows_the_checker() {
+    let pki = Pki::new();
+    let app1 = FakeBackend::start("app-1").await;
+    let app2 = FakeBackend::start("app-2").await;
+    let checker_cfg = TempConfig::new(&checker_toml(&pki, &[&app1, &app2], "checker.key"));
+    let checker = Proc::spawn("tether-checker", &["--config", checker_cfg.path_str()], &[]);
+    let addr = checker.wait_listening("grpc listening", START).await;
+
+    let proxy_cfg = TempConfig::new(&proxy_toml(&pki, addr, true));
+    let proxy = Proc::spawn("tether-proxy", &["--config", proxy_cfg.path_str()], &[]);
+    let proxy_addr = proxy.wait_listening("http listening", START).await;
+
+    eventually("the proxy routes to both backends", DEADLINE, || async {
+        (served(proxy_addr, 6).await == Ok(vec!["app-1".into(), "app-2".into()])).then_some(())
+    })
+    .await;
+    app1.set_healthy(false);
+    eventually("the proxy follows app-1 going down", DEADLINE, || async {
+        (served(proxy_addr, 6).await == Ok(vec!["app-2".into()])).then_some(())
+    })
+    .await;
+    app1.set_healthy(true);
+    eventually("the proxy follows app-1 coming back", DEADLINE, || async {
+        (served(proxy_addr, 6).await == Ok(vec!["app-1".into(), "app-2".into()])).then_some(())
+    })
+    .await;
+
+    // A proxy that trusts the checker but has no client certificate gets
+    // no health, so it never routes.
+    let anonymous_cfg = TempConfig::new(&proxy_toml(&pki, addr, false));
+    let anonymous = Proc::spawn("tether-proxy", &["--config", anonymous_cfg.path_str()], &[]);
+    let anonymous_addr = anonymous.wait_listening("http listening", START).await;
+    anonymous
+        .wait_for_line("keeping the last table", START)
+        .await;
+    assert_eq!(served(anonymous_addr, 3).await, Err(503));
+    drop(checker);
+}
+
+#[test]
+fn check_config_reports_key_files_as_set_and_warns_about_readable_keys() {
+    let pki = Pki::new();
+    // A key the group can read.
+    pki.write(
+        "loose.key",
+        &String::from_utf8(pki.read("checker.key")).expect("utf8"),
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(
+            pki.path("loose.key"),
+            std::fs::Permissions::from_mode(0o640),
+        )
+        .expect("chmod");
+    }
+    let toml = checker_toml(&pki, &[], "loose.key").replace(
+        "fall = 1\n",
+        "fall = 1\n\n[[targets]]\nurl = \"http://127.0.0.1:9\"\n",
+    );
+    let cfg = TempConfig::new(&toml);
+    let (code, out, err) = run_to_end(
+        "tether-checker",
+        &["--config", cfg.path_str(), "--check-config"],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("checker.tls: cert set, key set, client_ca set"),
+        "{out}"
+    );
+    assert!(!out.contains("loose.key"), "no key path printed: {out}");
+    #[cfg(unix)]
+    assert!(
+        out.contains("warning: checker.tls.key: the private key file is readable"),
+        "{out}"
+    );
+    assert!(!out.contains("PRIVATE KEY"), "{out}");
+
+    // A key that is not the certificate's: exit 2, naming the key.
+    let toml = toml.replace(&pki.str("loose.key"), &pki.str("client.key"));
+    let cfg = TempConfig::new(&toml);
+    let (code, _, err) = run_to_end(
+        "tether-checker",
+        &["--config", cfg.path_str(), "--check-config"],
+        &[],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("checker.tls.key"), "{err}");
+    assert!(err.contains("not the key of the certificate"), "{err}");
+
+    // The proxy's side: key files as set, never a path to them.
+    let proxy = TempConfig::new(&proxy_toml(&pki, app_addr(), true));
+    let (code, out, err) = run_to_end(
+        "tether-proxy",
+        &["--config", proxy.path_str(), "--check-config"],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("health_source.tls: ca set, cert set, key set"),
+        "{out}"
+    );
+    assert!(!out.contains("client.key"), "{out}");
+}
+
+fn app_addr() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 50051))
 }

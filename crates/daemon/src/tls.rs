@@ -251,9 +251,10 @@ pub fn key_file_warning(key: &str, path: &Path) -> Option<String> {
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(path).ok()?.permissions().mode();
         (mode & 0o077 != 0).then(|| {
+            // The config key names the file; its path is not repeated, so
+            // --check-config shows key files as set or unset only.
             format!(
-                "{key}: private key file {} is readable by others (mode {:o}); chmod 600 it",
-                path.display(),
+                "{key}: the private key file is readable by group or others (mode {:o}); chmod 600 it",
                 mode & 0o777
             )
         })

@@ -12,6 +12,7 @@ use tether_daemon::config::RawSticky;
 
 use crate::sticky::{DEFAULT_COOKIE_NAME, Keys, Mode, Rules, is_cookie_name};
 use tether_daemon::config::{self as shared, ConfigError, LogConfig, RawFile};
+use tether_daemon::tls::{ClientTls, ServerTls};
 
 /// Default client listener.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -207,6 +208,12 @@ pub struct ProxyConfig {
     pub passive: PassiveConfig,
     pub sticky: StickyConfig,
     pub source: HealthSource,
+    /// `[health_source.tls]`: how to reach `https://` checkers (and report
+    /// to them). Only with `HealthSource::Checkers`.
+    pub health_source_tls: Option<ClientTls>,
+    /// `[checker.tls]`: the embedded checker's gRPC listener. Only with
+    /// `HealthSource::Embedded` and a `grpc_listen`.
+    pub embedded_checker_tls: Option<ServerTls>,
     /// `None`: no admin endpoint.
     pub admin_listen: Option<SocketAddr>,
     pub log: LogConfig,
@@ -266,6 +273,8 @@ impl ProxyConfig {
             passive: PassiveConfig::default(),
             sticky: StickyConfig::default(),
             source,
+            health_source_tls: None,
+            embedded_checker_tls: None,
             admin_listen: None,
             log: LogConfig::default(),
         }
@@ -280,22 +289,7 @@ impl ProxyConfig {
         let dur = |key: &str, raw: &Option<String>, default: Duration| {
             shared::duration_or(key, raw.as_deref(), default)
         };
-        let source = if file.health_source.checkers.is_empty() {
-            let grpc_listen = match file.checker.grpc_listen.as_deref() {
-                Some(raw) => Some(shared::socket_addr("checker.grpc_listen", raw)?),
-                None => None,
-            };
-            HealthSource::Embedded {
-                targets: shared::targets(&file.health, &file.targets)?,
-                grpc_listen,
-            }
-        } else {
-            let mut uris = Vec::with_capacity(file.health_source.checkers.len());
-            for (i, raw) in file.health_source.checkers.iter().enumerate() {
-                uris.push(checker_uri(&format!("health_source.checkers[{i}]"), raw)?);
-            }
-            HealthSource::Checkers(uris)
-        };
+        let (source, health_source_tls, embedded_checker_tls) = health_source(file)?;
         Ok(ProxyConfig {
             listen: shared::socket_addr(
                 "proxy.listen",
@@ -372,6 +366,8 @@ impl ProxyConfig {
             },
             sticky: StickyConfig::from_raw(&file.sticky)?,
             source,
+            health_source_tls,
+            embedded_checker_tls,
             admin_listen: file.admin.validate(DEFAULT_ADMIN_LISTEN)?,
             log: file.log.validate()?,
         })
@@ -382,7 +378,6 @@ impl ProxyConfig {
 /// error naming the key, never a setting silently ignored.
 fn not_yet(file: &RawFile) -> Result<(), ConfigError> {
     let unimplemented = [
-        ("health_source.tls", file.health_source.tls.is_some()),
         ("proxy.tls", file.proxy.tls.is_some()),
     ];
     match unimplemented.into_iter().find(|(_, set)| *set) {
@@ -401,20 +396,71 @@ fn at_least(key: &str, value: usize, min: usize) -> Result<usize, ConfigError> {
     Ok(value)
 }
 
-fn checker_uri(key: &str, raw: &str) -> Result<http::Uri, ConfigError> {
+/// `[health_source]` (and, in embedded mode, `[checker]`): where health
+/// comes from, and the TLS of that channel. Each mode reads only its own
+/// TLS section.
+fn health_source(
+    file: &RawFile,
+) -> Result<(HealthSource, Option<ClientTls>, Option<ServerTls>), ConfigError> {
+    let hs = &file.health_source;
+    if hs.checkers.is_empty() {
+        let grpc_listen = match file.checker.grpc_listen.as_deref() {
+            Some(raw) => Some(shared::socket_addr("checker.grpc_listen", raw)?),
+            None => None,
+        };
+        let tls = match grpc_listen {
+            Some(_) => tether_checker::config::tls(file)?,
+            None => None,
+        };
+        let source = HealthSource::Embedded {
+            targets: shared::targets(&file.health, &file.targets)?,
+            grpc_listen,
+        };
+        return Ok((source, None, tls));
+    }
+    let tls = hs
+        .tls
+        .as_ref()
+        .map(|raw| raw.validate(HEALTH_SOURCE_TLS))
+        .transpose()?;
+    let mut uris = Vec::with_capacity(hs.checkers.len());
+    for (i, raw) in hs.checkers.iter().enumerate() {
+        let key = format!("health_source.checkers[{i}]");
+        uris.push(checker_uri(&key, raw, tls.is_some())?);
+    }
+    Ok((HealthSource::Checkers(uris), tls, None))
+}
+
+/// The config section of the proxy's TLS to checkers.
+pub const HEALTH_SOURCE_TLS: &str = "health_source.tls";
+
+/// A checker's url: `https://host:port` when `[health_source.tls]` is set,
+/// `http://host:port` when it is not. Mixing is refused: with TLS set, a
+/// plain url would send (and take) health in the clear.
+fn checker_uri(key: &str, raw: &str, tls: bool) -> Result<http::Uri, ConfigError> {
     let uri: http::Uri = raw
         .trim()
         .parse()
         .map_err(|e| ConfigError::new(key, format!("invalid url {raw:?}: {e}")))?;
+    let has_path = !matches!(uri.path(), "" | "/") || uri.query().is_some();
     match (uri.scheme_str(), uri.authority()) {
-        (Some("http"), Some(_)) => Ok(uri),
+        (Some(_), Some(a)) if a.as_str().contains('@') || has_path => Err(ConfigError::new(
+            key,
+            format!("{raw:?}: expected scheme://host:port, nothing more"),
+        )),
+        (Some("http"), Some(_)) if !tls => Ok(uri),
+        (Some("https"), Some(_)) if tls => Ok(uri),
+        (Some("http"), Some(_)) => Err(ConfigError::new(
+            key,
+            format!("{raw:?}: [health_source.tls] is set, so checkers are https://"),
+        )),
         (Some("https"), Some(_)) => Err(ConfigError::new(
             key,
-            format!("{raw:?}: TLS to checkers is not supported yet, use http://"),
+            format!("{raw:?}: https:// needs [health_source.tls] with the checkers' ca"),
         )),
         _ => Err(ConfigError::new(
             key,
-            format!("{raw:?}: expected http://host:port"),
+            format!("{raw:?}: expected http://host:port (https:// with [health_source.tls])"),
         )),
     }
 }
@@ -422,7 +468,7 @@ fn checker_uri(key: &str, raw: &str) -> Result<http::Uri, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tether_daemon::config::{RawHealthSource, RawTarget};
+    use tether_daemon::config::{RawClientTls, RawHealthSource, RawTarget};
 
     #[test]
     fn defaults_need_only_a_pool() {
@@ -539,6 +585,41 @@ mod tests {
         assert!(c.sticky.strict && c.sticky.sign_headers);
         assert_eq!(c.sticky.keys.ids().len(), 1);
         assert!(!format!("{c:?}").contains(&secret), "keys never in Debug");
+    }
+
+    #[test]
+    fn checker_urls_are_https_exactly_when_the_channel_has_tls() {
+        let file = |checkers: &[&str], tls: Option<RawClientTls>| RawFile {
+            health_source: RawHealthSource {
+                checkers: checkers.iter().map(|c| (*c).to_owned()).collect(),
+                tls,
+            },
+            ..RawFile::default()
+        };
+        let err = |f: RawFile| ProxyConfig::from_file(&f).expect_err("invalid");
+        let e = err(file(&["https://127.0.0.1:50051"], None));
+        assert_eq!(e.key, "health_source.checkers[0]");
+        assert!(e.reason.contains("[health_source.tls]"), "{}", e.reason);
+        for bad in ["http://c:1/health", "http://user@c:1", "http://c:1/?q=1"] {
+            assert_eq!(
+                err(file(&["http://c:2", bad], None)).key,
+                "health_source.checkers[1]",
+                "{bad}"
+            );
+        }
+        // [health_source.tls] is validated (its ca is the only trust anchor).
+        let no_ca = RawClientTls::default();
+        assert_eq!(
+            err(file(&["https://c:1"], Some(no_ca))).key,
+            "health_source.tls.ca"
+        );
+        let missing = RawClientTls {
+            ca: Some("/nonexistent/ca.crt".into()),
+            ..RawClientTls::default()
+        };
+        let e = err(file(&["https://c:1"], Some(missing)));
+        assert_eq!(e.key, "health_source.tls.ca");
+        assert!(e.reason.contains("no such file"), "{}", e.reason);
     }
 
     #[test]

@@ -88,7 +88,9 @@ async fn serve_on(
     let mut embedded = None;
     let mut hub_handle = None;
     let source = match &config.source {
-        HealthSource::Checkers(uris) => source::Source::Checkers(uris.clone()),
+        HealthSource::Checkers(uris) => {
+            source::Source::checkers(uris.clone(), config.health_source_tls.clone())
+        }
         HealthSource::Embedded {
             targets,
             grpc_listen,
@@ -98,16 +100,20 @@ async fn serve_on(
             if let Some(addr) = grpc_listen {
                 let grpc = bind(*addr).await?;
                 let local = grpc.local_addr().unwrap_or(*addr);
-                info!(target: "grpc", "embedded checker: grpc listening on {local}");
+                let tls = config.embedded_checker_tls.clone();
+                let note = tether_checker::tls_note(tls.as_ref());
+                info!(target: "grpc", "embedded checker: grpc listening on {local}{note}");
                 let hub = hub.clone();
                 let drain = drain.clone();
                 tokio::spawn(async move {
                     let stop = drain.clone();
-                    if let Err(e) = tether_checker::service::serve(grpc, hub, async move {
-                        stop.signaled().await;
-                    })
-                    .await
-                    {
+                    let served = tether_checker::service::serve_with_tls(
+                        grpc,
+                        hub,
+                        tls.as_ref(),
+                        async move { stop.signaled().await },
+                    );
+                    if let Err(e) = served.await {
                         log::error!(target: "grpc", "embedded checker's gRPC server: {e}");
                     }
                     drain.release();

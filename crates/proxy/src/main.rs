@@ -50,6 +50,23 @@ fn main() -> ExitCode {
             "tether-proxy: config ok: listen {}, health from {source}, admin {admin}",
             config.listen
         );
+        // TLS files as set/unset only; a key others can read is a warning.
+        let channel = [
+            config
+                .health_source_tls
+                .as_ref()
+                .map(|t| (t.summary(), t.warnings())),
+            config
+                .embedded_checker_tls
+                .as_ref()
+                .map(|t| (t.summary(), t.warnings())),
+        ];
+        for (summary, warnings) in channel.into_iter().flatten() {
+            println!("tether-proxy: {summary}");
+            for warning in warnings {
+                println!("tether-proxy: warning: {warning}");
+            }
+        }
         return ExitCode::SUCCESS;
     }
     let log = config.log.clone();

@@ -8,9 +8,9 @@ use log::{debug, info, warn};
 use tether_proto::pb;
 use tether_proto::pb::health_service_client::HealthServiceClient;
 use tokio::sync::mpsc;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-use crate::source::Source;
+use crate::source::{self, Source};
 
 const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
 const REASON: &str = "consecutive connect or gateway failures";
@@ -19,15 +19,23 @@ const REASON: &str = "consecutive connect or gateway failures";
 /// channel closes.
 pub async fn run(source: Source, mut names: mpsc::Receiver<String>, reporter: String) {
     // Lazy channels: nothing connects until the first report.
+    // Reports go over the same channel settings (TLS, client certificate)
+    // as the health stream.
     let mut clients: Vec<(String, HealthServiceClient<Channel>)> = match &source {
-        Source::Checkers(uris) => uris
+        Source::Checkers { uris, tls } => uris
             .iter()
-            .map(|u| {
-                let channel = Endpoint::from(u.clone())
-                    .connect_timeout(REPORT_TIMEOUT)
-                    .timeout(REPORT_TIMEOUT)
-                    .connect_lazy();
-                (u.to_string(), HealthServiceClient::new(channel))
+            .filter_map(|u| match source::endpoint(u.clone(), tls.as_ref()) {
+                Ok(endpoint) => {
+                    let channel = endpoint
+                        .connect_timeout(REPORT_TIMEOUT)
+                        .timeout(REPORT_TIMEOUT)
+                        .connect_lazy();
+                    Some((u.to_string(), HealthServiceClient::new(channel)))
+                }
+                Err(e) => {
+                    warn!(target: "proxy", "cannot report to {u}: {e}");
+                    None
+                }
             })
             .collect(),
         Source::Hub(_) => Vec::new(),
@@ -40,7 +48,7 @@ pub async fn run(source: Source, mut names: mpsc::Receiver<String>, reporter: St
                 }
                 Err(e) => warn!(target: "proxy", "cannot report {name}: {e}"),
             },
-            Source::Checkers(_) => report_grpc(&mut clients, &name, &reporter).await,
+            Source::Checkers { .. } => report_grpc(&mut clients, &name, &reporter).await,
         }
     }
 }

@@ -5,8 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use log::warn;
 use tether_checker::HubHandle;
 use tether_core::HealthUpdate;
+use tether_daemon::tls::ClientTls;
 use tether_proto::pb;
 use tether_proto::pb::health_service_client::HealthServiceClient;
 use tokio::sync::broadcast;
@@ -21,22 +23,35 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Clone, Debug)]
 pub enum Source {
-    Checkers(Vec<http::Uri>),
+    /// Checkers over gRPC, over TLS when `tls` is set (`https://` urls).
+    Checkers {
+        uris: Vec<http::Uri>,
+        tls: Option<ClientTls>,
+    },
     Hub(HubHandle),
 }
 
 impl Source {
+    /// Checkers at `uris`; logs the warnings `tls` has (a private key
+    /// others can read) once.
+    pub fn checkers(uris: Vec<http::Uri>, tls: Option<ClientTls>) -> Source {
+        for warning in tls.iter().flat_map(ClientTls::warnings) {
+            warn!(target: "proxy", "{warning}");
+        }
+        Source::Checkers { uris, tls }
+    }
+
     /// How many places there are to subscribe to (at least one).
     pub fn count(&self) -> usize {
         match self {
-            Source::Checkers(c) => c.len(),
+            Source::Checkers { uris, .. } => uris.len(),
             Source::Hub(_) => 1,
         }
     }
 
     pub fn label(&self, index: usize) -> String {
         match self {
-            Source::Checkers(c) => c
+            Source::Checkers { uris, .. } => uris
                 .get(index)
                 .map_or_else(|| "?".to_owned(), |u| u.to_string()),
             Source::Hub(_) => "embedded checker".to_owned(),
@@ -46,9 +61,9 @@ impl Source {
     /// Opens a subscription at `index`.
     pub async fn open(&self, index: usize) -> Result<Updates, String> {
         match self {
-            Source::Checkers(c) => {
-                let uri = c.get(index).ok_or("no such checker")?.clone();
-                tokio::time::timeout(OPEN_TIMEOUT, open_grpc(uri))
+            Source::Checkers { uris, tls } => {
+                let uri = uris.get(index).ok_or("no such checker")?.clone();
+                tokio::time::timeout(OPEN_TIMEOUT, open_grpc(uri, tls.as_ref()))
                     .await
                     .map_err(|_| format!("no answer within {OPEN_TIMEOUT:?}"))?
             }
@@ -63,8 +78,24 @@ impl Source {
     }
 }
 
-async fn open_grpc(uri: http::Uri) -> Result<Updates, String> {
-    let channel = Endpoint::from(uri)
+/// The endpoint of the checker at `uri`, with TLS when `tls` is set. The
+/// files are read here, on every (re)connection, so a rotated certificate
+/// or CA is picked up without a restart.
+pub fn endpoint(uri: http::Uri, tls: Option<&ClientTls>) -> Result<Endpoint, String> {
+    let endpoint = Endpoint::from(uri);
+    match tls {
+        None => Ok(endpoint),
+        Some(tls) => {
+            let config = tether_checker::tls::client_config(tls).map_err(|e| e.to_string())?;
+            endpoint
+                .tls_config(config)
+                .map_err(|e| format!("{}: {}", tls.section, crate::error::chain(&e)))
+        }
+    }
+}
+
+async fn open_grpc(uri: http::Uri, tls: Option<&ClientTls>) -> Result<Updates, String> {
+    let channel = endpoint(uri, tls)?
         .connect_timeout(OPEN_TIMEOUT)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)

@@ -132,12 +132,19 @@ pub fn build(view: &PoolView, previous: &Routes) -> Routes {
     RoutingTable::new(view.version(), members)
 }
 
+/// The authority of a member url of the one form a checker sends,
+/// `http://host:port`: anything more (a path, a query, user info) is not
+/// a member address, and taking only part of it would make the proxy
+/// connect somewhere nobody named.
 fn authority_of(url: &str) -> Option<Authority> {
     let uri: http::Uri = url.parse().ok()?;
-    if uri.scheme_str() != Some("http") {
+    if uri.scheme_str() != Some("http") || !matches!(uri.path(), "" | "/") || uri.query().is_some()
+    {
         return None;
     }
-    uri.authority().cloned()
+    uri.authority()
+        .filter(|a| !a.as_str().contains('@'))
+        .cloned()
 }
 
 #[cfg(test)]
