@@ -377,9 +377,7 @@ impl ProxyConfig {
 /// Keys the file format knows but this build does not implement yet: an
 /// error naming the key, never a setting silently ignored.
 fn not_yet(file: &RawFile) -> Result<(), ConfigError> {
-    let unimplemented = [
-        ("proxy.tls", file.proxy.tls.is_some()),
-    ];
+    let unimplemented = [("proxy.tls", file.proxy.tls.is_some())];
     match unimplemented.into_iter().find(|(_, set)| *set) {
         Some((key, _)) => Err(ConfigError::new(key, "not supported by this build yet")),
         None => Ok(()),
