@@ -11,8 +11,10 @@ use tether_core::PoolEntry;
 use tether_daemon::config::RawSticky;
 
 use crate::sticky::{DEFAULT_COOKIE_NAME, Keys, Mode, Rules, is_cookie_name};
-use tether_daemon::config::{self as shared, ConfigError, LogConfig, RawFile};
+use tether_daemon::config::{self as shared, ConfigError, LogConfig, RawFile, RawServerTls};
 use tether_daemon::tls::{ClientTls, ServerTls};
+
+use crate::tls::{self, TlsFiles};
 
 /// Default client listener.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -214,6 +216,8 @@ pub struct ProxyConfig {
     /// `[checker.tls]`: the embedded checker's gRPC listener. Only with
     /// `HealthSource::Embedded` and a `grpc_listen`.
     pub embedded_checker_tls: Option<ServerTls>,
+    /// `[proxy.tls]`: `None` serves plain HTTP.
+    pub tls: Option<TlsFiles>,
     /// `None`: no admin endpoint.
     pub admin_listen: Option<SocketAddr>,
     pub log: LogConfig,
@@ -275,6 +279,7 @@ impl ProxyConfig {
             source,
             health_source_tls: None,
             embedded_checker_tls: None,
+            tls: None,
             admin_listen: None,
             log: LogConfig::default(),
         }
@@ -284,7 +289,6 @@ impl ProxyConfig {
 impl ProxyConfig {
     /// Validates the proxy's sections of `file`.
     pub fn from_file(file: &RawFile) -> Result<ProxyConfig, ConfigError> {
-        not_yet(file)?;
         let p = &file.proxy;
         let dur = |key: &str, raw: &Option<String>, default: Duration| {
             shared::duration_or(key, raw.as_deref(), default)
@@ -368,20 +372,42 @@ impl ProxyConfig {
             source,
             health_source_tls,
             embedded_checker_tls,
+            tls: listener_tls(file.proxy.tls.as_ref())?,
             admin_listen: file.admin.validate(DEFAULT_ADMIN_LISTEN)?,
             log: file.log.validate()?,
         })
     }
 }
 
-/// Keys the file format knows but this build does not implement yet: an
-/// error naming the key, never a setting silently ignored.
-fn not_yet(file: &RawFile) -> Result<(), ConfigError> {
-    let unimplemented = [("proxy.tls", file.proxy.tls.is_some())];
-    match unimplemented.into_iter().find(|(_, set)| *set) {
-        Some((key, _)) => Err(ConfigError::new(key, "not supported by this build yet")),
-        None => Ok(()),
+/// `[proxy.tls]`: both files, loaded once here so `--check-config` finds a
+/// broken or mismatched pair.
+fn listener_tls(raw: Option<&RawServerTls>) -> Result<Option<TlsFiles>, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    if raw.client_ca.is_some() {
+        return Err(ConfigError::new(
+            "proxy.tls.client_ca",
+            "client certificates on the proxy listener are not supported",
+        ));
     }
+    let cert = raw
+        .cert
+        .clone()
+        .ok_or_else(|| ConfigError::new("proxy.tls.cert", "required with [proxy.tls]"))?;
+    let key = raw
+        .key
+        .clone()
+        .ok_or_else(|| ConfigError::new("proxy.tls.key", "required with [proxy.tls]"))?;
+    let files = TlsFiles { cert, key };
+    if let Err(e) = tls::load(&files) {
+        let key = match e.file {
+            tls::TlsFile::Key => "proxy.tls.key",
+            tls::TlsFile::Cert => "proxy.tls.cert",
+        };
+        return Err(ConfigError::new(key, e.to_string()));
+    }
+    Ok(Some(files))
 }
 
 /// hyper's read buffer cannot be smaller than this.

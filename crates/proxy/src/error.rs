@@ -12,6 +12,8 @@ pub enum Error {
     },
     #[error("embedded checker: {0}")]
     Checker(#[from] tether_checker::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::LoadError),
 }
 
 /// An error and its sources on one line, for logs.

@@ -320,12 +320,12 @@ impl Proxy {
                         drop(sender);
                         let res =
                             res.map(|b| ProxyBody::stream(b, Guard::new(s.idle_timeout, None)));
-                        return finish(res, &attempt.upstream, s, false, now_ms);
+                        return finish(res, &attempt.upstream, s, peer.is_tls(), now_ms);
                     }
                     let authority = attempt.upstream.authority.clone();
                     let guard = Guard::new(s.body_timeout, None);
                     let res = res.map(|b| ProxyBody::upstream(b, guard, authority, sender));
-                    return finish(res, &attempt.upstream, s, false, now_ms);
+                    return finish(res, &attempt.upstream, s, peer.is_tls(), now_ms);
                 }
                 Err(f) => f,
             };

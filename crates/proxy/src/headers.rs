@@ -4,6 +4,8 @@
 
 use std::net::SocketAddr;
 
+use crate::conn::ConnInfo;
+
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// The pool member a client used; echoed on every proxied response.
@@ -19,6 +21,7 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 
 static VIA_VALUE: HeaderValue = HeaderValue::from_static("1.1 tether");
 static PROTO_HTTP: HeaderValue = HeaderValue::from_static("http");
+static PROTO_HTTPS: HeaderValue = HeaderValue::from_static("https");
 
 /// Whether `name` is hop-by-hop whatever `Connection` says.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
@@ -72,15 +75,23 @@ pub struct Peer {
     pub addr: SocketAddr,
     /// The client's IP as a header value, for `X-Forwarded-For`.
     ip: HeaderValue,
+    tls: bool,
 }
 
 impl Peer {
-    pub fn new(addr: SocketAddr) -> Peer {
+    pub fn new(conn: &ConnInfo) -> Peer {
+        let addr = conn.peer;
         let ip = addr.ip().to_canonical().to_string();
         Peer {
             addr,
             ip: HeaderValue::from_str(&ip).unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            tls: conn.tls.is_some(),
         }
+    }
+
+    /// Whether the client reached the proxy over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
 }
 
@@ -101,7 +112,8 @@ pub fn add_forwarding(headers: &mut HeaderMap, peer: &Peer, host: Option<HeaderV
     if let Some(xff) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), xff);
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), PROTO_HTTP.clone());
+    let proto = if peer.tls { &PROTO_HTTPS } else { &PROTO_HTTP };
+    headers.insert(X_FORWARDED_PROTO.clone(), proto.clone());
     if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST.clone(), host);
     }
@@ -143,9 +155,37 @@ mod tests {
         assert_eq!(h.len(), 2);
     }
 
+    fn plain(addr: &str) -> Peer {
+        let addr = addr.parse().expect("addr");
+        Peer::new(&ConnInfo {
+            peer: addr,
+            local: addr,
+            tls: None,
+        })
+    }
+
+    #[test]
+    fn forwarded_proto_says_https_on_tls() {
+        let addr = "127.0.0.1:5000".parse().expect("addr");
+        let tls = Peer::new(&ConnInfo {
+            peer: addr,
+            local: addr,
+            tls: Some(crate::conn::TlsInfo {
+                alpn: None,
+                sni: None,
+            }),
+        });
+        let mut h = HeaderMap::new();
+        add_forwarding(&mut h, &tls, None);
+        assert_eq!(h["x-forwarded-proto"], "https");
+        let mut h = HeaderMap::new();
+        add_forwarding(&mut h, &plain("127.0.0.1:5000"), None);
+        assert_eq!(h["x-forwarded-proto"], "http");
+    }
+
     #[test]
     fn an_ipv4_mapped_peer_is_written_as_ipv4() {
-        let peer = Peer::new("[::ffff:10.0.0.1]:1".parse().expect("addr"));
+        let peer = plain("[::ffff:10.0.0.1]:1");
         let mut h = HeaderMap::new();
         add_forwarding(&mut h, &peer, None);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1");
@@ -155,7 +195,7 @@ mod tests {
     fn forwarded_for_is_appended() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.1.1.1"));
-        let peer = Peer::new("127.0.0.1:5000".parse().expect("addr"));
+        let peer = plain("127.0.0.1:5000");
         add_forwarding(
             &mut h,
             &peer,

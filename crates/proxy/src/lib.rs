@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod body;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod feed;
 pub mod forward;
@@ -23,6 +24,7 @@ pub mod source;
 pub mod stats;
 pub mod sticky;
 pub mod table;
+pub mod tls;
 pub mod tunnel;
 pub mod upstream;
 pub mod validate;
@@ -79,6 +81,10 @@ async fn serve_on(
     let (trigger, drain) = tether_daemon::drain::channel();
     // Bind everything before serving anything: a port in use is an error
     // at start, not a half-running proxy.
+    let acceptor = match &config.tls {
+        Some(files) => Some(tls::Acceptor::new(files).map_err(Error::Tls)?),
+        None => None,
+    };
     let admin = match config.admin_listen {
         Some(addr) => Some(bind(addr).await?),
         None => None,
@@ -157,11 +163,17 @@ async fn serve_on(
     if let Some(reload) = reload {
         spawn_until_drained(
             &drain,
-            reload::run(reload, config.clone(), proxy.clone(), hub_handle),
+            reload::run(
+                reload,
+                config.clone(),
+                proxy.clone(),
+                hub_handle,
+                acceptor.clone(),
+            ),
         );
     }
     info!(target: "proxy", "http listening on {addr}");
-    let serving = server::serve(listener, proxy, &config, drain.clone());
+    let serving = server::serve(listener, proxy, &config, acceptor, drain.clone());
     tokio::pin!(serving);
     tokio::select! {
         () = &mut serving => {}

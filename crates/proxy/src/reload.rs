@@ -15,6 +15,7 @@ use tether_daemon::signal::Reload;
 
 use crate::config::{HealthSource, ProxyConfig};
 use crate::forward::Proxy;
+use crate::tls::Acceptor;
 
 /// Applies reloads until the task is dropped.
 pub async fn run(
@@ -22,6 +23,7 @@ pub async fn run(
     mut current: ProxyConfig,
     proxy: Arc<Proxy>,
     hub: Option<HubHandle>,
+    tls: Option<Acceptor>,
 ) {
     loop {
         let (n, loaded) = reload.next().await;
@@ -36,6 +38,16 @@ pub async fn run(
             warn!(target: "proxy", "reload #{n}: {what} changed; that takes a restart");
         }
         let mut applied = Vec::new();
+        // Certificates are read again on every reload: rotation usually
+        // rewrites the same paths.
+        if let (Some(acceptor), Some(files)) = (&tls, &new.tls) {
+            match acceptor.reload(files) {
+                Ok(()) => applied.push("certificate".to_owned()),
+                Err(e) => {
+                    error!(target: "proxy", "reload #{n}: keeping the running certificate: {e}")
+                }
+            }
+        }
         let settings = new.settings();
         if settings != current.settings() {
             proxy.set_settings(settings);
@@ -89,6 +101,17 @@ fn needs_restart(old: &ProxyConfig, new: &ProxyConfig) -> Vec<&'static str> {
     if old.drain_timeout != new.drain_timeout {
         out.push("proxy.drain_timeout");
     }
+    if old.tls.is_some() != new.tls.is_some() {
+        out.push("proxy.tls (on or off)");
+    }
+    // The health channel re-reads its files at each reconnect; only a change
+    // of the paths themselves needs a restart.
+    if old.health_source_tls != new.health_source_tls {
+        out.push("health_source.tls");
+    }
+    if old.embedded_checker_tls != new.embedded_checker_tls {
+        out.push("checker.tls");
+    }
     match (&old.source, &new.source) {
         (HealthSource::Checkers(a), HealthSource::Checkers(b)) if a != b => {
             out.push("health_source.checkers");
@@ -117,6 +140,9 @@ fn keep_bound(old: ProxyConfig, new: ProxyConfig) -> ProxyConfig {
         max_connections: old.max_connections,
         drain_timeout: old.drain_timeout,
         source: old.source,
+        tls: old.tls,
+        health_source_tls: old.health_source_tls,
+        embedded_checker_tls: old.embedded_checker_tls,
         ..new
     }
 }

@@ -1,6 +1,7 @@
-//! The client-facing listener: accepts connections, serves HTTP/1.1 and
-//! HTTP/2 (h2c with prior knowledge) through the proxy, and drains on
-//! shutdown.
+//! The client-facing listener: accepts connections (TLS when configured),
+//! serves HTTP/1.1 and HTTP/2 (ALPN, or h2c with prior knowledge) through
+//! the proxy, and drains on shutdown. The one module that names hyper's
+//! server: everything after it sees a request and a [`ConnInfo`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,29 +9,37 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use log::{debug, info, warn};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use tether_daemon::Drain;
 
 use crate::config::{ProxyConfig, Settings};
+use crate::conn::{ClientIo, ConnInfo};
 use crate::forward::Proxy;
 use crate::headers::Peer;
+use crate::tls::Acceptor;
 
 const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts and serves until the drain starts, then stops accepting and
 /// gives in-flight connections up to `drain_timeout` to finish.
-pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, config: &ProxyConfig, drain: Drain) {
+pub async fn serve(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    config: &ProxyConfig,
+    tls: Option<Acceptor>,
+    drain: Drain,
+) {
     let shutdown = drain.signaled();
     let drain = config.drain_timeout;
     // Rebuilt when a reload changes the settings; connections keep the
     // settings they were accepted with.
     let mut settings = proxy.settings();
-    let mut builder = http_builder(&settings);
+    let mut builder = Arc::new(http_builder(&settings));
     let graceful = GracefulShutdown::new();
     // At the connection cap, stop accepting: new clients wait in the
     // kernel's backlog (back-pressure) instead of being refused or crashing
@@ -65,26 +74,35 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, config: &ProxyConfi
         let open = OpenConnection::new(proxy.clone());
         let current = proxy.settings();
         if !Arc::ptr_eq(&current, &settings) {
-            builder = http_builder(&current);
+            builder = Arc::new(http_builder(&current));
             settings = current;
         }
-        let proxy = proxy.clone();
-        let client = Peer::new(peer);
-        let conn_settings = settings.clone();
-        let service = service_fn(move |req| {
-            let proxy = proxy.clone();
-            let client = client.clone();
-            let settings = conn_settings.clone();
-            async move { proxy.handle(req, &client, &settings).await }
-        });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let watched = graceful.watch(conn);
+        let conn = Connection {
+            proxy: proxy.clone(),
+            settings: settings.clone(),
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
+        };
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = watched.await {
-                debug!(target: "proxy", "connection from {peer}: {e}");
-            }
+            let local = stream.local_addr().unwrap_or(peer);
+            let io = match tls {
+                None => ClientIo::Plain(stream),
+                Some(tls) => match handshake(&tls, stream, conn.settings.header_read_timeout).await
+                {
+                    Ok(io) => io,
+                    Err(e) => {
+                        debug!(target: "proxy", "TLS handshake with {peer}: {e}");
+                        return;
+                    }
+                },
+            };
+            let info = ConnInfo {
+                peer,
+                local,
+                tls: io.tls_info(),
+            };
+            conn.serve(io, info).await;
             drop(slot);
             drop(open);
         });
@@ -141,4 +159,56 @@ fn http_builder(s: &Settings) -> auto::Builder<TokioExecutor> {
         .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT)
         .max_header_list_size(u32::try_from(s.limits.max_header_bytes).unwrap_or(u32::MAX));
     builder
+}
+
+/// One client connection's share of the server: the only place that hands a
+/// connection to hyper.
+struct Connection {
+    proxy: Arc<Proxy>,
+    settings: Arc<Settings>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+}
+
+impl Connection {
+    /// Serves HTTP/1.1 or HTTP/2 (by ALPN or the h2 preface) until the
+    /// connection ends or the drain closes it.
+    async fn serve(self, io: ClientIo, info: ConnInfo) {
+        let Connection {
+            proxy,
+            settings,
+            builder,
+            watcher,
+        } = self;
+        let peer = info.peer;
+        let client = Peer::new(&info);
+        let service = service_fn(move |req| {
+            let proxy = proxy.clone();
+            let client = client.clone();
+            let settings = settings.clone();
+            async move { proxy.handle(req, &client, &settings).await }
+        });
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned();
+        if let Err(e) = watcher.watch(conn).await {
+            debug!(target: "proxy", "connection from {peer}: {e}");
+        }
+    }
+}
+
+/// The TLS handshake, cut at `timeout` like a slow request head.
+async fn handshake(
+    tls: &Acceptor,
+    stream: TcpStream,
+    timeout: Duration,
+) -> std::io::Result<ClientIo> {
+    match tokio::time::timeout(timeout, tls.accept(stream)).await {
+        Ok(Ok(s)) => Ok(ClientIo::Tls(Box::new(s))),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no handshake within {timeout:?}"),
+        )),
+    }
 }

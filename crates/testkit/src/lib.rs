@@ -6,8 +6,8 @@
 //! small HTTP client ([`http::get`], keep-alive [`Client`]), a raw HTTP/1
 //! socket ([`raw::RawConn`]), a silent listener ([`Blackhole`]), a process
 //! memory sampler ([`rss`]), helpers that run the built binaries
-//! with a temp config ([`Proc`], [`TempConfig`]) and a condition poller
-//! ([`eventually`]). Production crates must never depend on it; it may
+//! with a temp config ([`Proc`], [`TempConfig`]), certificates made in the
+//! test ([`TestCa`]) and a condition poller ([`eventually`]). Production crates must never depend on it; it may
 //! depend on any of them.
 
 pub mod backend;
@@ -17,6 +17,7 @@ pub mod checker;
 pub mod headers;
 pub mod http;
 mod net;
+pub mod pki;
 pub mod process;
 pub mod raw;
 pub mod rss;
@@ -26,5 +27,6 @@ pub use backend::{BYTES_PATH, FakeBackend, HEALTH_PATH, RecordedRequest, WS_PATH
 pub use blackhole::Blackhole;
 pub use checker::{FakeChecker, status};
 pub use http::{Client, Reply, get};
+pub use pki::{Issued, TestCa};
 pub use process::{Proc, TempConfig, bin_path, run_to_end};
 pub use wait::eventually;
