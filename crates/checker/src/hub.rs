@@ -17,6 +17,13 @@
 //! runs a short burst of probes; their results go through the same path as
 //! scheduled ones (the target's tracker decides), so only probes ever change
 //! state.
+//!
+//! Draining: [`HubHandle::set_draining`] (the `Drain` and `Enable` RPCs)
+//! flips a member's `draining` flag and publishes it as one change. The
+//! flag is the operator's, not the probes': it survives state changes and
+//! probe-setting resets, and goes with the member when it leaves (a url
+//! change is a new member). It lives in memory only, so a restarted
+//! checker starts with nothing draining.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -110,6 +117,18 @@ struct Report {
     reporter: String,
 }
 
+/// What [`HubHandle::set_draining`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DrainOutcome {
+    /// The version after the call.
+    pub version: u64,
+    /// The member's record after the call.
+    pub status: TargetStatus,
+    /// False when the flag already had the value asked for (nothing was
+    /// published).
+    pub changed: bool,
+}
+
 /// What a membership change did, in the order it was published.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MembershipChange {
@@ -159,6 +178,7 @@ enum Command {
     List(oneshot::Sender<(u64, Vec<TargetStatus>)>),
     Get(String, oneshot::Sender<Option<(u64, TargetStatus)>>),
     Report(Report, oneshot::Sender<ReportOutcome>),
+    SetDraining(String, bool, oneshot::Sender<Option<DrainOutcome>>),
     SetPool(Vec<PoolEntry>, oneshot::Sender<MembershipChange>),
     Metrics(oneshot::Sender<HubMetrics>),
 }
@@ -184,6 +204,20 @@ impl HubHandle {
     pub async fn get(&self, name: &str) -> Result<Option<(u64, TargetStatus)>, HubClosed> {
         let name = name.to_owned();
         self.ask(|tx| Command::Get(name, tx)).await
+    }
+
+    /// Drains the member `name` (`draining = true`: no new clients, sticky
+    /// ones stay) or enables it again (`false`). A real change bumps the
+    /// version and goes out on Watch; asking for the flag it already has
+    /// changes nothing. `None` if the pool has no member of that name.
+    pub async fn set_draining(
+        &self,
+        name: &str,
+        draining: bool,
+    ) -> Result<Option<DrainOutcome>, HubClosed> {
+        let name = name.to_owned();
+        self.ask(|tx| Command::SetDraining(name, draining, tx))
+            .await
     }
 
     /// Makes `targets` the whole pool (a reload without DNS entries); see
@@ -299,6 +333,7 @@ impl std::fmt::Debug for Command {
             Command::List(_) => "List",
             Command::Get(..) => "Get",
             Command::Report(..) => "Report",
+            Command::SetDraining(..) => "SetDraining",
             Command::SetPool(..) => "SetPool",
             Command::Metrics(_) => "Metrics",
         })
@@ -597,6 +632,9 @@ impl Hub {
                 );
                 let _ = tx.send(outcome);
             }
+            Command::SetDraining(name, draining, tx) => {
+                let _ = tx.send(self.set_draining(&name, draining));
+            }
             Command::SetPool(entries, tx) => {
                 let _ = tx.send(self.set_pool(entries));
             }
@@ -647,6 +685,27 @@ impl Hub {
             entry.last_burst = Some(now);
         }
         ReportOutcome::Scheduled
+    }
+
+    fn set_draining(&mut self, name: &str, draining: bool) -> Option<DrainOutcome> {
+        let entry = self.entries.get_mut(name)?;
+        if entry.status.draining == draining {
+            return Some(DrainOutcome {
+                version: self.version,
+                status: entry.status.clone(),
+                changed: false,
+            });
+        }
+        entry.status.draining = draining;
+        let status = entry.status.clone();
+        let version = self.publish(UpdateKind::Change(status.clone()));
+        let what = if draining { "draining" } else { "enabled" };
+        info!(target: "hc", "{} {what} ({}) v{version}", status.name, status.state);
+        Some(DrainOutcome {
+            version,
+            status,
+            changed: true,
+        })
     }
 
     fn statuses(&self) -> Vec<TargetStatus> {
@@ -914,7 +973,11 @@ impl Hub {
         entry.last_burst = None;
         entry.report_window = target.probe.interval.max(MIN_REPORT_WINDOW);
         entry.tracker = HealthTracker::new(target.probe.rise, target.probe.fall);
-        entry.status = status;
+        // The operator's drain outlives a change of probe settings.
+        entry.status = TargetStatus {
+            draining: entry.status.draining,
+            ..status
+        };
         entry.target = target;
         let status = entry.status.clone();
         let v = self.publish(UpdateKind::Change(status.clone()));

@@ -1,4 +1,5 @@
-//! The gRPC face of the hub: `tether.health.v1.HealthService`, the standard
+//! The gRPC face of the hub: `tether.health.v1.HealthService` and
+//! `ControlService` (Drain, Enable), the standard
 //! `grpc.health.v1.Health` (the checker as `""`, each target by name) and
 //! server reflection.
 
@@ -10,6 +11,7 @@ use log::{debug, info, warn};
 use tether_core::{HealthUpdate, UpdateKind};
 use tether_daemon::tls::ServerTls;
 use tether_proto::pb;
+use tether_proto::pb::control_service_server::{ControlService, ControlServiceServer};
 use tether_proto::pb::health_service_server::{HealthService, HealthServiceServer};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -19,7 +21,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::error::Error;
-use crate::hub::{HubClosed, HubHandle, ReportOutcome};
+use crate::hub::{DrainOutcome, HubClosed, HubHandle, ReportOutcome};
 
 /// How often an idle HTTP/2 connection is pinged, and how long the answer
 /// may take: a dead peer is noticed within about eight seconds.
@@ -75,11 +77,16 @@ pub async fn serve_with_tls(
         .map_err(|e| Error::Reflection(e.to_string()))?;
 
     let api = HealthApi { hub, stop: stop_rx };
+    let control = HealthApi {
+        hub: api.hub.clone(),
+        stop: api.stop.clone(),
+    };
     let result = server
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .tcp_nodelay(true)
         .add_service(HealthServiceServer::new(api))
+        .add_service(ControlServiceServer::new(control))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -175,9 +182,7 @@ impl HealthService for HealthApi {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let peer = request
-            .remote_addr()
-            .map_or_else(|| "unknown peer".to_owned(), |a| a.to_string());
+        let peer = peer_of(&request);
         let sub = self.hub.subscribe().await.map_err(unavailable)?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         info!(target: "grpc", "watch from {peer} at v{}", sub.snapshot.version);
@@ -229,6 +234,73 @@ impl HealthService for HealthApi {
             accepted: outcome.accepted(),
         }))
     }
+}
+
+#[tonic::async_trait]
+impl ControlService for HealthApi {
+    async fn drain(
+        &self,
+        request: Request<pb::DrainRequest>,
+    ) -> Result<Response<pb::DrainResponse>, Status> {
+        let peer = peer_of(&request);
+        let name = request.into_inner().name;
+        let done = self.set_draining(&name, true, &peer).await?;
+        Ok(Response::new(pb::DrainResponse {
+            version: done.version,
+            target: Some((&done.status).into()),
+            changed: done.changed,
+        }))
+    }
+
+    async fn enable(
+        &self,
+        request: Request<pb::EnableRequest>,
+    ) -> Result<Response<pb::EnableResponse>, Status> {
+        let peer = peer_of(&request);
+        let name = request.into_inner().name;
+        let done = self.set_draining(&name, false, &peer).await?;
+        Ok(Response::new(pb::EnableResponse {
+            version: done.version,
+            target: Some((&done.status).into()),
+            changed: done.changed,
+        }))
+    }
+}
+
+impl HealthApi {
+    /// Drain or Enable: the hub publishes the change and logs it on `hc`;
+    /// here goes who asked.
+    async fn set_draining(
+        &self,
+        name: &str,
+        draining: bool,
+        peer: &str,
+    ) -> Result<DrainOutcome, Status> {
+        let method = if draining { "drain" } else { "enable" };
+        let Some(done) = self
+            .hub
+            .set_draining(name, draining)
+            .await
+            .map_err(unavailable)?
+        else {
+            let name = crate::hub::cap(name);
+            return Err(Status::not_found(format!("no target named {name:?}")));
+        };
+        info!(
+            target: "grpc",
+            "{method} {:?} from {peer}: {} at v{}",
+            done.status.name,
+            if done.changed { "done" } else { "no change" },
+            done.version
+        );
+        Ok(done)
+    }
+}
+
+fn peer_of<T>(request: &Request<T>) -> String {
+    request
+        .remote_addr()
+        .map_or_else(|| "unknown peer".to_owned(), |a| a.to_string())
 }
 
 /// Sends one subscriber its snapshot and then every change, until the

@@ -26,6 +26,9 @@ pub struct TargetStatus {
     pub last_error: Option<String>,
     /// Epoch milliseconds of the last state change.
     pub last_change_ms: Option<u64>,
+    /// An operator drained it (`Drain`): it takes no new clients but keeps
+    /// its sticky ones. Independent of `state`, which probes alone set.
+    pub draining: bool,
 }
 
 impl TargetStatus {
@@ -43,6 +46,7 @@ impl TargetStatus {
             consecutive_failures: 0,
             last_error: None,
             last_change_ms: None,
+            draining: false,
         }
     }
 }

@@ -1,6 +1,11 @@
 //! The sticky decision: send a client back to the member it used last, if
 //! that was recent and the member is still healthy; otherwise round robin.
 //!
+//! A draining member keeps its sticky clients (that is what draining is
+//! for: they finish their sessions there) but gets no new ones, so a pin
+//! to it is honoured while round robin passes over it. Strict mode too
+//! honours such a pin: the member is still up.
+//!
 //! The hint comes from request headers. It is only ever matched against pool
 //! members (by name or url), so a header value can never become an address.
 
@@ -53,9 +58,10 @@ impl<'a> StickyHint<'a> {
 /// Where a request goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pick {
-    /// The hinted member: fresh hint, member healthy.
+    /// The hinted member: fresh hint, member healthy (draining or not).
     Sticky(usize),
-    /// The next healthy member in round-robin order.
+    /// The next member of the table's rotation (healthy, not draining) in
+    /// round-robin order.
     Balanced(usize),
     /// Strict stickiness: the hint is fresh and names a member, but that
     /// member is down (unhealthy or unavailable); the client is refused
@@ -139,6 +145,10 @@ mod tests {
     const W: Duration = DEFAULT_WINDOW;
 
     fn table(health: &[bool]) -> RoutingTable<()> {
+        draining_table(health, &[])
+    }
+
+    fn draining_table(health: &[bool], draining: &[bool]) -> RoutingTable<()> {
         let members = health
             .iter()
             .enumerate()
@@ -149,7 +159,59 @@ mod tests {
                 data: (),
             })
             .collect();
-        RoutingTable::new(Some(1), members)
+        RoutingTable::with_draining(Some(1), members, draining.to_vec())
+    }
+
+    #[test]
+    fn a_draining_member_keeps_its_sticky_clients_and_gets_no_new_ones() {
+        let t = draining_table(&[true, true, true], &[false, false, true]);
+        let rr = RoundRobin::new();
+        let pinned = hint("app-2", NOW - 1000);
+        for _ in 0..6 {
+            assert_eq!(decide(Some(&pinned), NOW, W, &t, &rr), Pick::Sticky(2));
+            assert_ne!(decide(None, NOW, W, &t, &rr), Pick::Balanced(2));
+            // A stale pin is a new client.
+            let stale = hint("app-2", NOW - 31_000);
+            assert_ne!(decide(Some(&stale), NOW, W, &t, &rr), Pick::Balanced(2));
+        }
+        // Strict: the draining member is up, so the pin holds.
+        assert_eq!(
+            decide_pinned(Some(&pinned), NOW, W, true, &t, &rr, |_| true),
+            Pick::Sticky(2)
+        );
+    }
+
+    #[test]
+    fn a_draining_member_that_is_down_gets_nothing() {
+        let t = draining_table(&[true, false], &[false, true]);
+        let rr = RoundRobin::new();
+        let pinned = hint("app-1", NOW);
+        for _ in 0..4 {
+            assert_eq!(decide(Some(&pinned), NOW, W, &t, &rr), Pick::Balanced(0));
+            assert_eq!(decide(None, NOW, W, &t, &rr), Pick::Balanced(0));
+        }
+        assert_eq!(
+            decide_pinned(Some(&pinned), NOW, W, true, &t, &rr, |_| true),
+            Pick::PinnedDown
+        );
+        let none = draining_table(&[false, false], &[true, false]);
+        assert_eq!(decide(Some(&pinned), NOW, W, &none, &rr), Pick::NoneHealthy);
+    }
+
+    #[test]
+    fn when_every_healthy_member_drains_new_clients_still_get_one() {
+        let t = draining_table(&[true, true], &[true, true]);
+        let rr = RoundRobin::new();
+        let picks: Vec<_> = (0..4).map(|_| decide(None, NOW, W, &t, &rr)).collect();
+        assert_eq!(
+            picks,
+            [
+                Pick::Balanced(0),
+                Pick::Balanced(1),
+                Pick::Balanced(0),
+                Pick::Balanced(1)
+            ]
+        );
     }
 
     fn hint(target: &str, last_use_ms: u64) -> StickyHint<'_> {

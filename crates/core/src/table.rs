@@ -1,5 +1,6 @@
-//! The immutable routing table: the members, which of them are healthy, and
-//! an index from a member's name and url to its position.
+//! The immutable routing table: the members, which of them are healthy,
+//! which of them take new clients, and an index from a member's name and
+//! url to its position.
 //!
 //! A table is built once, off the request path, and then only read. The
 //! proxy attaches its own per-member data (`T`: parsed authority, header
@@ -21,6 +22,9 @@ pub struct RoutingTable<T> {
     version: Option<u64>,
     members: Vec<Member<T>>,
     healthy: Vec<usize>,
+    /// One flag per member (empty: none drains).
+    draining: Vec<bool>,
+    rotation: Vec<usize>,
     index: HashMap<String, usize>,
 }
 
@@ -30,21 +34,53 @@ impl<T> Default for RoutingTable<T> {
             version: None,
             members: Vec::new(),
             healthy: Vec::new(),
+            draining: Vec::new(),
+            rotation: Vec::new(),
             index: HashMap::new(),
         }
     }
 }
 
 impl<T> RoutingTable<T> {
-    /// Builds a table. Names are unique in a pool; a url that equals another
-    /// member's name never shadows that name.
+    /// Builds a table in which no member is draining. Names are unique in a
+    /// pool; a url that equals another member's name never shadows that
+    /// name.
     pub fn new(version: Option<u64>, members: Vec<Member<T>>) -> Self {
+        Self::with_draining(version, members, Vec::new())
+    }
+
+    /// Builds a table; `draining[i]` says member `i` is draining (missing
+    /// flags: not draining). The flag sits beside the members rather than
+    /// in `Member` so that code building members needs no change for it.
+    pub fn with_draining(
+        version: Option<u64>,
+        members: Vec<Member<T>>,
+        mut draining: Vec<bool>,
+    ) -> Self {
+        debug_assert!(draining.len() <= members.len());
+        if draining.iter().all(|d| !d) {
+            draining.clear();
+        }
         let healthy: Vec<usize> = members
             .iter()
             .enumerate()
             .filter(|(_, m)| m.healthy)
             .map(|(i, _)| i)
             .collect();
+        let open: Vec<usize> = healthy
+            .iter()
+            .copied()
+            .filter(|&i| !draining.get(i).copied().unwrap_or(false))
+            .collect();
+        // Draining only steers new clients away while someone else can take
+        // them: when every healthy member drains, new clients still get one
+        // (round robin over them) rather than a 503 the operator did not ask
+        // for. See `rotation`.
+        let rotation = if open.is_empty() {
+            healthy.clone()
+        } else {
+            open
+        };
         let mut index = HashMap::with_capacity(members.len() * 2);
         for (i, m) in members.iter().enumerate() {
             index.entry(m.url.clone()).or_insert(i);
@@ -53,10 +89,13 @@ impl<T> RoutingTable<T> {
             index.insert(m.name.clone(), i);
         }
         debug_assert!(healthy.iter().all(|&i| i < members.len()));
+        debug_assert!(rotation.iter().all(|i| healthy.contains(i)));
         RoutingTable {
             version,
             members,
             healthy,
+            draining,
+            rotation,
             index,
         }
     }
@@ -76,6 +115,20 @@ impl<T> RoutingTable<T> {
     /// Positions of the healthy members, in pool order.
     pub fn healthy(&self) -> &[usize] {
         &self.healthy
+    }
+
+    /// Whether the member at `index` is draining: no new clients, but its
+    /// sticky ones stay while it is healthy.
+    pub fn is_draining(&self, index: usize) -> bool {
+        self.draining.get(index).copied().unwrap_or(false)
+    }
+
+    /// Positions of the members that take new clients, in pool order: the
+    /// healthy ones that are not draining; when every healthy member is
+    /// draining, all healthy ones (a draining member beats no answer). Empty
+    /// only when nothing is healthy.
+    pub fn rotation(&self) -> &[usize] {
+        &self.rotation
     }
 
     /// The position of the member whose name or url is `key`.
@@ -104,6 +157,45 @@ mod tests {
             vec![member("a", true), member("b", false), member("c", true)],
         );
         assert_eq!(t.healthy(), &[0, 2]);
+    }
+
+    #[test]
+    fn rotation_leaves_out_draining_members() {
+        let members = vec![
+            member("a", true),
+            member("b", true),
+            member("c", false),
+            member("d", true),
+        ];
+        let t = RoutingTable::with_draining(Some(1), members, vec![false, true, true]);
+        assert_eq!(t.healthy(), &[0, 1, 3]);
+        assert_eq!(t.rotation(), &[0, 3]);
+        assert!(t.is_draining(1) && t.is_draining(2));
+        assert!(!t.is_draining(0) && !t.is_draining(3) && !t.is_draining(9));
+    }
+
+    #[test]
+    fn when_every_healthy_member_drains_they_all_stay_in_rotation() {
+        let members = vec![member("a", true), member("b", true), member("c", false)];
+        let t = RoutingTable::with_draining(None, members, vec![true, true, false]);
+        assert_eq!(t.rotation(), &[0, 1]);
+        let down = vec![member("a", false), member("b", true)];
+        let t = RoutingTable::with_draining(None, down, vec![false, true]);
+        assert_eq!(
+            t.rotation(),
+            &[1],
+            "a draining healthy member beats a down one"
+        );
+        let none = vec![member("a", false), member("b", false)];
+        let t = RoutingTable::with_draining(None, none, vec![true, false]);
+        assert!(t.rotation().is_empty());
+    }
+
+    #[test]
+    fn without_draining_rotation_is_healthy() {
+        let t = RoutingTable::new(None, vec![member("a", true), member("b", false)]);
+        assert_eq!(t.rotation(), t.healthy());
+        assert!(!t.is_draining(0));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow};
 use tether_core::{HealthUpdate, TargetStatus};
 use tether_proto::pb;
+use tether_proto::pb::control_service_client::ControlServiceClient;
 use tether_proto::pb::health_service_client::HealthServiceClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status, Streaming};
@@ -34,6 +35,9 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The standard health question, as errors name it.
 const HEALTH_CHECK: &str = "grpc.health.v1.Health/Check";
+/// The control calls, as errors name them.
+const DRAIN: &str = "tether.health.v1.ControlService/Drain";
+const ENABLE: &str = "tether.health.v1.ControlService/Enable";
 
 /// A bad command-line value (exit code 2, like clap's own errors).
 #[derive(Debug)]
@@ -61,6 +65,18 @@ pub enum Use {
 pub struct Checker {
     url: String,
     client: HealthServiceClient<Channel>,
+    control: ControlServiceClient<Channel>,
+}
+
+/// What `Drain` or `Enable` answered.
+#[derive(Debug)]
+pub struct Drained {
+    /// The checker's version after the call.
+    pub version: u64,
+    /// The target's record after the call.
+    pub target: TargetStatus,
+    /// False when the target already was (or was not) draining.
+    pub changed: bool,
 }
 
 /// The stream of a `Watch` call.
@@ -176,7 +192,8 @@ impl Checker {
         let channel = connect_channel(remote, purpose).await?;
         Ok(Checker {
             url: remote.url.clone(),
-            client: HealthServiceClient::new(channel),
+            client: HealthServiceClient::new(channel.clone()),
+            control: ControlServiceClient::new(channel),
         })
     }
 
@@ -213,6 +230,49 @@ impl Checker {
         let target = TargetStatus::try_from(target)
             .with_context(|| format!("checker at {} sent an invalid target", self.url))?;
         Ok(Some((reply.version, target)))
+    }
+
+    /// Drains the target `name` (`draining = true`) or enables it again;
+    /// `None` if the checker has no such target.
+    pub async fn set_draining(
+        &mut self,
+        name: &str,
+        draining: bool,
+    ) -> anyhow::Result<Option<Drained>> {
+        let name = name.to_owned();
+        let method = if draining { DRAIN } else { ENABLE };
+        // The two replies have the same fields but are distinct messages.
+        let answer = if draining {
+            self.control
+                .drain(pb::DrainRequest { name })
+                .await
+                .map(|r| {
+                    let r = r.into_inner();
+                    (r.version, r.target, r.changed)
+                })
+        } else {
+            self.control
+                .enable(pb::EnableRequest { name })
+                .await
+                .map(|r| {
+                    let r = r.into_inner();
+                    (r.version, r.target, r.changed)
+                })
+        };
+        let (version, target, changed) = match answer {
+            Ok(reply) => reply,
+            Err(status) if status.code() == Code::NotFound => return Ok(None),
+            Err(status) => return Err(self.rpc_error(method, &status)),
+        };
+        let target = target
+            .ok_or_else(|| anyhow!("checker at {} answered {method} without a target", self.url))?;
+        let target = TargetStatus::try_from(target)
+            .with_context(|| format!("checker at {} sent an invalid target", self.url))?;
+        Ok(Some(Drained {
+            version,
+            target,
+            changed,
+        }))
     }
 
     /// Opens a Watch stream. Only the opening is bounded by the request

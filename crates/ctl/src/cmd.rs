@@ -90,6 +90,16 @@ pub async fn health(remote: &Remote, name: Option<&str>, json: bool) -> anyhow::
     print(&text)
 }
 
+/// `tetherctl drain NAME` (`draining = true`) and `tetherctl enable NAME`.
+/// Prints the target's state after the call; an unknown name is an error.
+pub async fn drain(remote: &Remote, name: &str, draining: bool) -> anyhow::Result<()> {
+    let mut checker = Checker::connect(remote, Use::Query).await?;
+    let Some(done) = checker.set_draining(name, draining).await? else {
+        bail!("no target named {name:?}");
+    };
+    print(&(render::drain_line(&done.target, done.changed, done.version) + "\n"))
+}
+
 /// `tetherctl watch [--json]`: runs until the stream fails (an error) or
 /// Ctrl-C (success).
 pub async fn watch(remote: &Remote, format: Format) -> anyhow::Result<()> {

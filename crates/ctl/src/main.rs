@@ -2,8 +2,10 @@
 //!
 //! `tetherctl health [NAME] [--json]` prints the pool's health (or one
 //! target's) as a table or JSON; `tetherctl watch [--json]` prints the pool
-//! and then every change as it happens. Both talk to the checker's
-//! `tether.health.v1.HealthService` over gRPC at `--checker URL` (or
+//! and then every change as it happens; `tetherctl drain NAME` stops
+//! sending new clients to a target (its sticky clients stay) and
+//! `tetherctl enable NAME` undoes that. They talk to the checker's
+//! `tether.health.v1` services over gRPC at `--checker URL` (or
 //! `TETHER_CHECKER`, default `http://127.0.0.1:50051`). An `https://`
 //! checker is reached over TLS trusting only `--ca FILE`; `--cert FILE
 //! --key FILE` present a client certificate (mutual TLS).
@@ -82,6 +84,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Drain a target: no new clients, its sticky clients stay until their
+    /// window ends. Lasts until `enable` or a checker restart.
+    Drain {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Undo `drain`: the target takes new clients again.
+    Enable {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
     /// Ask the checker's standard gRPC health service; succeed only if
     /// SERVING.
     Serving {
@@ -144,6 +157,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             cmd::watch(&checker()?, format).await
         }
+        Command::Drain { name } => cmd::drain(&checker()?, &name, true).await,
+        Command::Enable { name } => cmd::drain(&checker()?, &name, false).await,
         Command::Serving { service } => cmd::serving(&checker()?, &service).await,
         Command::Ready { url } => cmd::ready(&url).await,
     }

@@ -51,7 +51,7 @@ pub fn table(targets: &[TargetStatus], now_ms: u64) -> String {
 fn row(t: &TargetStatus, now_ms: u64) -> [String; 7] {
     [
         sanitize(&t.name).into_owned(),
-        t.state.as_str().to_owned(),
+        state_text(t).into_owned(),
         sanitize(&t.url).into_owned(),
         t.probe_kind.as_str().to_owned(),
         t.last_latency.map_or_else(|| NONE.to_owned(), latency),
@@ -79,6 +79,32 @@ fn push_row<S: AsRef<str>>(out: &mut String, cells: &[S], widths: &[usize]) {
 /// Display width of a cell, counted in characters.
 fn width(s: &str) -> usize {
     s.chars().count()
+}
+
+/// A target's state as shown to a person: `healthy`, or `healthy
+/// (draining)` for a drained target (no new clients, sticky ones stay).
+pub fn state_text(t: &TargetStatus) -> Cow<'static, str> {
+    if t.draining {
+        Cow::Owned(format!("{} (draining)", t.state.as_str()))
+    } else {
+        Cow::Borrowed(t.state.as_str())
+    }
+}
+
+/// What `tetherctl drain` and `enable` print: the target, what the call
+/// did and the version after it, e.g. `app-2 is draining (healthy), v12`.
+pub fn drain_line(t: &TargetStatus, changed: bool, version: u64) -> String {
+    let what = match (t.draining, changed) {
+        (true, true) => "is draining",
+        (true, false) => "was already draining",
+        (false, true) => "takes new clients again",
+        (false, false) => "was not draining",
+    };
+    format!(
+        "{} {what} ({}), v{version}",
+        sanitize(&t.name),
+        t.state.as_str()
+    )
 }
 
 /// `s` with every control character (newline, escape, ...) replaced by its
@@ -125,16 +151,17 @@ pub fn age(since_ms: u64, now_ms: u64) -> String {
 }
 
 /// One line (without `\n`) for a changed target:
-/// `v12 app-2 healthy -> unhealthy (connection refused)`, or
-/// `v12 app-4 -> healthy` for a target not seen before.
-pub fn change_line(version: u64, previous: Option<HealthState>, now: &TargetStatus) -> String {
+/// `v12 app-2 healthy -> unhealthy (connection refused)`,
+/// `v13 app-2 healthy -> healthy (draining)`, or `v12 app-4 -> healthy` for
+/// a target not seen before.
+pub fn change_line(version: u64, previous: Option<&TargetStatus>, now: &TargetStatus) -> String {
     let mut line = format!("v{version} {} ", sanitize(&now.name));
     if let Some(previous) = previous {
-        line.push_str(previous.as_str());
+        line.push_str(&state_text(previous));
         line.push(' ');
     }
     line.push_str("-> ");
-    line.push_str(now.state.as_str());
+    line.push_str(&state_text(now));
     if let Some(error) = &now.last_error {
         line.push_str(" (");
         line.push_str(&sanitize(error));
@@ -169,6 +196,7 @@ struct TargetJson<'a> {
     consecutive_failures: u32,
     last_error: Option<&'a str>,
     last_change_unix_ms: Option<u64>,
+    draining: bool,
 }
 
 impl<'a> From<&'a TargetStatus> for TargetJson<'a> {
@@ -186,6 +214,7 @@ impl<'a> From<&'a TargetStatus> for TargetJson<'a> {
             consecutive_failures: t.consecutive_failures,
             last_error: t.last_error.as_deref(),
             last_change_unix_ms: t.last_change_ms,
+            draining: t.draining,
         }
     }
 }
@@ -228,12 +257,12 @@ pub fn pool_json_line(version: u64, targets: &[TargetStatus]) -> serde_json::Res
 /// `{"version":N,"previous_state":"healthy"|null,"change":{...}}`.
 pub fn change_json_line(
     version: u64,
-    previous: Option<HealthState>,
+    previous: Option<&TargetStatus>,
     now: &TargetStatus,
 ) -> serde_json::Result<String> {
     serde_json::to_string(&ChangeJson {
         version,
-        previous_state: previous.map(HealthState::as_str),
+        previous_state: previous.map(|p| p.state.as_str()),
         change: TargetJson::from(now),
     })
 }
@@ -281,6 +310,7 @@ mod tests {
             consecutive_failures: 0,
             last_error: None,
             last_change_ms: Some(NOW - 12_000),
+            draining: false,
         }
     }
 
@@ -297,6 +327,7 @@ mod tests {
             consecutive_failures: 7,
             last_error: Some("connection refused".into()),
             last_change_ms: Some(NOW - 252_000),
+            draining: false,
         }
     }
 
@@ -314,6 +345,48 @@ backend-long-name  unhealthy  http://10.0.0.5:8080   tcp    2.00s    4m12s ago  
 c                  unknown    http://c:1             tcp    -        -          -
 ";
         assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn a_draining_target_says_so_in_its_state() {
+        let drained = TargetStatus {
+            draining: true,
+            ..healthy()
+        };
+        let out = table(&[drained.clone(), unhealthy()], NOW);
+        let expected = "\
+NAME               STATE               URL                    PROBE  LATENCY  SINCE      LAST ERROR
+app-1              healthy (draining)  http://127.0.0.1:5041  http   1.2ms    12s ago    -
+backend-long-name  unhealthy           http://10.0.0.5:8080   tcp    2.00s    4m12s ago  connection refused
+";
+        assert_eq!(out, expected);
+        assert_eq!(
+            change_line(20, Some(&healthy()), &drained),
+            "v20 app-1 healthy -> healthy (draining)"
+        );
+        assert_eq!(
+            change_line(21, Some(&drained), &healthy()),
+            "v21 app-1 healthy (draining) -> healthy"
+        );
+        let line = change_json_line(20, Some(&healthy()), &drained).expect("json");
+        let value: Value = serde_json::from_str(&line).expect("parses");
+        assert_eq!(value["change"]["draining"], true);
+        assert_eq!(
+            drain_line(&drained, true, 20),
+            "app-1 is draining (healthy), v20"
+        );
+        assert_eq!(
+            drain_line(&drained, false, 20),
+            "app-1 was already draining (healthy), v20"
+        );
+        assert_eq!(
+            drain_line(&healthy(), true, 21),
+            "app-1 takes new clients again (healthy), v21"
+        );
+        assert_eq!(
+            drain_line(&healthy(), false, 21),
+            "app-1 was not draining (healthy), v21"
+        );
     }
 
     #[test]
@@ -382,11 +455,11 @@ c                  unknown    http://c:1             tcp    -        -          
     #[test]
     fn change_lines() {
         assert_eq!(
-            change_line(12, Some(HealthState::Healthy), &unhealthy()),
+            change_line(12, Some(&healthy()), &unhealthy()),
             "v12 backend-long-name healthy -> unhealthy (connection refused)"
         );
         assert_eq!(
-            change_line(13, Some(HealthState::Unhealthy), &healthy()),
+            change_line(13, Some(&unhealthy()), &healthy()),
             "v13 app-1 unhealthy -> healthy"
         );
         assert_eq!(change_line(14, None, &healthy()), "v14 app-1 -> healthy");
@@ -418,6 +491,7 @@ c                  unknown    http://c:1             tcp    -        -          
                         "consecutive_failures": 0,
                         "last_error": null,
                         "last_change_unix_ms": NOW - 12_000,
+                        "draining": false,
                     },
                     {
                         "name": "c",
@@ -430,6 +504,7 @@ c                  unknown    http://c:1             tcp    -        -          
                         "consecutive_failures": 0,
                         "last_error": null,
                         "last_change_unix_ms": null,
+                        "draining": false,
                     },
                 ],
             })
@@ -442,7 +517,7 @@ c                  unknown    http://c:1             tcp    -        -          
 
     #[test]
     fn change_json_shape() {
-        let line = change_json_line(9, Some(HealthState::Healthy), &unhealthy()).expect("json");
+        let line = change_json_line(9, Some(&healthy()), &unhealthy()).expect("json");
         assert!(!line.contains('\n'));
         let value: Value = serde_json::from_str(&line).expect("parses");
         assert_eq!(value["version"], 9);

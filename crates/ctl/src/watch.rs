@@ -72,12 +72,13 @@ impl Watcher {
                     .targets()
                     .iter()
                     .find(|t| t.name == status.name)
-                    .map(|t| t.state);
+                    .cloned();
                 match self.view.apply(update) {
                     Ok(Applied::Changed) => {}
                     Ok(Applied::Stale) => return Ok(Step::Skip),
                     Err(gap) => return Ok(Step::Gap(gap)),
                 }
+                let previous = previous.as_ref();
                 match self.format {
                     Format::Json => render::change_json_line(version, previous, &status)? + "\n",
                     Format::Text => render::change_line(version, previous, &status) + "\n",

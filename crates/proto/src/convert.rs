@@ -100,6 +100,7 @@ impl From<&TargetStatus> for pb::TargetHealth {
             consecutive_failures: s.consecutive_failures,
             last_error: s.last_error.clone().unwrap_or_default(),
             last_change_unix_ms: s.last_change_ms,
+            draining: s.draining,
         }
     }
 }
@@ -126,6 +127,7 @@ impl TryFrom<pb::TargetHealth> for TargetStatus {
             consecutive_failures: m.consecutive_failures,
             last_error: (!m.last_error.is_empty()).then_some(m.last_error),
             last_change_ms: m.last_change_unix_ms,
+            draining: m.draining,
         })
     }
 }
@@ -190,6 +192,7 @@ mod tests {
             consecutive_failures: 0,
             last_error: None,
             last_change_ms: Some(1_700_000_000_000),
+            draining: false,
         }
     }
 
@@ -198,6 +201,13 @@ mod tests {
         let s = sample();
         let wire = pb::TargetHealth::from(&s);
         assert_eq!(TargetStatus::try_from(wire), Ok(s));
+        let draining = TargetStatus {
+            draining: true,
+            ..sample()
+        };
+        let wire = pb::TargetHealth::from(&draining);
+        assert!(wire.draining);
+        assert_eq!(TargetStatus::try_from(wire), Ok(draining));
     }
 
     #[test]

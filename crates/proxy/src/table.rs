@@ -82,8 +82,11 @@ pub fn position(table: &Routes, upstream: &Upstream) -> Option<usize> {
 /// until its first probes, and "I don't know" must not take a healthy pool
 /// out of service (fail static). A member never seen before stays out until
 /// it is probed healthy.
+///
+/// A draining member stays a member (its sticky clients keep reaching it);
+/// the table leaves it out of the round-robin rotation.
 pub fn build(view: &PoolView, previous: &Routes) -> Routes {
-    let members = view
+    let (members, draining): (Vec<_>, Vec<bool>) = view
         .targets()
         .iter()
         .filter_map(|t| {
@@ -109,7 +112,7 @@ pub fn build(view: &PoolView, previous: &Routes) -> Routes {
                 .filter(|m| m.name == t.name && m.url == t.url);
             let passive = known.map_or_else(Arc::default, |m| m.data.passive.clone());
             let stats = known.map_or_else(Arc::default, |m| m.data.stats.clone());
-            Some(Member {
+            let member = Member {
                 name: t.name.clone(),
                 url: t.url.clone(),
                 healthy: match t.state {
@@ -126,10 +129,11 @@ pub fn build(view: &PoolView, previous: &Routes) -> Routes {
                     state: t.state,
                     last_change_ms: t.last_change_ms,
                 }),
-            })
+            };
+            Some((member, t.draining))
         })
-        .collect();
-    RoutingTable::new(view.version(), members)
+        .unzip();
+    RoutingTable::with_draining(view.version(), members, draining)
 }
 
 /// The authority of a member url of the one form a checker sends,
@@ -177,6 +181,28 @@ mod tests {
         assert_eq!(routes.healthy(), &[0]);
         assert_eq!(routes.version(), Some(3));
         assert_eq!(routes.members()[0].data.authority.as_str(), "127.0.0.1:1");
+    }
+
+    #[test]
+    fn a_draining_member_stays_but_leaves_the_rotation() {
+        let mut drained = status("b", "http://127.0.0.1:2", HealthState::Healthy);
+        drained.draining = true;
+        let mut view = PoolView::new();
+        view.apply(HealthUpdate::snapshot(
+            4,
+            vec![
+                status("a", "ftp://127.0.0.1:1", HealthState::Healthy),
+                status("c", "http://127.0.0.1:3", HealthState::Healthy),
+                drained,
+            ],
+        ))
+        .expect("snapshot");
+        let routes = build(&view, &Routes::default());
+        // "a" is left out: the flag follows its own member, not a position.
+        assert_eq!(routes.healthy(), &[0, 1]);
+        assert_eq!(routes.rotation(), &[0]);
+        assert!(routes.is_draining(1) && !routes.is_draining(0));
+        assert_eq!(routes.lookup("b"), Some(1));
     }
 
     #[test]
