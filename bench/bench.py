@@ -21,7 +21,16 @@ p99, CPU microseconds per request of the proxy process from utime+stime in
 (p50, p99, p99.9 with latency correction). Once per proxy, fresh: RSS, then
 RSS holding 10,000 idle keep-alive connections.
 
-Part 2, the checker. tether-bench-ports listens on 10,000 loopback ports;
+Part 2, TLS. The same proxies again, each terminating TLS on its own port
+with one self-signed ECDSA P-256 certificate made per run with the openssl
+CLI (TLS 1.2 and 1.3, ALPN h2 and http/1.1 offered by all three); the
+backends stay plain HTTP. Per proxy and round: wrk over https at 64
+keep-alive connections (the handshake is paid once per connection and
+amortised over the run: this is the cost of encrypting the traffic), and a
+fixed number of sequential new connections, one request each, every one a
+full handshake (no session resumption): the cost of a handshake.
+
+Part 3, the checker. tether-bench-ports listens on 10,000 loopback ports;
 tether-checker probes them all over TCP every second, pinned alone on one
 CPU, with 50 Watch subscribers (tether-bench-watch). It measures the
 checker's CPU share and RSS, then closes and reopens ports one at a time
@@ -34,10 +43,15 @@ Settings come from the environment:
                        500 checker targets (not a measurement)
   BENCH_ROUNDS, BENCH_SECS, BENCH_IDLE, BENCH_TARGETS, BENCH_FLIPS,
   BENCH_WINDOW         override single settings
-  BENCH_ONLY=proxies|checker   run one part
+  BENCH_HANDSHAKES     new TLS connections per proxy and round (default 500,
+                       quick 300)
+  BENCH_ONLY=proxies|tls|checker   run some parts (comma-separated list)
   BENCH_PROXY_CPU, BENCH_LOAD_CPU   the two CPUs (default: the first two
                        this process may run on; the proxy gets the second)
   BENCH_OUT            where to write the report (default bench/RESULTS.md)
+  BENCH_TETHER_A       path of the tether-proxy build under test (default
+                       target/release/tether-proxy); the report's commit is
+                       that of the git work tree the binary sits in
   BENCH_TETHER_B       path of another tether-proxy build to run as the
                        twin instead of the A/A copy (an A/B comparison)
 """
@@ -58,6 +72,7 @@ import selectors
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import struct
 import subprocess
@@ -90,6 +105,9 @@ def env_float(name: str, default: float) -> float:
     return float(raw) if raw else default
 
 
+PARTS = ("proxies", "tls", "checker")
+
+
 @dataclass
 class Settings:
     quick: bool
@@ -105,7 +123,9 @@ class Settings:
     rate_conns: int = 64
     warmup: float = 1.0
     probe_interval: str = "1s"
+    handshakes: int = 500
     only: str = ""
+    parts: tuple = PARTS
 
     @staticmethod
     def from_env() -> "Settings":
@@ -118,11 +138,21 @@ class Settings:
             targets=env_int("BENCH_TARGETS", 500 if quick else 10000),
             flips=env_int("BENCH_FLIPS", 3 if quick else 20),
             window=env_float("BENCH_WINDOW", 3.0 if quick else 20.0),
+            handshakes=env_int("BENCH_HANDSHAKES", 300 if quick else 500),
             only=os.environ.get("BENCH_ONLY", ""),
         )
-        if s.only not in ("", "proxies", "checker"):
-            sys.exit(f"bench: BENCH_ONLY must be `proxies` or `checker`, not {s.only!r}")
+        if s.only:
+            wanted = [p.strip() for p in s.only.split(",") if p.strip()]
+            bad = [p for p in wanted if p not in PARTS]
+            if bad or not wanted:
+                sys.exit(f"bench: BENCH_ONLY takes a comma-separated list of {', '.join(PARTS)}, not {s.only!r}")
+            s.parts = tuple(p for p in PARTS if p in wanted)
         return s
+
+
+def tether_binary() -> str:
+    """The tether-proxy under test: BENCH_TETHER_A, or this tree's release build."""
+    return os.environ.get("BENCH_TETHER_A") or os.path.join(RELEASE, "tether-proxy")
 
 
 # === processes ===
@@ -211,8 +241,21 @@ def wait_port(port: int, p: subprocess.Popen, timeout: float = START_TIMEOUT) ->
     raise RuntimeError(f"{p.bench_name} did not listen on {port} within {timeout:.0f}s")
 
 
-def http_get(port: int, path: str = "/") -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+def client_tls(alpn: list[str] | None = None) -> ssl.SSLContext:
+    """A client context that takes the bench's self-signed certificate."""
+    c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    c.check_hostname = False
+    c.verify_mode = ssl.CERT_NONE
+    if alpn:
+        c.set_alpn_protocols(alpn)
+    return c
+
+
+def http_get(port: int, path: str = "/", tls: bool = False) -> int:
+    if tls:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=2, context=client_tls(["http/1.1"]))
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
     try:
         conn.request("GET", path)
         resp = conn.getresponse()
@@ -222,14 +265,14 @@ def http_get(port: int, path: str = "/") -> int:
         conn.close()
 
 
-def wait_serving(port: int, p: subprocess.Popen, timeout: float = START_TIMEOUT) -> None:
+def wait_serving(port: int, p: subprocess.Popen, timeout: float = START_TIMEOUT, tls: bool = False) -> None:
     """Until a run of requests all answer 200 (health known, pool usable)."""
     wait_port(port, p, timeout)
     deadline = time.monotonic() + timeout
     good = 0
     while time.monotonic() < deadline:
         try:
-            good = good + 1 if http_get(port) == 200 else 0
+            good = good + 1 if http_get(port, tls=tls) == 200 else 0
         except OSError:
             good = 0
         if good >= 6:
@@ -266,6 +309,24 @@ def cpu_ticks(pids: list[int]) -> int:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
         total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total
+
+
+def cpu_ns(pids: list[int]) -> int:
+    """CPU time of every thread of pids in ns (schedstat: finer than the
+    10 ms ticks of /proc/<pid>/stat, for runs of a few hundred ms)."""
+    total = 0
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
     return total
 
 
@@ -323,6 +384,7 @@ class Entry:
     is_proxy: bool = True
     serving: list[int] = field(default_factory=list)  # pids whose RSS counts
     master: int | None = None
+    scheme: str = "http"
 
     def pids(self) -> list[int]:
         if self.proc is None:
@@ -385,10 +447,12 @@ def start_backends(procs: Procs, workdir: str, ports: list[int], cpu: int) -> su
     return p
 
 
-def start_tether(procs: Procs, workdir: str, name: str, port: int, backends: list[int], cpu: str, binary: str | None = None) -> subprocess.Popen:
+def start_tether(procs: Procs, workdir: str, name: str, port: int, backends: list[int], cpu: str,
+                 binary: str | None = None, tls: tuple[str, str] | None = None) -> subprocess.Popen:
     targets = "\n".join(
         f'[[targets]]\nurl = "http://127.0.0.1:{b}"\nname = "app-{i + 1}"\n' for i, b in enumerate(backends)
     )
+    tls_block = f'[proxy.tls]\ncert = "{tls[0]}"\nkey = "{tls[1]}"\n\n' if tls else ""
     path = os.path.join(workdir, f"{name}.toml")
     with open(path, "w") as f:
         f.write(
@@ -398,7 +462,7 @@ listen = "127.0.0.1:{port}"
 # the same keep-alive gap as the peers' 60 s, so idle connections stay open
 header_read_timeout = "60s"
 
-[admin]
+{tls_block}[admin]
 listen = "127.0.0.1:0"
 
 [health]
@@ -418,12 +482,19 @@ access = "off"
 """
         )
     env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
-    binary = binary or os.path.join(RELEASE, "tether-proxy")
+    binary = binary or tether_binary()
     argv = [binary, "--config", path]
     return procs.start(["taskset", "-c", cpu] + argv, None, name, workdir, env=env)
 
 
-def start_nginx_proxy(procs: Procs, workdir: str, port: int, backends: list[int], cpu: int) -> subprocess.Popen:
+def start_nginx_proxy(procs: Procs, workdir: str, port: int, backends: list[int], cpu: int,
+                      name: str = "nginx", tls: tuple[str, str] | None = None) -> subprocess.Popen:
+    listen = f"listen 127.0.0.1:{port} backlog=4096;"
+    if tls:
+        listen = f"""listen 127.0.0.1:{port} ssl http2 backlog=4096;
+    ssl_certificate {tls[0]};
+    ssl_certificate_key {tls[1]};
+    ssl_protocols TLSv1.2 TLSv1.3;"""
     upstream = "\n".join(f"    server 127.0.0.1:{b};" for b in backends)
     block = f"""  upstream pool {{
 {upstream}
@@ -432,7 +503,7 @@ def start_nginx_proxy(procs: Procs, workdir: str, port: int, backends: list[int]
     keepalive_timeout 60s;
   }}
   server {{
-    listen 127.0.0.1:{port} backlog=4096;
+    {listen}
     location / {{
       proxy_pass http://pool;
       proxy_http_version 1.1;
@@ -442,15 +513,19 @@ def start_nginx_proxy(procs: Procs, workdir: str, port: int, backends: list[int]
       proxy_set_header X-Forwarded-Host $host;
     }}
   }}"""
-    conf = nginx_conf(workdir, "nginx", block)
-    return start_nginx(procs, workdir, "nginx", conf, cpu)
+    conf = nginx_conf(workdir, name, block)
+    return start_nginx(procs, workdir, name, conf, cpu)
 
 
-def start_haproxy(procs: Procs, workdir: str, port: int, backends: list[int], cpu: int, maxconn: int) -> subprocess.Popen:
+def start_haproxy(procs: Procs, workdir: str, port: int, backends: list[int], cpu: int, maxconn: int,
+                  name: str = "haproxy", tls_pem: str | None = None) -> subprocess.Popen:
     servers = "\n".join(
         f"  server app-{i + 1} 127.0.0.1:{b} check inter 1s" for i, b in enumerate(backends)
     )
-    path = os.path.join(workdir, "haproxy.cfg")
+    bind = f"bind 127.0.0.1:{port}"
+    if tls_pem:
+        bind += f" ssl crt {tls_pem} alpn h2,http/1.1 ssl-min-ver TLSv1.2"
+    path = os.path.join(workdir, f"{name}.cfg")
     with open(path, "w") as f:
         f.write(
             f"""# generated by bench/bench.py
@@ -474,8 +549,8 @@ defaults
   http-reuse safe
 
 frontend fe
-  bind 127.0.0.1:{port}
-  http-request set-header X-Forwarded-Proto http
+  {bind}
+  http-request set-header X-Forwarded-Proto {"https" if tls_pem else "http"}
   default_backend pool
 
 backend pool
@@ -484,7 +559,7 @@ backend pool
 {servers}
 """
         )
-    return procs.start(["haproxy", "-db", "-f", path], cpu, "haproxy", workdir)
+    return procs.start(["haproxy", "-db", "-f", path], cpu, name, workdir)
 
 
 # === load generators ===
@@ -537,7 +612,7 @@ def run_measured(entry: Entry, argv: list[str], timeout: float, proxy_cpu: int, 
 
 def wrk(entry: Entry, conns: int, secs: float, s: "Ctx") -> dict:
     argv = ["taskset", "-c", str(s.load_cpu), s.tools["wrk"], "-t1", f"-c{conns}", f"-d{secs:g}s",
-            "--latency", "--timeout", "2s", f"http://127.0.0.1:{entry.port}/"]
+            "--latency", "--timeout", "2s", f"{entry.scheme}://127.0.0.1:{entry.port}/"]
     out, meta = run_measured(entry, argv, secs + RUN_SLACK, s.proxy_cpu, s.load_cpu)
     res = parse_wrk(out)
     res.update(meta)
@@ -569,6 +644,49 @@ def oha(entry: Entry, rate: int, conns: int, secs: float, s: "Ctx") -> dict:
     res.update(meta)
     res["cpu_share"] = res["proxy_cpu_s"] / res["wall"] if res["wall"] else float("nan")
     return res
+
+
+def new_connections(entry: Entry, n: int, s: "Ctx") -> dict:
+    """n sequential TLS connections, one request each (`Connection: close`),
+    every one a full handshake: a fresh client context per connection, so
+    no session is ever offered for resumption. Client side: this script
+    (OpenSSL via Python's ssl), on the load CPU."""
+    req = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{entry.port}\r\nConnection: close\r\n\r\n".encode()
+    pids = entry.pids()
+    n0, t0, c0, w0 = cpu_ns(pids), cpu_ticks(pids), cpu_times(), time.monotonic()
+    errors = 0
+    resumed = 0
+    for _ in range(n):
+        deadline = time.monotonic() + 5
+        try:
+            raw = socket.create_connection(("127.0.0.1", entry.port), timeout=5)
+            with client_tls(["http/1.1"]).wrap_socket(raw) as c:
+                resumed += c.session_reused
+                c.sendall(req)
+                read_response(c, deadline)
+                # the server closes first (Connection: close): its TIME_WAIT, not ours
+                try:
+                    while recv_until(c, deadline):
+                        pass
+                except (ConnectionError, ssl.SSLError):
+                    pass
+        except (OSError, RuntimeError, TimeoutError):
+            errors += 1
+    wall = time.monotonic() - w0
+    n1, t1, c1 = cpu_ns(pids), cpu_ticks(pids), cpu_times()
+    done = n - errors
+    return {
+        "requests": done,
+        "errors": errors,
+        "resumed": resumed,
+        "wall": wall,
+        "rps": done / wall if wall else 0.0,
+        "proxy_cpu_s": (n1 - n0) / 1e9,
+        "proxy_cpu_ticks_s": (t1 - t0) / HZ,
+        "cpu_us_per_req": (n1 - n0) / 1e3 / done if done else float("nan"),
+        "proxy_core_busy": busy_share(c0, c1, s.proxy_cpu),
+        "load_core_busy": busy_share(c0, c1, s.load_cpu),
+    }
 
 
 # === idle keep-alive connections ===
@@ -663,6 +781,8 @@ class Ctx:
     load_cpu: int
     tools: dict
     report: list = field(default_factory=list)  # lines for RESULTS.md
+    backends: tuple | None = None  # (ports, process), shared by the parts
+    plain: dict = field(default_factory=dict)  # plain part's medians, for the TLS table
 
 
 def med(values: list[float]) -> float:
@@ -704,13 +824,17 @@ def estimate(s: Settings) -> float:
     """Seconds the whole run should take, tools and binaries already built
     (calibrated on smoke runs; a busy machine takes longer)."""
     total = 0.0
-    if s.only in ("", "proxies"):
+    if "tls" in s.parts:
+        total += 5  # certificate, start-up
+        total += 4 * (s.warmup + 0.1)
+        total += s.rounds * 4 * (s.secs + 0.15 + s.handshakes / 700)
+    if "proxies" in s.parts:
         runs_per_round = 5 * (len(s.conns) + 1)
         total += 6  # start-up, affinity check
         total += 5 * len(s.conns) * (s.warmup + 0.1)
         total += 4 * (1.6 + s.idle / 4000)
         total += s.rounds * runs_per_round * (s.secs + 0.15)
-    if s.only in ("", "checker"):
+    if "checker" in s.parts:
         total += 7 + s.targets / 4000 + s.window  # start, wait, steady window
         total += s.flips * 2 * 1.05  # random pause + detection, per change
         total += 6 + s.targets / 4000 + s.window  # HAProxy probing the pool
@@ -737,12 +861,20 @@ def affinity_check(ctx: Ctx, backends: list[int]) -> dict:
     return out
 
 
+def ensure_backends(ctx: Ctx) -> tuple[list[int], subprocess.Popen]:
+    """The three backend ports (one nginx worker), started once per run."""
+    if ctx.backends is None:
+        b_ports = free_ports(3)
+        backends = start_backends(ctx.procs, ctx.workdir, b_ports, ctx.load_cpu)
+        say(f"backends: nginx, one worker, ports {', '.join(map(str, b_ports))} (CPU {ctx.load_cpu})")
+        ctx.backends = (b_ports, backends)
+    return ctx.backends
+
+
 def run_proxies(ctx: Ctx) -> None:
     s = ctx.settings
-    load, proxy = ctx.load_cpu, ctx.proxy_cpu
-    b_ports = free_ports(3)
-    backends = start_backends(ctx.procs, ctx.workdir, b_ports, load)
-    say(f"backends: nginx, one worker, ports {', '.join(map(str, b_ports))} (CPU {load})")
+    proxy = ctx.proxy_cpu
+    b_ports, backends = ensure_backends(ctx)
 
     aff = affinity_check(ctx, b_ports)
     aff_line = "; ".join(f"{k}: {len(v)} threads ({', '.join(sorted(set(v)))})" for k, v in aff.items())
@@ -815,6 +947,13 @@ def run_proxies(ctx: Ctx) -> None:
         if e.is_proxy:
             mem[e.key]["after_kib"] = rss_of(e)
             mem[e.key]["threads"] = threads(e.serving[0])
+    # The TLS part quotes these beside its own; its proxies get the CPU alone.
+    kind = f"c{s.conns[0]}"
+    ctx.plain = {e.key: {m: med([r[e.key][kind][m] for r in rounds]) for m in ("rps", "cpu_us_per_req")}
+                 for e in entries if e.is_proxy}
+    for e in entries:
+        if e.is_proxy:
+            ctx.procs.stop(e.proc)
 
     report_proxies(ctx, entries, rounds, mem, aff)
 
@@ -959,7 +1098,180 @@ def render_table(heads: list[str], rows: list[tuple[str, list[str]]]) -> str:
     return "\n".join(out)
 
 
-# === part 2: the checker ===
+# === part 2: TLS ===
+
+
+def make_cert(workdir: str) -> tuple[str, str, str]:
+    """A self-signed ECDSA P-256 certificate for this run: (cert, key, both
+    in one file for HAProxy). No key outlives the run's work directory."""
+    openssl = shutil.which("openssl")
+    if not openssl:
+        raise RuntimeError("`openssl` not found; run bench/setup.sh")
+    cert, key, both = (os.path.join(workdir, n) for n in ("tls.crt", "tls.key", "tls.pem"))
+    cp = subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        capture_output=True, text=True, timeout=30)
+    if cp.returncode != 0:
+        raise RuntimeError(f"openssl req failed:\n{cp.stderr}")
+    os.chmod(key, 0o600)
+    with open(both, "w") as out:
+        for part in (cert, key):
+            with open(part) as f:
+                out.write(f.read())
+    os.chmod(both, 0o600)
+    return cert, key, both
+
+
+def negotiated(port: int) -> str:
+    """What an OpenSSL client offering h2 and http/1.1 gets: version, cipher, ALPN."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with client_tls(["h2", "http/1.1"]).wrap_socket(raw) as c:
+            return f"{c.version()} {c.cipher()[0]} ALPN {c.selected_alpn_protocol()}"
+
+
+def run_tls(ctx: Ctx) -> None:
+    s = ctx.settings
+    proxy = ctx.proxy_cpu
+    b_ports, _ = ensure_backends(ctx)
+    cert, key, both = make_cert(ctx.workdir)
+    ports = free_ports(4)
+    variant = os.environ.get("BENCH_TETHER_B")
+    t1 = start_tether(ctx.procs, ctx.workdir, "tether-tls", ports[0], b_ports, str(proxy), tls=(cert, key))
+    t2 = start_tether(ctx.procs, ctx.workdir, "tether-tls-aa", ports[1], b_ports, str(proxy), variant, tls=(cert, key))
+    ng = start_nginx_proxy(ctx.procs, ctx.workdir, ports[2], b_ports, proxy, name="nginx-tls", tls=(cert, key))
+    hp = start_haproxy(ctx.procs, ctx.workdir, ports[3], b_ports, proxy, 4096, name="haproxy-tls", tls_pem=both)
+    entries = [
+        Entry("tether", "tether", ports[0], t1, scheme="https"),
+        Entry("tether-aa", f"tether B ({os.path.basename(variant)})" if variant else "tether A/A", ports[1], t2,
+              scheme="https"),
+        Entry("nginx", "nginx", ports[2], ng, scheme="https"),
+        Entry("haproxy", "haproxy", ports[3], hp, scheme="https"),
+    ]
+    agreed = {}
+    for e in entries:
+        wait_serving(e.port, e.proc, tls=True)
+        agreed[e.key] = negotiated(e.port)
+    say("TLS proxies up: " + ", ".join(f"{e.label} :{e.port} ({agreed[e.key]})" for e in entries))
+
+    c = s.conns[0]
+    for e in entries:
+        wrk(e, c, s.warmup, ctx)
+        new_connections(e, min(50, s.handshakes), ctx)
+
+    rounds: list[dict] = []
+    for r in range(s.rounds):
+        order = entries[r % len(entries):] + entries[: r % len(entries)]
+        this: dict = {}
+        for e in order:
+            res = {f"c{c}": wrk(e, c, s.secs, ctx)}
+            if s.handshakes > 0:
+                res["new"] = new_connections(e, s.handshakes, ctx)
+            this[e.key] = res
+        rounds.append(this)
+        kinds = [f"c{c}"] + (["new"] if s.handshakes > 0 else [])
+        ratios = "; ".join(
+            f"{kind}: " + "  ".join(f"{k} {this['tether'][kind]['cpu_us_per_req'] / this[k][kind]['cpu_us_per_req']:.2f}"
+                                   for k in ("tether-aa", "nginx", "haproxy"))
+            for kind in kinds)
+        say(f"TLS round {r + 1}/{s.rounds}: tether CPU/req ratio, {ratios}")
+
+    report_tls(ctx, entries, rounds, agreed)
+    for e in entries:
+        ctx.procs.stop(e.proc)
+
+
+def report_tls(ctx: Ctx, entries: list[Entry], rounds: list[dict], agreed: dict) -> None:
+    s = ctx.settings
+    c = s.conns[0]
+    cols = [e.key for e in entries]
+    heads = [e.label for e in entries]
+    kinds = [(f"c{c}", f"{c} conns keep-alive over TLS, saturated (wrk)")]
+    if s.handshakes > 0:
+        kinds.append(("new", f"new TLS connection per request ({s.handshakes:,} sequential, full handshakes)"))
+
+    def series(key: str, kind: str, metric: str) -> list[float]:
+        return [r[key][kind][metric] for r in rounds]
+
+    rows: list[tuple[str, list[str]]] = []
+    for kind, title in kinds:
+        rows.append((title, []))
+        if kind == "new":
+            rows.append(("  connections/s (client-bound)", [fmt_num(med(series(k, kind, "rps"))) for k in cols]))
+            rows.append(("  CPU µs/connection", [fmt_num(med(series(k, kind, "cpu_us_per_req")), 1) for k in cols]))
+        else:
+            rows.append(("  requests/s", [fmt_num(med(series(k, kind, "rps"))) for k in cols]))
+            rows.append(("  p50 / p99 ms", [f"{fmt_ms(med(series(k, kind, 'p50')))} / {fmt_ms(med(series(k, kind, 'p99')))}" for k in cols]))
+            rows.append(("  CPU µs/request", [fmt_num(med(series(k, kind, "cpu_us_per_req")), 2) for k in cols]))
+            if ctx.plain:
+                rows.append((f"  plain HTTP, part 1 of this run", [fmt_num(ctx.plain[k]["cpu_us_per_req"], 2) if k in ctx.plain else "-" for k in cols]))
+        rows.append(("  bottleneck proxy/load busy", [bottleneck([r[k][kind] for r in rounds]) for k in cols]))
+    rows.append(("tether CPU/request ÷ this (median of rounds)", []))
+    for kind, title in kinds:
+        cells = []
+        for k in cols:
+            if k == "tether":
+                cells.append("-")
+                continue
+            m, vals = ratio_stats(rounds, kind, k)
+            cells.append(f"{m:.2f} [{min(vals):.2f}-{max(vals):.2f}]" if vals else "-")
+        rows.append((f"  {'keep-alive' if kind != 'new' else 'new connection'} [min-max]", cells))
+    table = render_table(heads, rows)
+    say()
+    say(f"TLS: {s.rounds} rounds, each proxy alone on CPU {ctx.proxy_cpu}; backends (plain HTTP) and load on CPU {ctx.load_cpu}")
+    say(table)
+
+    errors = []
+    for r_i, r in enumerate(rounds):
+        for k, res in r.items():
+            for kind, x in res.items():
+                bad = x.get("non2xx", 0) + x.get("sock_errors", 0) + x.get("errors", 0)
+                if bad:
+                    errors.append(f"round {r_i + 1} {k} {kind}: {bad} non-2xx or socket errors")
+                if x.get("resumed"):
+                    errors.append(f"round {r_i + 1} {k} {kind}: {x['resumed']} resumed sessions")
+    for line in errors[:10]:
+        say(f"warning: {line}")
+
+    rep = ctx.report
+    rep.append("## TLS\n")
+    rep.append(
+        f"The proxies of part 1 again, each terminating TLS on its own port with the same self-signed "
+        f"ECDSA P-256 certificate (made per run with `openssl req`), TLS 1.2 and 1.3 only, ALPN h2 and "
+        f"http/1.1 offered; the backends stay plain HTTP. Tether: its part-1 config plus `[proxy.tls]` "
+        f"(rustls, ring); nginx: `listen ... ssl http2`, `ssl_protocols TLSv1.2 TLSv1.3`, default ciphers "
+        f"and session settings; HAProxy: `bind ... ssl crt <pem> alpn h2,http/1.1 ssl-min-ver TLSv1.2`. "
+        f"{s.rounds} rounds, order rotated each round, same CPUs as part 1.\n\n"
+        f"- keep-alive: wrk (`-t1`, OpenSSL client, HTTP/1.1) at {c} connections for {s.secs:g} s: each "
+        "connection does its handshake once and then carries thousands of requests, so the handshake is "
+        "amortised away and the figure is the cost of encrypting and decrypting the traffic. CPU µs/request "
+        "as in part 1 (utime+stime from /proc).\n"
+        f"- new connection per request: {s.handshakes:,} sequential connections from this script (Python "
+        "ssl, OpenSSL), each a full handshake (a fresh client context, so no session is offered for "
+        "resumption; resumed sessions are counted and would be reported below) and one request with "
+        "`Connection: close`. CPU µs/connection from the proxy's threads' schedstat (ns), since a "
+        "run is only a few hundred ms of proxy CPU; it includes accept, the handshake, one proxied request "
+        "and the close. Connections/s is bounded by the single-threaded client.\n"
+        "- negotiated with an OpenSSL 3 client offering h2 and http/1.1: "
+        + "; ".join(f"{e.label}: {agreed[e.key]}" for e in entries) + ".\n"
+    )
+    rep.append("```\n" + table + "\n```\n")
+    if errors:
+        rep.append("Errors seen: " + "; ".join(errors[:10]) + "\n")
+    rep.append("### TLS: spread over the rounds (min..max, ± half the range relative to the median)\n")
+    lines = ["| | " + " | ".join(heads) + " |", "|---" * (len(heads) + 1) + "|"]
+    for kind, title in kinds:
+        name = "keep-alive" if kind != "new" else "new connection"
+        lines.append(f"| CPU µs, {name} | " + " | ".join(spread(series(k, kind, "cpu_us_per_req")) for k in cols) + " |")
+        lines.append(f"| tether ÷ this, {name} | " + " | ".join(
+            "-" if k == "tether" else spread(ratio_stats(rounds, kind, k)[1]) for k in cols) + " |")
+    rep.append("\n".join(lines) + "\n")
+    with open(os.path.join(ctx.workdir, "tls.json"), "w") as f:
+        json.dump({"rounds": rounds, "negotiated": agreed}, f, indent=1)
+
+
+# === part 3: the checker ===
 
 
 class LineReader:
@@ -1271,9 +1583,14 @@ def main() -> int:
     if load_cpu == proxy_cpu:
         sys.exit("bench: BENCH_LOAD_CPU and BENCH_PROXY_CPU must differ")
     tools = {t: find_tool(t) for t in ("wrk", "oha", "nginx", "haproxy", "taskset")}
-    for b in ("tether-proxy", "tether-checker", "tether-bench-ports", "tether-bench-watch"):
-        if not os.access(os.path.join(RELEASE, b), os.X_OK):
-            sys.exit(f"bench: target/release/{b} missing; run `cargo build --release --locked --bins`")
+    if "tls" in s.parts:
+        tools["openssl"] = find_tool("openssl")
+    if not os.access(tether_binary(), os.X_OK):
+        sys.exit(f"bench: {tether_binary()} missing; run `cargo build --release --locked --bins`")
+    if "checker" in s.parts:
+        for b in ("tether-checker", "tether-bench-ports", "tether-bench-watch"):
+            if not os.access(os.path.join(RELEASE, b), os.X_OK):
+                sys.exit(f"bench: target/release/{b} missing; run `cargo build --release --locked --bins`")
 
     # 10,000 idle connections: this script holds one end, the proxy the other;
     # 10,000 listening ports plus the probes in flight for the checker part.
@@ -1284,8 +1601,10 @@ def main() -> int:
 
     est = estimate(s)
     mode = "QUICK smoke run (not a measurement)" if s.quick else "full run"
-    say(f"bench: {mode}: {s.rounds} rounds x {s.secs:g} s, {s.idle:,} idle connections, "
-        f"{s.targets:,} checker targets; proxy CPU {proxy_cpu}, load CPU {load_cpu}; open files {nofile:,}")
+    say(f"bench: {mode}: {', '.join(s.parts)}; {s.rounds} rounds x {s.secs:g} s, {s.idle:,} idle connections, "
+        f"{s.handshakes:,} new TLS connections, {s.targets:,} checker targets; proxy CPU {proxy_cpu}, "
+        f"load CPU {load_cpu}; open files {nofile:,}")
+    say(f"bench: tether-proxy {tether_binary()}")
     say(f"bench: estimated duration {est / 60:.1f} min (finishes about "
         f"{(dt.datetime.now() + dt.timedelta(seconds=est)).strftime('%H:%M')})")
 
@@ -1303,9 +1622,11 @@ def main() -> int:
     ctx = Ctx(s, procs, workdir, proxy_cpu, load_cpu, tools)
     ok = False
     try:
-        if s.only in ("", "proxies"):
+        if "proxies" in s.parts:
             run_proxies(ctx)
-        if s.only in ("", "checker"):
+        if "tls" in s.parts:
+            run_tls(ctx)
+        if "checker" in s.parts:
             run_checker(ctx)
         ok = True
     except (RuntimeError, TimeoutError, EOFError, OSError, subprocess.SubprocessError) as e:
@@ -1324,9 +1645,13 @@ def main() -> int:
 
 def write_report(ctx: Ctx, took: float, est: float) -> None:
     s = ctx.settings
-    commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
-    if git("status", "--porcelain", "--untracked-files=no"):
+    # The commit of the work tree the measured binary was built in.
+    tree = os.path.dirname(os.path.abspath(tether_binary()))
+    commit = git("-C", tree, "rev-parse", "--short=12", "HEAD") or "unknown"
+    if git("-C", tree, "status", "--porcelain", "--untracked-files=no"):
         commit += " (with uncommitted changes)"
+    if os.environ.get("BENCH_TETHER_A"):
+        commit += f" (tether-proxy: {tether_binary()})"
     cpu_model = "?"
     with open("/proc/cpuinfo") as f:
         for line in f:
@@ -1335,7 +1660,8 @@ def write_report(ctx: Ctx, took: float, est: float) -> None:
                 break
     load = os.getloadavg()
     versions = [
-        ("tether", version([os.path.join(RELEASE, "tether-proxy"), "--version"])),
+        ("tether", version([tether_binary(), "--version"])),
+        ("openssl", version(["openssl", "version"])),
         ("nginx", version(["nginx", "-v"])),
         ("haproxy", version(["haproxy", "-v"])),
         ("wrk", version([ctx.tools["wrk"], "-v"]).split(" Copyright")[0]),
@@ -1356,8 +1682,8 @@ def write_report(ctx: Ctx, took: float, est: float) -> None:
         f"- date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}\n"
         f"- commit: {commit}\n"
         + "".join(f"- {k}: {v}\n" for k, v in versions)
-        + f"- settings: {s.rounds} rounds x {s.secs:g} s, {s.idle:,} idle connections, {s.targets:,} checker "
-        f"targets, {s.flips} port flips; took {took / 60:.1f} min (estimated {est / 60:.1f})\n"
+        + f"- settings: parts {', '.join(s.parts)}; {s.rounds} rounds x {s.secs:g} s, {s.idle:,} idle connections, "
+        f"{s.handshakes:,} new TLS connections, {s.targets:,} checker targets, {s.flips} port flips; took {took / 60:.1f} min (estimated {est / 60:.1f})\n"
         f"- load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n"
     )
     out.append(
@@ -1393,13 +1719,12 @@ KEPT_MARKER = "<!-- kept across runs: the log of what was tried -->"
 
 
 def full_settings() -> Settings:
-    """The settings of a run without BENCH_QUICK, for the estimate."""
-    saved = os.environ.pop("BENCH_QUICK", None)
+    """The settings of a run without BENCH_QUICK or BENCH_ONLY, for the estimate."""
+    saved = {k: os.environ.pop(k) for k in ("BENCH_QUICK", "BENCH_ONLY") if k in os.environ}
     try:
         return Settings.from_env()
     finally:
-        if saved is not None:
-            os.environ["BENCH_QUICK"] = saved
+        os.environ.update(saved)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make bench` needs: nginx and HAProxy (the peers, and nginx
-# as the backends), wrk (saturated load) and oha (constant-rate latency).
+# as the backends), wrk (saturated load), oha (constant-rate latency) and
+# the openssl CLI (a throwaway certificate for the TLS part).
 # Idempotent: installs only what is missing. Debian packages that ship a
 # service would start it on install; a policy-rc.d forbids that, and any
 # instance that started anyway is stopped, so no port stays taken.
@@ -10,6 +11,7 @@ need_apt=()
 command -v nginx >/dev/null 2>&1 || need_apt+=(nginx)
 command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl) # the TLS part's certificate
 command -v taskset >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 
@@ -47,4 +49,4 @@ if ! command -v oha >/dev/null 2>&1 && [[ ! -x ${CARGO_HOME:-$HOME/.cargo}/bin/o
   cargo install oha --locked
 fi
 
-echo "bench/setup.sh: ok: $(nginx -v 2>&1 | head -1); $(haproxy -v 2>&1 | head -1); $(wrk -v 2>&1 | head -1 || true); $("${CARGO_HOME:-$HOME/.cargo}/bin/oha" --version 2>/dev/null || oha --version)"
+echo "bench/setup.sh: ok: $(nginx -v 2>&1 | head -1); $(haproxy -v 2>&1 | head -1); $(wrk -v 2>&1 | head -1 || true); $(openssl version); $("${CARGO_HOME:-$HOME/.cargo}/bin/oha" --version 2>/dev/null || oha --version)"
