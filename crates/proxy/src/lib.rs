@@ -54,7 +54,7 @@ pub async fn run(
     reload: Option<Reload>,
 ) -> Result<(), Error> {
     let listener = bind(config.listen).await?;
-    serve_on(listener, config, shutdown, reload).await
+    serve_on(listener, None, config, shutdown, reload).await
 }
 
 /// Like `run`, on a listener the caller bound (tests bind port 0).
@@ -67,11 +67,23 @@ pub async fn run_on(
     config: ProxyConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
-    serve_on(listener, config, shutdown, None).await
+    serve_on(listener, None, config, shutdown, None).await
+}
+
+/// Like `run_on`, with the admin endpoint on a listener the caller bound
+/// too (tests that read `/metrics` bind port 0 and keep the address).
+pub async fn run_on_with_admin(
+    listener: TcpListener,
+    admin: TcpListener,
+    config: ProxyConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    serve_on(listener, Some(admin), config, shutdown, None).await
 }
 
 async fn serve_on(
     listener: TcpListener,
+    admin: Option<TcpListener>,
     config: ProxyConfig,
     shutdown: impl Future<Output = ()>,
     reload: Option<Reload>,
@@ -85,9 +97,10 @@ async fn serve_on(
         Some(files) => Some(tls::Acceptor::new(files).map_err(Error::Tls)?),
         None => None,
     };
-    let admin = match config.admin_listen {
-        Some(addr) => Some(bind(addr).await?),
-        None => None,
+    let admin = match (admin, config.admin_listen) {
+        (Some(bound), _) => Some(bound),
+        (None, Some(addr)) => Some(bind(addr).await?),
+        (None, None) => None,
     };
     // The embedded checker (and its optional gRPC listener) live exactly as
     // long as this function.

@@ -67,6 +67,23 @@ fn main() -> ExitCode {
                 println!("tether-proxy: warning: {warning}");
             }
         }
+        let listener = if config.tls.is_some() {
+            "cert set, key set"
+        } else {
+            "unset (plain HTTP)"
+        };
+        println!("tether-proxy: proxy.tls: {listener}");
+        // Key ids only: the first 8 hex of each key's SHA-256, never a key.
+        let keys = config.sticky.keys.ids();
+        if keys.is_empty() {
+            println!("tether-proxy: sticky.keys: unset");
+        } else {
+            println!(
+                "tether-proxy: sticky.keys: {} set (ids {})",
+                keys.len(),
+                keys.join(", ")
+            );
+        }
         return ExitCode::SUCCESS;
     }
     let log = config.log.clone();

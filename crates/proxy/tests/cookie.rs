@@ -37,17 +37,10 @@ fn sticky_config(checker: &FakeChecker, mode: Mode, key_list: &[&str]) -> ProxyC
 
 /// Starts a proxy and waits until it routes to every backend.
 async fn start(config: ProxyConfig, b: &[FakeBackend]) -> Running {
-    let proxy = Running::start(config).await;
+    let proxy = Running::start_with_admin(config).await;
     let names: Vec<&str> = b.iter().map(|x| x.name()).collect();
     wait_routes(&proxy, &names).await;
     proxy
-}
-
-/// A loopback address free a moment ago, for an in-process admin listener
-/// whose port the test must know.
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
 }
 
 /// The `tether_sticky` value the reply sets, if any.
@@ -135,10 +128,9 @@ async fn the_cookie_sticks_across_two_proxies_sharing_keys() {
 async fn bad_cookies_are_ignored_and_counted() {
     let b = backends(3).await;
     let checker = healthy_checker(&b).await;
-    let admin = free_addr();
-    let mut config = sticky_config(&checker, Mode::Cookie, &[KEY_A]);
-    config.admin_listen = Some(admin);
+    let config = sticky_config(&checker, Mode::Cookie, &[KEY_A]);
     let proxy = start(config, &b).await;
+    let admin = proxy.admin.expect("admin endpoint");
 
     let k = keys(&[KEY_A]);
     let now = now_ms();

@@ -45,6 +45,8 @@ pub fn checker_config(checker: &FakeChecker) -> ProxyConfig {
 /// A proxy running in-process; stops when dropped.
 pub struct Running {
     pub addr: SocketAddr,
+    /// The admin endpoint, when started with [`Running::start_with_admin`].
+    pub admin: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -63,6 +65,29 @@ impl Running {
         });
         Running {
             addr,
+            admin: None,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Like [`Running::start`], with the admin endpoint on a port of its own.
+    pub async fn start_with_admin(config: ProxyConfig) -> Running {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+        let admin_addr = admin.local_addr().expect("admin addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            tether_proxy::run_on_with_admin(listener, admin, config, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("proxy ran");
+        });
+        Running {
+            addr,
+            admin: Some(admin_addr),
             stop: Some(stop),
             task: Some(task),
         }
