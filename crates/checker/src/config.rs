@@ -51,7 +51,7 @@ impl CheckerConfig {
         Ok(CheckerConfig {
             grpc_listen,
             tls: tls(file)?,
-            targets: shared::targets(&file.health, &file.targets)?,
+            targets: shared::pool(file)?,
             admin_listen: file.admin.validate(DEFAULT_ADMIN_LISTEN)?,
             log: file.log.validate()?,
         })

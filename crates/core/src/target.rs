@@ -3,6 +3,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Default probe kind: a TCP connect.
@@ -82,16 +83,30 @@ impl Default for ProbeSpec {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
     pub name: String,
+    /// `http://host:port`, or `https://host:port` for a target reached
+    /// over TLS.
     pub url: String,
     pub probe: ProbeSpec,
+    /// CA files (PEM) an `https://` target's certificate may chain to
+    /// besides the system roots: `[upstream_tls] ca`, then the target's own
+    /// `tls_ca`. Paths only: whoever connects reads them.
+    pub tls_ca: Vec<PathBuf>,
 }
 
+/// The url schemes a target may have, as `scheme://`.
+const SCHEMES: [&str; 2] = ["http://", "https://"];
+
 impl Target {
-    /// The host and port of `url` (`http://host:port`, as config leaves
-    /// it), an IPv6 literal without its brackets. `None` for a url config
-    /// would not have let through.
+    /// Whether `url` is `https://`: requests and HTTP probes go over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.url.starts_with("https://")
+    }
+
+    /// The host and port of `url` (`http://host:port` or
+    /// `https://host:port`, as config leaves it), an IPv6 literal without
+    /// its brackets. `None` for a url config would not have let through.
     pub fn host_port(&self) -> Option<(&str, u16)> {
-        let authority = self.url.strip_prefix("http://")?;
+        let authority = self.authority()?;
         let (host, port) = authority.rsplit_once(':')?;
         let port = port.parse().ok()?;
         let host = host
@@ -105,8 +120,9 @@ impl Target {
     /// literal in brackets). `None` for a url config would not have let
     /// through.
     pub fn authority(&self) -> Option<&str> {
-        self.url
-            .strip_prefix("http://")
+        SCHEMES
+            .iter()
+            .find_map(|s| self.url.strip_prefix(s))
             .filter(|a| !a.is_empty() && !a.contains('/'))
     }
 }
@@ -144,14 +160,22 @@ impl PoolEntry {
     }
 
     /// The member a DNS entry has for one resolved address: named
-    /// `"<name>@<ip>:<port>"`, sent to `http://<ip>:<port>` (an IPv6
-    /// address in brackets), probed like the template. Its requests and
-    /// probes send [`member_host`](PoolEntry::member_host) as their Host.
+    /// `"<name>@<ip>:<port>"`, sent to `http://<ip>:<port>` (`https://`
+    /// for an `https://` template; an IPv6 address in brackets), probed
+    /// like the template. Its requests and probes send
+    /// [`member_host`](PoolEntry::member_host) as their Host, and over TLS
+    /// as the name the certificate is verified for.
     pub fn member(&self, addr: SocketAddr) -> Target {
+        let scheme = if self.target.is_tls() {
+            "https"
+        } else {
+            "http"
+        };
         Target {
             name: format!("{}@{addr}", self.target.name),
-            url: format!("http://{addr}"),
+            url: format!("{scheme}://{addr}"),
             probe: self.target.probe.clone(),
+            tls_ca: self.target.tls_ca.clone(),
         }
     }
 
@@ -183,6 +207,7 @@ mod tests {
             name: name.to_owned(),
             url: url.to_owned(),
             probe: ProbeSpec::default(),
+            tls_ca: Vec::new(),
         }
     }
 
@@ -195,6 +220,10 @@ mod tests {
         assert_eq!(
             target("a", "http://[::1]:80").host_port(),
             Some(("::1", 80))
+        );
+        assert_eq!(
+            target("a", "https://app.internal:443").host_port(),
+            Some(("app.internal", 443))
         );
         assert_eq!(target("a", "http://nohost").host_port(), None);
         assert_eq!(target("a", "ftp://x:1").host_port(), None);
@@ -231,5 +260,20 @@ mod tests {
         let v6 = entry.member("[fd00::5]:8080".parse().expect("addr"));
         assert_eq!(v6.name, "web@[fd00::5]:8080");
         assert_eq!(v6.url, "http://[fd00::5]:8080");
+    }
+
+    #[test]
+    fn tls_members_stay_tls_and_keep_their_trust() {
+        let mut t = target("web", "https://web.internal:443");
+        t.tls_ca = vec![PathBuf::from("/etc/tether/web-ca.pem")];
+        assert!(t.is_tls());
+        assert_eq!(t.authority(), Some("web.internal:443"));
+        let entry = PoolEntry::dns(t.clone(), DEFAULT_DNS_REFRESH);
+        let m = entry.member("10.0.0.5:443".parse().expect("addr"));
+        assert_eq!(m.url, "https://10.0.0.5:443");
+        assert!(m.is_tls());
+        assert_eq!(m.tls_ca, t.tls_ca);
+        assert_eq!(entry.member_host(), Some("web.internal:443"));
+        assert!(!target("a", "http://x:1").is_tls());
     }
 }

@@ -20,6 +20,7 @@ use tether_core::target::DEFAULT_DNS_REFRESH;
 use tether_core::{PoolEntry, ProbeKind, ProbeSpec, Target};
 
 pub use crate::error::ConfigError;
+use crate::tls::{self, TargetTrust};
 
 /// Environment prefix: `TETHER_PROXY__LISTEN` sets `proxy.listen`.
 pub const ENV_PREFIX: &str = "TETHER_";
@@ -160,6 +161,8 @@ pub struct RawFile {
     #[serde(default)]
     pub targets: Vec<RawTarget>,
     #[serde(default)]
+    pub upstream_tls: RawUpstreamTls,
+    #[serde(default)]
     pub sticky: RawSticky,
     #[serde(default)]
     pub passive: RawPassive,
@@ -196,6 +199,15 @@ pub struct RawClientTls {
     pub ca: Option<PathBuf>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+}
+
+/// `[upstream_tls]`: trust for `https://` targets, beside the system
+/// roots. There is no key that turns verification off.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    /// A CA (PEM) trusted for every `https://` target.
+    pub ca: Option<PathBuf>,
 }
 
 /// `[proxy]`. Only keys that are implemented are accepted, so a setting
@@ -292,6 +304,9 @@ pub struct RawTarget {
     pub expand: Option<String>,
     /// Only with `expand = "dns"`; overrides `[health] dns_refresh`.
     pub dns_refresh: Option<String>,
+    /// Only with an `https://` url: a CA (PEM) trusted for this target
+    /// alone, beside the system roots and `[upstream_tls] ca`.
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// `[log]`: a root level and per-logger levels, or a whole log4rs file.
@@ -343,6 +358,63 @@ impl RawAdmin {
     }
 }
 
+/// `[health]`, `[[targets]]` and `[upstream_tls]`: the pool's entries
+/// ([`targets`]), each `https://` target trusting `[upstream_tls] ca`
+/// before its own `tls_ca`.
+pub fn pool(file: &RawFile) -> Result<Vec<PoolEntry>, ConfigError> {
+    let mut entries = targets(&file.health, &file.targets)?;
+    if let Some(ca) = upstream_tls_ca(&file.upstream_tls)? {
+        for e in entries.iter_mut().filter(|e| e.target.is_tls()) {
+            e.target.tls_ca.insert(0, ca.clone());
+        }
+    }
+    Ok(entries)
+}
+
+/// `[upstream_tls] ca`, read and checked.
+fn upstream_tls_ca(raw: &RawUpstreamTls) -> Result<Option<PathBuf>, ConfigError> {
+    if let Some(ca) = &raw.ca {
+        tls::read_ca("upstream_tls.ca", ca)?;
+    }
+    Ok(raw.ca.clone())
+}
+
+/// Whom TLS to targets trusts besides the system roots, read from
+/// `[upstream_tls] ca` and every `[[targets]] tls_ca`: what the proxy
+/// verifies its upstream connections against. A proxy fed by checkers
+/// reads the `[[targets]]` it lists only for this.
+pub fn target_trust(file: &RawFile) -> Result<TargetTrust, ConfigError> {
+    let ca = match &file.upstream_tls.ca {
+        Some(path) => Some(tls::read_ca("upstream_tls.ca", path)?),
+        None => None,
+    };
+    let mut trust = TargetTrust {
+        ca,
+        ..TargetTrust::default()
+    };
+    for (i, t) in file.targets.iter().enumerate() {
+        let Some(path) = &t.tls_ca else { continue };
+        let url = target_url(&format!("targets[{i}].url"), &t.url)?;
+        let Some(authority) = url.strip_prefix("https://") else {
+            return Err(tls_ca_needs_https(i));
+        };
+        let pem = tls::read_ca(&format!("targets[{i}].tls_ca"), path)?;
+        trust
+            .targets
+            .entry(authority.to_owned())
+            .or_default()
+            .push(pem);
+    }
+    Ok(trust)
+}
+
+fn tls_ca_needs_https(i: usize) -> ConfigError {
+    ConfigError::new(
+        format!("targets[{i}].tls_ca"),
+        "only applies to an https:// url",
+    )
+}
+
 /// The only value of `[[targets]] expand`.
 pub const EXPAND_DNS: &str = "dns";
 
@@ -385,7 +457,20 @@ pub fn targets(health: &RawHealth, raw: &[RawTarget]) -> Result<Vec<PoolEntry>, 
             ));
         }
         let probe = probe_spec(&key, &defaults, &t.into())?;
-        let target = Target { name, url, probe };
+        let mut tls_ca = Vec::new();
+        if let Some(path) = &t.tls_ca {
+            if !url.starts_with("https://") {
+                return Err(tls_ca_needs_https(i));
+            }
+            tls::read_ca(&format!("{key}.tls_ca"), path)?;
+            tls_ca.push(path.clone());
+        }
+        let target = Target {
+            name,
+            url,
+            probe,
+            tls_ca,
+        };
         let entry = match t.expand.as_deref().map(str::trim) {
             None => {
                 if t.dns_refresh.is_some() {
@@ -493,19 +578,24 @@ fn probe_spec(
     Ok(spec)
 }
 
-/// A target url: `http://host:port` with an optional trailing slash and
-/// nothing else. The port defaults to 80. Returned without the slash.
+/// A target url: `http://host:port` or `https://host:port` with an
+/// optional trailing slash and nothing else. The port defaults to 80 (443
+/// for https). Returned without the slash.
 fn target_url(key: &str, raw: &str) -> Result<String, ConfigError> {
     let raw = raw.trim();
     let uri: http::Uri = raw
         .parse()
         .map_err(|e| ConfigError::new(key, format!("invalid url {raw:?}: {e}")))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(ConfigError::new(
-            key,
-            format!("{raw:?}: only http:// targets are supported"),
-        ));
-    }
+    let (scheme, default_port) = match uri.scheme_str() {
+        Some("http") => ("http", 80),
+        Some("https") => ("https", 443),
+        _ => {
+            return Err(ConfigError::new(
+                key,
+                format!("{raw:?}: only http:// and https:// targets are supported"),
+            ));
+        }
+    };
     let Some(authority) = uri.authority() else {
         return Err(ConfigError::new(key, format!("{raw:?}: missing host")));
     };
@@ -522,8 +612,8 @@ fn target_url(key: &str, raw: &str) -> Result<String, ConfigError> {
         ));
     }
     let host = authority.host();
-    let port = authority.port_u16().unwrap_or(80);
-    Ok(format!("http://{}:{port}", host))
+    let port = authority.port_u16().unwrap_or(default_port);
+    Ok(format!("{scheme}://{host}:{port}"))
 }
 
 // === [log] ===
@@ -681,6 +771,81 @@ mod tests {
     fn url_gets_an_explicit_port() {
         let got = targets(&RawHealth::default(), &[raw_target("http://example.test")]).expect("ok");
         assert_eq!(got[0].target.url, "http://example.test:80");
+    }
+
+    #[test]
+    fn https_targets_default_to_443_and_take_their_trust() {
+        let dir = tempfile::tempdir().expect("dir");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let ca = rcgen::CertificateParams::new(Vec::<String>::new())
+            .expect("params")
+            .self_signed(&key)
+            .expect("ca");
+        let ca_path = dir.path().join("ca.pem");
+        std::fs::write(&ca_path, ca.pem()).expect("write");
+        let mut own = raw_target("https://api.test");
+        own.tls_ca = Some(ca_path.clone());
+        let file = RawFile {
+            targets: vec![
+                own,
+                raw_target("https://web.test:8443/"),
+                raw_target("http://x:1"),
+            ],
+            upstream_tls: RawUpstreamTls {
+                ca: Some(ca_path.clone()),
+            },
+            ..RawFile::default()
+        };
+        let got = pool(&file).expect("valid");
+        assert_eq!(got[0].target.url, "https://api.test:443");
+        assert_eq!(got[0].target.tls_ca, [ca_path.clone(), ca_path.clone()]);
+        assert_eq!(got[1].target.url, "https://web.test:8443");
+        assert_eq!(got[1].target.tls_ca, std::slice::from_ref(&ca_path));
+        assert!(
+            got[2].target.tls_ca.is_empty(),
+            "http targets trust nothing extra"
+        );
+        let trust = target_trust(&file).expect("valid");
+        assert!(trust.ca.is_some());
+        assert_eq!(trust.targets.keys().collect::<Vec<_>>(), ["api.test:443"]);
+    }
+
+    #[test]
+    fn tls_errors_name_the_key() {
+        let dir = tempfile::tempdir().expect("dir");
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate").expect("write");
+        let mut file = RawFile {
+            targets: vec![raw_target("https://a:1")],
+            upstream_tls: RawUpstreamTls {
+                ca: Some(dir.path().join("missing.pem")),
+            },
+            ..RawFile::default()
+        };
+        let e = pool(&file).expect_err("missing");
+        assert_eq!(e.key, "upstream_tls.ca");
+        assert!(e.reason.contains("no such file"), "{}", e.reason);
+        assert_eq!(
+            target_trust(&file).expect_err("missing").key,
+            "upstream_tls.ca"
+        );
+        file.upstream_tls.ca = None;
+        file.targets.push(RawTarget {
+            tls_ca: Some(junk.clone()),
+            ..raw_target("https://b:2")
+        });
+        assert_eq!(pool(&file).expect_err("junk").key, "targets[1].tls_ca");
+        assert_eq!(
+            target_trust(&file).expect_err("junk").key,
+            "targets[1].tls_ca"
+        );
+        file.targets[1] = RawTarget {
+            tls_ca: Some(junk),
+            ..raw_target("http://b:2")
+        };
+        let e = pool(&file).expect_err("http");
+        assert_eq!(e.key, "targets[1].tls_ca");
+        assert!(e.reason.contains("https://"), "{}", e.reason);
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! TLS files named in the config (`[checker.tls]`, `[health_source.tls]`):
-//! validated into paths, and read into checked PEM for whoever builds the
-//! TLS connection.
+//! TLS files named in the config (`[checker.tls]`, `[health_source.tls]`,
+//! `[upstream_tls]` and the targets' `tls_ca`): validated into paths, and
+//! read into checked PEM for whoever builds the TLS connection.
 //!
 //! Validation reads every file, so `--check-config` and a SIGHUP refuse a
 //! missing file, a file that is not PEM, or a key that does not belong to
@@ -8,8 +8,10 @@
 //! paths only: a private key is read when a connection needs it and never
 //! sits in a value that derives `Debug`, so no log line can carry it.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
@@ -62,6 +64,83 @@ impl fmt::Debug for IdentityPem {
             .field("key", &"<redacted>")
             .finish()
     }
+}
+
+/// Whom TLS to targets trusts besides the system roots: `[upstream_tls]
+/// ca` for every `https://` target, and a target's own `tls_ca` for it
+/// alone, as PEM read (and checked) when the config was validated.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct TargetTrust {
+    /// `[upstream_tls] ca`.
+    pub ca: Option<Vec<u8>>,
+    /// Each target's own `tls_ca`, by the `host:port` its certificate is
+    /// for (a DNS entry's template host, not a member's address).
+    pub targets: BTreeMap<String, Vec<Vec<u8>>>,
+}
+
+impl fmt::Debug for TargetTrust {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TargetTrust")
+            .field("ca", &self.ca.as_ref().map(|_| "set"))
+            .field("targets", &self.targets.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl TargetTrust {
+    /// The client config for a target whose certificate is for
+    /// `authority` (`host:port`): system roots, `[upstream_tls] ca`, and
+    /// that target's own `tls_ca`.
+    pub fn client_config(&self, authority: &str) -> rustls::ClientConfig {
+        let own = self.targets.get(authority).into_iter().flatten();
+        target_client_config(self.ca.iter().chain(own).map(Vec::as_slice))
+    }
+
+    /// One line for `--check-config`.
+    pub fn summary(&self) -> String {
+        let ca = if self.ca.is_some() { "set" } else { "unset" };
+        format!(
+            "upstream_tls: system roots, ca {ca}, {} target(s) with their own tls_ca",
+            self.targets.len()
+        )
+    }
+}
+
+/// A TLS client config for targets: the system roots plus `cas` (PEM that
+/// [`read_ca`] accepted), ALPN `http/1.1` (what the proxy and probes
+/// speak upstream), ring. There is deliberately no way to skip
+/// verification.
+pub fn target_client_config<'a>(cas: impl IntoIterator<Item = &'a [u8]>) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(system_roots().iter().cloned());
+    for pem in cas {
+        // Checked by read_ca when the config was validated.
+        roots.add_parsable_certificates(CertificateDer::pem_slice_iter(pem).flatten());
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config
+}
+
+/// The system's trusted roots (the platform store via
+/// `rustls-native-certs`), read once per process: the store rarely
+/// changes, and reading it costs a directory walk. Certificates it cannot
+/// parse are skipped; none at all (a minimal container) leaves only the
+/// configured CAs.
+pub fn system_roots() -> &'static [CertificateDer<'static>] {
+    static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        for e in &found.errors {
+            log::debug!("system roots: {e}");
+        }
+        found.certs
+    })
 }
 
 // === validation ===

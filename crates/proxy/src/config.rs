@@ -15,6 +15,7 @@ use tether_daemon::config::{self as shared, ConfigError, LogConfig, RawFile, Raw
 use tether_daemon::tls::{ClientTls, ServerTls};
 
 use crate::tls::{self, TlsFiles};
+use crate::upstream::Trust;
 
 /// Default client listener.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -218,6 +219,10 @@ pub struct ProxyConfig {
     pub embedded_checker_tls: Option<ServerTls>,
     /// `[proxy.tls]`: `None` serves plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// `[upstream_tls] ca` and the `[[targets]] tls_ca` this config lists:
+    /// whom `https://` members are verified against, besides the system
+    /// roots.
+    pub upstream_tls: Trust,
     /// `None`: no admin endpoint.
     pub admin_listen: Option<SocketAddr>,
     pub log: LogConfig,
@@ -239,6 +244,8 @@ pub struct Settings {
     pub limits: Limits,
     pub passive: PassiveConfig,
     pub sticky: StickyConfig,
+    /// New upstream TLS connections verify against this.
+    pub upstream_tls: Trust,
 }
 
 impl ProxyConfig {
@@ -255,6 +262,7 @@ impl ProxyConfig {
             limits: self.limits,
             passive: self.passive,
             sticky: self.sticky.clone(),
+            upstream_tls: self.upstream_tls.clone(),
         }
     }
 
@@ -280,6 +288,7 @@ impl ProxyConfig {
             health_source_tls: None,
             embedded_checker_tls: None,
             tls: None,
+            upstream_tls: Trust::default(),
             admin_listen: None,
             log: LogConfig::default(),
         }
@@ -373,6 +382,7 @@ impl ProxyConfig {
             health_source_tls,
             embedded_checker_tls,
             tls: listener_tls(file.proxy.tls.as_ref())?,
+            upstream_tls: Trust::new(shared::target_trust(file)?),
             admin_listen: file.admin.validate(DEFAULT_ADMIN_LISTEN)?,
             log: file.log.validate()?,
         })
@@ -437,7 +447,7 @@ fn health_source(
             None => None,
         };
         let source = HealthSource::Embedded {
-            targets: shared::targets(&file.health, &file.targets)?,
+            targets: shared::pool(file)?,
             grpc_listen,
         };
         return Ok((source, None, tls));

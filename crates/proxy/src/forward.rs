@@ -437,7 +437,8 @@ impl Proxy {
             let pooled = if fresh_only {
                 None
             } else {
-                self.connector.checkout(&upstream.authority)
+                self.connector
+                    .checkout(&upstream.authority, upstream.tls.as_ref())
             };
             let (mut sender, pooled) = match pooled {
                 Some(s) => (s, true),
@@ -446,10 +447,12 @@ impl Proxy {
                 // request's future, and every idle connection, larger.
                 None => match tokio::time::timeout_at(
                     deadline,
-                    Box::pin(
-                        self.connector
-                            .connect(&upstream.authority, s.connect_timeout),
-                    ),
+                    Box::pin(self.connector.connect(
+                        &upstream.authority,
+                        upstream.tls.as_ref(),
+                        &s.upstream_tls,
+                        s.connect_timeout,
+                    )),
                 )
                 .await
                 {

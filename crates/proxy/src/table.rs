@@ -11,6 +11,7 @@ use log::warn;
 
 use crate::passive::Passive;
 use crate::stats::MemberStats;
+use crate::upstream::TlsPeer;
 use tether_core::{HealthState, Member, PoolView, RoutingTable};
 
 /// What the request path needs of one member, prepared off the hot path.
@@ -21,6 +22,10 @@ pub struct Upstream {
     pub name: String,
     /// `host:port`, the upstream request's authority and default Host.
     pub authority: Authority,
+    /// `Some` for an `https://` member: connections to `authority` go over
+    /// TLS to this peer (SNI and verified name: the `Host`'s host, so a
+    /// DNS member is verified for its entry's name, not its address).
+    pub tls: Option<Arc<TlsPeer>>,
     /// The `Host` requests send: the member's own when the checker gave
     /// one (a DNS member keeps its entry's `backend:8080`), else
     /// `authority`.
@@ -98,6 +103,14 @@ pub fn build(view: &PoolView, previous: &Routes) -> Routes {
                 }
             };
             let host = t.host.as_deref().unwrap_or(authority.as_str());
+            let tls = match t.url.starts_with("https://").then(|| TlsPeer::new(host)) {
+                None => None,
+                Some(Some(peer)) => Some(Arc::new(peer)),
+                Some(None) => {
+                    warn!(target: "proxy", "ignoring target {:?}: {host:?} is no TLS server name", t.name);
+                    return None;
+                }
+            };
             let Ok(host_header) = HeaderValue::from_str(host) else {
                 warn!(target: "proxy", "ignoring target {:?}: unusable host {host:?}", t.name);
                 return None;
@@ -122,6 +135,7 @@ pub fn build(view: &PoolView, previous: &Routes) -> Routes {
                 data: Arc::new(Upstream {
                     name: t.name.clone(),
                     authority,
+                    tls,
                     host_header,
                     name_header,
                     passive,
@@ -136,13 +150,15 @@ pub fn build(view: &PoolView, previous: &Routes) -> Routes {
     RoutingTable::with_draining(view.version(), members, draining)
 }
 
-/// The authority of a member url of the one form a checker sends,
-/// `http://host:port`: anything more (a path, a query, user info) is not
-/// a member address, and taking only part of it would make the proxy
-/// connect somewhere nobody named.
+/// The authority of a member url of the forms a checker sends,
+/// `http://host:port` and `https://host:port`: anything more (a path, a
+/// query, user info) is not a member address, and taking only part of it
+/// would make the proxy connect somewhere nobody named.
 fn authority_of(url: &str) -> Option<Authority> {
     let uri: http::Uri = url.parse().ok()?;
-    if uri.scheme_str() != Some("http") || !matches!(uri.path(), "" | "/") || uri.query().is_some()
+    if !matches!(uri.scheme_str(), Some("http" | "https"))
+        || !matches!(uri.path(), "" | "/")
+        || uri.query().is_some()
     {
         return None;
     }
@@ -223,6 +239,31 @@ mod tests {
         assert_eq!(dns.host_header, "backend:8080");
         let fixed = &routes.members()[1].data;
         assert_eq!(fixed.host_header, "127.0.0.1:1");
+    }
+
+    #[test]
+    fn https_members_go_over_tls_to_their_hosts_name() {
+        let mut dns = status(
+            "web@10.0.0.5:443",
+            "https://10.0.0.5:443",
+            HealthState::Healthy,
+        );
+        dns.host = Some("web.internal:443".into());
+        let fixed = status("api", "https://api.internal:8443", HealthState::Healthy);
+        let plain = status("old", "http://api.internal:8443", HealthState::Healthy);
+        let mut view = PoolView::new();
+        view.apply(HealthUpdate::snapshot(1, vec![dns, fixed, plain]))
+            .expect("snapshot");
+        let routes = build(&view, &Routes::default());
+        let tls = |i: usize| routes.members()[i].data.tls.clone();
+        let dns = tls(0).expect("dns member is tls");
+        assert_eq!(dns.authority, "web.internal:443");
+        assert_eq!(dns.name.to_str(), "web.internal");
+        assert_eq!(routes.members()[0].data.authority.as_str(), "10.0.0.5:443");
+        let fixed = tls(1).expect("tls");
+        assert_eq!(fixed.authority, "api.internal:8443");
+        assert_eq!(fixed.name.to_str(), "api.internal");
+        assert!(tls(2).is_none());
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Upstream HTTP/1.1 connections: connect, reuse, return.
+//! Upstream HTTP/1.1 connections: connect (over TLS for `https://`
+//! members), reuse, return.
 //!
 //! The proxy opens its own connections instead of handing requests to a
 //! client library, so that a connect failure leaves the request untouched
@@ -7,22 +8,165 @@
 //! synchronous and never cross an `.await`, so the pool needs no lock and
 //! sees no contention. A connection checked out on one thread and returned
 //! on another simply moves pools.
+//!
+//! A connection is pooled under everything that was settled when it was
+//! opened: the address, and for TLS the name the certificate was verified
+//! for. Plain and TLS connections to one `host:port` never mix, nor do two
+//! DNS entries' members that resolve to one address.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::uri::Authority;
-use hyper::client::conn::http1;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{TrySendError, http1};
 use hyper_util::rt::TokioIo;
 use log::debug;
+use rustls_pki_types::ServerName;
+use tether_daemon::tls::TargetTrust;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 use crate::body::ProxyBody;
 
-/// A ready-to-use connection to one upstream.
-pub type Sender = http1::SendRequest<ProxyBody>;
+/// Who a TLS upstream must prove to be.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TlsPeer {
+    /// The `host:port` its certificate is for: the member url's, or a DNS
+    /// member's entry host (not its address). Picks the target's own
+    /// `tls_ca`.
+    pub authority: String,
+    /// Sent as SNI and verified: `authority`'s host.
+    pub name: ServerName<'static>,
+}
+
+impl TlsPeer {
+    /// The peer behind `authority` (`host:port`, an IPv6 literal in
+    /// brackets); `None` when its host is no server name.
+    pub fn new(authority: &str) -> Option<TlsPeer> {
+        let host = match authority.rsplit_once(':') {
+            Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => authority,
+        };
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let name = ServerName::try_from(host.to_owned()).ok()?;
+        Some(TlsPeer {
+            authority: authority.to_owned(),
+            name,
+        })
+    }
+}
+
+/// Whom TLS upstreams are verified against: the system roots,
+/// `[upstream_tls] ca` and each target's own `tls_ca`. The client configs
+/// are built on the first TLS connect, so a proxy without `https://`
+/// members never reads the system store. Equal when the CA files read
+/// were equal, so a reload that changed their contents is applied.
+#[derive(Clone, Default)]
+pub struct Trust {
+    inner: Arc<TrustInner>,
+}
+
+#[derive(Default)]
+struct TrustInner {
+    trust: TargetTrust,
+    built: OnceLock<Connectors>,
+}
+
+struct Connectors {
+    shared: TlsConnector,
+    own: HashMap<String, TlsConnector>,
+}
+
+impl Trust {
+    pub fn new(trust: TargetTrust) -> Trust {
+        Trust {
+            inner: Arc::new(TrustInner {
+                trust,
+                built: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// The connector for a peer whose certificate is for `authority`.
+    fn connector(&self, authority: &str) -> TlsConnector {
+        let inner = &*self.inner;
+        let built = inner.built.get_or_init(|| {
+            let build = |a: &str| TlsConnector::from(Arc::new(inner.trust.client_config(a)));
+            Connectors {
+                // No target's own CA matches "": the shared trust only.
+                shared: build(""),
+                own: inner
+                    .trust
+                    .targets
+                    .keys()
+                    .map(|a| (a.clone(), build(a)))
+                    .collect(),
+            }
+        });
+        built.own.get(authority).unwrap_or(&built.shared).clone()
+    }
+}
+
+impl fmt::Debug for Trust {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.trust.fmt(f)
+    }
+}
+
+impl PartialEq for Trust {
+    fn eq(&self, other: &Trust) -> bool {
+        self.inner.trust == other.inner.trust
+    }
+}
+
+impl Eq for Trust {}
+
+/// What a pooled connection is shared by: its address, and over TLS the
+/// peer it verified. (`Arc`: a checkout hashes and compares, never clones
+/// the name.)
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct PoolKey {
+    authority: Authority,
+    tls: Option<Arc<TlsPeer>>,
+}
+
+/// A ready-to-use connection to one upstream, plain or TLS (the I/O lives
+/// in the connection's task), and what it was opened for.
+#[derive(Debug)]
+pub struct Sender {
+    inner: http1::SendRequest<ProxyBody>,
+    key: PoolKey,
+}
+
+impl Sender {
+    /// Sends `req`; see hyper's `try_send_request`: a request that was not
+    /// written comes back in the error.
+    pub fn try_send_request(
+        &mut self,
+        req: Request<ProxyBody>,
+    ) -> impl Future<Output = Result<Response<Incoming>, TrySendError<Request<ProxyBody>>>> + use<>
+    {
+        self.inner.try_send_request(req)
+    }
+
+    fn is_ready(&self) -> bool {
+        self.inner.is_ready()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+}
 
 /// Idle connections kept per upstream per worker thread; more are closed.
 const MAX_IDLE_PER_UPSTREAM: usize = 256;
@@ -57,7 +201,7 @@ impl Hasher for Fnv {
     }
 }
 
-type PoolMap = HashMap<Authority, VecDeque<Idle>, BuildHasherDefault<Fnv>>;
+type PoolMap = HashMap<PoolKey, VecDeque<Idle>, BuildHasherDefault<Fnv>>;
 
 thread_local! {
     static IDLE: RefCell<PoolMap> = RefCell::new(PoolMap::default());
@@ -81,12 +225,17 @@ impl Connector {
         Connector { idle_timeout }
     }
 
-    /// The most recently used idle connection to `authority` that is still
-    /// open and ready, if any. Stale ones met on the way are closed.
-    pub fn checkout(&self, authority: &Authority) -> Option<Sender> {
+    /// The most recently used idle connection to `authority` (over TLS to
+    /// `tls`) that is still open and ready, if any. Stale ones met on the
+    /// way are closed.
+    pub fn checkout(&self, authority: &Authority, tls: Option<&Arc<TlsPeer>>) -> Option<Sender> {
+        let key = PoolKey {
+            authority: authority.clone(),
+            tls: tls.cloned(),
+        };
         IDLE.with(|idle| {
             let mut idle = idle.borrow_mut();
-            let queue = idle.get_mut(authority)?;
+            let queue = idle.get_mut(&key)?;
             while let Some(entry) = queue.pop_back() {
                 if entry.since.elapsed() < self.idle_timeout
                     && entry.sender.is_ready()
@@ -99,55 +248,95 @@ impl Connector {
         })
     }
 
-    /// Opens a new connection, giving the TCP connect `timeout` (a setting
-    /// a reload can change, so it is not the connector's).
+    /// Opens a new connection: TCP, then for `tls` a TLS handshake
+    /// verified against `trust`, both within the connect `timeout` (a
+    /// setting a reload can change, so it is not the connector's). A
+    /// refused certificate is a connect failure: nothing was sent.
     pub async fn connect(
         &self,
         authority: &Authority,
+        tls: Option<&Arc<TlsPeer>>,
+        trust: &Trust,
         timeout: Duration,
     ) -> Result<Sender, ConnectError> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(authority.as_str()))
+        let opened = async {
+            let stream = TcpStream::connect(authority.as_str())
+                .await
+                .map_err(|e| ConnectError(format!("connect: {e}")))?;
+            let _ = stream.set_nodelay(true);
+            let Some(peer) = tls else {
+                return handshake(authority, stream).await;
+            };
+            // rustls says why a certificate was refused ("invalid peer
+            // certificate: UnknownIssuer").
+            let stream = trust
+                .connector(&peer.authority)
+                .connect(peer.name.clone(), stream)
+                .await
+                .map_err(|e| ConnectError(format!("TLS: {e}")))?;
+            handshake(authority, stream).await
+        };
+        let inner = tokio::time::timeout(timeout, opened)
             .await
-            .map_err(|_| ConnectError(format!("connect timed out after {timeout:?}")))?
-            .map_err(|e| ConnectError(format!("connect: {e}")))?;
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| ConnectError(format!("handshake: {e}")))?;
-        let authority = authority.clone();
-        tokio::spawn(async move {
-            // Upgrades (WebSocket) take the connection over when asked.
-            if let Err(e) = conn.with_upgrades().await {
-                debug!(target: "proxy", "upstream connection to {authority}: {e}");
-            }
-        });
-        Ok(sender)
+            .map_err(|_| ConnectError(format!("connect timed out after {timeout:?}")))??;
+        Ok(Sender {
+            inner,
+            key: PoolKey {
+                authority: authority.clone(),
+                tls: tls.cloned(),
+            },
+        })
     }
 }
 
+/// HTTP/1.1 over `io`, its connection driven by a task of its own.
+async fn handshake<T>(
+    authority: &Authority,
+    io: T,
+) -> Result<http1::SendRequest<ProxyBody>, ConnectError>
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| ConnectError(format!("handshake: {e}")))?;
+    let authority = authority.clone();
+    tokio::spawn(async move {
+        // Upgrades (WebSocket) take the connection over when asked, TLS
+        // or not.
+        if let Err(e) = conn.with_upgrades().await {
+            debug!(target: "proxy", "upstream connection to {authority}: {e}");
+        }
+    });
+    Ok(sender)
+}
+
 /// Puts a connection whose exchange is complete back into this thread's
-/// pool. One that is not ready yet (its connection task has not caught up
-/// with the end of the response) is returned once it is.
+/// pool, under the key it was opened with (`authority`, the caller's
+/// name for the upstream, is part of it). One that is not ready yet (its
+/// connection task has not caught up with the end of the response) is
+/// returned once it is.
 pub fn checkin(authority: Authority, mut sender: Sender) {
+    debug_assert_eq!(authority, sender.key.authority);
     if sender.is_closed() {
         return;
     }
     if sender.is_ready() {
-        store(authority, sender);
+        store(sender);
         return;
     }
     tokio::spawn(async move {
-        if sender.ready().await.is_ok() {
-            store(authority, sender);
+        if sender.inner.ready().await.is_ok() {
+            store(sender);
         }
     });
 }
 
-fn store(authority: Authority, sender: Sender) {
+fn store(sender: Sender) {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
-        let queue = idle.entry(authority).or_default();
+        let queue = idle.entry(sender.key.clone()).or_default();
         if queue.len() >= MAX_IDLE_PER_UPSTREAM {
             queue.pop_front();
         }

@@ -43,6 +43,7 @@ pub fn target(
             rise: NonZeroU32::new(2).expect("non-zero"),
             fall: NonZeroU32::new(fall).expect("non-zero"),
         },
+        tls_ca: Vec::new(),
     }
 }
 

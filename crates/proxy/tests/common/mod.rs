@@ -204,6 +204,7 @@ pub fn http_targets(backends: &[FakeBackend], interval: Duration, fall: u32) -> 
             name: b.name().to_owned(),
             url: b.url(),
             probe: spec.clone(),
+            tls_ca: Vec::new(),
         })
         .collect()
 }
