@@ -73,6 +73,7 @@ fn main() -> ExitCode {
             "unset (plain HTTP)"
         };
         println!("tether-proxy: proxy.tls: {listener}");
+        println!("tether-proxy: {}", config.upstream_tls.summary());
         // Key ids only: the first 8 hex of each key's SHA-256, never a key.
         let keys = config.sticky.keys.ids();
         if keys.is_empty() {

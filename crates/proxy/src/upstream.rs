@@ -88,6 +88,11 @@ struct Connectors {
 }
 
 impl Trust {
+    /// One line for `--check-config`: which CA files are set.
+    pub fn summary(&self) -> String {
+        self.inner.trust.summary()
+    }
+
     pub fn new(trust: TargetTrust) -> Trust {
         Trust {
             inner: Arc::new(TrustInner {
