@@ -4,10 +4,10 @@
 //! it is as consistent as a `List`.
 
 use std::fmt::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tether_core::{HealthState, TargetStatus};
 use tether_daemon::admin::{BoxFuture, Status, escape};
+use tether_daemon::clock;
 use tether_daemon::metrics::{Kind, Text};
 
 use crate::hub::{HubHandle, HubMetrics};
@@ -131,7 +131,7 @@ fn write_metrics(out: &mut Text, hub: &HubMetrics, targets: &[TargetStatus]) {
 }
 
 fn write_page(out: &mut String, version: u64, targets: &[TargetStatus]) {
-    let now = now_ms();
+    let now = clock::now_ms();
     let healthy = targets
         .iter()
         .filter(|t| t.state == HealthState::Healthy)
@@ -162,10 +162,4 @@ fn write_page(out: &mut String, version: u64, targets: &[TargetStatus]) {
         );
     }
     out.push_str("</table>\n<p><a href=\"/metrics\">/metrics</a> &middot; <a href=\"/readyz\">/readyz</a> &middot; <a href=\"/healthz\">/healthz</a></p>\n");
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

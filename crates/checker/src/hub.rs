@@ -29,13 +29,14 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use log::{debug, info, warn};
 use tether_core::{
     HealthState, HealthTracker, HealthUpdate, PoolEntry, ProbeOutcome, Target, TargetStatus,
     UpdateKind,
 };
+use tether_daemon::clock;
 use tether_daemon::metrics::Histogram;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -1049,7 +1050,7 @@ impl Hub {
         version: &mut u64,
         changes: &broadcast::Sender<Arc<HealthUpdate>>,
     ) {
-        let now = now_ms();
+        let now = clock::now_ms();
         match result.outcome {
             ProbeOutcome::Success => entry.probes_succeeded += 1,
             ProbeOutcome::Failure => entry.probes_failed += 1,
@@ -1120,12 +1121,6 @@ pub(crate) fn cap(s: &str) -> &str {
         end -= 1;
     }
     &s[..end]
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

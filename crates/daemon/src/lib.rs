@@ -7,6 +7,7 @@
 //! or the proxy, which both depend on it.
 
 pub mod admin;
+pub mod clock;
 pub mod config;
 pub mod drain;
 pub mod error;

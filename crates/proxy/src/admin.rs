@@ -4,10 +4,10 @@
 
 use std::fmt::Write;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tether_core::HealthState;
 use tether_daemon::admin::{BoxFuture, Status, escape};
+use tether_daemon::clock;
 use tether_daemon::metrics::{Kind, Text};
 
 use crate::stats::{CLASSES, ProxyStats, StickyResult};
@@ -173,7 +173,7 @@ impl ProxyStatus {
 
     fn write_page(&self, out: &mut String) {
         let table = self.table.load();
-        let now = now_ms();
+        let now = clock::now_ms();
         let ready = match self.ready() {
             Ok(()) => "<span class=\"healthy\">ready</span>".to_owned(),
             Err(why) => format!(
@@ -244,10 +244,4 @@ pub fn ago(now_ms: u64, then_ms: Option<u64>) -> String {
         60..=3599 => format!("{}m ago", secs / 60),
         _ => format!("{}h ago", secs / 3600),
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

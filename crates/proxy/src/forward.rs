@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
@@ -27,6 +27,7 @@ use hyper::body::{Body, Incoming};
 use hyper::upgrade::OnUpgrade;
 use log::{debug, info, warn};
 use tether_core::{Pick, RoundRobin, sticky};
+use tether_daemon::clock;
 use tokio::sync::mpsc;
 
 use crate::body::{BodyError, Guard, ProxyBody, body_error};
@@ -141,7 +142,7 @@ impl Proxy {
         // One await point, so the future (which hyper keeps boxed for every
         // connection) holds one `forward` state, not two.
         let started = Instant::now();
-        let now_ms = epoch_ms();
+        let now_ms = clock::now_ms();
         let access = self
             .access_log
             .load(Ordering::Relaxed)
@@ -616,12 +617,6 @@ fn rebuild(method: &Method, headers: &HeaderMap) -> Request<ProxyBody> {
 
 fn access_log_enabled() -> bool {
     log::log_enabled!(target: "access", log::Level::Info)
-}
-
-fn epoch_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
