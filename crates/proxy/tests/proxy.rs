@@ -247,9 +247,21 @@ async fn a_version_gap_triggers_a_fresh_snapshot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_stream_keeps_the_last_table() {
     let (_b, checker, proxy) = pool(2).await;
+    assert_eq!(checker.watch_calls(), 1, "one subscription so far");
 
-    checker.stop().await;
-    // Fail static: the checker is gone, the proxy serves on what it knew.
+    // The stream breaks and every new Watch is refused, so the proxy can
+    // get no new table. A second Watch call is the proxy's own word that it
+    // saw the break: it only asks again once the stream has ended.
+    checker.refuse_watch(Some(tonic::Status::unavailable("checker gone")));
+    checker.break_streams();
+    eventually(
+        "the proxy saw the break and tried again",
+        DEADLINE,
+        || async { (checker.watch_calls() >= 2 && checker.open_streams() == 0).then_some(()) },
+    )
+    .await;
+
+    // Fail static: the proxy serves on the last table it had.
     let c = counts(&proxy, 20).await;
     assert_eq!(c.get("app-1"), Some(&10), "{c:?}");
     assert_eq!(c.get("app-2"), Some(&10), "{c:?}");
