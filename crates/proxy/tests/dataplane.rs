@@ -213,9 +213,12 @@ async fn a_hung_backend_gets_504s_then_is_ejected() {
     }
     eprintln!("hung backend: 504s after {timeouts:?}, {ok} answers from the others meanwhile");
     assert_eq!(timeouts.len(), failures_to_eject as usize);
+    // A 504 is the response timeout's answer (the member never replies);
+    // the upper bound only says it did not hang, generous for a loaded
+    // machine.
     for took in &timeouts {
         assert!(
-            *took >= Duration::from_millis(450) && *took <= Duration::from_millis(1500),
+            *took >= Duration::from_millis(450) && *took < DEADLINE,
             "a 504 should come after the 500 ms response timeout, took {took:?}"
         );
     }
@@ -241,8 +244,9 @@ async fn a_hung_backend_gets_504s_then_is_ejected() {
         accepted,
         "the ejected member got connections"
     );
+    // No request waited on the ejected member: every one was a 200 (a
+    // request sent there would have been a 504) and it accepted nothing.
     assert_eq!(served.len(), 2, "{served:?}");
-    assert!(took < Duration::from_secs(5), "{took:?}");
     proxy.stop().await;
     hole.stop().await;
 }
@@ -612,6 +616,11 @@ async fn an_idle_tunnel_is_closed_by_the_proxy() {
     let checker = healthy_checker(&b).await;
     let mut c = checker_config(&checker);
     c.idle_timeout = Duration::from_millis(500);
+    // Every other timeout is beyond the wait below, so a close within it
+    // can only be the idle timeout's.
+    c.response_timeout = DEADLINE * 6;
+    c.header_read_timeout = DEADLINE * 6;
+    c.body_timeout = DEADLINE * 6;
     let proxy = Running::start(c).await;
     wait_routes(&proxy, &["app-1"]).await;
 
@@ -620,19 +629,16 @@ async fn an_idle_tunnel_is_closed_by_the_proxy() {
     assert_eq!(ws_next(&mut ws).await, Some(Message::text("once")));
     let idle_since = Instant::now();
     // Nothing more is sent either way: the proxy must hang up.
-    let end = tokio::time::timeout(Duration::from_secs(5), ws.next())
+    let end = tokio::time::timeout(DEADLINE, ws.next())
         .await
-        .expect("the proxy closed the idle tunnel within 5 s");
+        .expect("the proxy closed the idle tunnel");
     let idle = idle_since.elapsed();
     eprintln!("idle tunnel closed after {idle:?} (idle_timeout 500ms), last event {end:?}");
     assert!(
         !matches!(end, Some(Ok(Message::Text(_) | Message::Binary(_)))),
         "{end:?}"
     );
-    assert!(
-        idle >= Duration::from_millis(450) && idle <= Duration::from_secs(2),
-        "closed after {idle:?}"
-    );
+    assert!(idle >= Duration::from_millis(450), "closed after {idle:?}");
     proxy.stop().await;
 }
 
@@ -780,7 +786,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_0() {
     assert_eq!(reply.body, "slow");
 
     let exit = proc
-        .wait_exit(DRAIN + Duration::from_secs(2))
+        .wait_exit(DRAIN + DEADLINE)
         .await
         .unwrap_or_else(|| panic!("the proxy did not exit; output:\n{}", proc.output()));
     let exited_after = signalled.elapsed();
@@ -789,6 +795,12 @@ async fn sigterm_drains_in_flight_requests_and_exits_0() {
          {answered_after:?} after it started, exited ({exit}) {exited_after:?} after SIGTERM"
     );
     assert_eq!(exit.code(), Some(0), "output:\n{}", proc.output());
-    assert!(exited_after < DRAIN, "{exited_after:?}");
+    // It exited because nothing was left to drain, not at the deadline
+    // (the log is captured: the drain's first line is there).
+    let output = proc.output();
+    assert!(
+        output.contains("shutting down: draining") && !output.contains("drain deadline passed"),
+        "output:\n{output}"
+    );
     assert!(answered_after >= LATENCY, "{answered_after:?}");
 }
