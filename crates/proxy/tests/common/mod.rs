@@ -5,9 +5,12 @@
 //! Each test binary compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use tether_core::{HealthState, ProbeKind, ProbeSpec, Target};
 use tether_proxy::config::{HealthSource, ProxyConfig};
@@ -19,10 +22,9 @@ use tokio::task::JoinHandle;
 /// Generous bound for anything that should take milliseconds.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
+/// The proxy's own wall clock (epoch milliseconds), for sticky stamps.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    tether_daemon::clock::now_ms()
 }
 
 /// A config for a proxy in a test: loopback listener, short timeouts.
@@ -42,13 +44,19 @@ pub fn checker_config(checker: &FakeChecker) -> ProxyConfig {
     ]))
 }
 
-/// A proxy running in-process; stops when dropped.
+/// The task running `run_on`.
+type ProxyTask = JoinHandle<Result<(), tether_proxy::Error>>;
+
+/// A proxy running in-process. [`Running::stop`] stops it and fails the
+/// test if `run_on` returned an error; dropping it instead aborts the task,
+/// and fails the test if `run_on` had already ended (with an error, or on
+/// its own: only a stop may end it).
 pub struct Running {
     pub addr: SocketAddr,
     /// The admin endpoint, when started with [`Running::start_with_admin`].
     pub admin: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    task: Option<ProxyTask>,
 }
 
 impl Running {
@@ -56,13 +64,9 @@ impl Running {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            tether_proxy::run_on(listener, config, async move {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("proxy ran");
-        });
+        let task = tokio::spawn(tether_proxy::run_on(listener, config, async move {
+            let _ = stopped.await;
+        }));
         Running {
             addr,
             admin: None,
@@ -78,13 +82,14 @@ impl Running {
         let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
         let admin_addr = admin.local_addr().expect("admin addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            tether_proxy::run_on_with_admin(listener, admin, config, async move {
+        let task = tokio::spawn(tether_proxy::run_on_with_admin(
+            listener,
+            admin,
+            config,
+            async move {
                 let _ = stopped.await;
-            })
-            .await
-            .expect("proxy ran");
-        });
+            },
+        ));
         Running {
             addr,
             admin: Some(admin_addr),
@@ -103,21 +108,46 @@ impl Running {
         get(self.addr, "/", headers).await.expect("proxy answers")
     }
 
-    /// Stops the proxy gracefully and waits for it to return.
+    /// Stops the proxy gracefully and waits for `run_on` to return `Ok`.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
-            task.await.expect("proxy task");
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => panic!("run_on failed: {e}"),
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => panic!("proxy task: {e}"),
+            }
         }
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Some(task) = &self.task {
+        let Some(mut task) = self.task.take() else {
+            return;
+        };
+        if !task.is_finished() {
             task.abort();
+            return;
+        }
+        // Finished, so one poll yields its result; no waker is needed.
+        let mut cx = Context::from_waker(Waker::noop());
+        let Poll::Ready(ended) = Pin::new(&mut task).poll(&mut cx) else {
+            unreachable!("a finished task is ready");
+        };
+        let why = match ended {
+            Ok(Ok(())) => "run_on returned before the test stopped it".to_owned(),
+            Ok(Err(e)) => format!("run_on failed: {e}"),
+            Err(e) => format!("proxy task: {e}"),
+        };
+        if std::thread::panicking() {
+            // The test already failed; say what the proxy did, as a clue.
+            eprintln!("while the test failed, the proxy had ended: {why}");
+        } else {
+            panic!("the proxy ended during the test: {why}");
         }
     }
 }
