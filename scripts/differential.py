@@ -634,7 +634,10 @@ def render(cases, results, meta):
         "forwarded changed (framing is how the body was delimited: CL/TE values); `part` a head "
         "went upstream but its body never completed; `closed`/`timeout` no answer. Tether runs "
         "with `max_body_bytes = 1024` as in malformed.rs; nginx and HAProxy with their defaults "
-        "(nginx: `proxy_http_version 1.1`; HAProxy: `mode http`).",
+        "(nginx: `proxy_http_version 1.1`; HAProxy: `mode http`). Tether streams request "
+        "bodies, so for a chunked body that breaks after its head (rows 15-18) whether the head "
+        "reached the backend before the 400 (`part`) or not (`rej`) depends on scheduling and "
+        "can differ between runs.",
         "",
     ]
     counts = {p: {} for p in PROXIES}
@@ -657,8 +660,10 @@ def render(cases, results, meta):
     heads = [(c, r) for c, r in zip(cases, results)
              if r["tether"]["kind"] == "partial" and not forwards(r["nginx"]) and not forwards(r["haproxy"])
              and not r["nginx"]["partial"] and not r["haproxy"]["partial"]]
-    lines.append(f"**Tether sent only a head upstream (body then refused, upstream connection closed), "
-                 f"nginx and HAProxy refuse before forwarding ({len(heads)}):** "
+    left_open = [c["id"] for c, r in heads if "LEFT OPEN" in r["tether"]["cell"]]
+    lines.append(f"**Tether sent only a head upstream (body then refused; upstream connection "
+                 + (f"LEFT OPEN in {', '.join(left_open)}" if left_open else "closed each time")
+                 + f"), nginx and HAProxy refuse before forwarding ({len(heads)}):** "
                  + (", ".join(f"{c['id']} ({md_cell(c['name'])})" for c, _ in heads) or "none") + ".")
     lines.append("")
     lines.append(f"**Tether refuses, nginx and HAProxy both forward ({len(strict)}):** "
@@ -735,7 +740,7 @@ def main():
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip() or "unknown"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "crates/*/src"], cwd=ROOT,
                            capture_output=True, text=True).stdout.strip()
     versions = "; ".join([
         subprocess.run([tool("nginx"), "-v"], capture_output=True, text=True).stderr.strip().replace("nginx version: ", ""),
