@@ -3,7 +3,7 @@
 CARGO ?= cargo
 COMPOSE ?= $(shell command -v docker-compose >/dev/null 2>&1 && echo docker-compose || echo docker compose)
 
-.PHONY: build test lint fmt demo check-configs k8s-validate status-page bench compose-image compose-up compose-down compose-test
+.PHONY: build test lint fmt demo check-configs k8s-validate status-page differential bench compose-image compose-up compose-down compose-test
 
 build:
 	$(CARGO) build --locked --workspace --bins
@@ -39,6 +39,12 @@ k8s-validate: build
 # docs/status-page.png.
 status-page: build
 	python3 scripts/status_page.py $(if $(UPDATE),--update)
+
+# Tether, nginx and HAProxy on the same raw requests (malformed table +
+# smuggling classics) to recording backends; writes the table into
+# docs/RELIABILITY.md. Installs nginx/HAProxy from Debian if missing. ~40 s.
+differential: build
+	python3 scripts/differential.py --update
 
 # The image from binaries built on the host, on a base image made locally
 # from Debian's packages (no registry needed).
