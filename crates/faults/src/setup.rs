@@ -1,0 +1,132 @@
+//! Starting the real binaries with temp configs.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tether_testkit::{Proc, TempConfig, eventually, get};
+
+pub const START: Duration = Duration::from_secs(20);
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+/// Probe settings every scenario uses: HTTP probes every 200 ms with a
+/// 200 ms timeout, down after 2 failures, up after 1 success.
+pub const HEALTH: &str = "[health]\nkind = \"http\"\npath = \"/health\"\ninterval = \"200ms\"\ntimeout = \"200ms\"\nrise = 1\nfall = 2\n";
+
+/// The `[proxy]` section: loopback, port 0, `extra` lines appended.
+pub fn proxy_section(extra: &str) -> String {
+    format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\nretries = 2\nconnect_timeout = \"1s\"\nresponse_timeout = \"2s\"\n{extra}\n[admin]\nlisten = \"\"\n[log]\nlevel = \"info\"\n"
+    )
+}
+
+/// `[[targets]]` entries for (name, url) pairs.
+pub fn targets(members: &[(String, String)]) -> String {
+    members
+        .iter()
+        .map(|(name, url)| format!("\n[[targets]]\nurl = \"{url}\"\nname = \"{name}\"\n"))
+        .collect()
+}
+
+/// A proxy with its embedded checker probing `members`.
+pub fn embedded_toml(members: &[(String, String)], proxy_extra: &str) -> String {
+    format!("{}{HEALTH}{}", proxy_section(proxy_extra), targets(members))
+}
+
+/// A running `tether-proxy`.
+#[derive(Debug)]
+pub struct Proxy {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub config: TempConfig,
+}
+
+impl Proxy {
+    pub async fn start(toml: &str) -> Proxy {
+        let config = TempConfig::new(toml);
+        let proc = Proc::spawn("tether-proxy", &["--config", config.path_str()], &[]);
+        let addr = proc.wait_listening("http", START).await;
+        Proxy { proc, addr, config }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+}
+
+/// A `tether-echo` process (a FakeBackend in its own process, so it can be
+/// killed or stopped with signals).
+#[derive(Debug)]
+pub struct Echo {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub name: String,
+}
+
+impl Echo {
+    pub async fn start(name: &str) -> Echo {
+        let proc = Proc::spawn(
+            "tether-echo",
+            &["--listen", "127.0.0.1:0", "--name", name],
+            &[],
+        );
+        let addr = proc.wait_listening(name, START).await;
+        Echo {
+            proc,
+            addr,
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn clone_addr(&self) -> (String, SocketAddr) {
+        (self.name.clone(), self.addr)
+    }
+
+    pub fn member(&self) -> (String, String) {
+        (self.name.clone(), format!("http://{}", self.addr))
+    }
+}
+
+/// Waits until `n` requests through `addr` all answer 200 and together
+/// reach exactly `names`.
+pub async fn wait_serving(addr: SocketAddr, names: &[&str]) {
+    let want: BTreeSet<String> = names.iter().map(|s| (*s).to_owned()).collect();
+    eventually(&format!("the proxy serves {want:?}"), DEADLINE, || {
+        let want = want.clone();
+        async move {
+            let mut seen = BTreeSet::new();
+            for _ in 0..(names.len() * 4).max(4) {
+                let r = get(addr, "/", &[]).await.ok()?;
+                if r.status != 200 {
+                    return None;
+                }
+                seen.insert(r.body);
+            }
+            (seen == want).then_some(())
+        }
+    })
+    .await;
+}
+
+/// A free loopback port (bound and released), for a process that must come
+/// back on the same address.
+pub fn free_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// A `tether-checker` config on `grpc` probing `members`.
+pub fn checker_toml(grpc: SocketAddr, members: &[(String, String)]) -> String {
+    format!(
+        "[checker]\ngrpc_listen = \"{grpc}\"\n[admin]\nlisten = \"\"\n{HEALTH}[log]\nlevel = \"info\"\n{}",
+        targets(members)
+    )
+}
+
+/// A proxy fed by the checker at `checker`.
+pub fn fed_proxy_toml(checker: SocketAddr) -> String {
+    format!(
+        "{}[health_source]\ncheckers = [\"http://{checker}\"]\n",
+        proxy_section("")
+    )
+}

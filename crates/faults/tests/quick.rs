@@ -1,0 +1,58 @@
+//! The fast subset of the fault suite, run by `cargo test`: the most
+//! important scenarios at quick size, each asserting its targets within the
+//! generous bounds a loaded 2-core CI machine needs (exact figures come
+//! from `make faults`). Needs `cargo build --workspace --bins` first.
+
+use tether_faults::{Outcome, Size, scenarios};
+
+fn assert_within_bounds(o: &Outcome) {
+    eprintln!("{}", o.text());
+    let missed = o.missed(true);
+    assert!(
+        missed.is_empty(),
+        "{} {}: {missed:#?}\n{}",
+        o.id,
+        o.name,
+        o.text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f1_backend_killed_under_load() {
+    assert_within_bounds(&scenarios::backend_killed(Size::Quick).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f2_backend_hung() {
+    assert_within_bounds(&scenarios::backend_hung(Size::Quick).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f6_all_down_then_one_back() {
+    assert_within_bounds(&scenarios::all_down_then_one(Size::Quick).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f7_checker_killed_and_restarted() {
+    assert_within_bounds(&scenarios::checker_killed(Size::Quick).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f9_checker_hung() {
+    assert_within_bounds(&scenarios::checker_hung(Size::Quick).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f10_no_connection_outside_the_pool() {
+    assert_within_bounds(&scenarios::outside_pool(Size::Quick).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f11_twenty_reloads_under_load() {
+    assert_within_bounds(&scenarios::reloads(Size::Quick).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f14_slow_clients_beside_normal_ones() {
+    assert_within_bounds(&scenarios::slow_clients(Size::Quick).await);
+}
