@@ -51,8 +51,3 @@ async fn f10_no_connection_outside_the_pool() {
 async fn f11_twenty_reloads_under_load() {
     assert_within_bounds(&scenarios::reloads(Size::Quick).await);
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn f14_slow_clients_beside_normal_ones() {
-    assert_within_bounds(&scenarios::slow_clients(Size::Quick).await);
-}
