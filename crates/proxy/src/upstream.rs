@@ -18,6 +18,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -151,6 +152,38 @@ struct PoolKey {
 pub struct Sender {
     inner: http1::SendRequest<ProxyBody>,
     key: PoolKey,
+    /// Shared with the connection's task, which closes the connection once
+    /// it has sat in a pool longer than the idle timeout.
+    idle: Arc<IdleMark>,
+}
+
+/// When a connection went into a pool: milliseconds since the process's
+/// first mark, plus one; 0 while it is in use.
+#[derive(Debug, Default)]
+struct IdleMark(AtomicU64);
+
+impl IdleMark {
+    fn now() -> u64 {
+        static START: OnceLock<Instant> = OnceLock::new();
+        let start = *START.get_or_init(Instant::now);
+        u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    fn pooled(&self) {
+        self.0.store(Self::now(), Ordering::Relaxed);
+    }
+
+    fn in_use(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
+
+    /// How long it has been idle in a pool; zero while in use.
+    fn idle_for(&self) -> Duration {
+        match self.0.load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            since => Duration::from_millis(Self::now().saturating_sub(since)),
+        }
+    }
 }
 
 impl Sender {
@@ -246,6 +279,7 @@ impl Connector {
                     && entry.sender.is_ready()
                     && !entry.sender.is_closed()
                 {
+                    entry.sender.idle.in_use();
                     return Some(entry.sender);
                 }
             }
@@ -264,13 +298,14 @@ impl Connector {
         trust: &Trust,
         timeout: Duration,
     ) -> Result<Sender, ConnectError> {
+        let idle = Arc::new(IdleMark::default());
         let opened = async {
             let stream = TcpStream::connect(authority.as_str())
                 .await
                 .map_err(|e| ConnectError(format!("connect: {e}")))?;
             let _ = stream.set_nodelay(true);
             let Some(peer) = tls else {
-                return handshake(authority, stream).await;
+                return handshake(authority, stream, idle.clone(), self.idle_timeout).await;
             };
             // rustls says why a certificate was refused ("invalid peer
             // certificate: UnknownIssuer").
@@ -279,7 +314,7 @@ impl Connector {
                 .connect(peer.name.clone(), stream)
                 .await
                 .map_err(|e| ConnectError(format!("TLS: {e}")))?;
-            handshake(authority, stream).await
+            handshake(authority, stream, idle.clone(), self.idle_timeout).await
         };
         let inner = tokio::time::timeout(timeout, opened)
             .await
@@ -290,14 +325,21 @@ impl Connector {
                 authority: authority.clone(),
                 tls: tls.cloned(),
             },
+            idle,
         })
     }
 }
 
-/// HTTP/1.1 over `io`, its connection driven by a task of its own.
+/// HTTP/1.1 over `io`, its connection driven by a task of its own. The
+/// task also closes the connection once it has been idle in a pool for
+/// `idle_timeout`: pools are only pruned when a request takes from them,
+/// so without this a burst would leave its connections (and descriptors,
+/// at the backend too) open for as long as traffic stays away.
 async fn handshake<T>(
     authority: &Authority,
     io: T,
+    idle: Arc<IdleMark>,
+    idle_timeout: Duration,
 ) -> Result<http1::SendRequest<ProxyBody>, ConnectError>
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -310,8 +352,25 @@ where
     tokio::spawn(async move {
         // Upgrades (WebSocket) take the connection over when asked, TLS
         // or not.
-        if let Err(e) = conn.with_upgrades().await {
-            debug!(target: "proxy", "upstream connection to {authority}: {e}");
+        let conn = conn.with_upgrades();
+        tokio::pin!(conn);
+        let mut sweep = tokio::time::interval(idle_timeout);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                done = &mut conn => {
+                    if let Err(e) = done {
+                        debug!(target: "proxy", "upstream connection to {authority}: {e}");
+                    }
+                    return;
+                }
+                _ = sweep.tick() => {
+                    if idle.idle_for() >= idle_timeout {
+                        debug!(target: "proxy", "closing idle upstream connection to {authority}");
+                        return;
+                    }
+                }
+            }
         }
     });
     Ok(sender)
@@ -339,6 +398,7 @@ pub fn checkin(authority: Authority, mut sender: Sender) {
 }
 
 fn store(sender: Sender) {
+    sender.idle.pooled();
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let queue = idle.entry(sender.key.clone()).or_default();
