@@ -3,7 +3,7 @@
 CARGO ?= cargo
 COMPOSE ?= $(shell command -v docker-compose >/dev/null 2>&1 && echo docker-compose || echo docker compose)
 
-.PHONY: build test lint fmt demo check-configs k8s-validate status-page differential bench compose-image compose-up compose-down compose-test
+.PHONY: build test lint fmt demo check-configs k8s-validate status-page differential faults bench compose-image compose-up compose-down compose-test
 
 build:
 	$(CARGO) build --locked --workspace --bins
@@ -39,6 +39,16 @@ k8s-validate: build
 # docs/status-page.png.
 status-page: build
 	python3 scripts/status_page.py $(if $(UPDATE),--update)
+
+# The fault suite: every scenario through the built binaries (a quick
+# subset also runs in `cargo test`); writes the faults section of
+# docs/RELIABILITY.md and exits 1 if a target was missed. The fd limit is
+# raised for the 10,000-idle-connections scenario. FAULTS_PROFILE=release
+# for figures from release binaries.
+FAULTS_PROFILE ?= debug
+faults:
+	$(CARGO) build --locked --workspace --bins $(if $(filter release,$(FAULTS_PROFILE)),--release)
+	ulimit -n 65536 2>/dev/null || ulimit -n $$(ulimit -Hn); target/$(FAULTS_PROFILE)/tether-faults --doc docs/RELIABILITY.md
 
 # Tether, nginx and HAProxy on the same raw requests (malformed table +
 # smuggling classics) to recording backends; writes the table into
