@@ -3,7 +3,7 @@
 CARGO ?= cargo
 COMPOSE ?= $(shell command -v docker-compose >/dev/null 2>&1 && echo docker-compose || echo docker compose)
 
-.PHONY: build test lint fmt demo check-configs k8s-validate status-page differential faults bench compose-image compose-up compose-down compose-test
+.PHONY: build test lint fmt demo check-configs k8s-validate status-page differential faults fuzz bench compose-image compose-up compose-down compose-test
 
 build:
 	$(CARGO) build --locked --workspace --bins
@@ -49,6 +49,12 @@ FAULTS_PROFILE ?= debug
 faults:
 	$(CARGO) build --locked --workspace --bins $(if $(filter release,$(FAULTS_PROFILE)),--release)
 	ulimit -n 65536 2>/dev/null || ulimit -n $$(ulimit -Hn); target/$(FAULTS_PROFILE)/tether-faults --doc docs/RELIABILITY.md
+
+# Each fuzz target for FUZZ_SECONDS (default 60) on stable Rust, installing
+# cargo-fuzz if missing; the saved corpora replay in `make test`.
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) ./scripts/fuzz.sh
 
 # Tether, nginx and HAProxy on the same raw requests (malformed table +
 # smuggling classics) to recording backends; writes the table into

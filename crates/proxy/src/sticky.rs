@@ -408,18 +408,26 @@ fn fresh<'a>(rules: &Rules<'_>, claim: Claim<'a>, now_ms: u64) -> Result<Claim<'
 
 /// The value of the first cookie called `name`, from every `Cookie` header.
 pub fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    cookie_pairs(headers).find_map(|(n, v)| (n == name).then_some(v))
+    cookie_pairs(headers).find_map(|(n, v)| {
+        if n == name.as_bytes() {
+            std::str::from_utf8(v).ok()
+        } else {
+            None
+        }
+    })
 }
 
-fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+/// Every `name=value` pair of every `Cookie` line, as bytes: a line with
+/// bytes outside ASCII (browsers send UTF-8 in application cookies) still
+/// has its pairs read, not skipped.
+fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
     headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
         .filter_map(|pair| {
-            let (n, v) = pair.split_once('=')?;
-            Some((n.trim(), v.trim()))
+            let eq = pair.iter().position(|&b| b == b'=')?;
+            Some((pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii()))
         })
 }
 
@@ -430,19 +438,28 @@ pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
     if find_cookie(headers, name).is_none() {
         return;
     }
-    let rest: Vec<String> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|pair| !pair.is_empty())
-        .filter(|pair| pair.split_once('=').is_none_or(|(n, _)| n.trim() != name))
-        .map(str::to_owned)
-        .collect();
+    // Bytes, not text: an application cookie with bytes outside ASCII must
+    // reach the backend as it came, not be dropped with the proxy's own.
+    let mut rest: Vec<u8> = Vec::new();
+    for value in headers.get_all(header::COOKIE) {
+        for pair in value.as_bytes().split(|&b| b == b';') {
+            let pair = pair.trim_ascii();
+            if pair.is_empty() {
+                continue;
+            }
+            let pair_name = pair.split(|&b| b == b'=').next().unwrap_or(pair);
+            if pair.contains(&b'=') && pair_name.trim_ascii() == name.as_bytes() {
+                continue;
+            }
+            if !rest.is_empty() {
+                rest.extend_from_slice(b"; ");
+            }
+            rest.extend_from_slice(pair);
+        }
+    }
     headers.remove(header::COOKIE);
     if !rest.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&rest.join("; "))
+        && let Ok(v) = HeaderValue::from_bytes(&rest)
     {
         headers.insert(header::COOKIE, v);
     }
@@ -818,6 +835,14 @@ mod tests {
         only.insert(header::COOKIE, HeaderValue::from_static("tether_sticky=x"));
         strip_cookie(&mut only, DEFAULT_COOKIE_NAME);
         assert!(only.get(header::COOKIE).is_none());
+        // Bytes outside ASCII in an application cookie pass unchanged.
+        let mut utf8 = HeaderMap::new();
+        utf8.insert(
+            header::COOKIE,
+            HeaderValue::from_bytes("name=Zo\u{eb}; tether_sticky=x".as_bytes()).expect("value"),
+        );
+        strip_cookie(&mut utf8, DEFAULT_COOKIE_NAME);
+        assert_eq!(utf8[header::COOKIE].as_bytes(), "name=Zo\u{eb}".as_bytes());
         let mut none = HeaderMap::new();
         none.append(header::COOKIE, HeaderValue::from_static("a=1"));
         none.append(header::COOKIE, HeaderValue::from_static("b=2"));
