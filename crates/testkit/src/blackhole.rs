@@ -1,14 +1,17 @@
 //! A "backend" that accepts TCP connections and never answers: it reads and
 //! discards whatever arrives and holds every socket open until stopped, the
-//! way a hung server does.
+//! way a hung server does; and one that never completes a handshake
+//! ([`SynBlackhole`]), the way a host behind a packet-dropping firewall
+//! does.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -112,4 +115,90 @@ async fn serve(
     }
     drop(listener);
     conns.shutdown().await;
+}
+
+/// An address that neither answers nor refuses a connect: a listener with
+/// an accept queue of one (backlog 0 on Linux) that never accepts, its one
+/// slot taken by a connection of its own. The kernel then drops every
+/// further SYN, so a connect to it hangs until the caller's connect
+/// timeout, the way a host behind a packet-dropping firewall behaves.
+#[derive(Debug)]
+pub struct SynBlackhole {
+    addr: SocketAddr,
+    _listener: TcpListener,
+    _filler: Vec<TcpStream>,
+}
+
+/// How long a connect gets before the filler decides its SYN was dropped.
+const SYN_DROPPED: Duration = Duration::from_millis(300);
+
+impl SynBlackhole {
+    /// Starts on `127.0.0.1:0`.
+    pub async fn start() -> SynBlackhole {
+        let addr = crate::net::any_local_port();
+        match Self::start_on(addr).await {
+            Ok(b) => b,
+            Err(e) => panic!("syn blackhole: cannot listen on {addr}: {e}"),
+        }
+    }
+
+    /// Starts on `addr` (a port a server just left, for instance) and
+    /// returns once a connect to it times out. If another client's
+    /// connection took the one slot first, that connection is accepted
+    /// and closed (its client sees an ordinary close) and the slot taken
+    /// again.
+    pub async fn start_on(addr: SocketAddr) -> io::Result<SynBlackhole> {
+        let listener = crate::net::listen_with(addr, 0)?;
+        let addr = listener.local_addr()?;
+        let mut filler = Vec::new();
+        for _ in 0..16 {
+            match tokio::time::timeout(SYN_DROPPED, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => filler.push(s),
+                Ok(Err(e)) => return Err(e),
+                Err(_) if !filler.is_empty() => {
+                    return Ok(SynBlackhole {
+                        addr,
+                        _listener: listener,
+                        _filler: filler,
+                    });
+                }
+                Err(_) => {
+                    // A stranger's connection holds the slot: let it go.
+                    if let Ok(Ok((s, _))) =
+                        tokio::time::timeout(SYN_DROPPED, listener.accept()).await
+                    {
+                        drop(s);
+                    }
+                }
+            }
+        }
+        Err(io::Error::other(format!(
+            "{addr}: the accept queue never filled ({} connects completed)",
+            filler.len()
+        )))
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://IP:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_connect_to_a_syn_blackhole_neither_completes_nor_is_refused() {
+        let hole = SynBlackhole::start().await;
+        for _ in 0..3 {
+            let r =
+                tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(hole.addr())).await;
+            assert!(r.is_err(), "connect ended: {r:?}");
+        }
+    }
 }

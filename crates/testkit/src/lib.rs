@@ -4,7 +4,8 @@
 //! controllable HTTP backend ([`FakeBackend`], also served by the
 //! `tether-echo` demo binary), a scripted gRPC checker ([`FakeChecker`]), a
 //! small HTTP client ([`http::get`], keep-alive [`Client`]), a raw HTTP/1
-//! socket ([`raw::RawConn`]), a silent listener ([`Blackhole`]), a process
+//! socket ([`raw::RawConn`]), a silent listener ([`Blackhole`]) and one that drops SYNs
+//! ([`SynBlackhole`]), a process
 //! memory sampler ([`rss`]), helpers that run the built binaries
 //! with a temp config ([`Proc`], [`TempConfig`]), certificates made in the
 //! test ([`TestCa`]) and a condition poller ([`eventually`]). Production crates must never depend on it; it may
@@ -24,7 +25,7 @@ pub mod rss;
 pub mod wait;
 
 pub use backend::{BYTES_PATH, FakeBackend, HEALTH_PATH, RecordedRequest, WS_PATH};
-pub use blackhole::Blackhole;
+pub use blackhole::{Blackhole, SynBlackhole};
 pub use checker::{FakeChecker, status};
 pub use http::{Client, Reply, get};
 pub use pki::{Issued, TestCa};
