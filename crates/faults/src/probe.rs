@@ -97,21 +97,57 @@ pub fn describe_sockets(pid: u32, known: &[(String, std::net::SocketAddr)]) -> S
         .join(", ")
 }
 
-/// Established sockets of `pid` whose peer is one of `peers` (upstream
-/// connections, pooled or busy).
-pub fn upstream_sockets(pid: u32, peers: &[std::net::SocketAddr]) -> usize {
+/// The kernel's `TcpExt` counters named in `names` (from
+/// `/proc/net/netstat`), 0 for any it does not have. System-wide: other
+/// traffic on the machine counts too.
+pub fn tcp_ext(names: &[&str]) -> Vec<u64> {
+    let text = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(keys), Some(values)) = (lines.next(), lines.next()) else {
+        return vec![0; names.len()];
+    };
+    let pairs: Vec<(&str, u64)> = keys
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .skip(1)
+        .map(|(k, v)| (k, v.parse().unwrap_or(0)))
+        .collect();
+    names
+        .iter()
+        .map(|n| pairs.iter().find(|(k, _)| k == n).map_or(0, |p| p.1))
+        .collect()
+}
+
+/// The accept-queue length `addr`'s listening socket was given (`ss`'s
+/// Send-Q for a listener), if it can be read.
+pub fn listen_backlog(addr: std::net::SocketAddr) -> Option<u32> {
     let out = std::process::Command::new("ss")
-        .args(["-tanp"])
+        .args(["-ltn"])
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    let tag = format!("pid={pid},");
-    out.lines()
-        .filter(|l| l.contains(&tag) && l.starts_with("ESTAB"))
-        .filter(|l| {
-            l.split_whitespace()
-                .nth(4)
-                .is_some_and(|p| peers.iter().any(|a| a.to_string() == p))
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let want = addr.to_string();
+    text.lines().find_map(|l| {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        (cols.len() >= 4 && cols[3] == want)
+            .then(|| cols[2].parse().ok())
+            .flatten()
+    })
+}
+
+/// TCP sockets on this machine in `state` (an `ss` state name such as
+/// `established` or `syn-recv`) whose local port (`local`) or peer port
+/// (not `local`) is `addr`'s port.
+pub fn sockets_on(addr: std::net::SocketAddr, state: &str, local: bool) -> usize {
+    let side = if local { "sport" } else { "dport" };
+    let filter = format!("( {side} = :{} )", addr.port());
+    std::process::Command::new("ss")
+        .args(["-tnH", "state", state, &filter])
+        .output()
+        .map_or(0, |o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .count()
         })
-        .count()
 }

@@ -73,17 +73,14 @@ impl Outcome {
         self.checks.push(check);
     }
 
-    /// The descriptor target: back to `limit` within the deadline.
-    /// `settled`: all back within the deadline; `others_back`: all but
-    /// upstream connections (the CI bound).
-    pub fn fds_back(&mut self, settled: bool, others_back: bool, limit: usize) {
+    /// The descriptor target: back to `limit` within `deadline`.
+    pub fn fds_back(&mut self, settled: bool, limit: usize, deadline: Duration) {
         let measured = format!("{} → {} (limit {limit})", self.before.fds, self.after.fds);
-        self.check(Check {
-            target: "fds back to baseline within 10 s".to_owned(),
+        self.check(Check::exact(
+            &format!("fds back to baseline within {} s", deadline.as_secs()),
             measured,
-            met: settled,
-            within_bound: others_back,
-        });
+            settled,
+        ));
     }
 
     /// Targets missed, each as `target: measured`.

@@ -28,6 +28,11 @@ async fn f2_backend_hung() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f3_member_black_holes_syns() {
+    assert_within_bounds(&scenarios::syn_blackhole(Size::Quick).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn f6_all_down_then_one_back() {
     assert_within_bounds(&scenarios::all_down_then_one(Size::Quick).await);
 }
