@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use log::{debug, info, warn};
+use tether_core::target::DEFAULT_DNS_REFRESH;
 use tether_core::{
     HealthState, HealthTracker, HealthUpdate, PoolEntry, ProbeOutcome, Target, TargetStatus,
     UpdateKind,
@@ -48,6 +49,11 @@ use crate::probe::{ProbeResult, Prober};
 /// How many changes a slow subscriber may fall behind before it is sent a
 /// fresh snapshot instead.
 const CHANGE_BUFFER: usize = 4096;
+/// A snapshot is built again for a new subscriber when the version moved
+/// or the last one is older than this: records carry each member's last
+/// probe time and latency, which change without a new version, and a
+/// subscriber should not start from minutes-old probe details.
+pub const SNAPSHOT_REUSE: Duration = Duration::from_secs(1);
 /// The first probes of a fresh checker are spread over this much time.
 const FIRST_PROBE_SPREAD: Duration = Duration::from_secs(1);
 const COMMAND_BUFFER: usize = 256;
@@ -64,8 +70,11 @@ pub const MAX_REPORT_FIELD: usize = 256;
 /// A consistent starting point plus every change after it.
 #[derive(Debug)]
 pub struct Subscription {
-    /// A `Snapshot` update at the current version.
-    pub snapshot: HealthUpdate,
+    /// A `Snapshot` update at the current version, shared by every
+    /// subscriber that asked within [`SNAPSHOT_REUSE`] at that version: 50
+    /// subscribers of a 10,000-member pool hold one copy, not 50. Let go of
+    /// it once sent.
+    pub snapshot: Arc<HealthUpdate>,
     /// Changes with versions after the snapshot's.
     pub changes: broadcast::Receiver<Arc<HealthUpdate>>,
 }
@@ -414,11 +423,13 @@ async fn probe_loop(
     member: Wanted,
     results: mpsc::Sender<Probed>,
     mut bursts: mpsc::Receiver<u32>,
+    resolver: Arc<dyn Resolve>,
 ) {
     let Wanted { target, host } = member;
-    let prober = match &host {
-        Some(host) => Prober::new(&target).with_host(host),
-        None => Prober::new(&target),
+    let prober = Prober::new(&target).with_resolver(resolver, DEFAULT_DNS_REFRESH);
+    let mut prober = match &host {
+        Some(host) => prober.with_host(host),
+        None => prober,
     };
     let interval = target.probe.interval;
     let offset = interval.min(FIRST_PROBE_SPREAD).mul_f64(fastrand::f64());
@@ -433,7 +444,7 @@ async fn probe_loop(
                 }
             }
             Some(probes) = bursts.recv() => {
-                if !burst(id, &prober, probes, &results).await {
+                if !burst(id, &mut prober, probes, &results).await {
                     return;
                 }
                 ticker.reset();
@@ -445,7 +456,7 @@ async fn probe_loop(
 /// Up to `probes` (at least one) probes [`BURST_GAP`] apart, ending at the
 /// first success; the last result says it ends the burst. False when the
 /// hub is gone.
-async fn burst(id: u64, prober: &Prober, probes: u32, results: &mpsc::Sender<Probed>) -> bool {
+async fn burst(id: u64, prober: &mut Prober, probes: u32, results: &mpsc::Sender<Probed>) -> bool {
     let probes = probes.max(1);
     for n in 1..=probes {
         let result = prober.probe().await;
@@ -557,6 +568,9 @@ struct Hub {
     /// False while the initial pool is set up: it is the state of version
     /// 0, not a series of changes.
     started: bool,
+    /// The last snapshot handed out, and when it was built; see
+    /// [`SNAPSHOT_REUSE`].
+    shared: Option<(Arc<HealthUpdate>, Instant)>,
 }
 
 // === impl Hub ===
@@ -588,6 +602,7 @@ impl Hub {
             first_round,
             watchers,
             started: false,
+            shared: None,
         }
     }
 
@@ -717,11 +732,21 @@ impl Hub {
             .collect()
     }
 
-    fn snapshot(&self) -> HealthUpdate {
-        HealthUpdate {
+    /// The current snapshot, shared with whoever asked at the same version
+    /// less than [`SNAPSHOT_REUSE`] ago.
+    fn snapshot(&mut self) -> Arc<HealthUpdate> {
+        if let Some((snapshot, built)) = &self.shared
+            && snapshot.version == self.version
+            && built.elapsed() < SNAPSHOT_REUSE
+        {
+            return snapshot.clone();
+        }
+        let snapshot = Arc::new(HealthUpdate {
             version: self.version,
             kind: UpdateKind::Snapshot(self.statuses()),
-        }
+        });
+        self.shared = Some((snapshot.clone(), Instant::now()));
+        snapshot
     }
 
     fn metrics(&self) -> HubMetrics {
@@ -907,6 +932,7 @@ impl Hub {
             member.clone(),
             self.results_tx.clone(),
             bursts,
+            self.resolver.clone(),
         ));
         self.ids.insert(id, member.target.name.clone());
         (id, trigger, Owned(task))

@@ -118,10 +118,11 @@ async fn mirror_target_health(hub: HubHandle, mut reporter: HealthReporter) {
     tokio::join!(first_round, async {
         let mut known: HashSet<String> = HashSet::new();
         loop {
-            let Ok(mut sub) = hub.subscribe().await else {
+            let Ok(sub) = hub.subscribe().await else {
                 return;
             };
-            if let UpdateKind::Snapshot(targets) = &sub.snapshot.kind {
+            let (snapshot, mut changes) = (sub.snapshot, sub.changes);
+            if let UpdateKind::Snapshot(targets) = &snapshot.kind {
                 let now: HashSet<&str> = targets.iter().map(|t| t.name.as_str()).collect();
                 for gone in known.iter().filter(|n| !now.contains(n.as_str())) {
                     reporter.clear_service_status(gone).await;
@@ -134,8 +135,9 @@ async fn mirror_target_health(hub: HubHandle, mut reporter: HealthReporter) {
                     known.insert(t.name.clone());
                 }
             }
+            drop(snapshot);
             loop {
-                match sub.changes.recv().await {
+                match changes.recv().await {
                     Ok(update) => match &update.kind {
                         UpdateKind::Change(t) => {
                             reporter
@@ -306,17 +308,24 @@ fn peer_of<T>(request: &Request<T>) -> String {
 /// Sends one subscriber its snapshot and then every change, until the
 /// client goes away or the server stops. A subscriber that falls too far
 /// behind gets a fresh snapshot rather than a gap.
+///
+/// The snapshot is shared with other subscribers and let go of as soon as
+/// it is encoded: a stream holds only what is in flight, never its own
+/// copy of the pool.
 async fn forward(
     hub: HubHandle,
-    mut sub: crate::hub::Subscription,
+    sub: crate::hub::Subscription,
     tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
     mut stop: watch::Receiver<bool>,
     peer: String,
 ) {
     let _counted = hub.count_watcher();
-    loop {
-        let mut last = sub.snapshot.version;
-        if !send(&tx, &sub.snapshot).await {
+    let (mut snapshot, mut changes) = (Some(sub.snapshot), sub.changes);
+    while let Some(first) = snapshot.take() {
+        let mut last = first.version;
+        let message = pb::WatchResponse::from(&*first);
+        drop(first);
+        if tx.send(Ok(message)).await.is_err() {
             break;
         }
         let lagged = loop {
@@ -327,7 +336,7 @@ async fn forward(
                     return;
                 }
                 _ = tx.closed() => break false,
-                change = sub.changes.recv() => match change {
+                change = changes.recv() => match change {
                     Ok(update) if update.version <= last => continue,
                     Ok(update) => {
                         last = update.version;
@@ -347,7 +356,7 @@ async fn forward(
             break;
         }
         match hub.subscribe().await {
-            Ok(fresh) => sub = fresh,
+            Ok(fresh) => (snapshot, changes) = (Some(fresh.snapshot), fresh.changes),
             Err(_) => break,
         }
     }

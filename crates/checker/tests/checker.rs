@@ -243,7 +243,7 @@ async fn wait_health(client: &HealthClient<Channel>, service: &str, want: Servin
 async fn tcp_probe_succeeds_when_up_and_fails_when_refused() {
     let backend = FakeBackend::start("app-1").await;
     let t = target("app-1", backend.url(), ProbeKind::Tcp, PROBE_TIMEOUT);
-    let prober = Prober::new(&t);
+    let mut prober = Prober::new(&t);
 
     let up = prober.probe().await;
     assert_eq!(up.outcome, ProbeOutcome::Success, "{up:?}");
@@ -281,7 +281,7 @@ async fn tcp_probe_only_needs_the_connect() {
 async fn http_probe_follows_the_health_status() {
     let backend = FakeBackend::start("app-1").await;
     let t = target("app-1", backend.url(), ProbeKind::Http, PROBE_TIMEOUT);
-    let prober = Prober::new(&t);
+    let mut prober = Prober::new(&t);
 
     let ok = prober.probe().await;
     assert_eq!(ok.outcome, ProbeOutcome::Success, "{ok:?}");
@@ -403,7 +403,11 @@ async fn hub_applies_rise_and_fall_with_consecutive_versions() {
     )]);
     let hub = checker.handle();
     let sub = hub.subscribe().await.expect("subscribe");
-    let mut tracker = Tracker::new(Source::Hub(sub.changes), Some(sub.snapshot)).await;
+    let mut tracker = Tracker::new(
+        Source::Hub(sub.changes),
+        Some(std::sync::Arc::unwrap_or_clone(sub.snapshot)),
+    )
+    .await;
 
     // The first result sets the state directly.
     let up = tracker.wait_for("app-1", HealthState::Healthy).await;
@@ -469,7 +473,11 @@ async fn hub_first_failure_sets_unhealthy_directly() {
         STATE_TIMEOUT,
     )]);
     let sub = checker.handle().subscribe().await.expect("subscribe");
-    let mut tracker = Tracker::new(Source::Hub(sub.changes), Some(sub.snapshot)).await;
+    let mut tracker = Tracker::new(
+        Source::Hub(sub.changes),
+        Some(std::sync::Arc::unwrap_or_clone(sub.snapshot)),
+    )
+    .await;
     let down = tracker.wait_for("gone", HealthState::Unhealthy).await;
     if tracker.snapshot_version == 0 {
         assert_eq!(

@@ -70,7 +70,7 @@ impl Source {
             Source::Hub(hub) => {
                 let sub = hub.subscribe().await.map_err(|e| e.to_string())?;
                 Ok(Updates::Hub {
-                    first: Some(sub.snapshot),
+                    first: Some(std::sync::Arc::unwrap_or_clone(sub.snapshot)),
                     changes: sub.changes,
                 })
             }

@@ -1,15 +1,27 @@
 //! Active probes: one attempt against one target, bounded by its timeout.
+//!
+//! A [`Prober`] belongs to one target's probe task and keeps what probes
+//! can share between them: the HTTP connection (see `http.rs`) and the
+//! addresses of a target given by host name, looked up again every
+//! [`DEFAULT_DNS_REFRESH`] rather than at every probe (10,000 names probed
+//! every second would be 10,000 lookups a second against the cluster's
+//! DNS).
 
 mod http;
 mod tcp;
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustls_pki_types::ServerName;
+use tether_core::target::DEFAULT_DNS_REFRESH;
 use tether_core::{ProbeKind, ProbeOutcome, Target};
+use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
+
+use crate::dns::{Resolve, SystemResolver};
 
 /// What one probe found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,12 +32,11 @@ pub struct ProbeResult {
     pub error: Option<String>,
 }
 
-/// Everything a probe needs, parsed once from the target.
-#[derive(Clone, Debug)]
+/// Everything a probe needs, parsed once from the target, and what probes
+/// of the target share: its kept HTTP connection and looked-up addresses.
+#[derive(Debug)]
 pub struct Prober {
     kind: ProbeKind,
-    host: String,
-    port: u16,
     /// `host:port`, sent as the Host header of HTTP probes: the url's, or
     /// the one [`with_host`](Prober::with_host) set.
     authority: String,
@@ -34,6 +45,82 @@ pub struct Prober {
     /// `https://` targets: how HTTP probes reach them. TCP probes stay a
     /// plain connect.
     tls: Option<Tls>,
+    addrs: Addrs,
+    /// The HTTP connection kept from the last successful probe.
+    conn: Option<http::Conn>,
+}
+
+/// Where the target is: an IP literal once and for all, or a host name
+/// and its last answer.
+struct Addrs {
+    host: String,
+    port: u16,
+    /// An IP literal: never looked up.
+    fixed: Option<SocketAddr>,
+    /// The last answer that had addresses, and when it was asked for.
+    looked_up: Option<(Vec<SocketAddr>, Instant)>,
+    refresh: Duration,
+    resolver: Arc<dyn Resolve>,
+}
+
+impl std::fmt::Debug for Addrs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Addrs")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("looked_up", &self.looked_up)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Addrs {
+    fn new(host: String, port: u16) -> Addrs {
+        let fixed = host.parse::<IpAddr>().ok().map(|ip| (ip, port).into());
+        Addrs {
+            host,
+            port,
+            fixed,
+            looked_up: None,
+            refresh: DEFAULT_DNS_REFRESH,
+            resolver: Arc::new(SystemResolver),
+        }
+    }
+
+    /// The addresses to connect to: looked up when the last answer is
+    /// older than `refresh`. A failed lookup keeps the last answer (a DNS
+    /// blip is not the target's failure), and fails the probe only when
+    /// there is none.
+    async fn get(&mut self) -> Result<Vec<SocketAddr>, String> {
+        if let Some(addr) = self.fixed {
+            return Ok(vec![addr]);
+        }
+        if let Some((addrs, at)) = &self.looked_up
+            && at.elapsed() < self.refresh
+        {
+            return Ok(addrs.clone());
+        }
+        let now = Instant::now();
+        match self.resolver.resolve(&self.host, self.port).await {
+            Ok(addrs) if !addrs.is_empty() => {
+                self.looked_up = Some((addrs.clone(), now));
+                Ok(addrs)
+            }
+            result => {
+                let why = match result {
+                    Err(e) => format!("resolve {}: {e}", self.host),
+                    Ok(_) => format!("resolve {}: no address", self.host),
+                };
+                match &mut self.looked_up {
+                    // Ask again at the next refresh, not at every probe.
+                    Some((addrs, at)) => {
+                        *at = now;
+                        Ok(addrs.clone())
+                    }
+                    None => Err(why),
+                }
+            }
+        }
+    }
 }
 
 /// TLS for HTTP probes of an `https://` target, or why it cannot be had
@@ -88,13 +175,21 @@ impl Prober {
             .then(|| Tls::new(&target.tls_ca));
         Prober {
             kind: target.probe.kind,
-            host,
-            port,
             authority,
             path: target.probe.path.clone(),
             timeout: target.probe.timeout,
             tls,
+            addrs: Addrs::new(host, port),
+            conn: None,
         }
+    }
+
+    /// Looks host names up with `resolver` (the checker's, so tests decide
+    /// the answers), again every `refresh`.
+    pub fn with_resolver(mut self, resolver: Arc<dyn Resolve>, refresh: Duration) -> Self {
+        self.addrs.resolver = resolver;
+        self.addrs.refresh = refresh;
+        self
     }
 
     /// Sends `host` as the Host header of HTTP probes instead of the url's
@@ -122,30 +217,43 @@ impl Prober {
             .map_err(|e| format!("TLS: {host:?} is not a server name: {e}"))
     }
 
-    /// Runs one probe. Never takes much longer than the timeout.
-    pub async fn probe(&self) -> ProbeResult {
+    /// Runs one probe. Never takes much longer than the timeout. A failed
+    /// or timed-out probe drops the kept connection.
+    pub async fn probe(&mut self) -> ProbeResult {
         let start = Instant::now();
+        // Taken out for the attempt: a timeout drops it with the attempt.
+        let mut kept = self.conn.take();
+        let timeout = self.timeout;
+        let name = self.tls.as_ref().map(|_| self.server_name());
+        let Prober {
+            kind,
+            authority,
+            path,
+            tls,
+            addrs,
+            ..
+        } = self;
         let attempt = async {
-            match (self.kind, &self.tls) {
-                (ProbeKind::Tcp, _) => tcp::probe(&self.host, self.port).await,
-                (ProbeKind::Http, None) => {
-                    http::probe(&self.host, self.port, &self.authority, &self.path, None).await
-                }
-                (ProbeKind::Http, Some(tls)) => {
+            match (*kind, tls, name) {
+                (ProbeKind::Tcp, ..) => tcp::probe(&addrs.get().await?).await,
+                (ProbeKind::Http, Some(tls), Some(name)) => {
                     let connector = tls.connector.as_ref().map_err(Clone::clone)?;
-                    let name = self.server_name()?;
-                    let tls = Some((connector, name));
-                    http::probe(&self.host, self.port, &self.authority, &self.path, tls).await
+                    let tls = Some((connector, name?));
+                    http::probe(&mut kept, addrs, authority, path, tls).await
                 }
+                (ProbeKind::Http, ..) => http::probe(&mut kept, addrs, authority, path, None).await,
             }
         };
-        let result = match tokio::time::timeout(self.timeout, attempt).await {
+        let result = match tokio::time::timeout(timeout, attempt).await {
             Ok(r) => r,
             Err(_) => Err(format!(
                 "timed out after {}",
-                humantime::format_duration(self.timeout)
+                humantime::format_duration(timeout)
             )),
         };
+        if result.is_ok() {
+            self.conn = kept;
+        }
         let latency = start.elapsed();
         match result {
             Ok(()) => ProbeResult {
