@@ -109,10 +109,24 @@ pub async fn wait_serving(addr: SocketAddr, names: &[&str]) {
 }
 
 /// A free loopback port (bound and released), for a process that must come
-/// back on the same address.
+/// back on the same address. Chosen below the kernel's ephemeral range
+/// (32768-60999 here): a port from port 0 lies inside it, and while it sits
+/// released any outgoing connect on the machine may take it as its local
+/// port (a fresh-clone `make faults` lost F7's checker port that way).
 pub fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
+    let (low, span) = (20_000u32, 12_000u32);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        ^ std::process::id().wrapping_mul(2_654_435_761);
+    for i in 0..span {
+        let port = u16::try_from(low + (seed.wrapping_add(i.wrapping_mul(7_919))) % span)
+            .expect("port below 32768");
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return l.local_addr().expect("addr");
+        }
+    }
+    panic!("no free loopback port in {low}-{}", low + span - 1);
 }
 
 /// A `tether-checker` config on `grpc` probing `members`.
