@@ -15,8 +15,8 @@ use tether_checker::Checker;
 use tether_checker::dns::{Lookup, Resolve};
 use tether_checker::probe::Prober;
 use tether_core::{ProbeKind, ProbeOutcome, Target, UpdateKind};
-use tether_testkit::FakeBackend;
-use tokio::io::AsyncReadExt;
+use tether_testkit::{FakeBackend, eventually};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 const INTERVAL: Duration = Duration::from_millis(100);
@@ -70,6 +70,60 @@ async fn a_kept_connection_closed_under_the_probe_is_retried_on_a_new_one() {
     assert_eq!(backend.dropped(), 1);
     assert_eq!(backend.connections(), 2);
     backend.stop().await;
+}
+
+#[tokio::test]
+async fn a_kept_connection_the_target_closed_while_idle_is_replaced_at_once() {
+    // A server that answers once per connection and closes it when told,
+    // while it is idle, as a keep-alive timeout does: the prober finds it
+    // closed at the next probe and must open a new one then, not wait for
+    // its timeout.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let closed = Arc::new(AtomicUsize::new(0));
+    let close = Arc::new(tokio::sync::Notify::new());
+    let server = {
+        let (closed, close) = (closed.clone(), close.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut conn, _) = listener.accept().await.expect("accept");
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = conn.read(&mut buf).await.expect("read");
+                    assert!(n > 0, "the prober closed before its request");
+                    got.extend_from_slice(&buf[..n]);
+                }
+                conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                    .await
+                    .expect("write");
+                close.notified().await;
+                drop(conn);
+                closed.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    let timeout = Duration::from_secs(5);
+    let t = common::target(
+        "app",
+        format!("http://{addr}"),
+        ProbeKind::Http,
+        INTERVAL,
+        timeout,
+        1,
+    );
+    let mut prober = Prober::new(&t);
+    for n in 1..=3 {
+        let r = prober.probe().await;
+        assert_eq!(r.outcome, ProbeOutcome::Success, "{r:?}");
+        assert!(r.latency < timeout / 2, "probe {n} waited: {r:?}");
+        close.notify_one();
+        eventually("the server to close the connection", DEADLINE, || {
+            std::future::ready((closed.load(Ordering::SeqCst) >= n).then_some(()))
+        })
+        .await;
+    }
+    server.abort();
 }
 
 #[tokio::test]

@@ -180,7 +180,12 @@ async fn exchange(conn: &mut Conn, authority: &str, path: &str) -> Result<Exchan
         // `Connection: close`): what was already received still counts,
         // but it carries no further probe.
         end = driver.as_mut() => match end {
-            Ok(()) => send.await.map(|done| Exchanged { reusable: false, ..done }),
+            Ok(()) => {
+                // Drop hyper's connection, or a request it will never send
+                // waits for it until the timeout.
+                *driver = Box::pin(std::future::ready(Ok(())));
+                send.await.map(|done| Exchanged { reusable: false, ..done })
+            }
             Err(e) => Err(Failed {
                 before_response: true,
                 message: format!("connection: {e}"),
