@@ -54,6 +54,10 @@ Settings come from the environment:
                        that of the git work tree the binary sits in
   BENCH_TETHER_B       path of another tether-proxy build to run as the
                        twin instead of the A/A copy (an A/B comparison)
+  BENCH_CHECKER        path of the tether-checker build under test (default
+                       target/release/tether-checker)
+  BENCH_CHECK_KINDS    probe kinds the checker part runs, one pass each
+                       (comma-separated, default tcp,http)
 """
 
 from __future__ import annotations
@@ -126,6 +130,7 @@ class Settings:
     handshakes: int = 500
     only: str = ""
     parts: tuple = PARTS
+    check_kinds: tuple = ("tcp", "http")
 
     @staticmethod
     def from_env() -> "Settings":
@@ -141,6 +146,10 @@ class Settings:
             handshakes=env_int("BENCH_HANDSHAKES", 300 if quick else 500),
             only=os.environ.get("BENCH_ONLY", ""),
         )
+        kinds = tuple(k.strip() for k in os.environ.get("BENCH_CHECK_KINDS", "tcp,http").split(",") if k.strip())
+        if not kinds or any(k not in ("tcp", "http") for k in kinds):
+            sys.exit("bench: BENCH_CHECK_KINDS takes a comma-separated list of tcp and http")
+        s.check_kinds = kinds
         if s.only:
             wanted = [p.strip() for p in s.only.split(",") if p.strip()]
             bad = [p for p in wanted if p not in PARTS]
@@ -148,6 +157,43 @@ class Settings:
                 sys.exit(f"bench: BENCH_ONLY takes a comma-separated list of {', '.join(PARTS)}, not {s.only!r}")
             s.parts = tuple(p for p in PARTS if p in wanted)
         return s
+
+
+def checker_binary() -> str:
+    """The tether-checker under test: BENCH_CHECKER, or this tree's release build."""
+    return os.environ.get("BENCH_CHECKER") or os.path.join(RELEASE, "tether-checker")
+
+
+def sockstat_tw() -> int:
+    """TCP sockets in TIME_WAIT on the host (/proc/net/sockstat `tw`)."""
+    try:
+        with open("/proc/net/sockstat") as f:
+            for line in f:
+                if line.startswith("TCP:"):
+                    words = line.split()
+                    return int(words[words.index("tw") + 1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return -1
+
+
+def active_opens() -> int:
+    """Connects the host has made (/proc/net/snmp `Tcp: ActiveOpens`): counts
+    probes that a reset closes before the target accepts them, which accepts miss."""
+    try:
+        with open("/proc/net/snmp") as f:
+            rows = [line.split() for line in f if line.startswith("Tcp:")]
+        return int(rows[1][rows[0].index("ActiveOpens")])
+    except (OSError, ValueError, IndexError):
+        return -1
+
+
+def conntrack_count() -> int:
+    try:
+        with open("/proc/sys/net/netfilter/nf_conntrack_count") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return -1
 
 
 def tether_binary() -> str:
@@ -1316,21 +1362,75 @@ def measure_share(pid: int, window: float) -> tuple[float, int]:
     return (t1 - t0) / HZ / (time.monotonic() - w0), rss_kib(pid)
 
 
-def run_checker(ctx: Ctx) -> None:
+class Ports:
+    """The targets: tether-bench-ports processes, each serving its share of the ports.
+
+    With `--http` every target holds a listener and a kept-alive connection,
+    two descriptors, and the open-file limit is per process: so several
+    processes, each well under it.
+    """
+
+    def __init__(self, ctx: Ctx, n: int, kind: str) -> None:
+        per = NOFILE // 2 - 1024 if kind == "http" else n
+        shards = max(1, -(-n // max(per, 1)))
+        self.procs: list[subprocess.Popen] = []
+        self.readers: list[LineReader] = []
+        self.ports: list[int] = []
+        self.owner: dict[int, int] = {}
+        for i in range(shards):
+            count = n // shards + (1 if i < n % shards else 0)
+            argv = [os.path.join(RELEASE, "tether-bench-ports"), "--count", str(count)]
+            if kind == "http":
+                argv.append("--http")
+            p = ctx.procs.start(argv, ctx.load_cpu, f"bench-ports-{kind}-{i}", ctx.workdir,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+            r = LineReader(p)
+            line = r.get(time.monotonic() + START_TIMEOUT + count / 500)
+            if not line.startswith("ports "):
+                raise RuntimeError(f"tether-bench-ports said {line!r}")
+            for port in (int(x) for x in line.split()[1].split(",")):
+                self.ports.append(port)
+                self.owner[port] = i
+            self.procs.append(p)
+            self.readers.append(r)
+
+    def command(self, cmd: str, port: int) -> str:
+        i = self.owner[port]
+        self.procs[i].stdin.write(f"{cmd} {port}\n")
+        self.procs[i].stdin.flush()
+        return self.readers[i].get(time.monotonic() + 10)
+
+    def accepts(self) -> tuple[int, float]:
+        """Connections accepted so far on every port, and when (s)."""
+        total, at = 0, 0.0
+        for p, r in zip(self.procs, self.readers):
+            p.stdin.write("stats\n")
+            p.stdin.flush()
+            deadline = time.monotonic() + 10
+            while True:
+                line = r.get(deadline)
+                if line.startswith("stats "):
+                    _, accepts, at_us = line.split()
+                    total += int(accepts)
+                    at = max(at, int(at_us) / 1e6)
+                    break
+        return total, at
+
+    def stop(self, ctx: Ctx) -> None:
+        for p in self.procs:
+            p.stdin.close()
+            ctx.procs.stop(p)
+
+
+def run_checker(ctx: Ctx, kind: str) -> None:
     s = ctx.settings
     n = s.targets
-    ports_p = ctx.procs.start(
-        [os.path.join(RELEASE, "tether-bench-ports"), "--count", str(n)], ctx.load_cpu, "bench-ports",
-        ctx.workdir, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-    ports_r = LineReader(ports_p)
-    line = ports_r.get(time.monotonic() + START_TIMEOUT + n / 500)
-    if not line.startswith("ports "):
-        raise RuntimeError(f"tether-bench-ports said {line!r}")
-    ports = [int(x) for x in line.split()[1].split(",")]
-    say(f"checker: {n:,} targets listening (tether-bench-ports, CPU {ctx.load_cpu})")
+    targets = Ports(ctx, n, kind)
+    ports = targets.ports
+    say(f"checker ({kind}): {n:,} targets listening (tether-bench-ports, CPU {ctx.load_cpu})")
 
     (grpc,) = free_ports(1)
-    cfg = os.path.join(ctx.workdir, "checker.toml")
+    cfg = os.path.join(ctx.workdir, f"checker-{kind}.toml")
     with open(cfg, "w") as f:
         f.write(
             f"""# generated by bench/bench.py
@@ -1341,7 +1441,8 @@ grpc_listen = "127.0.0.1:{grpc}"
 listen = "127.0.0.1:0"
 
 [health]
-kind = "tcp"
+kind = "{kind}"
+path = "/"
 interval = "{s.probe_interval}"
 timeout = "1s"
 # one probe decides, so a closed port is news within one interval
@@ -1357,8 +1458,8 @@ level = "warn"
             f.write(f'[[targets]]\nurl = "http://127.0.0.1:{port}"\nname = "t{i}"\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
     started = time.monotonic()
-    checker = ctx.procs.start([os.path.join(RELEASE, "tether-checker"), "--config", cfg], ctx.proxy_cpu,
-                              "checker", ctx.workdir, env=env)
+    checker = ctx.procs.start([checker_binary(), "--config", cfg], ctx.proxy_cpu,
+                              f"checker-{kind}", ctx.workdir, env=env)
     wait_port(grpc, checker, START_TIMEOUT + n / 500)
     # Every target has had its first probe within the first second; this is
     # the pool's own memory, before any subscriber holds a stream.
@@ -1366,7 +1467,7 @@ level = "warn"
     rss_alone = rss_kib(checker.pid)
     watch = ctx.procs.start(
         [os.path.join(RELEASE, "tether-bench-watch"), "--checker", f"http://127.0.0.1:{grpc}",
-         "--subscribers", str(s.subscribers)], ctx.load_cpu, "bench-watch", ctx.workdir,
+         "--subscribers", str(s.subscribers)], ctx.load_cpu, f"bench-watch-{kind}", ctx.workdir,
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
     watch_r = LineReader(watch)
     ready: set[int] = set()
@@ -1385,9 +1486,17 @@ level = "warn"
         f"{time.monotonic() - started:.1f} s after start")
 
     time.sleep(2.0)
+    acc0, at0 = targets.accepts()
+    ao0 = active_opens()
     share, rss = measure_share(checker.pid, s.window)
+    ao1 = active_opens()
+    acc1, at1 = targets.accepts()
+    opened = (acc1 - acc0) / (at1 - at0)
+    connects = (ao1 - ao0) / (at1 - at0)
+    tw, ct = sockstat_tw(), conntrack_count()
     nthreads = len(threads(checker.pid))
-    say(f"checker: CPU {share * 100:.1f} % of one core, RSS {rss / 1024:.1f} MiB, {nthreads} threads")
+    say(f"checker ({kind}): CPU {share * 100:.1f} % of one core, RSS {rss / 1024:.1f} MiB, {nthreads} threads, "
+        f"{opened:,.0f} connections accepted/s, host connects/s {connects:,.0f}; host TIME_WAIT {tw:,}, conntrack entries {ct:,}")
 
     # Flip ports one at a time; each change must reach every subscriber.
     rng = random.Random(7)
@@ -1405,9 +1514,7 @@ level = "warn"
             # would put every reopen exactly one interval before the next
             # probe. A random pause makes the detection delay uniform.
             time.sleep(rng.uniform(0, interval_s))
-            ports_p.stdin.write(f"{cmd} {port}\n")
-            ports_p.stdin.flush()
-            ack = ports_r.get(time.monotonic() + 10)
+            ack = targets.command(cmd, port)
             t0_us = int(ack.split()[2])
             got: set[int] = set()
             arrivals: list[int] = []
@@ -1468,6 +1575,7 @@ defaults
   timeout client 60s
   timeout server 60s
   default-server inter {s.probe_interval} rise 1 fall 1
+  {'option httpchk GET /' if kind == 'http' else ''}
 
 frontend fe
   bind 127.0.0.1:{hport}
@@ -1479,26 +1587,34 @@ backend pool
         )
         for i, port in enumerate(ports):
             f.write(f"  server t{i} 127.0.0.1:{port} check\n")
-    hp = ctx.procs.start(["haproxy", "-db", "-f", hcfg], ctx.proxy_cpu, "haproxy-checks", ctx.workdir)
+    hp = ctx.procs.start(["haproxy", "-db", "-f", hcfg], ctx.proxy_cpu, f"haproxy-checks-{kind}", ctx.workdir)
     wait_port(hport, hp, START_TIMEOUT + n / 500)
     time.sleep(3.0)
+    hacc0, hat0 = targets.accepts()
+    hao0 = active_opens()
     h_share, h_rss = measure_share(hp.pid, s.window)
+    hao1 = active_opens()
+    hacc1, hat1 = targets.accepts()
+    h_opened = (hacc1 - hacc0) / (hat1 - hat0)
+    h_connects = (hao1 - hao0) / (hat1 - hat0)
     ctx.procs.stop(hp)
-    ports_p.stdin.close()
-    ctx.procs.stop(ports_p)
+    targets.stop(ctx)
     say(f"haproxy probing the pool itself: CPU {h_share * 100:.1f} % of one core, RSS {h_rss / 1024:.1f} MiB")
 
     subs = s.subscribers
     rows = [
-        ("", ["CPU (cores)", "RSS MiB", "probes/s at the targets"]),
+        ("", ["CPU (cores)", "RSS MiB", "probes/s at the targets", "accepted/s", "host connects/s"]),
         (f"tether-checker, one for all {subs} proxies",
-         [f"{share:.3f}", f"{rss_after / 1024:.1f}", f"{n / interval_s:,.0f}"]),
-        ("  the same before any subscriber", ["", f"{rss_alone / 1024:.1f}", ""]),
-        ("haproxy probing the pool, one proxy", [f"{h_share:.3f}", f"{h_rss / 1024:.1f}", f"{n / interval_s:,.0f}"]),
+         [f"{share:.3f}", f"{rss_after / 1024:.1f}", f"{n / interval_s:,.0f}", f"{opened:,.0f}", f"{connects:,.0f}"]),
+        ("  the same before any subscriber", ["", f"{rss_alone / 1024:.1f}", "", "", ""]),
+        ("haproxy probing the pool, one proxy",
+         [f"{h_share:.3f}", f"{h_rss / 1024:.1f}", f"{n / interval_s:,.0f}", f"{h_opened:,.0f}", f"{h_connects:,.0f}"]),
         (f"{subs} proxies each probing (haproxy x {subs})",
-         [f"{h_share * subs:.2f}", f"{h_rss * subs / 1024:,.0f}", f"{n * subs / interval_s:,.0f}"]),
+         [f"{h_share * subs:.2f}", f"{h_rss * subs / 1024:,.0f}", f"{n * subs / interval_s:,.0f}",
+          f"{h_opened * subs:,.0f}", f"{h_connects * subs:,.0f}"]),
     ]
-    table = "\n".join(label.ljust(44) + "".join(c.rjust(26 if i == 2 else 13) for i, c in enumerate(cells))
+    table = "\n".join(label.ljust(44) + "".join(c.rjust(26 if i == 2 else 13 if i < 2 else 18)
+                                                 for i, c in enumerate(cells))
                       for label, cells in rows)
     lat = (f"a state change reaching all {subs} subscribers ({changes} changes, {len(prop):,} arrivals):\n"
            f"  from the checker's recorded change (last_change_unix_ms, 1 ms resolution, so up to 1 ms high): "
@@ -1507,28 +1623,38 @@ backend pool
            f"p50 {pct(fanout, 0.5):.2f} ms, max {max(fanout, default=float('nan')):.2f} ms\n"
            f"  from the port's close or reopen (detection within one {s.probe_interval} interval + propagation): "
            f"p50 {pct(e2e, 0.5):.0f} ms, p99 {pct(e2e, 0.99):.0f} ms\n"
-           f"  arrivals missing after 8 s: {missing}; changes of other targets (flaps): {spurious}")
+           f"  arrivals missing after 8 s: {missing}; changes of other targets (flaps): {spurious}\n"
+           f"  host during the checker's window: {tw:,} sockets in TIME_WAIT, {ct:,} conntrack entries "
+           f"(-1: not readable)")
     say()
-    say(f"Checker: {n:,} targets over TCP every {s.probe_interval}, {subs} Watch subscribers; "
+    say(f"Checker: {n:,} targets over {kind.upper()} every {s.probe_interval}, {subs} Watch subscribers; "
         f"checker alone on CPU {ctx.proxy_cpu}")
     say(table)
     say(lat)
 
     rep = ctx.report
-    rep.append("## Checker\n")
+    rep.append(f"## Checker, {kind.upper()} probes\n")
     rep.append(
-        f"{n:,} loopback ports (tether-bench-ports) probed over TCP every {s.probe_interval} by one "
+        f"{n:,} loopback ports (tether-bench-ports{' --http: `200 OK` to every request, keep-alive' if kind == 'http' else ''}) "
+        f"probed over {kind.upper()} every {s.probe_interval} by one "
         f"tether-checker (rise 1, fall 1) alone on CPU {ctx.proxy_cpu}, with {subs} Watch subscribers "
         f"(tether-bench-watch, one connection each). CPU share and RSS over {s.window:g} s of steady "
         f"probing; the checker ran {nthreads} threads. Then {s.flips} ports were closed and reopened one "
         "at a time, and every arrival of the change at every subscriber was timed. The alternative is "
-        f"measured with HAProxy (one thread) probing the same pool with `check inter {s.probe_interval}` "
+        f"measured with HAProxy (one thread) probing the same pool with `check inter {s.probe_interval}`"
+        f"{' and `option httpchk GET /`' if kind == 'http' else ''} "
         f"and multiplied by {subs}: that is what the pool costs when each proxy probes every target "
-        "itself, as HAProxy does (nginx's open-source build has no active checks at all).\n"
+        "itself, as HAProxy does (nginx's open-source build has no active checks at all). Connections "
+        "opened per second: the accepts tether-bench-ports counted over the same window, and the host's "
+        "`Tcp: ActiveOpens` (/proc/net/snmp; host-wide, so other work adds to it), which also counts "
+        "connects reset before the target accepted them (TCP probes closed with SO_LINGER 0, as "
+        "HAProxy's and Tether's are). conntrack's table limit was raised for the run (see below).\n"
     )
     rep.append("```\n" + table + "\n\n" + lat + "\n```\n")
-    with open(os.path.join(ctx.workdir, "checker.json"), "w") as f:
-        json.dump({"share": share, "rss_kib": rss_after, "rss_alone_kib": rss_alone, "haproxy_share": h_share, "haproxy_rss_kib": h_rss,
+    with open(os.path.join(ctx.workdir, f"checker-{kind}.json"), "w") as f:
+        json.dump({"kind": kind, "opened_per_s": opened, "host_connects_per_s": connects,
+                   "haproxy_host_connects_per_s": h_connects, "haproxy_opened_per_s": h_opened, "time_wait": tw,
+                   "conntrack": ct, "share": share, "rss_kib": rss_after, "rss_alone_kib": rss_alone, "haproxy_share": h_share, "haproxy_rss_kib": h_rss,
                    "prop_ms": prop, "e2e_ms": e2e, "fanout_ms": fanout, "missing": missing, "spurious": spurious}, f)
 
 
@@ -1588,7 +1714,9 @@ def main() -> int:
     if not os.access(tether_binary(), os.X_OK):
         sys.exit(f"bench: {tether_binary()} missing; run `cargo build --release --locked --bins`")
     if "checker" in s.parts:
-        for b in ("tether-checker", "tether-bench-ports", "tether-bench-watch"):
+        if not os.access(checker_binary(), os.X_OK):
+            sys.exit(f"bench: {checker_binary()} missing; run `cargo build --release --locked --bins`")
+        for b in ("tether-bench-ports", "tether-bench-watch"):
             if not os.access(os.path.join(RELEASE, b), os.X_OK):
                 sys.exit(f"bench: target/release/{b} missing; run `cargo build --release --locked --bins`")
 
@@ -1627,7 +1755,8 @@ def main() -> int:
         if "tls" in s.parts:
             run_tls(ctx)
         if "checker" in s.parts:
-            run_checker(ctx)
+            for kind in s.check_kinds:
+                run_checker(ctx, kind)
         ok = True
     except (RuntimeError, TimeoutError, EOFError, OSError, subprocess.SubprocessError) as e:
         say(f"bench: failed: {e}")
