@@ -20,7 +20,10 @@ use crate::stats::ProxyStats;
 use crate::table::{self, TableCell};
 
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
-const BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// At most this long between two rounds of attempts, so a checker that comes
+/// back is followed within about a second (one connect and a Watch per
+/// proxy per second is nothing to a checker).
+const BACKOFF_CAP: Duration = Duration::from_secs(1);
 /// The longest the proxy waits, after its first snapshot, for every member
 /// to have a first probe result before it serves on what it has. A checker
 /// probes each target within its first second, so this is only reached
