@@ -159,6 +159,16 @@ impl MembershipChange {
     pub fn is_empty(&self) -> bool {
         self.added.is_empty() && self.removed.is_empty() && self.reset.is_empty()
     }
+
+    /// What a reload log line says of it; `None` when nothing changed.
+    pub fn summary(&self) -> Option<String> {
+        (!self.is_empty()).then(|| {
+            format!(
+                "pool (added {:?}, removed {:?}, re-probed {:?})",
+                self.added, self.removed, self.reset
+            )
+        })
+    }
 }
 
 /// The hub's numbers for `/metrics`.

@@ -31,17 +31,7 @@ pub async fn run(mut reload: Reload, mut current: CheckerConfig, hub: HubHandle)
         }
         let mut applied = Vec::new();
         match hub.set_pool(new.targets.clone()).await {
-            Ok(change) => {
-                if !change.added.is_empty()
-                    || !change.removed.is_empty()
-                    || !change.reset.is_empty()
-                {
-                    applied.push(format!(
-                        "pool (added {:?}, removed {:?}, re-probed {:?})",
-                        change.added, change.removed, change.reset
-                    ));
-                }
-            }
+            Ok(change) => applied.extend(change.summary()),
             Err(e) => error!(target: "hc", "reload #{n}: {e}"),
         }
         if new.log != current.log {

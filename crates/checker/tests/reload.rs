@@ -23,15 +23,6 @@ fn toml(members: &[&FakeBackend]) -> String {
     t
 }
 
-fn hup(proc: &Proc) {
-    let ok = std::process::Command::new("kill")
-        .args(["-HUP", &proc.pid().to_string()])
-        .status()
-        .expect("kill runs")
-        .success();
-    assert!(ok, "kill -HUP failed");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_adds_and_removes_members_and_refuses_a_bad_config() {
     let a = FakeBackend::start("app-a").await;
@@ -42,7 +33,7 @@ async fn a_reload_adds_and_removes_members_and_refuses_a_bad_config() {
 
     std::fs::write(config.path(), toml(&[&b])).expect("write");
     let mark = proc.line_count();
-    hup(&proc);
+    proc.reload();
     let line = proc
         .wait_for_line_after(mark, "reload #1 applied", DEADLINE)
         .await;
@@ -56,7 +47,7 @@ async fn a_reload_adds_and_removes_members_and_refuses_a_bad_config() {
 
     std::fs::write(config.path(), "[health]\nrise = 0\n").expect("write");
     let mark = proc.line_count();
-    hup(&proc);
+    proc.reload();
     let line = proc
         .wait_for_line_after(mark, "reload #2 refused", DEADLINE)
         .await;

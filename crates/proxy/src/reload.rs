@@ -55,17 +55,7 @@ pub async fn run(
         }
         if let (Some(hub), HealthSource::Embedded { targets, .. }) = (&hub, &new.source) {
             match hub.set_pool(targets.clone()).await {
-                Ok(change) => {
-                    if !change.added.is_empty()
-                        || !change.removed.is_empty()
-                        || !change.reset.is_empty()
-                    {
-                        applied.push(format!(
-                            "pool (added {:?}, removed {:?}, re-probed {:?})",
-                            change.added, change.removed, change.reset
-                        ));
-                    }
-                }
+                Ok(change) => applied.extend(change.summary()),
                 Err(e) => error!(target: "proxy", "reload #{n}: embedded checker: {e}"),
             }
         }

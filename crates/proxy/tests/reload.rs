@@ -33,14 +33,6 @@ fn toml(members: &[&FakeBackend], retries: u32, interval_ms: u32) -> String {
     t
 }
 
-fn hup(proc: &Proc) {
-    let status = std::process::Command::new("kill")
-        .args(["-HUP", &proc.pid().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success(), "kill -HUP failed");
-}
-
 /// Who answers the next `n` requests; `None` if one was not a 200 (the
 /// proxy is still starting).
 async fn answered_by(addr: SocketAddr, n: usize) -> Option<BTreeMap<String, usize>> {
@@ -108,7 +100,7 @@ async fn twenty_reloads_under_load_lose_nothing_and_a_bad_one_is_refused() {
         let (members, retries, interval) = steps[(n as usize - 1) % steps.len()];
         std::fs::write(config.path(), toml(members, retries, interval)).expect("write config");
         let mark = proc.line_count();
-        hup(&proc);
+        proc.reload();
         let line = proc
             .wait_for_line_after(mark, &format!("reload #{n} applied"), DEADLINE)
             .await;
@@ -147,7 +139,7 @@ async fn twenty_reloads_under_load_lose_nothing_and_a_bad_one_is_refused() {
     )
     .expect("write");
     let mark = proc.line_count();
-    hup(&proc);
+    proc.reload();
     let line = proc
         .wait_for_line_after(mark, "reload #21 refused", DEADLINE)
         .await;
@@ -161,7 +153,7 @@ async fn twenty_reloads_under_load_lose_nothing_and_a_bad_one_is_refused() {
     // A listen address is bound at start: changing it is logged, not applied.
     std::fs::write(config.path(), good.replace("127.0.0.1:0", "127.0.0.1:1")).expect("write");
     let mark = proc.line_count();
-    hup(&proc);
+    proc.reload();
     proc.wait_for_line_after(mark, "proxy.listen changed; that takes a restart", DEADLINE)
         .await;
     assert_eq!(spread(addr, 2).await.values().sum::<usize>(), 2);

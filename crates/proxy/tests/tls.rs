@@ -116,15 +116,6 @@ async fn get_tls(
     Ok((status, alpn, peer_cert))
 }
 
-fn hup(proc: &Proc) {
-    let ok = std::process::Command::new("kill")
-        .args(["-HUP", &proc.pid().to_string()])
-        .status()
-        .expect("kill runs")
-        .success();
-    assert!(ok, "kill -HUP failed");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_alpn_reload_under_load_and_handshake_timeout() {
     let backend = FakeBackend::start("app-1").await;
@@ -192,7 +183,7 @@ async fn tls_with_alpn_reload_under_load_and_handshake_timeout() {
     std::fs::copy(&second.cert, &first.cert).expect("replace cert");
     std::fs::copy(&second.key, &first.key).expect("replace key");
     let mark = proc.line_count();
-    hup(&proc);
+    proc.reload();
     let line = proc
         .wait_for_line_after(mark, "reload #1 applied", DEADLINE)
         .await;

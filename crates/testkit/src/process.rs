@@ -215,6 +215,20 @@ impl Proc {
         let _ = child.wait();
     }
 
+    /// Sends SIGHUP (a reload); panics if it cannot be sent.
+    pub fn reload(&self) {
+        let pid = self.pid().to_string();
+        match Command::new("kill")
+            .args(["-HUP", &pid])
+            .stdin(Stdio::null())
+            .status()
+        {
+            Ok(status) if status.success() => {}
+            Ok(status) => panic!("`kill -HUP {pid}` failed: {status}"),
+            Err(e) => panic!("cannot run `kill -HUP {pid}`: {e}"),
+        }
+    }
+
     /// Sends SIGTERM (through `kill -TERM`), unless the process has exited.
     pub fn terminate(&mut self) {
         if self.try_exit().is_some() {
