@@ -17,6 +17,7 @@ use http::uri::Authority;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
+use crate::h1::RequestBody;
 use crate::upstream::{self, Sender};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -66,11 +67,15 @@ impl Guard {
     }
 
     /// Polls `body` under the guard's rules.
-    fn poll(
+    fn poll<B>(
         &mut self,
-        body: Pin<&mut Incoming>,
+        body: Pin<&mut B>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
         match body.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -100,10 +105,48 @@ impl Guard {
     }
 }
 
+/// A client's request body, as the server that read the request made it.
+#[derive(Debug)]
+pub enum ClientBody {
+    /// From hyper's server (HTTP/2).
+    Hyper(Incoming),
+    /// From the proxy's own HTTP/1 loop.
+    H1(RequestBody),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ClientBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ClientBody::H1(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Hyper(b) => b.is_end_stream(),
+            ClientBody::H1(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Hyper(b) => b.size_hint(),
+            ClientBody::H1(b) => b.size_hint(),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum ProxyBody {
-    /// A streamed body, passed on as it comes.
-    Stream { body: Incoming, guard: Guard },
+    /// A client's request body, passed on as it comes.
+    Stream { body: ClientBody, guard: Guard },
     /// An upstream response body; its connection goes back to the pool
     /// once the body has been read to the end (and is closed if it never
     /// is, since a half-read response cannot be reused).
@@ -126,7 +169,7 @@ impl ProxyBody {
         ProxyBody::Full((!bytes.is_empty()).then_some(bytes))
     }
 
-    pub fn stream(body: Incoming, guard: Guard) -> Self {
+    pub fn stream(body: ClientBody, guard: Guard) -> Self {
         ProxyBody::Stream { body, guard }
     }
 
@@ -195,16 +238,16 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ProxyBody::Stream { body, .. } | ProxyBody::Upstream { body, .. } => {
-                body.is_end_stream()
-            }
+            ProxyBody::Stream { body, .. } => body.is_end_stream(),
+            ProxyBody::Upstream { body, .. } => body.is_end_stream(),
             ProxyBody::Full(b) => b.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ProxyBody::Stream { body, .. } | ProxyBody::Upstream { body, .. } => body.size_hint(),
+            ProxyBody::Stream { body, .. } => body.size_hint(),
+            ProxyBody::Upstream { body, .. } => body.size_hint(),
             ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }

@@ -24,13 +24,12 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body, Incoming};
-use hyper::upgrade::OnUpgrade;
 use log::{debug, info, warn};
 use tether_core::{Pick, RoundRobin, sticky};
 use tether_daemon::clock;
 use tokio::sync::mpsc;
 
-use crate::body::{BodyError, Guard, ProxyBody, body_error};
+use crate::body::{BodyError, ClientBody, Guard, ProxyBody, body_error};
 use crate::config::{ProxyConfig, Settings};
 use crate::headers::{self, Peer, X_TARGET_SERVER, X_TARGET_SERVER_LAST_USE};
 use crate::respond::{error_response, no_healthy_targets, rejection};
@@ -135,7 +134,7 @@ impl Proxy {
     /// Serves one request. Never fails: every problem becomes a response.
     pub async fn handle(
         &self,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         peer: &Peer,
         settings: &Settings,
     ) -> Result<Response<ProxyBody>, Infallible> {
@@ -179,7 +178,7 @@ impl Proxy {
     /// answered alone.
     async fn forward(
         &self,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         peer: &Peer,
         s: &Settings,
         now_ms: u64,
@@ -267,7 +266,7 @@ impl Proxy {
             .flatten()
             .filter(|u| !u.as_bytes().eq_ignore_ascii_case(b"h2c"));
         let client_upgrade = if upgrade.is_some() {
-            parts.extensions.remove::<OnUpgrade>()
+            tunnel::ClientUpgrade::take(&mut parts.extensions)
         } else {
             None
         };
@@ -319,8 +318,12 @@ impl Proxy {
                             tracked,
                         ));
                         drop(sender);
-                        let res =
-                            res.map(|b| ProxyBody::stream(b, Guard::new(s.idle_timeout, None)));
+                        let res = res.map(|b| {
+                            ProxyBody::stream(
+                                ClientBody::Hyper(b),
+                                Guard::new(s.idle_timeout, None),
+                            )
+                        });
                         return finish(res, &attempt.upstream, s, peer.is_tls(), now_ms);
                     }
                     let authority = attempt.upstream.authority.clone();

@@ -14,6 +14,7 @@ pub mod conn;
 pub mod error;
 pub mod feed;
 pub mod forward;
+pub mod h1;
 pub mod headers;
 pub mod passive;
 pub mod reload;

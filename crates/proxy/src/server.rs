@@ -1,7 +1,8 @@
 //! The client-facing listener: accepts connections (TLS when configured),
-//! serves HTTP/1.1 and HTTP/2 (ALPN, or h2c with prior knowledge) through
-//! the proxy, and drains on shutdown. The one module that names hyper's
-//! server: everything after it sees a request and a [`ConnInfo`].
+//! serves HTTP/1.1 with the proxy's own loop (`h1`) and HTTP/2 (ALPN, or
+//! h2c with prior knowledge) with hyper, and drains on shutdown. The one
+//! module that names hyper's server: everything after it sees a request
+//! and a [`ConnInfo`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,15 +13,17 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use log::{debug, info, warn};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 
 use tether_daemon::Drain;
 
+use crate::body::ClientBody;
 use crate::config::{ProxyConfig, Settings};
 use crate::conn::{ClientIo, ConnInfo};
 use crate::forward::Proxy;
 use crate::headers::Peer;
 use crate::tls::Acceptor;
+use crate::{h1, tunnel};
 
 const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,6 +44,9 @@ pub async fn serve(
     let mut settings = proxy.settings();
     let mut builder = Arc::new(http_builder(&settings));
     let graceful = GracefulShutdown::new();
+    // HTTP/1 connections: counted for the drain, told when it starts.
+    let h1_open = Arc::new(tunnel::Tracker::default());
+    let (stop, stop_rx) = watch::channel(false);
     // At the connection cap, stop accepting: new clients wait in the
     // kernel's backlog (back-pressure) instead of being refused or crashing
     // the process.
@@ -82,6 +88,8 @@ pub async fn serve(
             settings: settings.clone(),
             builder: builder.clone(),
             watcher: graceful.watcher(),
+            stop: stop_rx.clone(),
+            h1_open: h1_open.clone(),
         };
         let tls = tls.clone();
         tokio::spawn(async move {
@@ -108,14 +116,15 @@ pub async fn serve(
         });
     }
     drop(listener);
-    let open = graceful.count();
+    stop.send_replace(true);
+    let open = graceful.count() + h1_open.count();
     let tunnels = proxy.tunnels().count();
     info!(
         target: "proxy",
         "shutting down: draining {open} connections and {tunnels} tunnels (up to {drain:?})"
     );
     let drained = async {
-        graceful.shutdown().await;
+        tokio::join!(graceful.shutdown(), h1_open.wait_idle());
         // Upgraded connections have left hyper's accounting; wait for them
         // separately.
         proxy.tunnels().wait_idle().await;
@@ -161,32 +170,66 @@ fn http_builder(s: &Settings) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// One client connection's share of the server: the only place that hands a
-/// connection to hyper.
+/// One client connection's share of the server: the only place that hands
+/// a connection to hyper.
 struct Connection {
     proxy: Arc<Proxy>,
     settings: Arc<Settings>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: Watcher,
+    stop: watch::Receiver<bool>,
+    h1_open: Arc<tunnel::Tracker>,
 }
 
 impl Connection {
-    /// Serves HTTP/1.1 or HTTP/2 (by ALPN or the h2 preface) until the
-    /// connection ends or the drain closes it.
+    /// Serves HTTP/1.1 with the proxy's own loop, or HTTP/2 (by ALPN or
+    /// the h2 preface) with hyper, until the connection ends or the drain
+    /// closes it.
     async fn serve(self, io: ClientIo, info: ConnInfo) {
+        let h2_by_alpn = info
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.alpn.as_deref() == Some(b"h2"));
+        if h2_by_alpn {
+            return self.serve_h2(io, &info).await;
+        }
+        let tracked = self.h1_open.track();
+        let conn = h1::Conn {
+            proxy: self.proxy.clone(),
+            settings: self.settings.clone(),
+            peer: Peer::new(&info),
+            stop: self.stop.clone(),
+        };
+        let ended = h1::serve(conn, io).await;
+        drop(tracked);
+        if let h1::Ended::H2(io) = ended {
+            self.serve_h2(io, &info).await;
+        }
+    }
+
+    /// hyper's server on a connection that speaks HTTP/2.
+    async fn serve_h2<I>(self, io: I, info: &ConnInfo)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let Connection {
             proxy,
             settings,
             builder,
             watcher,
+            ..
         } = self;
         let peer = info.peer;
-        let client = Peer::new(&info);
-        let service = service_fn(move |req| {
+        let client = Peer::new(info);
+        let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
             let proxy = proxy.clone();
             let client = client.clone();
             let settings = settings.clone();
-            async move { proxy.handle(req, &client, &settings).await }
+            async move {
+                proxy
+                    .handle(req.map(ClientBody::Hyper), &client, &settings)
+                    .await
+            }
         });
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(io), service)

@@ -12,6 +12,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::h1;
+
 const BUFFER: usize = 8 * 1024;
 
 /// Counts open tunnels so shutdown can wait for them.
@@ -55,18 +57,55 @@ impl Drop for Tracked {
     }
 }
 
+/// The client's side of an upgrade, from whichever server read the
+/// request.
+#[derive(Debug)]
+pub enum ClientUpgrade {
+    Hyper(OnUpgrade),
+    H1(h1::Upgrade),
+}
+
+impl ClientUpgrade {
+    /// Takes the client's side out of a request's extensions, if the
+    /// server left one there.
+    pub fn take(extensions: &mut http::Extensions) -> Option<ClientUpgrade> {
+        if let Some(h1) = extensions.remove::<h1::Upgrade>() {
+            return Some(ClientUpgrade::H1(h1));
+        }
+        extensions.remove::<OnUpgrade>().map(ClientUpgrade::Hyper)
+    }
+}
+
 /// Waits for both sides to finish upgrading, then relays.
-pub async fn run(client: OnUpgrade, upstream: OnUpgrade, idle: Duration, tracked: Tracked) {
+pub async fn run(client: ClientUpgrade, upstream: OnUpgrade, idle: Duration, tracked: Tracked) {
     let _tracked = tracked;
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(both) => both,
+    let upstream = match upstream.await {
+        Ok(u) => TokioIo::new(u),
         Err(e) => {
-            debug!(target: "proxy", "upgrade failed: {e}");
+            debug!(target: "proxy", "upstream upgrade failed: {e}");
             return;
         }
     };
-    let (mut client_read, mut client_write) = tokio::io::split(TokioIo::new(client));
-    let (mut up_read, mut up_write) = tokio::io::split(TokioIo::new(upstream));
+    match client {
+        ClientUpgrade::Hyper(client) => match client.await {
+            Ok(client) => relay(TokioIo::new(client), upstream, idle).await,
+            Err(e) => debug!(target: "proxy", "client upgrade failed: {e}"),
+        },
+        ClientUpgrade::H1(client) => match client.connection().await {
+            Some(client) => relay(client, upstream, idle).await,
+            None => debug!(target: "proxy", "client connection gone before the upgrade"),
+        },
+    }
+}
+
+/// Bytes both ways until either side closes or nothing moves for `idle`.
+async fn relay<C, U>(client: C, upstream: U, idle: Duration)
+where
+    C: AsyncRead + AsyncWrite,
+    U: AsyncRead + AsyncWrite,
+{
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let (mut up_read, mut up_write) = tokio::io::split(upstream);
     let start = Instant::now();
     let last = Arc::new(AtomicU64::new(0));
     let relay = async {

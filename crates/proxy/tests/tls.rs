@@ -146,8 +146,42 @@ async fn tls_with_alpn_reload_under_load_and_handshake_timeout() {
     // Plain HTTP on the TLS port is not served.
     assert!(get(addr, "/", &[]).await.is_err_or_not_ok());
 
-    // A session opened before the reload.
+    // A session opened before the reload, kept busy across it: an idle
+    // keep-alive gap is cut at header_read_timeout (1 s here).
     let old = tls(addr, &h1).await.expect("old session");
+    let old_cert = old
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec());
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(old))
+        .await
+        .expect("old session handshake");
+    tokio::spawn(conn);
+    let old_get = || {
+        Request::get("/")
+            .header(http::header::HOST, "localhost")
+            .body(Empty::<Bytes>::new())
+            .expect("request")
+    };
+    let keep_busy = Arc::new(AtomicBool::new(true));
+    let keeper = {
+        let keep_busy = keep_busy.clone();
+        tokio::spawn(async move {
+            // Pacing, not synchronisation: one request every 200 ms.
+            let mut every = tokio::time::interval(Duration::from_millis(200));
+            while keep_busy.load(Ordering::Relaxed) {
+                every.tick().await;
+                let res = send
+                    .send_request(old_get())
+                    .await
+                    .expect("old session serves");
+                assert_eq!(res.status(), StatusCode::OK);
+            }
+            send
+        })
+    };
 
     // Reload a new certificate under load.
     let stop = Arc::new(AtomicBool::new(false));
@@ -210,24 +244,11 @@ async fn tls_with_alpn_reload_under_load_and_handshake_timeout() {
     eprintln!("tls: certificate reloaded under load: {sent} requests, 0 failed");
 
     // The old session still works, on the certificate it started with.
+    assert_eq!(old_cert, Some(first.der.clone()));
+    keep_busy.store(false, Ordering::Relaxed);
+    let mut send = keeper.await.expect("old session kept busy");
     assert_eq!(
-        old.get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .map(|c| c.to_vec()),
-        Some(first.der.clone())
-    );
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(old))
-        .await
-        .expect("old session handshake");
-    tokio::spawn(conn);
-    let req = Request::get("/")
-        .header(http::header::HOST, "localhost")
-        .body(Empty::<Bytes>::new())
-        .expect("request");
-    assert_eq!(
-        send.send_request(req)
+        send.send_request(old_get())
             .await
             .expect("old session serves")
             .status(),

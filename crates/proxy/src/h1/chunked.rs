@@ -1,0 +1,291 @@
+//! The chunked transfer coding of a request body (RFC 9112 section 7.1),
+//! decoded incrementally from the connection's read buffer. Strict where
+//! laxness lets two parsers disagree about where a body ends: sizes are
+//! hex digits that fit a u64, every line ends in CRLF (a bare LF or CR is
+//! an error), data is followed by CRLF and nothing else. Extensions are
+//! skipped and trailers are read and dropped, each bounded.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Extensions on one size line, and the whole trailer section, beyond
+/// these are refused.
+const MAX_EXTENSION: usize = 4096;
+const MAX_TRAILERS: usize = 16 * 1024;
+
+/// What the decoder got out of the buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// Body bytes (a slice of the read buffer, not a copy).
+    Data(Bytes),
+    /// The buffer is used up; read more.
+    NeedMore,
+    /// The last chunk and the trailers are through.
+    Done,
+}
+
+/// The framing is broken.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Invalid;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Reading hex digits; `digits` so far.
+    Size {
+        value: u64,
+        digits: u8,
+    },
+    /// Whitespace after the size, before `;` or CR.
+    SizeSpace {
+        value: u64,
+    },
+    /// Inside an extension, until CR; `len` bytes so far.
+    Extension {
+        value: u64,
+        len: usize,
+    },
+    /// CR seen after a size line; LF must follow.
+    SizeLf {
+        value: u64,
+    },
+    Data {
+        left: u64,
+    },
+    DataCr,
+    DataLf,
+    /// At the start of a trailer line, or the final empty line.
+    TrailerStart,
+    /// Inside a trailer line.
+    Trailer,
+    TrailerLf {
+        empty: bool,
+    },
+    Done,
+}
+
+#[derive(Debug)]
+pub struct Decoder {
+    state: State,
+    trailer_bytes: usize,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder {
+            state: State::Size {
+                value: 0,
+                digits: 0,
+            },
+            trailer_bytes: 0,
+        }
+    }
+}
+
+impl Decoder {
+    /// Consumes framing from the front of `buf` and returns the next piece
+    /// of body, or what it needs.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, Invalid> {
+        // Framing bytes are stepped over in place and dropped from the
+        // buffer once, at the end or before a data slice is cut.
+        let mut used = 0;
+        let result = loop {
+            match self.state {
+                State::Data { left } => {
+                    buf.advance(used);
+                    used = 0;
+                    if buf.is_empty() {
+                        break Ok(Decoded::NeedMore);
+                    }
+                    let take = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
+                    let left = left - take as u64;
+                    self.state = if left == 0 {
+                        State::DataCr
+                    } else {
+                        State::Data { left }
+                    };
+                    return Ok(Decoded::Data(buf.split_to(take).freeze()));
+                }
+                State::Done => break Ok(Decoded::Done),
+                _ => {}
+            }
+            let Some(&b) = buf.get(used) else {
+                break Ok(Decoded::NeedMore);
+            };
+            used += 1;
+            match self.step(b) {
+                Ok(next) => self.state = next,
+                Err(e) => break Err(e),
+            }
+        };
+        buf.advance(used);
+        result
+    }
+
+    /// One framing byte.
+    fn step(&mut self, b: u8) -> Result<State, Invalid> {
+        Ok(match self.state {
+            State::Size { value, digits } => {
+                if let Some(d) = hex(b) {
+                    // 16 hex digits fill a u64; more would overflow.
+                    if digits >= 16 {
+                        return Err(Invalid);
+                    }
+                    State::Size {
+                        value: (value << 4) | u64::from(d),
+                        digits: digits + 1,
+                    }
+                } else if digits == 0 {
+                    return Err(Invalid);
+                } else {
+                    match b {
+                        b' ' | b'\t' => State::SizeSpace { value },
+                        b';' => State::Extension { value, len: 0 },
+                        b'\r' => State::SizeLf { value },
+                        _ => return Err(Invalid),
+                    }
+                }
+            }
+            State::SizeSpace { value } => match b {
+                b' ' | b'\t' => State::SizeSpace { value },
+                b';' => State::Extension { value, len: 0 },
+                b'\r' => State::SizeLf { value },
+                _ => return Err(Invalid),
+            },
+            State::Extension { value, len } => match b {
+                b'\r' => State::SizeLf { value },
+                // A bare LF or a control byte would let parsers disagree.
+                b'\n' | 0..=8 | 11..=31 | 127 => return Err(Invalid),
+                _ if len >= MAX_EXTENSION => return Err(Invalid),
+                _ => State::Extension {
+                    value,
+                    len: len + 1,
+                },
+            },
+            State::SizeLf { value } => match b {
+                b'\n' if value == 0 => State::TrailerStart,
+                b'\n' => State::Data { left: value },
+                _ => return Err(Invalid),
+            },
+            State::DataCr => match b {
+                b'\r' => State::DataLf,
+                _ => return Err(Invalid),
+            },
+            State::DataLf => match b {
+                b'\n' => State::Size {
+                    value: 0,
+                    digits: 0,
+                },
+                _ => return Err(Invalid),
+            },
+            State::TrailerStart => match b {
+                b'\r' => State::TrailerLf { empty: true },
+                _ => self.trailer_byte(b)?,
+            },
+            State::Trailer => match b {
+                b'\r' => State::TrailerLf { empty: false },
+                _ => self.trailer_byte(b)?,
+            },
+            State::TrailerLf { empty } => match (b, empty) {
+                (b'\n', true) => State::Done,
+                (b'\n', false) => State::TrailerStart,
+                _ => return Err(Invalid),
+            },
+            State::Data { .. } | State::Done => unreachable!("handled in decode"),
+        })
+    }
+
+    fn trailer_byte(&mut self, b: u8) -> Result<State, Invalid> {
+        self.trailer_bytes += 1;
+        if self.trailer_bytes > MAX_TRAILERS || b == b'\n' || b == 0 {
+            return Err(Invalid);
+        }
+        Ok(State::Trailer)
+    }
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The body, fed `step` bytes at a time.
+    fn decode(raw: &[u8], step: usize) -> Result<Vec<u8>, Invalid> {
+        let mut d = Decoder::default();
+        let mut buf = BytesMut::new();
+        let mut body = Vec::new();
+        let mut fed = 0;
+        loop {
+            match d.decode(&mut buf)? {
+                Decoded::Data(b) => body.extend_from_slice(&b),
+                Decoded::Done => return Ok(body),
+                Decoded::NeedMore => {
+                    if fed == raw.len() {
+                        return Err(Invalid);
+                    }
+                    let end = (fed + step).min(raw.len());
+                    buf.extend_from_slice(&raw[fed..end]);
+                    fed = end;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn valid_bodies_decode_whatever_the_read_sizes() {
+        let cases: [(&[u8], &[u8]); 5] = [
+            (b"5\r\nhello\r\n0\r\n\r\n", b"hello"),
+            (b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", b"hello world"),
+            (b"A;name=value\r\n0123456789\r\n0\r\n\r\n", b"0123456789"),
+            (b"5 \t\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\n", b"hello"),
+            (b"0\r\n\r\n", b""),
+        ];
+        for (raw, body) in cases {
+            for step in [1, 2, 7, raw.len()] {
+                assert_eq!(decode(raw, step).as_deref(), Ok(body), "{raw:?} by {step}");
+            }
+        }
+    }
+
+    #[test]
+    fn broken_framing_is_refused() {
+        for raw in [
+            &b"5\nhello\r\n0\r\n\r\n"[..],
+            b"5\r\nhelloX\r\n0\r\n\r\n",
+            b"5\r\nhello\n0\r\n\r\n",
+            b"x\r\nhello\r\n0\r\n\r\n",
+            b"\r\nhello\r\n0\r\n\r\n",
+            b"-5\r\nhello\r\n0\r\n\r\n",
+            b"0x5\r\nhello\r\n0\r\n\r\n",
+            b"10000000000000000\r\n",
+            b"5\r\nhello\r\n0\r\n\n",
+            b"5;a\nb\r\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\r\n0\r\nX: y\n\r\n",
+        ] {
+            assert_eq!(
+                decode(raw, 3),
+                Err(Invalid),
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+
+    #[test]
+    fn what_follows_the_body_stays_in_the_buffer() {
+        let mut d = Decoder::default();
+        let mut buf = BytesMut::from(&b"3\r\nabc\r\n0\r\n\r\nGET / HTTP/1.1\r\n"[..]);
+        assert_eq!(
+            d.decode(&mut buf),
+            Ok(Decoded::Data(Bytes::from_static(b"abc")))
+        );
+        assert_eq!(d.decode(&mut buf), Ok(Decoded::Done));
+        assert_eq!(&buf[..], b"GET / HTTP/1.1\r\n");
+    }
+}

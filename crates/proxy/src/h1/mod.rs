@@ -1,0 +1,353 @@
+//! The HTTP/1 server side: one loop per client connection that reads a
+//! request head, hands the request to the proxy, writes the answer, and
+//! waits for the next, holding nothing while it waits.
+//!
+//! Idle, a plain connection is its socket, a few words of state and a
+//! readiness wait: the read buffer comes from a per-thread pool when bytes
+//! arrive and goes back once a request is done and nothing is left over;
+//! everything a request needs lives in one boxed future for that request
+//! only. `server.rs` sends HTTP/2 (ALPN, or the h2c preface, which this
+//! loop recognises on a new connection) to hyper.
+//!
+//! The rules of the old hyper path stay: the head is parsed by `httparse`
+//! and checked in `head` (then `validate`), limits and the header read
+//! timeout (which also bounds the keep-alive gap) apply, `Expect:
+//! 100-continue` is answered when the body is first wanted, pipelined
+//! requests are answered in order, a connection whose framing is in doubt
+//! is closed, and a drain closes idle connections at once and the others
+//! after their current answer.
+
+mod body;
+mod chunked;
+mod head;
+mod pool;
+mod rewind;
+mod write;
+
+use std::sync::{Arc, Mutex};
+
+use bytes::BytesMut;
+use http::{Method, Request, Response, StatusCode, Version, header};
+use log::debug;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+
+pub use body::RequestBody;
+pub use head::{Framing, Head, Parsed, parse};
+pub use rewind::Rewind;
+
+use crate::body::{ClientBody, ProxyBody};
+use crate::config::Settings;
+use crate::conn::ClientIo;
+use crate::forward::Proxy;
+use crate::headers::Peer;
+use crate::respond::rejection;
+use crate::validate::Reject;
+use body::Pumped;
+use write::{Asked, Written};
+
+/// The HTTP/2 connection preface (RFC 9113 section 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// What a connection needs from the server.
+#[derive(Debug)]
+pub struct Conn {
+    pub proxy: Arc<Proxy>,
+    pub settings: Arc<Settings>,
+    pub peer: Peer,
+    /// Becomes `true` when the drain starts.
+    pub stop: watch::Receiver<bool>,
+}
+
+/// How the loop let go of the connection.
+#[derive(Debug)]
+pub enum Ended {
+    Closed,
+    /// The client speaks HTTP/2: the connection, with what was read.
+    H2(Rewind),
+}
+
+/// The waiting end of an upgrade (WebSocket): the connection once the
+/// `101` is written, with any bytes the client sent behind its request.
+/// Shared and taken once: request extensions must be `Clone`.
+#[derive(Clone, Debug)]
+pub struct Upgrade(Arc<Mutex<Option<oneshot::Receiver<Rewind>>>>);
+
+impl Upgrade {
+    /// The connection, once the loop has written the `101`; `None` if the
+    /// connection went away first (or it was already taken).
+    pub async fn connection(self) -> Option<Rewind> {
+        let rx = self.0.lock().ok()?.take()?;
+        rx.await.ok()
+    }
+}
+
+/// After one exchange.
+enum Outcome {
+    KeepAlive,
+    Close,
+    Upgrade(oneshot::Sender<Rewind>),
+}
+
+/// What waiting for a head produced.
+enum Next {
+    Head(Box<Head>),
+    H2,
+    Close,
+}
+
+/// Serves HTTP/1 requests on `io` until the client or the proxy closes it.
+pub async fn serve(mut conn: Conn, mut io: ClientIo) -> Ended {
+    let mut buf: Option<BytesMut> = None;
+    let mut first = true;
+    loop {
+        let deadline = Instant::now() + conn.settings.header_read_timeout;
+        let head = match read_head(&mut conn, &mut io, &mut buf, deadline, first).await {
+            Ok(Next::Head(head)) => head,
+            Ok(Next::H2) => {
+                let read = buf.take().map(BytesMut::freeze).unwrap_or_default();
+                return Ended::H2(Rewind::new(read, io));
+            }
+            Ok(Next::Close) => return Ended::Closed,
+            Err(reject) => {
+                debug!(target: "proxy", "refused a request head from {}: {}", conn.peer.addr, reject.message);
+                // A head that was whole and framed (a bad target) leaves the
+                // connection usable; anything else closes it.
+                let asked = Asked {
+                    head: false,
+                    http10: false,
+                    keep_alive: !reject.close && !*conn.stop.borrow(),
+                };
+                let res = rejection(reject);
+                match write::response(&mut io, res, asked, conn.settings.body_timeout).await {
+                    Ok(Written::KeepAlive) => {
+                        first = false;
+                        continue;
+                    }
+                    _ => {
+                        let _ = io.shutdown().await;
+                        return Ended::Closed;
+                    }
+                }
+            }
+        };
+        first = false;
+        // Boxed: the request's state exists only while there is a request.
+        match Box::pin(exchange(&conn, &mut io, &mut buf, head)).await {
+            Outcome::KeepAlive => {}
+            Outcome::Close => {
+                let _ = io.shutdown().await;
+                return Ended::Closed;
+            }
+            Outcome::Upgrade(to) => {
+                let read = buf.take().map(BytesMut::freeze).unwrap_or_default();
+                let _ = to.send(Rewind::new(read, io));
+                return Ended::Closed;
+            }
+        }
+        if let Some(b) = buf.take_if(|b| b.is_empty()) {
+            pool::give(b);
+        }
+    }
+}
+
+/// Reads until a whole head is in `buf`, the client leaves, the header
+/// read timeout passes, or the drain finds the connection idle.
+async fn read_head(
+    conn: &mut Conn,
+    io: &mut ClientIo,
+    buf: &mut Option<BytesMut>,
+    deadline: Instant,
+    first: bool,
+) -> Result<Next, Reject> {
+    let (max_bytes, max_headers) = (
+        conn.settings.limits.max_header_bytes,
+        conn.settings.limits.max_headers,
+    );
+    loop {
+        if let Some(b) = buf.as_mut().filter(|b| !b.is_empty()) {
+            let h2 = first && b.len() <= H2_PREFACE.len() && H2_PREFACE.starts_with(b)
+                || first && b.starts_with(H2_PREFACE);
+            if h2 {
+                if b.len() >= H2_PREFACE.len() {
+                    return Ok(Next::H2);
+                }
+            } else if let Parsed::Head(h) = parse(b, max_bytes, max_headers)? {
+                return Ok(Next::Head(h));
+            }
+        }
+        let idle = buf.as_ref().is_none_or(BytesMut::is_empty);
+        if idle && *conn.stop.borrow() {
+            return Ok(Next::Close);
+        }
+        if !read_more(conn, io, buf, deadline, idle).await {
+            return Ok(Next::Close);
+        }
+    }
+}
+
+/// One read into `buf`; `false` when the connection should close (the
+/// client left, the deadline passed, or the drain started while idle).
+async fn read_more(
+    conn: &mut Conn,
+    io: &mut ClientIo,
+    buf: &mut Option<BytesMut>,
+    deadline: Instant,
+    idle: bool,
+) -> bool {
+    match io {
+        ClientIo::Plain(stream) => {
+            if idle && let Some(b) = buf.take() {
+                pool::give(b);
+            }
+            tokio::select! {
+                biased;
+                ready = stream.readable() => {
+                    if ready.is_err() {
+                        return false;
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => return false,
+                _ = conn.stop.changed(), if idle => return false,
+            }
+            let b = buf.get_or_insert_with(pool::take);
+            room(b);
+            match stream.try_read_buf(b) {
+                Ok(0) => false,
+                Ok(_) => true,
+                Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+            }
+        }
+        // TLS may hold decrypted bytes the socket no longer signals, so
+        // the read itself is the wait (the session's buffers outweigh
+        // this one anyway).
+        ClientIo::Tls(_) => {
+            let b = buf.get_or_insert_with(pool::take);
+            room(b);
+            let read = tokio::io::AsyncReadExt::read_buf(io, b);
+            tokio::select! {
+                biased;
+                n = read => matches!(n, Ok(n) if n > 0),
+                () = tokio::time::sleep_until(deadline) => false,
+                _ = conn.stop.changed(), if idle => false,
+            }
+        }
+    }
+}
+
+/// Makes room for a read of at least half a buffer.
+fn room(b: &mut BytesMut) {
+    if b.capacity() - b.len() < pool::READ_SIZE / 2 {
+        b.reserve(pool::READ_SIZE);
+    }
+}
+
+/// One request and its answer.
+async fn exchange(
+    conn: &Conn,
+    io: &mut ClientIo,
+    buf: &mut Option<BytesMut>,
+    head: Box<Head>,
+) -> Outcome {
+    let Head {
+        mut parts,
+        framing,
+        keep_alive,
+        expect_continue,
+    } = *head;
+    let asked_head = parts.method == Method::HEAD;
+    let http10 = parts.version == Version::HTTP_10;
+    let upgrade = parts.headers.contains_key(header::UPGRADE).then(|| {
+        let (to, from) = oneshot::channel();
+        parts
+            .extensions
+            .insert(Upgrade(Arc::new(Mutex::new(Some(from)))));
+        to
+    });
+    let buffered = buf.as_ref().map_or(0, |b| b.len() as u64);
+    let (body, feed) = match framing {
+        Framing::Empty => (RequestBody::Empty, None),
+        Framing::Length(n) if n <= buffered => {
+            let b = buf.as_mut().map(|b| b.split_to(n as usize).freeze());
+            (RequestBody::Buffered(b), None)
+        }
+        Framing::Length(_) | Framing::Chunked => {
+            let (body, feed, wanted) = body::streamed(framing);
+            (body, Some((feed, wanted)))
+        }
+    };
+    let req = Request::from_parts(parts, ClientBody::H1(body));
+    let stall = conn.settings.body_timeout;
+    let asked = |pumped: bool| Asked {
+        head: asked_head,
+        http10,
+        keep_alive: keep_alive && pumped && !*conn.stop.borrow(),
+    };
+
+    let written = match feed {
+        None => {
+            let Ok(res) = conn.proxy.handle(req, &conn.peer, &conn.settings).await;
+            if let Some(to) = upgrade
+                && switched(&res, &to)
+            {
+                return match write::response(io, res, asked(true), stall).await {
+                    Ok(_) => Outcome::Upgrade(to),
+                    Err(_) => Outcome::Close,
+                };
+            }
+            write::response(io, res, asked(true), stall).await
+        }
+        Some((feed, wanted)) => {
+            let (mut reader, mut writer) = tokio::io::split(&mut *io);
+            let pump = body::pump(&mut reader, buf, feed);
+            tokio::pin!(pump);
+            let forward = conn.proxy.handle(req, &conn.peer, &conn.settings);
+            tokio::pin!(forward);
+            let mut wanted = expect_continue.then_some(wanted);
+            let mut pumped = None;
+            // Until the answer's head: feed the body, and say `100
+            // Continue` when it is first wanted.
+            let res = loop {
+                tokio::select! {
+                    biased;
+                    res = &mut forward => { let Ok(res) = res; break res }
+                    p = &mut pump, if pumped.is_none() => pumped = Some(p),
+                    first = async { wanted.as_mut().expect("guarded").await }, if wanted.is_some() => {
+                        wanted = None;
+                        if first.is_ok() && writer.write_all(CONTINUE).await.is_err() {
+                            return Outcome::Close;
+                        }
+                    }
+                }
+            };
+            // The answer goes out while the rest of the body still comes
+            // in: a backend may answer as it reads.
+            let write = write::response(&mut writer, res, asked(true), stall);
+            tokio::pin!(write);
+            let written = loop {
+                tokio::select! {
+                    biased;
+                    written = &mut write => break written,
+                    p = &mut pump, if pumped.is_none() => pumped = Some(p),
+                }
+            };
+            if pumped != Some(Pumped::Complete) {
+                // The body was not read to its end: the next bytes on the
+                // connection are not a request head.
+                return Outcome::Close;
+            }
+            written
+        }
+    };
+    match written {
+        Ok(Written::KeepAlive) => Outcome::KeepAlive,
+        Ok(Written::Close) | Err(_) => Outcome::Close,
+    }
+}
+
+/// Whether `res` switches protocols for an upgrade the proxy took up.
+fn switched(res: &Response<ProxyBody>, to: &oneshot::Sender<Rewind>) -> bool {
+    res.status() == StatusCode::SWITCHING_PROTOCOLS && !to.is_closed()
+}

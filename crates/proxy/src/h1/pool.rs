@@ -1,0 +1,47 @@
+//! Read buffers, lent to a connection while it has bytes to work on and
+//! taken back when it goes idle, so an idle connection holds none. Each
+//! thread keeps a bounded stack of them: a busy thread reuses buffers
+//! without going to the allocator, and what a burst left behind is
+//! capped.
+
+use std::cell::RefCell;
+
+use bytes::BytesMut;
+
+/// What a read asks for: most request heads fit, and the buffer grows to
+/// `max_header_bytes` for those that do not.
+pub const READ_SIZE: usize = 8 * 1024;
+/// Buffers kept per thread (at most 2 MiB of them).
+const KEPT: usize = 256;
+/// A buffer grown past this (a large head) goes back to the allocator.
+const KEEP_AT_MOST: usize = 4 * READ_SIZE;
+
+thread_local! {
+    static FREE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty buffer with room for a read.
+pub fn take() -> BytesMut {
+    let mut b = FREE
+        .with(|f| f.borrow_mut().pop())
+        .unwrap_or_else(|| BytesMut::with_capacity(READ_SIZE));
+    // A buffer whose bytes were all handed on may still share its memory
+    // with them; `reserve` reclaims it in place when they are gone, and
+    // allocates anew when they are not.
+    b.reserve(READ_SIZE);
+    b
+}
+
+/// Takes back an empty buffer.
+pub fn give(b: BytesMut) {
+    debug_assert!(b.is_empty());
+    if !b.is_empty() || b.capacity() > KEEP_AT_MOST {
+        return;
+    }
+    FREE.with(|f| {
+        let mut f = f.borrow_mut();
+        if f.len() < KEPT {
+            f.push(b);
+        }
+    });
+}

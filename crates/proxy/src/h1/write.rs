@@ -1,0 +1,337 @@
+//! A response onto an HTTP/1 client connection: the head serialised in one
+//! buffer, the body framed by length, by chunks, or by closing, and the
+//! first piece of body written with the head in one call when it is
+//! already there.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+use hyper::body::Body;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use crate::body::ProxyBody;
+
+/// How the body goes on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Framing {
+    /// No body may follow (HEAD, 1xx, 204, 304).
+    None,
+    Length(u64),
+    Chunked,
+    /// HTTP/1.0 client and no length: the end of the connection ends it.
+    Close,
+}
+
+/// What the request said that shapes the response.
+#[derive(Clone, Copy, Debug)]
+pub struct Asked {
+    pub head: bool,
+    pub http10: bool,
+    /// Whether the connection may stay open after this response, as far as
+    /// the request and the proxy's state go.
+    pub keep_alive: bool,
+}
+
+/// How a response went out.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Written {
+    /// Whole, and the connection can take another request.
+    KeepAlive,
+    /// Whole, but the connection must close now.
+    Close,
+}
+
+static CHUNKED: HeaderValue = HeaderValue::from_static("chunked");
+static CLOSE: HeaderValue = HeaderValue::from_static("close");
+static KEEP_ALIVE: HeaderValue = HeaderValue::from_static("keep-alive");
+
+/// Writes `res`. A write that makes no progress for `stall` fails, so a
+/// client that stops reading cannot hold the connection forever. An error
+/// means the connection is unusable (the client left, the upstream body
+/// broke mid-way): close it without further ado.
+pub async fn response<W>(
+    w: &mut W,
+    res: Response<ProxyBody>,
+    asked: Asked,
+    stall: Duration,
+) -> io::Result<Written>
+where
+    W: AsyncWrite + Unpin,
+{
+    let (mut parts, mut body) = res.into_parts();
+    let framing = framing(&mut parts.headers, parts.status, &body, asked);
+    let close = !asked.keep_alive
+        || framing == Framing::Close
+        || parts
+            .headers
+            .get(header::CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    if close {
+        parts.headers.insert(header::CONNECTION, CLOSE.clone());
+    } else if asked.http10 {
+        parts.headers.insert(header::CONNECTION, KEEP_ALIVE.clone());
+    }
+    if !parts.headers.contains_key(header::DATE) {
+        parts.headers.insert(header::DATE, date());
+    }
+    let mut head = Vec::with_capacity(256 + 32 * parts.headers.len());
+    head.extend_from_slice(b"HTTP/1.1 ");
+    head.extend_from_slice(parts.status.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+    head.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+
+    let mut out = Out {
+        w,
+        stall,
+        head: Some(head),
+    };
+    match framing {
+        Framing::None => {
+            out.flush_head().await?;
+            // An upstream body that is complete goes back to the pool when
+            // dropped; nothing is read from it.
+        }
+        Framing::Length(mut left) => {
+            while left > 0 {
+                let Some(data) = next_data(&mut body).await? else {
+                    return Err(short());
+                };
+                let n = (data.len() as u64).min(left);
+                left -= n;
+                out.write(&[&data[..n as usize]]).await?;
+            }
+            out.flush_head().await?;
+            // Notice the end, so the upstream connection is reused.
+            if !body.is_end_stream() {
+                let _ = next_data(&mut body).await;
+            }
+        }
+        Framing::Chunked => {
+            while let Some(data) = next_data(&mut body).await? {
+                let size = format!("{:x}\r\n", data.len());
+                out.write(&[size.as_bytes(), &data, b"\r\n"]).await?;
+            }
+            out.write(&[b"0\r\n\r\n"]).await?;
+        }
+        Framing::Close => {
+            while let Some(data) = next_data(&mut body).await? {
+                out.write(&[&data]).await?;
+            }
+            out.flush_head().await?;
+        }
+    }
+    out.w.flush().await?;
+    Ok(if close {
+        Written::Close
+    } else {
+        Written::KeepAlive
+    })
+}
+
+/// Decides the body's framing and makes the length headers say it.
+fn framing(
+    headers: &mut http::HeaderMap,
+    status: StatusCode,
+    body: &ProxyBody,
+    asked: Asked,
+) -> Framing {
+    let bodiless = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    if bodiless {
+        return Framing::None;
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let length = declared.or_else(|| body.size_hint().exact());
+    if let Some(n) = length
+        && declared.is_none()
+    {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    if asked.head {
+        return Framing::None;
+    }
+    match length {
+        Some(0) => Framing::None,
+        Some(n) => Framing::Length(n),
+        None if asked.http10 => Framing::Close,
+        None => {
+            headers.insert(header::TRANSFER_ENCODING, CHUNKED.clone());
+            Framing::Chunked
+        }
+    }
+}
+
+/// The next piece of data, skipping trailers; `None` at the end.
+async fn next_data(body: &mut ProxyBody) -> io::Result<Option<Bytes>> {
+    loop {
+        let frame = poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await;
+        match frame {
+            None => return Ok(None),
+            Some(Err(e)) => return Err(io::Error::other(e)),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data()
+                    && !data.is_empty()
+                {
+                    return Ok(Some(data));
+                }
+            }
+        }
+    }
+}
+
+fn short() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "response body shorter than its length",
+    )
+}
+
+/// The write side, with the head held back until the first body bytes can
+/// go with it.
+struct Out<'a, W> {
+    w: &'a mut W,
+    stall: Duration,
+    head: Option<Vec<u8>>,
+}
+
+impl<W: AsyncWrite + Unpin> Out<'_, W> {
+    async fn flush_head(&mut self) -> io::Result<()> {
+        self.write(&[]).await
+    }
+
+    /// Writes the held-back head (if any) and `parts` (at most three), all
+    /// of it.
+    async fn write(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+        let head = self.head.take();
+        let mut storage = [IoSlice::new(&[]); 4];
+        let mut len = 0;
+        for part in head.iter().map(Vec::as_slice).chain(parts.iter().copied()) {
+            if !part.is_empty() && len < storage.len() {
+                storage[len] = IoSlice::new(part);
+                len += 1;
+            }
+        }
+        let mut slices = &mut storage[..len];
+        while !slices.is_empty() {
+            let n = match tokio::time::timeout(self.stall, self.w.write_vectored(slices)).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "client read nothing within the body timeout",
+                    ));
+                }
+            };
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut slices, n);
+        }
+        Ok(())
+    }
+}
+
+/// The `Date` header for now, formatted once a second per thread.
+fn date() -> HeaderValue {
+    thread_local! {
+        static LAST: RefCell<(u64, HeaderValue)> =
+            const { RefCell::new((0, HeaderValue::from_static(""))) };
+    }
+    let now = SystemTime::now();
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != secs {
+            let text = httpdate::fmt_http_date(now);
+            *last = (
+                secs,
+                HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("")),
+            );
+        }
+        last.1.clone()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn written(res: Response<ProxyBody>, asked: Asked) -> (String, Written) {
+        let mut out = Vec::new();
+        let w = response(&mut out, res, asked, Duration::from_secs(5))
+            .await
+            .expect("written");
+        (String::from_utf8(out).expect("utf-8"), w)
+    }
+
+    const KEEP: Asked = Asked {
+        head: false,
+        http10: false,
+        keep_alive: true,
+    };
+
+    #[tokio::test]
+    async fn a_full_body_gets_its_length() {
+        let (text, w) = written(Response::new(ProxyBody::full("hello")), KEEP).await;
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.contains("\r\ncontent-length: 5\r\n"), "{text}");
+        assert!(text.contains("\r\ndate: "), "{text}");
+        assert!(text.ends_with("\r\n\r\nhello"), "{text}");
+        assert_eq!(w, Written::KeepAlive);
+    }
+
+    #[tokio::test]
+    async fn head_and_bodiless_statuses_carry_no_body() {
+        let asked = Asked { head: true, ..KEEP };
+        let (text, _) = written(Response::new(ProxyBody::full("hello")), asked).await;
+        assert!(
+            text.contains("content-length: 5\r\n") && text.ends_with("\r\n\r\n"),
+            "{text}"
+        );
+        let mut res = Response::new(ProxyBody::empty());
+        *res.status_mut() = StatusCode::NO_CONTENT;
+        let (text, _) = written(res, KEEP).await;
+        assert!(
+            !text.contains("content-length") && !text.contains("transfer-encoding"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn connection_close_is_said_and_kept() {
+        let asked = Asked {
+            keep_alive: false,
+            ..KEEP
+        };
+        let (text, w) = written(Response::new(ProxyBody::empty()), asked).await;
+        assert!(text.contains("connection: close\r\n"), "{text}");
+        assert_eq!(w, Written::Close);
+        let asked = Asked {
+            http10: true,
+            ..KEEP
+        };
+        let (text, w) = written(Response::new(ProxyBody::empty()), asked).await;
+        assert!(text.contains("connection: keep-alive\r\n"), "{text}");
+        assert_eq!(w, Written::KeepAlive);
+    }
+}
