@@ -25,6 +25,9 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
 pub const DEFAULT_RETRIES: u32 = 2;
 /// Default upstream connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default time a host name's addresses are used before it is looked up
+/// again (`[health] dns_refresh`, as for the checker's DNS entries).
+pub const DEFAULT_DNS_REFRESH: Duration = tether_core::target::DEFAULT_DNS_REFRESH;
 /// Default time until the upstream response head arrives (then 504).
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default time for a whole request head, also the keep-alive gap.
@@ -200,6 +203,9 @@ pub struct ProxyConfig {
     pub preserve_host: bool,
     pub retries: u32,
     pub connect_timeout: Duration,
+    /// `[health] dns_refresh`: how long new upstream connections use a
+    /// member host name's addresses before it is looked up again.
+    pub dns_refresh: Duration,
     pub response_timeout: Duration,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
@@ -237,6 +243,7 @@ pub struct Settings {
     pub preserve_host: bool,
     pub retries: u32,
     pub connect_timeout: Duration,
+    pub dns_refresh: Duration,
     pub response_timeout: Duration,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
@@ -255,6 +262,7 @@ impl ProxyConfig {
             preserve_host: self.preserve_host,
             retries: self.retries,
             connect_timeout: self.connect_timeout,
+            dns_refresh: self.dns_refresh,
             response_timeout: self.response_timeout,
             header_read_timeout: self.header_read_timeout,
             idle_timeout: self.idle_timeout,
@@ -275,6 +283,7 @@ impl ProxyConfig {
             preserve_host: false,
             retries: DEFAULT_RETRIES,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            dns_refresh: DEFAULT_DNS_REFRESH,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
@@ -314,6 +323,11 @@ impl ProxyConfig {
                 "proxy.connect_timeout",
                 &p.connect_timeout,
                 DEFAULT_CONNECT_TIMEOUT,
+            )?,
+            dns_refresh: dur(
+                "health.dns_refresh",
+                &file.health.dns_refresh,
+                DEFAULT_DNS_REFRESH,
             )?,
             response_timeout: dur(
                 "proxy.response_timeout",
@@ -522,6 +536,7 @@ mod tests {
         assert_eq!(c.retries, 2);
         assert!(!c.preserve_host);
         assert_eq!(c.sticky.window, Duration::from_secs(30));
+        assert_eq!(c.dns_refresh, DEFAULT_DNS_REFRESH);
         assert!(matches!(
             c.source,
             HealthSource::Embedded {
@@ -529,6 +544,18 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn upstream_names_are_looked_up_again_every_health_dns_refresh() {
+        let mut file = RawFile::default();
+        file.health_source.checkers = vec!["http://127.0.0.1:50051".into()];
+        file.health.dns_refresh = Some("3s".into());
+        let c = ProxyConfig::from_file(&file).expect("valid");
+        assert_eq!(c.settings().dns_refresh, Duration::from_secs(3));
+        file.health.dns_refresh = Some("often".into());
+        let e = ProxyConfig::from_file(&file).expect_err("invalid");
+        assert!(e.to_string().contains("health.dns_refresh"), "{e}");
     }
 
     #[test]

@@ -456,6 +456,7 @@ impl Proxy {
                         upstream.tls.as_ref(),
                         &s.upstream_tls,
                         s.connect_timeout,
+                        s.dns_refresh,
                     )),
                 )
                 .await

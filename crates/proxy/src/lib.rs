@@ -11,6 +11,7 @@ pub mod admin;
 pub mod body;
 pub mod config;
 pub mod conn;
+pub mod dns;
 pub mod error;
 pub mod feed;
 pub mod forward;

@@ -13,6 +13,10 @@
 //! opened: the address, and for TLS the name the certificate was verified
 //! for. Plain and TLS connections to one `host:port` never mix, nor do two
 //! DNS entries' members that resolve to one address.
+//!
+//! A member given by host name is looked up through the connector's
+//! [`DnsCache`] when a new connection is opened, at most once per
+//! `dns_refresh`; taking a pooled connection never looks anything up.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -34,7 +38,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use tether_checker::dns::{Resolve, SystemResolver};
+
 use crate::body::ProxyBody;
+use crate::dns::DnsCache;
 
 /// Who a TLS upstream must prove to be.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -250,17 +257,27 @@ thread_local! {
 pub struct ConnectError(pub String);
 
 /// Opens and pools upstream connections.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Connector {
     idle_timeout: Duration,
+    dns: DnsCache,
 }
 
 impl Connector {
     /// `idle_timeout`: pooled connections idle longer are not reused. Keep it
     /// below the backends' keep-alive so we rarely send on a connection the
-    /// backend is closing.
+    /// backend is closing. Host names go to the system resolver.
     pub fn new(idle_timeout: Duration) -> Connector {
-        Connector { idle_timeout }
+        Connector::with_resolver(idle_timeout, Arc::new(SystemResolver))
+    }
+
+    /// Like [`new`](Connector::new), looking host names up with `resolver`
+    /// (tests decide the answers and count the lookups).
+    pub fn with_resolver(idle_timeout: Duration, resolver: Arc<dyn Resolve>) -> Connector {
+        Connector {
+            idle_timeout,
+            dns: DnsCache::new(resolver),
+        }
     }
 
     /// The most recently used idle connection to `authority` (over TLS to
@@ -287,20 +304,31 @@ impl Connector {
         })
     }
 
-    /// Opens a new connection: TCP, then for `tls` a TLS handshake
-    /// verified against `trust`, both within the connect `timeout` (a
-    /// setting a reload can change, so it is not the connector's). A
-    /// refused certificate is a connect failure: nothing was sent.
+    /// Opens a new connection: the authority's addresses (a host name's
+    /// from the cache, looked up again when older than `dns_refresh`), TCP
+    /// to each in turn until one accepts, then for `tls` a TLS handshake
+    /// verified against `trust`, all within the connect `timeout`
+    /// (`timeout` and `dns_refresh` are settings a reload can change, so
+    /// they are not the connector's). A refused certificate is a connect
+    /// failure: nothing was sent.
     pub async fn connect(
         &self,
         authority: &Authority,
         tls: Option<&Arc<TlsPeer>>,
         trust: &Trust,
         timeout: Duration,
+        dns_refresh: Duration,
     ) -> Result<Sender, ConnectError> {
         let idle = Arc::new(IdleMark::default());
         let opened = async {
-            let stream = TcpStream::connect(authority.as_str())
+            let addrs = self
+                .dns
+                .addrs(authority, dns_refresh)
+                .await
+                .map_err(|e| ConnectError(format!("resolve: {e}")))?;
+            // A slice of addresses: tokio tries them in order and never
+            // calls the resolver.
+            let stream = TcpStream::connect(&*addrs)
                 .await
                 .map_err(|e| ConnectError(format!("connect: {e}")))?;
             let _ = stream.set_nodelay(true);
