@@ -21,6 +21,11 @@ p99, CPU microseconds per request of the proxy process from utime+stime in
 (p50, p99, p99.9 with latency correction). Once per proxy, fresh: RSS, then
 RSS holding 10,000 idle keep-alive connections.
 
+Part "burst". Per proxy (Tether, nginx, HAProxy) and protocol (HTTP/1.1,
+h2c with prior knowledge), a fresh process serves 300,000 keep-alive
+requests on 100 connections (h2load); once the load has closed, the serving
+process's RSS is polled until it stays put for 2 s.
+
 Part "instructions". User-space instructions per request of the three
 proxies, counted with valgrind's cachegrind (no hardware counters here):
 two fresh processes under valgrind serve N1 and N2 requests (h2load, 16
@@ -45,6 +50,10 @@ and times each state change's arrival at all 50 subscribers. HAProxy probing
 the same pool itself gives the price of the alternative: every one of the
 50 proxies probing every target.
 
+Last, a goals table (issue 10): each goal with Tether's, nginx's and
+HAProxy's figure from this run, and whether Tether met it or by how much it
+missed.
+
 Settings come from the environment:
   BENCH_QUICK=1        smoke run: 2 rounds of 1 s, 1,000 idle connections,
                        500 checker targets (not a measurement)
@@ -52,8 +61,10 @@ Settings come from the environment:
   BENCH_WINDOW         override single settings
   BENCH_HANDSHAKES     new TLS connections per proxy and round (default 500,
                        quick 300)
-  BENCH_ONLY=proxies|instructions|tls|checker   run some parts
-                       (comma-separated list)
+  BENCH_ONLY=proxies|burst|instructions|tls|checker   run some parts
+                       (comma-separated list); the goals table at the end
+                       quotes what was run
+  BENCH_BURST          requests of part "burst" (default 300,000, quick 30,000)
   BENCH_INS_N1, BENCH_INS_N2, BENCH_INS_REPS, BENCH_HOLD, BENCH_SETTLE
                        part "instructions": the two request counts (2,000
                        and 12,000; quick 500 and 2,500), repetitions (2;
@@ -122,7 +133,7 @@ def env_float(name: str, default: float) -> float:
     return float(raw) if raw else default
 
 
-PARTS = ("proxies", "instructions", "tls", "checker")
+PARTS = ("proxies", "burst", "instructions", "tls", "checker")
 
 
 @dataclass
@@ -144,6 +155,10 @@ class Settings:
     only: str = ""
     parts: tuple = PARTS
     check_kinds: tuple = ("tcp", "http")
+    # part "burst": RSS after a burst of keep-alive requests, then idle
+    burst: int = 300_000
+    burst_conns: int = 100
+    burst_streams: int = 10  # h2 streams in flight per connection
     # part "instructions": cachegrind, (I(n2) - I(n1)) / (n2 - n1)
     ins_n1: int = 2000
     ins_n2: int = 12000
@@ -165,6 +180,7 @@ class Settings:
             window=env_float("BENCH_WINDOW", 3.0 if quick else 20.0),
             handshakes=env_int("BENCH_HANDSHAKES", 300 if quick else 500),
             only=os.environ.get("BENCH_ONLY", ""),
+            burst=env_int("BENCH_BURST", 30_000 if quick else 300_000),
             ins_n1=env_int("BENCH_INS_N1", 500 if quick else 2000),
             ins_n2=env_int("BENCH_INS_N2", 2500 if quick else 12000),
             ins_reps=env_int("BENCH_INS_REPS", 1 if quick else 2),
@@ -886,6 +902,7 @@ class Ctx:
     report: list = field(default_factory=list)  # lines for RESULTS.md
     backends: tuple | None = None  # (ports, process), shared by the parts
     plain: dict = field(default_factory=dict)  # plain part's medians, for the TLS table
+    figures: dict = field(default_factory=dict)  # each part's figures for the goals table
 
 
 def med(values: list[float]) -> float:
@@ -937,6 +954,9 @@ def estimate(s: Settings) -> float:
         total += 5 * len(s.conns) * (s.warmup + 0.1)
         total += 4 * (1.6 + s.idle / 4000)
         total += s.rounds * runs_per_round * (s.secs + 0.15)
+    if "burst" in s.parts:
+        # per proxy and protocol: start, the burst (~25,000 req/s), settling
+        total += 6 * (2 + s.burst / 25000 + 3)
     if "instructions" in s.parts:
         # two processes per proxy and repetition, each living the hold
         # (valgrind's start-up included), plus valgrind's shutdown
@@ -1063,12 +1083,25 @@ def run_proxies(ctx: Ctx) -> None:
             ctx.procs.stop(e.proc)
 
     report_proxies(ctx, entries, rounds, mem, aff)
+    record_proxy_figures(ctx, rounds, mem)
 
 
-def ratio_stats(rounds: list[dict], kind: str, peer: str) -> tuple[float, list[float]]:
+def record_proxy_figures(ctx: Ctx, rounds: list[dict], mem: dict) -> None:
+    """Part 1's figures that the goals table quotes, per proxy."""
+    s = ctx.settings
+    kind = f"c{s.conns[0]}"
+    ctx.figures["idle_kib_per_conn"] = {
+        k: (mem[k]["idle_kib"] - mem[k]["fresh_kib"]) / mem[k]["idle_open"] for k in PEERS
+        if mem.get(k, {}).get("idle_open")}
+    ctx.figures["cpu_ratio_nginx"] = {k: ratio_stats(rounds, kind, "nginx", of=k)[0] for k in PEERS}
+    ctx.figures["p50_rate_ms"] = {k: med([r[k]["rate"]["p50"] for r in rounds]) * 1e3 for k in PEERS}
+
+
+def ratio_stats(rounds: list[dict], kind: str, peer: str, of: str = "tether") -> tuple[float, list[float]]:
+    """The same-round ratios of `of`'s CPU per request to `peer`'s, and their median."""
     vals = []
     for r in rounds:
-        a = r["tether"][kind]["cpu_us_per_req"]
+        a = r[of][kind]["cpu_us_per_req"]
         b = r[peer][kind]["cpu_us_per_req"]
         if a == a and b == b and b > 0:
             vals.append(a / b)
@@ -1311,6 +1344,7 @@ def run_instructions(ctx: Ctx) -> None:
             say(f"instructions {key} rep {rep}: I({s.ins_n1:,})={r['i1']:,} I({s.ins_n2:,})={r['i2']:,} "
                 f"-> {r['per_request']:,.0f}/request (lived {r['lived'][0]:.1f} s and {r['lived'][1]:.1f} s)")
     per = {k: statistics.mean(r["per_request"] for r in v) for k, v in runs.items()}
+    ctx.figures["instructions"] = per
     rows = [(k, [f"{per[k]:,.0f}", ", ".join(f"{r['per_request']:,.0f}" for r in runs[k]),
                  f"{per[k] / per['nginx']:.2f}"]) for k in PEERS]
     table = render_table(["instructions/request", "runs", "÷ nginx"], rows)
@@ -1332,6 +1366,98 @@ def run_instructions(ctx: Ctx) -> None:
         "HAProxy with `nbthread 1` and `-db`. Mean of the repetitions.\n"
     )
     rep_.append("```\n" + table + "\n```\n")
+
+
+# === part: RSS after a burst, then idle ===
+
+
+def conns_at(port: int) -> int:
+    """Connections at a local port still open or closing on the server side
+    (ESTABLISHED or CLOSE_WAIT in /proc/net/tcp)."""
+    n = 0
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] in ("01", "08"):
+                n += 1
+    return n
+
+
+def settled_rss(e: Entry, quiet: float = 2.0, limit: float = 15.0) -> tuple[int, float]:
+    """RSS once it has not changed for `quiet` seconds (polled), and how long
+    that took; `limit` bounds the wait."""
+    t0 = time.monotonic()
+    last, since = rss_of(e), time.monotonic()
+    while time.monotonic() - t0 < limit:
+        time.sleep(0.1)
+        now = rss_of(e)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            break
+    return last, time.monotonic() - t0
+
+
+def burst_one(ctx: Ctx, key: str, h2: bool) -> dict:
+    """A fresh proxy; its RSS fresh, after `burst` keep-alive requests over
+    `burst_conns` connections, and once the load has closed and RSS has
+    stayed put for 2 s."""
+    s = ctx.settings
+    (port,) = free_ports(1)
+    name = f"burst-{key}-{'h2' if h2 else 'h1'}"
+    p = launch(ctx, key, name, port, h2c=h2)
+    e = Entry(key, key, port, p)
+    wait_h2load(ctx, port, p, h2)
+    kids = children(p.pid)
+    e.serving = kids if key == "nginx" and kids else [p.pid]
+    fresh = rss_of(e)
+    res = h2load(ctx, port, s.burst, s.burst_conns, h2, s.burst_streams)
+    if res["ok"] != s.burst:
+        raise RuntimeError(f"{name}: {res['ok']} of {s.burst} requests answered 2xx:\n{res['out'][-2000:]}")
+    loaded = rss_of(e)
+    deadline = time.monotonic() + 10
+    while conns_at(port) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = conns_at(port)
+    after, waited = settled_rss(e)
+    ctx.procs.stop(p)
+    return {"fresh_kib": fresh, "loaded_kib": loaded, "after_kib": after, "waited": waited,
+            "proto": res["proto"], "rps": s.burst / res["secs"] if res["secs"] else float("nan"), "left_open": left}
+
+
+def run_burst(ctx: Ctx) -> None:
+    s = ctx.settings
+    ensure_backends(ctx)
+    out: dict[str, dict] = {k: {} for k in PEERS}
+    for key in PEERS:
+        for h2 in (False, True):
+            r = burst_one(ctx, key, h2)
+            out[key]["h2" if h2 else "h1"] = r
+            say(f"burst {key} {r['proto']}: RSS fresh {r['fresh_kib'] / 1024:.1f} MiB, after {s.burst:,} requests "
+                f"{r['loaded_kib'] / 1024:.1f} MiB ({r['rps']:,.0f} req/s), idle {r['after_kib'] / 1024:.1f} MiB "
+                f"(settled {r['waited']:.1f} s after the load closed)")
+    ctx.figures["burst"] = {k: {proto: v["after_kib"] for proto, v in d.items()} for k, d in out.items()}
+    rows: list[tuple[str, list[str]]] = []
+    for proto, title in (("h1", "HTTP/1.1"), ("h2", f"h2c, {s.burst_streams} streams in flight per connection")):
+        rows.append((title, []))
+        for label, m in (("  fresh", "fresh_kib"), ("  right after the load", "loaded_kib"), ("  idle, settled", "after_kib")):
+            rows.append((label, [f"{out[k][proto][m] / 1024:.1f}" for k in PEERS]))
+    table = render_table(list(PEERS), rows)
+    say()
+    say(f"RSS (MiB) after {s.burst:,} requests on {s.burst_conns} keep-alive connections, then idle; fresh process each")
+    say(table)
+    ctx.report.append("## RSS after a burst, then idle\n")
+    ctx.report.append(
+        f"Per proxy and protocol, a fresh process with part 1's config (alone on CPU {ctx.proxy_cpu}) serves "
+        f"{s.burst:,} keep-alive requests on {s.burst_conns} connections (h2load, one thread, CPU {ctx.load_cpu}; "
+        f"HTTP/1.1, then h2c with prior knowledge and {s.burst_streams} streams in flight per connection: "
+        "Tether and HAProxy on their one port, nginx 1.22 on an `http2` listener, since it cannot serve both "
+        "in clear text on one port). Then the load closes its connections; once none is left at the proxy "
+        "(/proc/net/tcp) the RSS of the serving process (nginx: the worker) is polled until it has stayed "
+        "the same for 2 s. MiB.\n"
+    )
+    ctx.report.append("```\n" + table + "\n```\n")
 
 
 # === part 2: TLS ===
@@ -1846,6 +1972,92 @@ backend pool
                    "haproxy_host_connects_per_s": h_connects, "haproxy_opened_per_s": h_opened, "time_wait": tw,
                    "conntrack": ct, "share": share, "rss_kib": rss_after, "rss_alone_kib": rss_alone, "haproxy_share": h_share, "haproxy_rss_kib": h_rss,
                    "prop_ms": prop, "e2e_ms": e2e, "fanout_ms": fanout, "missing": missing, "spurious": spurious}, f)
+    ctx.figures.setdefault("checker", {})[kind] = {
+        "rss_kib": rss_after, "opened_per_s": opened, "haproxy_rss_kib": h_rss, "haproxy_opened_per_s": h_opened}
+
+
+# === the goals table ===
+
+
+@dataclass
+class Goal:
+    label: str
+    values: dict  # proxy key -> figure (nan or absent: not measured)
+    goal: str  # as the issue states it
+    bound: float  # Tether's figure must stay at or under it (below it if strict)
+    digits: int
+    unit: str
+    strict: bool = False
+
+
+def goal_rows(ctx: Ctx) -> list[Goal]:
+    """Every row of issue 10's table, from the figures the parts recorded."""
+    s, f = ctx.settings, ctx.figures
+    nan = float("nan")
+    ins = f.get("instructions", {})
+    p50 = f.get("p50_rate_ms", {})
+    burst = f.get("burst", {})
+    rows = [
+        Goal(f"RSS per idle keep-alive client connection ({s.idle:,} idle)", f.get("idle_kib_per_conn", {}),
+             "<= 1 KiB", 1.0, 2, "KiB"),
+        Goal(f"CPU per request ÷ nginx's, {s.conns[0]} conns, median of same-round ratios",
+             f.get("cpu_ratio_nginx", {}), "<= 0.90", 0.90, 2, ""),
+        Goal("user-space instructions per request (cachegrind)", ins, "below nginx's", ins.get("nginx", nan), 0, "",
+             strict=True),
+        Goal(f"p50 at {s.rate:,} req/s", p50, "no higher than nginx", p50.get("nginx", nan), 2, "ms"),
+    ]
+    for proto, title in (("h1", "HTTP/1.1"), ("h2", "h2c")):
+        rows.append(Goal(f"RSS after {s.burst:,} requests on {s.burst_conns} conns, then idle ({title})",
+                         {k: v[proto] / 1024 for k, v in burst.items() if proto in v}, "<= 20 MiB", 20.0, 1, "MiB"))
+    checker = f.get("checker", {})
+    for kind in ("tcp", "http"):
+        c = checker.get(kind)
+        if c or kind == "http":
+            c = c or {}
+            rows.append(Goal(f"checker RSS, {s.targets:,} targets, {s.subscribers} subscribers ({kind.upper()})",
+                             {"tether": c.get("rss_kib", nan) / 1024, "haproxy": c.get("haproxy_rss_kib", nan) / 1024},
+                             "<= 64 MiB", 64.0, 1, "MiB"))
+    c = checker.get("http", {})
+    rows.append(Goal(f"checker connections opened/s, {s.targets:,} HTTP targets at {s.probe_interval}",
+                     {"tether": c.get("opened_per_s", nan), "haproxy": c.get("haproxy_opened_per_s", nan)},
+                     "< 100", 100.0, 0, "/s", strict=True))
+    return rows
+
+
+def fmt_fig(v: float | None, digits: int) -> str:
+    return "-" if v is None or v != v else f"{v:,.{digits}f}"
+
+
+def verdict(g: Goal) -> str:
+    v = g.values.get("tether")
+    if v is None or v != v or g.bound != g.bound:
+        return "not measured"
+    ok = v < g.bound if g.strict else v <= g.bound
+    if ok:
+        return "met"
+    over = v - g.bound
+    rel = f" (+{over / g.bound * 100:.0f} %)" if g.bound else ""
+    return f"missed by {fmt_fig(over, g.digits)}{(' ' + g.unit) if g.unit else ''}{rel}"
+
+
+def report_goals(ctx: Ctx) -> None:
+    """Issue 10's table: Tether's figure, nginx's and HAProxy's from this
+    run, the goal, and whether Tether met it or by how much it missed."""
+    rows = [(g.label, [fmt_fig(g.values.get(k), g.digits) for k in PEERS] + [g.goal, verdict(g)])
+            for g in goal_rows(ctx)]
+    table = render_table(list(PEERS) + ["goal", "Tether: met?"], rows)
+    say()
+    say("Goals (issue 10)" + (" — QUICK run: smaller counts than the goals name" if ctx.settings.quick else ""))
+    say(table)
+    ctx.report.append("## Goals\n")
+    ctx.report.append(
+        "Issue 10's table with this run's figures; \"-\" is a figure the proxy has no counterpart for (nginx's "
+        "open-source build has no active checks) or a part not run (`BENCH_ONLY`). The checker rows' HAProxy "
+        "column is one HAProxy probing the same pool itself (part \"checker\"), nginx's ratio to itself is 1. "
+        "Met or missed is judged on Tether's figure; the goals name full-run counts, so a `BENCH_QUICK` run "
+        "only shows the table works.\n"
+    )
+    ctx.report.append("```\n" + table + "\n```\n")
 
 
 # === main ===
@@ -1898,10 +2110,14 @@ def main() -> int:
     proxy_cpu = env_int("BENCH_PROXY_CPU", cpus[1])
     if load_cpu == proxy_cpu:
         sys.exit("bench: BENCH_LOAD_CPU and BENCH_PROXY_CPU must differ")
-    tools = {t: find_tool(t) for t in ("wrk", "oha", "nginx", "haproxy", "taskset")}
+    tools = {t: find_tool(t) for t in ("nginx", "haproxy", "taskset")}
+    if "proxies" in s.parts or "tls" in s.parts:
+        tools["wrk"] = find_tool("wrk")
+    if "proxies" in s.parts:
+        tools["oha"] = find_tool("oha")
     if "tls" in s.parts:
         tools["openssl"] = find_tool("openssl")
-    if "instructions" in s.parts:
+    if "burst" in s.parts or "instructions" in s.parts:
         tools["h2load"] = find_tool("h2load")
     if "instructions" in s.parts:
         tools["valgrind"] = find_tool("valgrind")
@@ -1946,6 +2162,8 @@ def main() -> int:
     try:
         if "proxies" in s.parts:
             run_proxies(ctx)
+        if "burst" in s.parts:
+            run_burst(ctx)
         if "instructions" in s.parts:
             run_instructions(ctx)
         if "tls" in s.parts:
@@ -1953,6 +2171,7 @@ def main() -> int:
         if "checker" in s.parts:
             for kind in s.check_kinds:
                 run_checker(ctx, kind)
+        report_goals(ctx)
         ok = True
     except (RuntimeError, TimeoutError, EOFError, OSError, subprocess.SubprocessError) as e:
         say(f"bench: failed: {e}")
@@ -1989,8 +2208,10 @@ def write_report(ctx: Ctx, took: float, est: float) -> None:
         ("openssl", version(["openssl", "version"])),
         ("nginx", version(["nginx", "-v"])),
         ("haproxy", version(["haproxy", "-v"])),
-        ("wrk", version([ctx.tools["wrk"], "-v"]).split(" Copyright")[0]),
-        ("oha", version([ctx.tools["oha"], "--version"])),
+        ("wrk", version([ctx.tools.get("wrk", "wrk"), "-v"]).split(" Copyright")[0]),
+        ("oha", version([ctx.tools.get("oha", "oha"), "--version"])),
+        ("h2load", version(["h2load", "--version"])),
+        ("valgrind", version(["valgrind", "--version"])),
         ("rustc", version(["rustc", "--version"])),
         ("kernel", platform.release()),
         ("cpu", f"{cpu_model}, {os.cpu_count()} CPUs"),
