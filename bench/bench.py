@@ -2243,7 +2243,7 @@ def write_report(ctx: Ctx, took: float, est: float) -> None:
     out.append(
         "## Reproduce\n\n```sh\nmake bench                 # full run, about "
         f"{estimate(full_settings()) / 60:.0f} min after the first install and build\n"
-        "BENCH_QUICK=1 make bench   # smoke run, about a minute\n```\n"
+        "BENCH_QUICK=1 make bench   # smoke run, a few minutes\n```\n"
     )
     path = os.environ.get("BENCH_OUT", os.path.join(ROOT, "bench", "RESULTS.md"))
     # The log of what was tried, and what it measured, outlives each run.
