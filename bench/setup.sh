@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what `make bench` needs: nginx and HAProxy (the peers, and nginx
-# as the backends), wrk (saturated load), oha (constant-rate latency) and
-# the openssl CLI (a throwaway certificate for the TLS part).
+# as the backends), wrk (saturated load), oha (constant-rate latency), the
+# openssl CLI (a throwaway certificate for the TLS part), valgrind
+# (cachegrind counts instructions per request: this VM has no hardware
+# counters) and h2load from nghttp2-client (a fixed number of requests, over
+# HTTP/1.1 or h2c, for the instruction counts and the RSS-after-load figure).
 # Idempotent: installs only what is missing. Debian packages that ship a
 # service would start it on install; a policy-rc.d forbids that, and any
 # instance that started anyway is stopped, so no port stays taken.
@@ -14,6 +17,8 @@ command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl) # the TLS part's certificate
 command -v taskset >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+command -v valgrind >/dev/null 2>&1 || need_apt+=(valgrind)
+command -v h2load >/dev/null 2>&1 || need_apt+=(nghttp2-client)
 
 if ((${#need_apt[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
@@ -49,4 +54,4 @@ if ! command -v oha >/dev/null 2>&1 && [[ ! -x ${CARGO_HOME:-$HOME/.cargo}/bin/o
   cargo install oha --locked
 fi
 
-echo "bench/setup.sh: ok: $(nginx -v 2>&1 | head -1); $(haproxy -v 2>&1 | head -1); $(wrk -v 2>&1 | head -1 || true); $(openssl version); $("${CARGO_HOME:-$HOME/.cargo}/bin/oha" --version 2>/dev/null || oha --version)"
+echo "bench/setup.sh: ok: $(nginx -v 2>&1 | head -1); $(haproxy -v 2>&1 | head -1); $(wrk -v 2>&1 | head -1 || true); $(openssl version); $(valgrind --version); $(h2load --version 2>&1 | head -1); $("${CARGO_HOME:-$HOME/.cargo}/bin/oha" --version 2>/dev/null || oha --version)"
