@@ -125,13 +125,14 @@ impl Decoder {
         Ok(match self.state {
             State::Size { value, digits } => {
                 if let Some(d) = hex(b) {
-                    // 16 hex digits fill a u64; more would overflow.
-                    if digits >= 16 {
+                    // Leading zeros are allowed (RFC 9112 section 7.1);
+                    // a size that no longer fits a u64 is not.
+                    if value >> 60 != 0 {
                         return Err(Invalid);
                     }
                     State::Size {
                         value: (value << 4) | u64::from(d),
-                        digits: digits + 1,
+                        digits: digits.saturating_add(1),
                     }
                 } else if digits == 0 {
                     return Err(Invalid);
@@ -239,12 +240,13 @@ mod tests {
 
     #[test]
     fn valid_bodies_decode_whatever_the_read_sizes() {
-        let cases: [(&[u8], &[u8]); 5] = [
+        let cases: [(&[u8], &[u8]); 6] = [
             (b"5\r\nhello\r\n0\r\n\r\n", b"hello"),
             (b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", b"hello world"),
             (b"A;name=value\r\n0123456789\r\n0\r\n\r\n", b"0123456789"),
             (b"5 \t\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\n", b"hello"),
             (b"0\r\n\r\n", b""),
+            (b"000000000000000005\r\nhello\r\n0\r\n\r\n", b"hello"),
         ];
         for (raw, body) in cases {
             for step in [1, 2, 7, raw.len()] {
@@ -264,6 +266,7 @@ mod tests {
             b"-5\r\nhello\r\n0\r\n\r\n",
             b"0x5\r\nhello\r\n0\r\n\r\n",
             b"10000000000000000\r\n",
+            b"00000000000000000f0000000000000000\r\n",
             b"5\r\nhello\r\n0\r\n\n",
             b"5;a\nb\r\nhello\r\n0\r\n\r\n",
             b"5\r\nhello\r\n0\r\nX: y\n\r\n",

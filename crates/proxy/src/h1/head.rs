@@ -22,6 +22,8 @@
 //! `validate` then applies the rules that need the whole head (Host,
 //! target forms, the sticky headers' twins, the codings it can carry).
 
+use std::mem::MaybeUninit;
+
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
@@ -30,8 +32,8 @@ use http::{Method, Request, StatusCode, Uri, Version};
 use crate::validate::Reject;
 
 /// Heads with more fields than this are parsed with a heap scratch array;
-/// the usual case stays on the stack.
-const STACK_HEADERS: usize = 128;
+/// the usual case stays on the stack (uninitialised: nothing to clear).
+const STACK_HEADERS: usize = 64;
 /// The longest target accepted at all, as hyper does.
 const MAX_TARGET: usize = 65_534;
 
@@ -55,6 +57,9 @@ pub struct Head {
     pub keep_alive: bool,
     /// `Expect: 100-continue` on HTTP/1.1: the client waits for a `100`.
     pub expect_continue: bool,
+    /// The buffer the parts are slices of; once they are all dropped it
+    /// can be reused (see `pool::recycle`).
+    pub storage: Bytes,
 }
 
 /// The result of looking at the bytes read so far.
@@ -64,13 +69,6 @@ pub enum Parsed {
     Head(Box<Head>),
     /// More bytes are needed.
     Partial,
-}
-
-/// Where one header's name and value lie in the head.
-#[derive(Clone, Copy, Default)]
-struct Indices {
-    name: (usize, usize),
-    value: (usize, usize),
 }
 
 const BAD_REQUEST: Reject = Reject {
@@ -112,106 +110,113 @@ const URI_TOO_LONG: Reject = Reject {
 };
 
 /// Looks for a whole head at the front of `buf`. `max_bytes` bounds the
-/// head (431 past it), `max_headers` its fields.
+/// head (431 past it), `max_headers` its fields. On a head, `buf` keeps
+/// what followed it.
 pub fn parse(buf: &mut BytesMut, max_bytes: usize, max_headers: usize) -> Result<Parsed, Reject> {
-    let mut indices = [Indices::default(); STACK_HEADERS];
-    let mut heap_indices = Vec::new();
-    let (len, method, target, version, count) = {
-        // The scratch lines borrow `buf` only inside this block; the head
-        // is cut off it afterwards.
-        let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
-        let mut heap;
-        let scratch: &mut [httparse::Header<'_>] = if max_headers <= STACK_HEADERS {
-            &mut stack[..max_headers]
-        } else {
-            heap = vec![httparse::EMPTY_HEADER; max_headers];
-            &mut heap
-        };
-        let mut req = httparse::Request::new(scratch);
-        let status = match req.parse(buf) {
-            Ok(s) => s,
-            Err(httparse::Error::TooManyHeaders) => return Err(TOO_LARGE),
-            Err(_) => return Err(BAD_REQUEST),
-        };
-        let httparse::Status::Complete(len) = status else {
-            if buf.len() >= max_bytes {
-                // Partial and already at the limit: a head that fits
-                // would have ended by now.
-                return Err(TOO_LARGE);
-            }
-            return Ok(Parsed::Partial);
-        };
-        if len > max_bytes {
-            return Err(TOO_LARGE);
-        }
-        let base = buf.as_ptr() as usize;
-        let at = |s: &[u8]| {
-            let start = s.as_ptr() as usize - base;
-            (start, start + s.len())
-        };
-        let count = req.headers.len();
-        let slots: &mut [Indices] = if count <= STACK_HEADERS {
-            &mut indices[..count]
-        } else {
-            heap_indices.resize(count, Indices::default());
-            &mut heap_indices
-        };
-        for (slot, h) in slots.iter_mut().zip(req.headers.iter()) {
-            *slot = Indices {
-                name: at(h.name.as_bytes()),
-                value: at(h.value),
-            };
-        }
-        let method = req.method.map(|m| at(m.as_bytes())).ok_or(BAD_REQUEST)?;
-        let target = req.path.map(|p| at(p.as_bytes())).ok_or(BAD_REQUEST)?;
-        let version = match req.version {
-            Some(0) => Version::HTTP_10,
-            Some(1) => Version::HTTP_11,
-            _ => return Err(BAD_REQUEST),
-        };
-        (len, method, target, version, count)
-    };
-    let head = buf.split_to(len).freeze();
-    let slots = if count <= STACK_HEADERS {
-        &indices[..count]
+    // Frozen first, so the parts can be slices of the bytes `httparse`
+    // looked at: no copies, and no offsets to keep on the side.
+    let whole = std::mem::take(buf).freeze();
+    let result = if max_headers <= STACK_HEADERS {
+        let mut scratch = [const { MaybeUninit::uninit() }; STACK_HEADERS];
+        parse_frozen(&whole, max_bytes, &mut scratch[..max_headers])
     } else {
-        &heap_indices[..]
+        let mut scratch = Vec::with_capacity(max_headers);
+        scratch.resize_with(max_headers, MaybeUninit::uninit);
+        parse_frozen(&whole, max_bytes, &mut scratch)
     };
-    build(&head, method, target, version, slots).map(|h| Parsed::Head(Box::new(h)))
+    match result {
+        Ok(Some((len, head))) => {
+            if whole.len() > len {
+                // Pipelined requests or body bytes: rare enough to copy.
+                *buf = BytesMut::from(&whole[len..]);
+            }
+            Ok(Parsed::Head(Box::new(Head {
+                storage: whole,
+                ..head
+            })))
+        }
+        Ok(None) => {
+            *buf = whole
+                .try_into_mut()
+                .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+            Ok(Parsed::Partial)
+        }
+        Err((reject, consumed)) => {
+            let rest = consumed.map_or(&whole[..], |len| &whole[len..]);
+            *buf = BytesMut::from(rest);
+            Err(reject)
+        }
+    }
 }
 
-fn build(
-    head: &Bytes,
-    method: (usize, usize),
-    target: (usize, usize),
-    version: Version,
-    fields: &[Indices],
-) -> Result<Head, Reject> {
-    let method = Method::from_bytes(&head[method.0..method.1]).map_err(|_| BAD_REQUEST)?;
-    if target.1 - target.0 > MAX_TARGET {
+/// A head at the front of `whole` and its length; `None` when it is not
+/// all there yet. A refusal says how much it consumed when the head was
+/// whole (the connection may go on after some refusals).
+fn parse_frozen<'b>(
+    whole: &'b Bytes,
+    max_bytes: usize,
+    scratch: &mut [MaybeUninit<httparse::Header<'b>>],
+) -> Result<Option<(usize, Head)>, (Reject, Option<usize>)> {
+    // Only the first `max_bytes` are looked at, so the answer to a head
+    // does not depend on how its bytes were split into reads.
+    let view = &whole[..whole.len().min(max_bytes)];
+    let mut req = httparse::Request::new(&mut []);
+    let status = match req.parse_with_uninit_headers(view, scratch) {
+        Ok(s) => s,
+        Err(httparse::Error::TooManyHeaders) => return Err((TOO_LARGE, None)),
+        Err(_) => return Err((BAD_REQUEST, None)),
+    };
+    let httparse::Status::Complete(len) = status else {
+        if view.len() >= max_bytes {
+            // Partial and already at the limit: a head that fits would
+            // have ended by now.
+            return Err((TOO_LARGE, None));
+        }
+        return Ok(None);
+    };
+    if len > max_bytes {
+        return Err((TOO_LARGE, None));
+    }
+    build(whole, &req)
+        .map(|head| Some((len, head)))
+        .map_err(|r| (r, Some(len)))
+}
+
+fn build(whole: &Bytes, req: &httparse::Request<'_, '_>) -> Result<Head, Reject> {
+    let method =
+        Method::from_bytes(req.method.ok_or(BAD_REQUEST)?.as_bytes()).map_err(|_| BAD_REQUEST)?;
+    let version = match req.version {
+        Some(0) => Version::HTTP_10,
+        Some(1) => Version::HTTP_11,
+        _ => return Err(BAD_REQUEST),
+    };
+    let target = req.path.ok_or(BAD_REQUEST)?.as_bytes();
+    if target.len() > MAX_TARGET {
         return Err(URI_TOO_LONG);
     }
     // A target is visible ASCII (RFC 9112 section 3.2); `http::Uri` would
-    // take raw UTF-8, which other parsers read differently.
-    if !head[target.0..target.1]
+    // take raw UTF-8, which other parsers read differently. A bad target is
+    // refused only once the framing is known (below): the connection can
+    // go on only if no body follows.
+    let uri = target
         .iter()
-        .all(|b| b.is_ascii_graphic())
-    {
-        return Err(BAD_TARGET);
-    }
-    let uri = Uri::from_maybe_shared(head.slice(target.0..target.1)).map_err(|_| BAD_TARGET)?;
+        .all(u8::is_ascii_graphic)
+        .then(|| Uri::from_maybe_shared(whole.slice_ref(target)).ok())
+        .flatten();
 
-    let mut headers = HeaderMap::with_capacity(fields.len());
+    // Room for the forwarding headers the proxy adds, so they do not make
+    // the map grow.
+    let mut headers = HeaderMap::with_capacity(req.headers.len() + 6);
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut te_seen = false;
     let mut close = false;
     let mut keep_alive_token = false;
     let mut expect_continue = false;
-    for f in fields {
-        let name = HeaderName::from_bytes(&head[f.name.0..f.name.1]).map_err(|_| BAD_REQUEST)?;
-        let value = HeaderValue::from_maybe_shared(head.slice(f.value.0..f.value.1))
-            .map_err(|_| BAD_REQUEST)?;
+    for f in req.headers.iter() {
+        let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| BAD_REQUEST)?;
+        let value =
+            HeaderValue::from_maybe_shared(whole.slice_ref(f.value)).map_err(|_| BAD_REQUEST)?;
         if name == header::CONTENT_LENGTH {
             let n = content_length(value.as_bytes()).ok_or(BAD_LENGTH)?;
             match length {
@@ -267,6 +272,12 @@ fn build(
             Version::HTTP_11 => true,
             _ => keep_alive_token,
         };
+    let Some(uri) = uri else {
+        return Err(Reject {
+            close: framing != Framing::Empty || !keep_alive,
+            ..BAD_TARGET
+        });
+    };
 
     let mut req = Request::new(());
     *req.method_mut() = method;
@@ -279,6 +290,7 @@ fn build(
         framing,
         keep_alive,
         expect_continue,
+        storage: Bytes::new(),
     })
 }
 
@@ -402,6 +414,32 @@ mod tests {
             whole(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n").framing,
             Framing::Empty
         );
+    }
+
+    #[test]
+    fn a_bad_target_keeps_the_connection_only_without_a_body() {
+        let reject = |raw: &[u8]| match head(raw) {
+            Err(r) => r,
+            other => panic!("{other:?}"),
+        };
+        let r = reject(b"GET /\xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!((r.status.as_u16(), r.close), (400, false));
+        let r = reject(b"POST /\xc3\xa9 HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello");
+        assert_eq!((r.status.as_u16(), r.close), (400, true));
+        let r = reject(b"POST /\xc3\xa9 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!((r.status.as_u16(), r.close), (400, true));
+    }
+
+    #[test]
+    fn the_answer_does_not_depend_on_how_reads_fall() {
+        // Over the limit, and broken only past it.
+        let raw = b"GET / HTTP/1.1\r\nX: aaaaaaaaaaaaaaaaaaaa\x01\r\n\r\n";
+        let mut whole = BytesMut::from(&raw[..]);
+        let mut part = BytesMut::from(&raw[..20]);
+        let one = parse(&mut whole, 20, 10).map(|_| ()).unwrap_err().status;
+        let first = parse(&mut part, 20, 10).map(|_| ()).unwrap_err().status;
+        assert_eq!(one, first);
+        assert_eq!(one, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     }
 
     #[test]

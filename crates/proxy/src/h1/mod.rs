@@ -34,6 +34,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 pub use body::RequestBody;
+pub use chunked::{Decoded, Decoder, Invalid};
 pub use head::{Framing, Head, Parsed, parse};
 pub use rewind::Rewind;
 
@@ -104,7 +105,7 @@ pub async fn serve(mut conn: Conn, mut io: ClientIo) -> Ended {
     let mut first = true;
     loop {
         let deadline = Instant::now() + conn.settings.header_read_timeout;
-        let head = match read_head(&mut conn, &mut io, &mut buf, deadline, first).await {
+        let mut head = match read_head(&mut conn, &mut io, &mut buf, deadline, first).await {
             Ok(Next::Head(head)) => head,
             Ok(Next::H2) => {
                 let read = buf.take().map(BytesMut::freeze).unwrap_or_default();
@@ -134,8 +135,11 @@ pub async fn serve(mut conn: Conn, mut io: ClientIo) -> Ended {
             }
         };
         first = false;
+        let storage = std::mem::take(&mut head.storage);
         // Boxed: the request's state exists only while there is a request.
-        match Box::pin(exchange(&conn, &mut io, &mut buf, head)).await {
+        let outcome = Box::pin(exchange(&conn, &mut io, &mut buf, head)).await;
+        pool::recycle(storage);
+        match outcome {
             Outcome::KeepAlive => {}
             Outcome::Close => {
                 let _ = io.shutdown().await;
@@ -256,6 +260,7 @@ async fn exchange(
         framing,
         keep_alive,
         expect_continue,
+        storage: _,
     } = *head;
     let asked_head = parts.method == Method::HEAD;
     let http10 = parts.version == Version::HTTP_10;

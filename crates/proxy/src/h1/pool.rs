@@ -6,7 +6,7 @@
 
 use std::cell::RefCell;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 /// What a read asks for: most request heads fit, and the buffer grows to
 /// `max_header_bytes` for those that do not.
@@ -44,4 +44,14 @@ pub fn give(b: BytesMut) {
             f.push(b);
         }
     });
+}
+
+/// Takes back the buffer a request head was parsed in, if nothing else
+/// still holds a piece of it (the request's headers usually are gone by
+/// the time its answer is written; when they are not, it is freed later).
+pub fn recycle(storage: Bytes) {
+    if let Ok(mut b) = storage.try_into_mut() {
+        b.clear();
+        give(b);
+    }
 }

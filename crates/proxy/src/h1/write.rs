@@ -47,6 +47,11 @@ pub enum Written {
     Close,
 }
 
+thread_local! {
+    /// The buffer response heads are serialised in, one per thread.
+    static HEAD: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 static CHUNKED: HeaderValue = HeaderValue::from_static("chunked");
 static CLOSE: HeaderValue = HeaderValue::from_static("close");
 static KEEP_ALIVE: HeaderValue = HeaderValue::from_static("keep-alive");
@@ -80,7 +85,8 @@ where
     if !parts.headers.contains_key(header::DATE) {
         parts.headers.insert(header::DATE, date());
     }
-    let mut head = Vec::with_capacity(256 + 32 * parts.headers.len());
+    let mut head = HEAD.take();
+    head.clear();
     head.extend_from_slice(b"HTTP/1.1 ");
     head.extend_from_slice(parts.status.as_str().as_bytes());
     head.push(b' ');
@@ -221,9 +227,21 @@ impl<W: AsyncWrite + Unpin> Out<'_, W> {
     /// of it.
     async fn write(&mut self, parts: &[&[u8]]) -> io::Result<()> {
         let head = self.head.take();
+        let written = self.write_all(head.as_deref(), parts).await;
+        if let Some(mut head) = head
+            && head.capacity() <= 16 * 1024
+        {
+            // Kept for the next response this thread writes.
+            head.clear();
+            HEAD.set(head);
+        }
+        written
+    }
+
+    async fn write_all(&mut self, head: Option<&[u8]>, parts: &[&[u8]]) -> io::Result<()> {
         let mut storage = [IoSlice::new(&[]); 4];
         let mut len = 0;
-        for part in head.iter().map(Vec::as_slice).chain(parts.iter().copied()) {
+        for part in head.into_iter().chain(parts.iter().copied()) {
             if !part.is_empty() && len < storage.len() {
                 storage[len] = IoSlice::new(part);
                 len += 1;
