@@ -149,6 +149,9 @@ pub fn parse(buf: &mut BytesMut, max_bytes: usize, max_headers: usize) -> Result
     }
 }
 
+/// A refusal, and the head's length when the head was whole.
+type Refused = (Reject, Option<usize>);
+
 /// A head at the front of `whole` and its length; `None` when it is not
 /// all there yet. A refusal says how much it consumed when the head was
 /// whole (the connection may go on after some refusals).
@@ -156,7 +159,7 @@ fn parse_frozen<'b>(
     whole: &'b Bytes,
     max_bytes: usize,
     scratch: &mut [MaybeUninit<httparse::Header<'b>>],
-) -> Result<Option<(usize, Head)>, (Reject, Option<usize>)> {
+) -> Result<Option<(usize, Head)>, Refused> {
     // Only the first `max_bytes` are looked at, so the answer to a head
     // does not depend on how its bytes were split into reads.
     let view = &whole[..whole.len().min(max_bytes)];
