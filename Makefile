@@ -95,10 +95,12 @@ fmt:
 demo:
 	./deploy/demo.sh
 
-# Tether against nginx and HAProxy, and the checker at 10,000 targets; prints
-# the tables and writes bench/RESULTS.md. About 10 minutes on a quiet machine
-# (plus the first install of the tools); BENCH_QUICK=1 for a one-minute
-# smoke run. See bench/README.md.
+# Tether against nginx and HAProxy (CPU, latency, idle and after-burst
+# memory, instructions per request under cachegrind), and the checker at
+# 10,000 targets; prints the tables and a goals table and writes
+# bench/RESULTS.md. About 25 minutes on a quiet machine (plus the first
+# install of the tools); BENCH_QUICK=1 for a smoke run of a few minutes,
+# BENCH_ONLY=part,... for some parts. See bench/README.md.
 bench:
 	./bench/setup.sh
 	$(CARGO) build --release --locked --bins
