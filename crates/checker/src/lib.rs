@@ -10,11 +10,13 @@ pub mod admin;
 pub mod config;
 pub mod dns;
 pub mod error;
+mod frames;
 pub mod hub;
 pub mod probe;
 pub mod reload;
 pub mod service;
 pub mod tls;
+pub mod watch;
 
 use std::future::Future;
 

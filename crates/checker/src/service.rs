@@ -5,30 +5,30 @@
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use log::{debug, info, warn};
-use tether_core::{HealthUpdate, UpdateKind};
+use log::{info, warn};
+use tether_core::UpdateKind;
 use tether_daemon::tls::ServerTls;
 use tether_proto::pb;
 use tether_proto::pb::control_service_server::{ControlService, ControlServiceServer};
 use tether_proto::pb::health_service_server::{HealthService, HealthServiceServer};
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, mpsc, watch};
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio::sync::{broadcast, watch};
+use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::error::Error;
 use crate::hub::{DrainOutcome, HubClosed, HubHandle, ReportOutcome};
+use crate::watch::{WatchRoute, Watchers};
 
 /// How often an idle HTTP/2 connection is pinged, and how long the answer
 /// may take: a dead peer is noticed within about eight seconds.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
-
-const STREAM_BUFFER: usize = 64;
 
 /// Serves the health API on `listener` until `shutdown` completes.
 pub async fn serve(
@@ -76,17 +76,22 @@ pub async fn serve_with_tls(
         .build_v1alpha()
         .map_err(|e| Error::Reflection(e.to_string()))?;
 
-    let api = HealthApi { hub, stop: stop_rx };
-    let control = HealthApi {
-        hub: api.hub.clone(),
-        stop: api.stop.clone(),
+    let watchers = Watchers {
+        hub: hub.clone(),
+        stop: stop_rx,
+        frames: Arc::default(),
     };
+    let api = WatchRoute::new(
+        HealthServiceServer::new(HealthApi { hub: hub.clone() }),
+        watchers,
+    );
+    let control = ControlServiceServer::new(HealthApi { hub });
     let result = server
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .tcp_nodelay(true)
-        .add_service(HealthServiceServer::new(api))
-        .add_service(ControlServiceServer::new(control))
+        .add_service(api)
+        .add_service(control)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -167,29 +172,25 @@ fn serving(healthy: bool) -> ServingStatus {
     }
 }
 
-struct HealthApi {
+pub(crate) struct HealthApi {
     hub: HubHandle,
-    stop: watch::Receiver<bool>,
 }
 
-fn unavailable(_: HubClosed) -> Status {
+pub(crate) fn unavailable(_: HubClosed) -> Status {
     Status::unavailable("the checker is shutting down")
 }
 
 #[tonic::async_trait]
 impl HealthService for HealthApi {
-    type WatchStream = ReceiverStream<Result<pb::WatchResponse, Status>>;
+    type WatchStream = tokio_stream::Empty<Result<pb::WatchResponse, Status>>;
 
+    /// Never called: [`WatchRoute`] answers Watch before the generated
+    /// server sees it, so that streams share their encoded messages.
     async fn watch(
         &self,
-        request: Request<pb::WatchRequest>,
+        _request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let peer = peer_of(&request);
-        let sub = self.hub.subscribe().await.map_err(unavailable)?;
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        info!(target: "grpc", "watch from {peer} at v{}", sub.snapshot.version);
-        tokio::spawn(forward(self.hub.clone(), sub, tx, self.stop.clone(), peer));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Err(Status::internal("Watch is served by WatchRoute"))
     }
 
     async fn list(
@@ -299,70 +300,8 @@ impl HealthApi {
     }
 }
 
-fn peer_of<T>(request: &Request<T>) -> String {
+pub(crate) fn peer_of<T>(request: &Request<T>) -> String {
     request
         .remote_addr()
         .map_or_else(|| "unknown peer".to_owned(), |a| a.to_string())
-}
-
-/// Sends one subscriber its snapshot and then every change, until the
-/// client goes away or the server stops. A subscriber that falls too far
-/// behind gets a fresh snapshot rather than a gap.
-///
-/// The snapshot is shared with other subscribers and let go of as soon as
-/// it is encoded: a stream holds only what is in flight, never its own
-/// copy of the pool.
-async fn forward(
-    hub: HubHandle,
-    sub: crate::hub::Subscription,
-    tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
-    mut stop: watch::Receiver<bool>,
-    peer: String,
-) {
-    let _counted = hub.count_watcher();
-    let (mut snapshot, mut changes) = (Some(sub.snapshot), sub.changes);
-    while let Some(first) = snapshot.take() {
-        let mut last = first.version;
-        let message = pb::WatchResponse::from(&*first);
-        drop(first);
-        if tx.send(Ok(message)).await.is_err() {
-            break;
-        }
-        let lagged = loop {
-            tokio::select! {
-                biased;
-                _ = stop.changed() => {
-                    let _ = tx.send(Err(Status::unavailable("the checker is shutting down"))).await;
-                    return;
-                }
-                _ = tx.closed() => break false,
-                change = changes.recv() => match change {
-                    Ok(update) if update.version <= last => continue,
-                    Ok(update) => {
-                        last = update.version;
-                        if !send(&tx, &update).await {
-                            break false;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        warn!(target: "grpc", "watch from {peer} fell {n} changes behind; resending a snapshot");
-                        break true;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => break false,
-                },
-            }
-        };
-        if !lagged {
-            break;
-        }
-        match hub.subscribe().await {
-            Ok(fresh) => (snapshot, changes) = (Some(fresh.snapshot), fresh.changes),
-            Err(_) => break,
-        }
-    }
-    debug!(target: "grpc", "watch from {peer} ended");
-}
-
-async fn send(tx: &mpsc::Sender<Result<pb::WatchResponse, Status>>, update: &HealthUpdate) -> bool {
-    tx.send(Ok(pb::WatchResponse::from(update))).await.is_ok()
 }
