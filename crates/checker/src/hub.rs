@@ -147,7 +147,8 @@ pub struct MembershipChange {
     /// Members that left, including those whose url changed (they left and
     /// joined again under the same name).
     pub removed: Vec<String>,
-    /// Members whose url stayed but whose probe settings changed: probed
+    /// Members whose url stayed but whose probe settings changed (for a
+    /// target given by host name, `dns_refresh` counts as one): probed
     /// afresh and published once as `unknown`; proxies keep the health
     /// they knew until the first new probe.
     pub reset: Vec<String>,
@@ -435,8 +436,13 @@ async fn probe_loop(
     mut bursts: mpsc::Receiver<u32>,
     resolver: Arc<dyn Resolve>,
 ) {
-    let Wanted { target, host } = member;
-    let prober = Prober::new(&target).with_resolver(resolver, DEFAULT_DNS_REFRESH);
+    let Wanted {
+        target,
+        host,
+        lookup,
+    } = member;
+    let refresh = lookup.unwrap_or(DEFAULT_DNS_REFRESH);
+    let prober = Prober::new(&target).with_resolver(resolver, refresh);
     let mut prober = match &host {
         Some(host) => prober.with_host(host),
         None => prober,
@@ -516,6 +522,8 @@ struct Entry {
     probes_failed: u64,
     probe_duration: Arc<Histogram>,
     _task: Owned,
+    /// See [`Wanted::lookup`].
+    lookup: Option<Duration>,
 }
 
 /// A member the configured pool stands for.
@@ -525,6 +533,18 @@ struct Wanted {
     /// The Host its requests and probes send when that is not the url's
     /// (a DNS member keeps its entry's host).
     host: Option<String>,
+    /// A static target given by host name: how long one lookup stands
+    /// (`[health] dns_refresh`). `None` for an address, which is never
+    /// looked up, so a changed refresh re-probes only the members it
+    /// applies to.
+    lookup: Option<Duration>,
+}
+
+/// Whether probes of `target` look its host up (a name, not an address).
+fn looks_up(target: &Target) -> bool {
+    target
+        .host_port()
+        .is_some_and(|(host, _)| host.parse::<std::net::IpAddr>().is_err())
 }
 
 impl Wanted {
@@ -868,10 +888,12 @@ impl Hub {
                         .map(|&a| Wanted {
                             target: entry.member(a),
                             host: host.clone(),
+                            lookup: None,
                         })
                         .collect()
                 }
                 _ => vec![Wanted {
+                    lookup: looks_up(&entry.target).then_some(entry.host_refresh),
                     target: entry.target.clone(),
                     host: None,
                 }],
@@ -920,7 +942,7 @@ impl Hub {
                     self.add(member);
                     change.added.push(name);
                 }
-                Some(e) if e.target.probe != member.target.probe => {
+                Some(e) if e.target.probe != member.target.probe || e.lookup != member.lookup => {
                     let name = member.target.name.clone();
                     self.reset(member);
                     change.reset.push(name);
@@ -964,6 +986,7 @@ impl Hub {
             probes_failed: 0,
             probe_duration: Arc::default(),
             _task: task,
+            lookup: member.lookup,
             target,
         };
         let status = entry.status.clone();
@@ -995,7 +1018,7 @@ impl Hub {
     fn reset(&mut self, member: Wanted) {
         let (id, trigger, task) = self.spawn_probe(&member);
         let status = member.status();
-        let target = member.target;
+        let (target, lookup) = (member.target, member.lookup);
         let Some(entry) = self.entries.get_mut(&target.name) else {
             return;
         };
@@ -1016,6 +1039,7 @@ impl Hub {
             ..status
         };
         entry.target = target;
+        entry.lookup = lookup;
         let status = entry.status.clone();
         let v = self.publish(UpdateKind::Change(status.clone()));
         info!(target: "hc", "{} probe settings changed: probing afresh v{v}", status.name);

@@ -1,7 +1,7 @@
 //! What probes cost the network: HTTP probes of one target share a
 //! kept-alive connection, TCP probes close without leaving TIME_WAIT, a
-//! target given by host name is looked up once per refresh, and Watch
-//! subscribers share one snapshot.
+//! target given by host name is looked up once per configured refresh,
+//! and Watch subscribers share one snapshot.
 
 mod common;
 
@@ -14,7 +14,7 @@ use common::{DEADLINE, Server, next_update, open_watch};
 use tether_checker::Checker;
 use tether_checker::dns::{Lookup, Resolve};
 use tether_checker::probe::Prober;
-use tether_core::{ProbeKind, ProbeOutcome, Target, UpdateKind};
+use tether_core::{PoolEntry, ProbeKind, ProbeOutcome, Target, UpdateKind};
 use tether_testkit::{FakeBackend, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -234,6 +234,43 @@ async fn a_host_name_is_looked_up_once_per_refresh() {
         assert_succeeds(&mut prober).await;
     }
     assert_eq!(resolver.lookups.load(Ordering::SeqCst), 3, "refresh 0");
+    backend.stop().await;
+}
+
+/// A static target given by host name is looked up as often as `[health]
+/// dns_refresh` says (`PoolEntry::host_refresh`), not every ten seconds
+/// whatever the config.
+#[tokio::test]
+async fn a_static_host_name_follows_the_configured_refresh() {
+    let backend = FakeBackend::start("app").await;
+    let url = format!("http://app.test:{}", backend.addr().port());
+    // 1 ms is older than the last answer at every probe (100 ms apart);
+    // an hour is never.
+    for (refresh, every_probe) in [
+        (Duration::from_millis(1), true),
+        (Duration::from_secs(3600), false),
+    ] {
+        let resolver = Arc::new(Counting {
+            addr: backend.addr(),
+            lookups: AtomicUsize::new(0),
+        });
+        let entry =
+            PoolEntry::fixed(target("app", url.clone(), ProbeKind::Tcp)).with_host_refresh(refresh);
+        let checker = Checker::start_with(vec![entry], resolver.clone());
+        let hub = checker.handle();
+        eventually("five probes", DEADLINE, || async {
+            let m = hub.metrics().await.expect("metrics");
+            (m.targets[0].probes_succeeded >= 5).then_some(())
+        })
+        .await;
+        let lookups = resolver.lookups.load(Ordering::SeqCst);
+        if every_probe {
+            // Each probe looks up before it connects.
+            assert!(lookups >= 5, "refresh {refresh:?}: {lookups} lookups");
+        } else {
+            assert_eq!(lookups, 1, "refresh {refresh:?}");
+        }
+    }
     backend.stop().await;
 }
 

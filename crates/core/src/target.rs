@@ -18,7 +18,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_RISE: NonZeroU32 = NonZeroU32::new(2).expect("non-zero");
 /// Default consecutive failures that turn a healthy target unhealthy.
 pub const DEFAULT_FALL: NonZeroU32 = NonZeroU32::new(3).expect("non-zero");
-/// Default time between two resolutions of an `expand = "dns"` entry.
+/// Default time between two resolutions of an `expand = "dns"` entry, and
+/// how long a static target's host-name lookup stands.
 pub const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(10);
 
 /// How a target is probed.
@@ -136,14 +137,20 @@ pub struct PoolEntry {
     pub target: Target,
     /// `Some` for `expand = "dns"`: how often the host is resolved again.
     pub dns_refresh: Option<Duration>,
+    /// A static target given by host name: how long one lookup of it
+    /// stands before a probe looks it up again (`[health] dns_refresh`).
+    /// A DNS entry's members are addresses and never looked up.
+    pub host_refresh: Duration,
 }
 
 impl PoolEntry {
-    /// A static entry: exactly this target.
+    /// A static entry: exactly this target, a host name in its url looked
+    /// up again every [`DEFAULT_DNS_REFRESH`].
     pub fn fixed(target: Target) -> Self {
         PoolEntry {
             target,
             dns_refresh: None,
+            host_refresh: DEFAULT_DNS_REFRESH,
         }
     }
 
@@ -152,7 +159,16 @@ impl PoolEntry {
         PoolEntry {
             target: template,
             dns_refresh: Some(refresh),
+            host_refresh: refresh,
         }
+    }
+
+    /// This entry with a host name in its url looked up again every
+    /// `refresh` (a static entry; a DNS entry's members are addresses).
+    #[must_use]
+    pub fn with_host_refresh(mut self, refresh: Duration) -> Self {
+        self.host_refresh = refresh;
+        self
     }
 
     pub fn is_dns(&self) -> bool {

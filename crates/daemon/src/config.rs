@@ -419,7 +419,8 @@ fn tls_ca_needs_https(i: usize) -> ConfigError {
 pub const EXPAND_DNS: &str = "dns";
 
 /// Validates `[health]` and `[[targets]]` into the pool's entries, in
-/// config order: a static target each, or with `expand = "dns"` a template
+/// config order: a static target each (a host name in its url looked up
+/// again every `[health] dns_refresh`), or with `expand = "dns"` a template
 /// the checker resolves every `dns_refresh` (default
 /// [`DEFAULT_DNS_REFRESH`]). An empty pool is an error: nothing could ever
 /// be served.
@@ -479,7 +480,7 @@ pub fn targets(health: &RawHealth, raw: &[RawTarget]) -> Result<Vec<PoolEntry>, 
                         format!("only applies with expand = {EXPAND_DNS:?}"),
                     ));
                 }
-                PoolEntry::fixed(target)
+                PoolEntry::fixed(target).with_host_refresh(default_refresh)
             }
             Some(EXPAND_DNS) => {
                 let refresh = duration_or(
@@ -867,6 +868,8 @@ mod tests {
         assert_eq!(got[0].target.url, "http://web.internal:8080");
         assert_eq!(got[1].dns_refresh, Some(Duration::from_secs(2)));
         assert_eq!(got[2].dns_refresh, None);
+        // A static target given by host name is looked up as often.
+        assert_eq!(got[2].host_refresh, Duration::from_secs(30));
         let got = targets(&RawHealth::default(), &[a]).expect("valid");
         assert_eq!(got[0].dns_refresh, Some(DEFAULT_DNS_REFRESH));
     }

@@ -3,7 +3,8 @@
 //! A [`Prober`] belongs to one target's probe task and keeps what probes
 //! can share between them: the HTTP connection (see `http.rs`) and the
 //! addresses of a target given by host name, looked up again every
-//! [`DEFAULT_DNS_REFRESH`] rather than at every probe (10,000 names probed
+//! `[health] dns_refresh` (see [`Prober::with_resolver`]; by default
+//! [`DEFAULT_DNS_REFRESH`]) rather than at every probe (10,000 names probed
 //! every second would be 10,000 lookups a second against the cluster's
 //! DNS).
 
