@@ -28,7 +28,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use log::{debug, info, warn};
@@ -39,7 +39,7 @@ use tether_core::{
 };
 use tether_daemon::clock;
 use tether_daemon::metrics::Histogram;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -426,41 +426,50 @@ struct Probed {
 /// within the first second (or the interval, if shorter): soon enough that
 /// a fresh checker knows its pool quickly even with long intervals, spread
 /// enough that a large pool is never probed in lockstep; later probes keep
-/// that phase. A report burst
-/// (`bursts` says how many probes at most) runs between two ticks and
-/// restarts the interval after it.
+/// that phase. A report burst (`trigger` says how many probes at most)
+/// runs between two ticks and restarts the interval after it.
+///
+/// A checker runs one of these per member, 10,000 of them idle at almost
+/// any time, so what one keeps while it waits is memory times 10,000: the
+/// probe itself runs boxed (its future, hyper's and the timer's state,
+/// is a few KiB), and the member's record is let go of once the prober is
+/// made.
 async fn probe_loop(
     id: u64,
     member: Wanted,
     results: mpsc::Sender<Probed>,
-    mut bursts: mpsc::Receiver<u32>,
+    trigger: Arc<Trigger>,
     resolver: Arc<dyn Resolve>,
 ) {
-    let Wanted {
-        target,
-        host,
-        lookup,
-    } = member;
-    let refresh = lookup.unwrap_or(DEFAULT_DNS_REFRESH);
-    let prober = Prober::new(&target).with_resolver(resolver, refresh);
-    let mut prober = match &host {
-        Some(host) => prober.with_host(host),
-        None => prober,
+    let (mut prober, interval) = {
+        let Wanted {
+            target,
+            host,
+            lookup,
+        } = member;
+        let refresh = lookup.unwrap_or(DEFAULT_DNS_REFRESH);
+        let prober = Prober::new(&target).with_resolver(resolver, refresh);
+        let prober = match &host {
+            Some(host) => prober.with_host(host),
+            None => prober,
+        };
+        (prober, target.probe.interval)
     };
-    let interval = target.probe.interval;
     let offset = interval.min(FIRST_PROBE_SPREAD).mul_f64(fastrand::f64());
     let mut ticker = tokio::time::interval_at(Instant::now() + offset, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                let probed = Probed { id, result: prober.probe().await, ends_burst: false };
+                let result = Box::pin(prober.probe()).await;
+                let probed = Probed { id, result, ends_burst: false };
                 if results.send(probed).await.is_err() {
                     return;
                 }
             }
-            Some(probes) = bursts.recv() => {
-                if !burst(id, &mut prober, probes, &results).await {
+            () = trigger.notify.notified() => {
+                let probes = trigger.probes.load(Ordering::Acquire);
+                if !Box::pin(burst(id, &mut prober, probes, &results)).await {
                     return;
                 }
                 ticker.reset();
@@ -493,6 +502,23 @@ async fn burst(id: u64, prober: &mut Prober, probes: u32, results: &mpsc::Sender
     true
 }
 
+/// Wakes a probe task for a report burst of at most `probes` probes. One
+/// per member: a tokio channel would do, but its state is cache-padded,
+/// ~700 bytes a member.
+#[derive(Debug, Default)]
+struct Trigger {
+    probes: AtomicU32,
+    notify: Notify,
+}
+
+impl Trigger {
+    fn burst(&self, probes: u32) {
+        self.probes.store(probes, Ordering::Release);
+        // Kept as a permit if the task is busy probing: it bursts next.
+        self.notify.notify_one();
+    }
+}
+
 /// A task the hub owns: aborted when the hub lets go of it.
 #[derive(Debug)]
 struct Owned(JoinHandle<()>);
@@ -510,8 +536,8 @@ struct Entry {
     target: Target,
     tracker: HealthTracker,
     status: TargetStatus,
-    /// Wakes the probe task for a burst of at most this many probes.
-    trigger: mpsc::Sender<u32>,
+    /// Wakes the probe task for a burst.
+    trigger: Arc<Trigger>,
     /// A burst was asked for and its last result is not in yet.
     bursting: bool,
     /// Bursts of this target are at least this far apart.
@@ -721,11 +747,7 @@ impl Hub {
         if entry.bursting || (counted && recent) {
             return ReportOutcome::RateLimited;
         }
-        // Full cannot happen while no burst is on; closed means the probe
-        // task is gone and there is nobody to wake.
-        if entry.trigger.try_send(probes).is_err() {
-            return ReportOutcome::RateLimited;
-        }
+        entry.trigger.burst(probes);
         entry.bursting = true;
         if counted {
             entry.last_burst = Some(now);
@@ -954,16 +976,16 @@ impl Hub {
         change
     }
 
-    fn spawn_probe(&mut self, member: &Wanted) -> (u64, mpsc::Sender<u32>, Owned) {
+    fn spawn_probe(&mut self, member: &Wanted) -> (u64, Arc<Trigger>, Owned) {
         self.next_id += 1;
         let id = self.next_id;
-        // One burst at a time: `bursting` keeps a second from being sent.
-        let (trigger, bursts) = mpsc::channel(1);
+        // One burst at a time: `bursting` keeps a second from being asked.
+        let trigger = Arc::new(Trigger::default());
         let task = tokio::spawn(probe_loop(
             id,
             member.clone(),
             self.results_tx.clone(),
-            bursts,
+            trigger.clone(),
             self.resolver.clone(),
         ));
         self.ids.insert(id, member.target.name.clone());
