@@ -96,14 +96,19 @@ pub async fn serve(
             let local = stream.local_addr().unwrap_or(peer);
             let io = match tls {
                 None => ClientIo::Plain(stream),
-                Some(tls) => match handshake(&tls, stream, conn.settings.header_read_timeout).await
-                {
-                    Ok(io) => io,
-                    Err(e) => {
-                        debug!(target: "proxy", "TLS handshake with {peer}: {e}");
-                        return;
+                // Boxed, like HTTP/2 below: a connection's task is as large
+                // as its largest state, and an idle HTTP/1 connection should
+                // not pay for a TLS handshake or hyper's HTTP/2 server.
+                Some(tls) => {
+                    match Box::pin(handshake(&tls, stream, conn.settings.header_read_timeout)).await
+                    {
+                        Ok(io) => io,
+                        Err(e) => {
+                            debug!(target: "proxy", "TLS handshake with {peer}: {e}");
+                            return;
+                        }
                     }
-                },
+                }
             };
             let info = ConnInfo {
                 peer,
@@ -191,7 +196,7 @@ impl Connection {
             .as_ref()
             .is_some_and(|t| t.alpn.as_deref() == Some(b"h2"));
         if h2_by_alpn {
-            return self.serve_h2(io, &info).await;
+            return Box::pin(self.serve_h2(io, &info)).await;
         }
         let tracked = self.h1_open.track();
         let conn = h1::Conn {
@@ -203,7 +208,7 @@ impl Connection {
         let ended = h1::serve(conn, io).await;
         drop(tracked);
         if let h1::Ended::H2(io) = ended {
-            self.serve_h2(io, &info).await;
+            Box::pin(self.serve_h2(io, &info)).await;
         }
     }
 
