@@ -203,6 +203,21 @@ impl Decoder {
     }
 }
 
+/// Whether the framing of a body's first bytes is already broken: a
+/// chunked body whose error came in with the head is refused before
+/// anything goes upstream.
+pub fn broken_from_the_start(first: &[u8]) -> bool {
+    let mut copy = BytesMut::from(first);
+    let mut decoder = Decoder::default();
+    loop {
+        match decoder.decode(&mut copy) {
+            Ok(Decoded::Data(_)) => {}
+            Ok(Decoded::NeedMore | Decoded::Done) => return false,
+            Err(Invalid) => return true,
+        }
+    }
+}
+
 fn hex(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
@@ -278,6 +293,15 @@ mod tests {
                 String::from_utf8_lossy(raw)
             );
         }
+    }
+
+    #[test]
+    fn a_body_broken_in_its_first_bytes_is_seen_before_forwarding() {
+        assert!(broken_from_the_start(b"3\r\nhello\r\n0\r\n\r\n"));
+        assert!(!broken_from_the_start(b"5\r\nhel"));
+        assert!(!broken_from_the_start(
+            b"5\r\nhello\r\n0\r\n\r\nGET / HTTP/1.1\r\n"
+        ));
     }
 
     #[test]

@@ -279,6 +279,20 @@ async fn exchange(
             .insert(Upgrade(Arc::new(Mutex::new(Some(from)))));
         to
     });
+    if framing == Framing::Chunked && buf.as_deref().is_some_and(chunked::broken_from_the_start) {
+        let res = rejection(Reject {
+            status: StatusCode::BAD_REQUEST,
+            message: "Invalid request body",
+            close: true,
+        });
+        let asked = Asked {
+            head: false,
+            http10,
+            keep_alive: false,
+        };
+        let _ = write::response(io, res, asked, conn.settings.body_timeout).await;
+        return Outcome::Close;
+    }
     let buffered = buf.as_ref().map_or(0, |b| b.len() as u64);
     let (body, feed) = match framing {
         Framing::Empty => (RequestBody::Empty, None),
