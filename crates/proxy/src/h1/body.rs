@@ -156,9 +156,7 @@ async fn fill<R>(reader: &mut R, b: &mut BytesMut) -> Step
 where
     R: AsyncRead + Unpin,
 {
-    if b.capacity() - b.len() < pool::READ_SIZE / 2 {
-        b.reserve(pool::READ_SIZE);
-    }
+    super::room(b);
     match reader.read_buf(b).await {
         Ok(0) | Err(_) => Err(Some(BodyError::Malformed)),
         Ok(_) => Ok(()),
