@@ -20,7 +20,7 @@
 mod body;
 mod chunked;
 mod head;
-mod pool;
+pub(crate) mod pool;
 mod rewind;
 mod write;
 
@@ -250,7 +250,7 @@ async fn read_more(
 }
 
 /// Makes room for a read of at least half a buffer.
-fn room(b: &mut BytesMut) {
+pub(crate) fn room(b: &mut BytesMut) {
     if b.capacity() - b.len() < pool::READ_SIZE / 2 {
         b.reserve(pool::READ_SIZE);
     }

@@ -1,7 +1,7 @@
-//! A client connection with bytes already read off it put back in front:
-//! what the HTTP/1 loop hands on when the connection turns out to speak
-//! HTTP/2 (the preface) or switches protocols (bytes behind the upgrade
-//! request).
+//! A connection with bytes already read off it put back in front: what
+//! the HTTP/1 loop hands on when the connection turns out to speak HTTP/2
+//! (the preface) or switches protocols (bytes behind the upgrade request),
+//! and what an upstream that switched protocols left behind its `101`.
 
 use std::io;
 use std::pin::Pin;
@@ -13,18 +13,18 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use crate::conn::ClientIo;
 
 #[derive(Debug)]
-pub struct Rewind {
+pub struct Rewind<T = ClientIo> {
     prefix: Bytes,
-    io: ClientIo,
+    io: T,
 }
 
-impl Rewind {
-    pub fn new(prefix: Bytes, io: ClientIo) -> Rewind {
+impl<T> Rewind<T> {
+    pub fn new(prefix: Bytes, io: T) -> Rewind<T> {
         Rewind { prefix, io }
     }
 }
 
-impl AsyncRead for Rewind {
+impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -41,7 +41,7 @@ impl AsyncRead for Rewind {
     }
 }
 
-impl AsyncWrite for Rewind {
+impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
