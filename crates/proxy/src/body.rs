@@ -13,12 +13,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::uri::Authority;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use crate::h1::RequestBody;
-use crate::upstream::{self, Sender};
+use crate::upstream::ResponseBody;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -150,11 +149,7 @@ pub enum ProxyBody {
     /// An upstream response body; its connection goes back to the pool
     /// once the body has been read to the end (and is closed if it never
     /// is, since a half-read response cannot be reused).
-    Upstream {
-        body: Incoming,
-        guard: Guard,
-        conn: Option<(Authority, Sender)>,
-    },
+    Upstream { body: ResponseBody, guard: Guard },
     /// The bytes, until they have been sent once.
     Full(Option<Bytes>),
 }
@@ -173,29 +168,9 @@ impl ProxyBody {
         ProxyBody::Stream { body, guard }
     }
 
-    /// Wraps an upstream response body. A body that is already complete
-    /// (no content) returns its connection at once: hyper may never poll it.
-    pub fn upstream(body: Incoming, guard: Guard, authority: Authority, sender: Sender) -> Self {
-        let conn = if body.is_end_stream() {
-            upstream::checkin(authority, sender);
-            None
-        } else {
-            Some((authority, sender))
-        };
-        ProxyBody::Upstream { body, guard, conn }
-    }
-}
-
-impl Drop for ProxyBody {
-    fn drop(&mut self) {
-        // A complete upstream body whose end was never polled still frees
-        // its connection for reuse; an incomplete one closes it.
-        if let ProxyBody::Upstream { body, conn, .. } = self
-            && body.is_end_stream()
-            && let Some((authority, sender)) = conn.take()
-        {
-            upstream::checkin(authority, sender);
-        }
+    /// Wraps an upstream response body.
+    pub fn upstream(body: ResponseBody, guard: Guard) -> Self {
+        ProxyBody::Upstream { body, guard }
     }
 }
 
@@ -216,22 +191,7 @@ impl Body for ProxyBody {
                 }
                 polled => polled,
             },
-            ProxyBody::Upstream { body, guard, conn } => {
-                let polled = guard.poll(Pin::new(&mut *body), cx);
-                match &polled {
-                    // hyper stops polling once a body of known length is
-                    // complete, so the end is noticed on the last frame too.
-                    Poll::Ready(None) | Poll::Ready(Some(Ok(_))) if body.is_end_stream() => {
-                        if let Some((authority, sender)) = conn.take() {
-                            upstream::checkin(authority, sender);
-                        }
-                    }
-                    // A broken body: the connection is not reusable.
-                    Poll::Ready(Some(Err(_))) => drop(conn.take()),
-                    _ => {}
-                }
-                polled
-            }
+            ProxyBody::Upstream { body, guard } => guard.poll(Pin::new(body), cx),
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
         }
     }

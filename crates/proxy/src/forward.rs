@@ -23,13 +23,13 @@ use std::time::{Duration, Instant};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
 use log::{debug, info, warn};
 use tether_core::{Pick, RoundRobin, sticky};
 use tether_daemon::clock;
 use tokio::sync::mpsc;
 
-use crate::body::{BodyError, ClientBody, Guard, ProxyBody, body_error};
+use crate::body::{BodyError, ClientBody, Guard, ProxyBody};
 use crate::config::{ProxyConfig, Settings};
 use crate::headers::{self, Peer, X_TARGET_SERVER, X_TARGET_SERVER_LAST_USE};
 use crate::respond::{error_response, no_healthy_targets, rejection};
@@ -37,7 +37,7 @@ use crate::stats::{self, ProxyStats, StickyResult};
 use crate::sticky::{self as cookie, Read};
 use crate::table::{self, Routes, TableCell, Upstream};
 use crate::tunnel;
-use crate::upstream::{Connector, Sender};
+use crate::upstream::{Connector, Failed, ResponseBody};
 use crate::validate::{self, Reject};
 
 /// Pooled upstream connections idle longer than this are not reused: below
@@ -304,12 +304,12 @@ impl Proxy {
         loop {
             Self::address(s, &mut req, &attempt.upstream, &path);
             let failure = match self.exchange(s, req, &attempt.upstream, fresh_only).await {
-                Ok((mut res, sender)) => {
+                Ok(mut res) => {
                     attempt.upstream.passive.success();
                     if res.status() == StatusCode::SWITCHING_PROTOCOLS
                         && let Some(client_upgrade) = client_upgrade
+                        && let Some(upstream_upgrade) = res.body_mut().upgrade()
                     {
-                        let upstream_upgrade = hyper::upgrade::on(&mut res);
                         let tracked = self.tunnels.track();
                         tokio::spawn(tunnel::run(
                             client_upgrade,
@@ -317,18 +317,11 @@ impl Proxy {
                             s.idle_timeout,
                             tracked,
                         ));
-                        drop(sender);
-                        let res = res.map(|b| {
-                            ProxyBody::stream(
-                                ClientBody::Hyper(b),
-                                Guard::new(s.idle_timeout, None),
-                            )
-                        });
+                        let res = res.map(|_| ProxyBody::empty());
                         return finish(res, &attempt.upstream, s, peer.is_tls(), now_ms);
                     }
-                    let authority = attempt.upstream.authority.clone();
                     let guard = Guard::new(s.body_timeout, None);
-                    let res = res.map(|b| ProxyBody::upstream(b, guard, authority, sender));
+                    let res = res.map(|b| ProxyBody::upstream(b, guard));
                     return finish(res, &attempt.upstream, s, peer.is_tls(), now_ms);
                 }
                 Err(f) => f,
@@ -435,7 +428,7 @@ impl Proxy {
         mut req: Request<ProxyBody>,
         upstream: &Upstream,
         fresh_only: bool,
-    ) -> Result<(Response<Incoming>, Sender), Failure> {
+    ) -> Result<Response<ResponseBody>, Failure> {
         let deadline = tokio::time::Instant::now() + s.response_timeout;
         loop {
             let pooled = if fresh_only {
@@ -444,8 +437,8 @@ impl Proxy {
                 self.connector
                     .checkout(&upstream.authority, upstream.tls.as_ref())
             };
-            let (mut sender, pooled) = match pooled {
-                Some(s) => (s, true),
+            let (conn, pooled) = match pooled {
+                Some(c) => (c, true),
                 // Boxed: connecting is the rare path (connections are
                 // pooled), and its future would otherwise make every
                 // request's future, and every idle connection, larger.
@@ -461,31 +454,25 @@ impl Proxy {
                 )
                 .await
                 {
-                    Ok(Ok(s)) => (s, false),
+                    Ok(Ok(c)) => (c, false),
                     Ok(Err(e)) => return Err(Failure::NotSent(Box::new(req), e.0)),
                     Err(_) => return Err(Failure::Timeout),
                 },
             };
-            match tokio::time::timeout_at(deadline, sender.try_send_request(req)).await {
-                Ok(Ok(res)) => return Ok((res, sender)),
-                Ok(Err(mut e)) => match e.take_message() {
-                    Some(back) if pooled => {
-                        debug!(target: "proxy", "pooled connection to {} was dead: {}", upstream.authority, e.error());
-                        req = back;
-                    }
-                    Some(back) => {
-                        return Err(Failure::NotSent(Box::new(back), e.error().to_string()));
-                    }
-                    None => {
-                        return Err(match body_error(e.error()) {
-                            Some(b) => Failure::Body(b),
-                            None => Failure::Sent {
-                                reused: pooled,
-                                error: crate::error::chain(e.error()),
-                            },
-                        });
-                    }
-                },
+            match tokio::time::timeout_at(deadline, conn.exchange(req)).await {
+                Ok(Ok(res)) => return Ok(res),
+                Ok(Err(Failed::NotSent(back, e))) if pooled => {
+                    debug!(target: "proxy", "pooled connection to {} was dead: {e}", upstream.authority);
+                    req = *back;
+                }
+                Ok(Err(Failed::NotSent(back, e))) => return Err(Failure::NotSent(back, e)),
+                Ok(Err(Failed::Body(b))) => return Err(Failure::Body(b)),
+                Ok(Err(Failed::Sent(error))) => {
+                    return Err(Failure::Sent {
+                        reused: pooled,
+                        error,
+                    });
+                }
                 Err(_) => return Err(Failure::Timeout),
             }
         }

@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::h1;
+use crate::upstream::Upgraded;
 
 const BUFFER: usize = 8 * 1024;
 
@@ -76,16 +77,9 @@ impl ClientUpgrade {
     }
 }
 
-/// Waits for both sides to finish upgrading, then relays.
-pub async fn run(client: ClientUpgrade, upstream: OnUpgrade, idle: Duration, tracked: Tracked) {
+/// Waits for the client's side to finish upgrading, then relays.
+pub async fn run(client: ClientUpgrade, upstream: Upgraded, idle: Duration, tracked: Tracked) {
     let _tracked = tracked;
-    let upstream = match upstream.await {
-        Ok(u) => TokioIo::new(u),
-        Err(e) => {
-            debug!(target: "proxy", "upstream upgrade failed: {e}");
-            return;
-        }
-    };
     match client {
         ClientUpgrade::Hyper(client) => match client.await {
             Ok(client) => relay(TokioIo::new(client), upstream, idle).await,

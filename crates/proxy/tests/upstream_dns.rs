@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use http::uri::Authority;
 use tether_checker::dns::{Lookup, Resolve};
-use tether_proxy::upstream::{ConnectError, Connector, Sender, Trust};
+use tether_proxy::upstream::{ConnectError, Connection, Connector, Trust};
 use tether_testkit::wait::POLL_EVERY;
 use tether_testkit::{FakeBackend, eventually};
 
@@ -61,7 +61,7 @@ async fn connect(
     connector: &Connector,
     authority: &Authority,
     refresh: Duration,
-) -> Result<Sender, ConnectError> {
+) -> Result<Connection, ConnectError> {
     let trust = Trust::default();
     connector
         .connect(authority, None, &trust, TIMEOUT, refresh)

@@ -1,13 +1,13 @@
 //! Upstream HTTP/1.1 connections: connect (over TLS for `https://`
-//! members), reuse, return.
+//! members), exchange, reuse.
 //!
-//! The proxy opens its own connections instead of handing requests to a
-//! client library, so that a connect failure leaves the request untouched
-//! and it can go to another target, body and all. Idle connections are
-//! pooled per worker thread (a `thread_local`): checkout and checkin are
-//! synchronous and never cross an `.await`, so the pool needs no lock and
-//! sees no contention. A connection checked out on one thread and returned
-//! on another simply moves pools.
+//! The proxy speaks HTTP/1.1 upstream itself (`exchange`), in the task of
+//! the request, so that a connect failure leaves the request untouched and
+//! it can go to another target, body and all, and so that no connection
+//! task or channel sits between a request and its backend. Idle
+//! connections are pooled per worker thread (`pool`): checkout and checkin
+//! are synchronous and never cross an `.await`. A connection checked out on
+//! one thread and returned on another simply moves pools.
 //!
 //! A connection is pooled under everything that was settled when it was
 //! opened: the address, and for TLS the name the certificate was verified
@@ -18,30 +18,26 @@
 //! [`DnsCache`] when a new connection is opened, at most once per
 //! `dns_refresh`; taking a pooled connection never looks anything up.
 
-use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+mod exchange;
+mod io;
+mod pool;
+
+use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::uri::Authority;
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::{TrySendError, http1};
-use hyper_util::rt::TokioIo;
-use log::debug;
 use rustls_pki_types::ServerName;
 use tether_daemon::tls::TargetTrust;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use tether_checker::dns::{Resolve, SystemResolver};
 
-use crate::body::ProxyBody;
 use crate::dns::DnsCache;
+pub use exchange::{Failed, ResponseBody, Upgraded};
+pub use io::Io;
 
 /// Who a TLS upstream must prove to be.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -153,103 +149,13 @@ struct PoolKey {
     tls: Option<Arc<TlsPeer>>,
 }
 
-/// A ready-to-use connection to one upstream, plain or TLS (the I/O lives
-/// in the connection's task), and what it was opened for.
+/// An open connection to one upstream, plain or TLS, and what it was
+/// opened for. It is its socket and nothing else: an exchange brings the
+/// buffer it needs (see [`Connection::exchange`]).
 #[derive(Debug)]
-pub struct Sender {
-    inner: http1::SendRequest<ProxyBody>,
+pub struct Connection {
+    io: Io,
     key: PoolKey,
-    /// Shared with the connection's task, which closes the connection once
-    /// it has sat in a pool longer than the idle timeout.
-    idle: Arc<IdleMark>,
-}
-
-/// When a connection went into a pool: milliseconds since the process's
-/// first mark, plus one; 0 while it is in use.
-#[derive(Debug, Default)]
-struct IdleMark(AtomicU64);
-
-impl IdleMark {
-    fn now() -> u64 {
-        static START: OnceLock<Instant> = OnceLock::new();
-        let start = *START.get_or_init(Instant::now);
-        u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
-    }
-
-    fn pooled(&self) {
-        self.0.store(Self::now(), Ordering::Relaxed);
-    }
-
-    fn in_use(&self) {
-        self.0.store(0, Ordering::Relaxed);
-    }
-
-    /// How long it has been idle in a pool; zero while in use.
-    fn idle_for(&self) -> Duration {
-        match self.0.load(Ordering::Relaxed) {
-            0 => Duration::ZERO,
-            since => Duration::from_millis(Self::now().saturating_sub(since)),
-        }
-    }
-}
-
-impl Sender {
-    /// Sends `req`; see hyper's `try_send_request`: a request that was not
-    /// written comes back in the error.
-    pub fn try_send_request(
-        &mut self,
-        req: Request<ProxyBody>,
-    ) -> impl Future<Output = Result<Response<Incoming>, TrySendError<Request<ProxyBody>>>> + use<>
-    {
-        self.inner.try_send_request(req)
-    }
-
-    fn is_ready(&self) -> bool {
-        self.inner.is_ready()
-    }
-
-    fn is_closed(&self) -> bool {
-        self.inner.is_closed()
-    }
-}
-
-/// Idle connections kept per upstream per worker thread; more are closed.
-const MAX_IDLE_PER_UPSTREAM: usize = 256;
-
-struct Idle {
-    sender: Sender,
-    since: Instant,
-}
-
-/// FNV-1a: the pool is keyed by a handful of upstream authorities the
-/// proxy itself chose, so a DoS-resistant hash buys nothing here and
-/// SipHash showed in profiles.
-#[derive(Clone, Copy, Debug, Default)]
-struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for &b in bytes {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
-
-type PoolMap = HashMap<PoolKey, VecDeque<Idle>, BuildHasherDefault<Fnv>>;
-
-thread_local! {
-    static IDLE: RefCell<PoolMap> = RefCell::new(PoolMap::default());
 }
 
 /// Why no connection could be had. Nothing was sent.
@@ -261,6 +167,8 @@ pub struct ConnectError(pub String);
 pub struct Connector {
     idle_timeout: Duration,
     dns: DnsCache,
+    /// Keeps the pool's sweeper running while any clone of this exists.
+    _sweeping: Arc<()>,
 }
 
 impl Connector {
@@ -274,34 +182,28 @@ impl Connector {
     /// Like [`new`](Connector::new), looking host names up with `resolver`
     /// (tests decide the answers and count the lookups).
     pub fn with_resolver(idle_timeout: Duration, resolver: Arc<dyn Resolve>) -> Connector {
+        let sweeping = Arc::new(());
+        pool::start_sweeper(idle_timeout, Arc::downgrade(&sweeping));
         Connector {
             idle_timeout,
             dns: DnsCache::new(resolver),
+            _sweeping: sweeping,
         }
     }
 
     /// The most recently used idle connection to `authority` (over TLS to
-    /// `tls`) that is still open and ready, if any. Stale ones met on the
-    /// way are closed.
-    pub fn checkout(&self, authority: &Authority, tls: Option<&Arc<TlsPeer>>) -> Option<Sender> {
+    /// `tls`) that is still open, if any. Stale ones met on the way are
+    /// closed.
+    pub fn checkout(
+        &self,
+        authority: &Authority,
+        tls: Option<&Arc<TlsPeer>>,
+    ) -> Option<Connection> {
         let key = PoolKey {
             authority: authority.clone(),
             tls: tls.cloned(),
         };
-        IDLE.with(|idle| {
-            let mut idle = idle.borrow_mut();
-            let queue = idle.get_mut(&key)?;
-            while let Some(entry) = queue.pop_back() {
-                if entry.since.elapsed() < self.idle_timeout
-                    && entry.sender.is_ready()
-                    && !entry.sender.is_closed()
-                {
-                    entry.sender.idle.in_use();
-                    return Some(entry.sender);
-                }
-            }
-            None
-        })
+        pool::checkout(&key, self.idle_timeout)
     }
 
     /// Opens a new connection: the authority's addresses (a host name's
@@ -318,8 +220,7 @@ impl Connector {
         trust: &Trust,
         timeout: Duration,
         dns_refresh: Duration,
-    ) -> Result<Sender, ConnectError> {
-        let idle = Arc::new(IdleMark::default());
+    ) -> Result<Connection, ConnectError> {
         let opened = async {
             let addrs = self
                 .dns
@@ -333,7 +234,7 @@ impl Connector {
                 .map_err(|e| ConnectError(format!("connect: {e}")))?;
             let _ = stream.set_nodelay(true);
             let Some(peer) = tls else {
-                return handshake(authority, stream, idle.clone(), self.idle_timeout).await;
+                return Ok(Io::Plain(stream));
             };
             // rustls says why a certificate was refused ("invalid peer
             // certificate: UnknownIssuer").
@@ -342,100 +243,17 @@ impl Connector {
                 .connect(peer.name.clone(), stream)
                 .await
                 .map_err(|e| ConnectError(format!("TLS: {e}")))?;
-            handshake(authority, stream, idle.clone(), self.idle_timeout).await
+            Ok(Io::Tls(Box::new(stream)))
         };
-        let inner = tokio::time::timeout(timeout, opened)
+        let io = tokio::time::timeout(timeout, opened)
             .await
             .map_err(|_| ConnectError(format!("connect timed out after {timeout:?}")))??;
-        Ok(Sender {
-            inner,
+        Ok(Connection {
+            io,
             key: PoolKey {
                 authority: authority.clone(),
                 tls: tls.cloned(),
             },
-            idle,
         })
     }
-}
-
-/// HTTP/1.1 over `io`, its connection driven by a task of its own. The
-/// task also closes the connection once it has been idle in a pool for
-/// `idle_timeout`: pools are only pruned when a request takes from them,
-/// so without this a burst would leave its connections (and descriptors,
-/// at the backend too) open for as long as traffic stays away.
-async fn handshake<T>(
-    authority: &Authority,
-    io: T,
-    idle: Arc<IdleMark>,
-    idle_timeout: Duration,
-) -> Result<http1::SendRequest<ProxyBody>, ConnectError>
-where
-    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    let (sender, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(io))
-        .await
-        .map_err(|e| ConnectError(format!("handshake: {e}")))?;
-    let authority = authority.clone();
-    tokio::spawn(async move {
-        // Upgrades (WebSocket) take the connection over when asked, TLS
-        // or not.
-        let conn = conn.with_upgrades();
-        tokio::pin!(conn);
-        let mut sweep = tokio::time::interval(idle_timeout);
-        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                done = &mut conn => {
-                    if let Err(e) = done {
-                        debug!(target: "proxy", "upstream connection to {authority}: {e}");
-                    }
-                    return;
-                }
-                _ = sweep.tick() => {
-                    if idle.idle_for() >= idle_timeout {
-                        debug!(target: "proxy", "closing idle upstream connection to {authority}");
-                        return;
-                    }
-                }
-            }
-        }
-    });
-    Ok(sender)
-}
-
-/// Puts a connection whose exchange is complete back into this thread's
-/// pool, under the key it was opened with (`authority`, the caller's
-/// name for the upstream, is part of it). One that is not ready yet (its
-/// connection task has not caught up with the end of the response) is
-/// returned once it is.
-pub fn checkin(authority: Authority, mut sender: Sender) {
-    debug_assert_eq!(authority, sender.key.authority);
-    if sender.is_closed() {
-        return;
-    }
-    if sender.is_ready() {
-        store(sender);
-        return;
-    }
-    tokio::spawn(async move {
-        if sender.inner.ready().await.is_ok() {
-            store(sender);
-        }
-    });
-}
-
-fn store(sender: Sender) {
-    sender.idle.pooled();
-    IDLE.with(|idle| {
-        let mut idle = idle.borrow_mut();
-        let queue = idle.entry(sender.key.clone()).or_default();
-        if queue.len() >= MAX_IDLE_PER_UPSTREAM {
-            queue.pop_front();
-        }
-        queue.push_back(Idle {
-            sender,
-            since: Instant::now(),
-        });
-    });
 }

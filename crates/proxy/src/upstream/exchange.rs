@@ -1,0 +1,731 @@
+//! One HTTP/1.1 exchange on an upstream connection, driven by the task of
+//! the request it serves: no connection task, no channel between them.
+//!
+//! The request head is written in one piece, then the request body is sent
+//! while the response is read (a backend may answer before it has read the
+//! whole body, and a streaming backend answers as it reads), and once the
+//! head is in, the response body carries on sending whatever of the
+//! request body is left. The response head is parsed by `httparse`; the
+//! body is framed by RFC 9112 section 6.3. A connection whose exchange
+//! ended cleanly goes back to its thread's pool with nothing but its
+//! socket.
+
+use std::future::poll_fn;
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::io::Io;
+use super::{Connection, pool};
+use crate::body::{BodyError, BoxError, ProxyBody, body_error};
+use crate::h1::{self, Decoded, Decoder, Rewind};
+
+/// A response head larger than this is refused (`502`).
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// As many response header fields as hyper's client took.
+const MAX_RESPONSE_HEADERS: usize = 100;
+
+/// Why an exchange produced no response.
+#[derive(Debug)]
+pub enum Failed {
+    /// Not one byte was written: the request is whole and can go
+    /// elsewhere.
+    NotSent(Box<Request<ProxyBody>>, String),
+    /// The request was (perhaps partly) written, then the exchange failed.
+    Sent(String),
+    /// The request body broke the proxy's rules.
+    Body(BodyError),
+}
+
+/// How the request body is framed upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outgoing {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+impl Connection {
+    /// Sends `req` and reads the response head. The response body reads
+    /// the rest from this connection and returns it to the pool at its end.
+    pub async fn exchange(
+        mut self,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<ResponseBody>, Failed> {
+        let (parts, body) = req.into_parts();
+        let outgoing = outgoing(&parts, &body);
+        let mut buf = h1::pool::take();
+        write_head(&mut buf, &parts, outgoing);
+        let mut written = 0;
+        let wrote = async {
+            while written < buf.len() {
+                match self.io.write(&buf[written..]).await {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => written += n,
+                    Err(e) => return Err(e),
+                }
+            }
+            self.io.flush().await
+        }
+        .await;
+        if let Err(e) = wrote {
+            if written == 0 {
+                let req = Request::from_parts(parts, body);
+                return Err(Failed::NotSent(Box::new(req), format!("write: {e}")));
+            }
+            return Err(Failed::Sent(format!("write: {e}")));
+        }
+        buf.clear();
+        let head_request = parts.method == Method::HEAD;
+        drop(parts);
+
+        let mut send = (outgoing != Outgoing::None).then(|| Sending::new(body, outgoing));
+        let mut write_failed = None;
+        let head =
+            poll_fn(|cx| poll_head(&mut self.io, cx, &mut buf, &mut send, &mut write_failed))
+                .await?;
+        let reusable = write_failed.is_none();
+        let (res, framing, keep_alive) = build(&head, head_request)?;
+        let live = Live {
+            conn: self,
+            buf,
+            framing,
+            send: send.map(Box::new),
+            reusable: reusable && keep_alive,
+        };
+        Ok(res.map(|()| ResponseBody::new(live)))
+    }
+}
+
+/// The request body's framing: its exact length when known, chunked
+/// otherwise. An empty body says `content-length: 0` where the client said
+/// so or the method expects a body.
+fn outgoing(parts: &http::request::Parts, body: &ProxyBody) -> Outgoing {
+    if body.is_end_stream() {
+        let declared = parts.headers.contains_key(header::CONTENT_LENGTH)
+            || matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
+        return if declared {
+            Outgoing::Length(0)
+        } else {
+            Outgoing::None
+        };
+    }
+    match body.size_hint().exact() {
+        Some(n) => Outgoing::Length(n),
+        None => Outgoing::Chunked,
+    }
+}
+
+/// The request line and fields. The client's own framing fields are
+/// replaced by the ones that describe what is sent.
+fn write_head(out: &mut BytesMut, parts: &http::request::Parts, outgoing: Outgoing) {
+    out.put_slice(parts.method.as_str().as_bytes());
+    out.put_u8(b' ');
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    out.put_slice(target.as_bytes());
+    out.put_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    match outgoing {
+        Outgoing::None => {}
+        Outgoing::Length(n) => {
+            out.put_slice(b"content-length: ");
+            put_decimal(out, n);
+            out.put_slice(b"\r\n");
+        }
+        Outgoing::Chunked => out.put_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    out.put_slice(b"\r\n");
+}
+
+fn put_decimal(out: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_slice(&digits[i..]);
+}
+
+/// Why sending the request body stopped.
+enum SendError {
+    /// The client's body broke a rule.
+    Body(BodyError),
+    /// The backend stopped taking bytes.
+    Io,
+}
+
+/// The request body on its way upstream.
+struct Sending {
+    body: ProxyBody,
+    chunked: bool,
+    /// Bytes taken from the body (and framed) but not yet written.
+    out: Bytes,
+    /// The body has ended; `out` holds the last framing, if any.
+    ended: bool,
+    /// Written since the last flush (TLS keeps bytes until flushed).
+    unflushed: bool,
+}
+
+impl Sending {
+    fn new(body: ProxyBody, outgoing: Outgoing) -> Sending {
+        Sending {
+            body,
+            chunked: outgoing == Outgoing::Chunked,
+            out: Bytes::new(),
+            ended: false,
+            unflushed: false,
+        }
+    }
+
+    /// Moves the body along until it is all written (`Ready(Ok)`), the
+    /// body or the socket makes it wait, or it fails.
+    fn poll(&mut self, io: &mut Io, cx: &mut Context<'_>) -> Poll<Result<(), SendError>> {
+        loop {
+            while !self.out.is_empty() {
+                match ready!(Pin::new(&mut *io).poll_write(cx, &self.out)) {
+                    Ok(0) | Err(_) => return Poll::Ready(Err(SendError::Io)),
+                    Ok(n) => {
+                        self.out.advance(n);
+                        self.unflushed = true;
+                    }
+                }
+            }
+            if self.unflushed {
+                ready!(Pin::new(&mut *io).poll_flush(cx)).map_err(|_| SendError::Io)?;
+                self.unflushed = false;
+            }
+            if self.ended {
+                return Poll::Ready(Ok(()));
+            }
+            match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    // Trailers are not passed on.
+                    if let Ok(data) = frame.into_data()
+                        && !data.is_empty()
+                    {
+                        self.out = if self.chunked { chunk(&data) } else { data };
+                    }
+                }
+                Some(Err(e)) => {
+                    let why = body_error(e.as_ref()).unwrap_or(BodyError::Malformed);
+                    return Poll::Ready(Err(SendError::Body(why)));
+                }
+                None => {
+                    self.ended = true;
+                    if self.chunked {
+                        self.out = Bytes::from_static(b"0\r\n\r\n");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One chunk: size line, data, CRLF. A copy, but only chunked request
+/// bodies (rare, and streamed) pay it.
+fn chunk(data: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(data.len() + 20);
+    let size = format!("{:x}\r\n", data.len());
+    out.put_slice(size.as_bytes());
+    out.put_slice(data);
+    out.put_slice(b"\r\n");
+    out.freeze()
+}
+
+/// Sends what it can of the request body and reads until a final response
+/// head is in: its bytes, split off the front of `buf`. Interim responses
+/// (`100`, `103`) are passed over.
+fn poll_head(
+    io: &mut Io,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+    send: &mut Option<Sending>,
+    write_failed: &mut Option<()>,
+) -> Poll<Result<Bytes, Failed>> {
+    if let Some(s) = send {
+        match s.poll(io, cx) {
+            Poll::Ready(Ok(())) => *send = None,
+            Poll::Ready(Err(SendError::Body(e))) => return Poll::Ready(Err(Failed::Body(e))),
+            // The backend stopped reading; it may still answer (a `413`
+            // before closing, say), so read on.
+            Poll::Ready(Err(SendError::Io)) => {
+                *send = None;
+                *write_failed = Some(());
+            }
+            Poll::Pending => {}
+        }
+    }
+    loop {
+        if let Some(len) = head_end(buf) {
+            let head = buf.split_to(len).freeze();
+            if is_interim(&head) {
+                continue;
+            }
+            return Poll::Ready(Ok(head));
+        }
+        if buf.len() >= MAX_RESPONSE_HEAD {
+            return Poll::Ready(Err(Failed::Sent("response head too large".into())));
+        }
+        h1::room(buf);
+        match ready!(io.poll_read_buf(cx, buf)) {
+            Ok(0) if write_failed.is_some() => {
+                return Poll::Ready(Err(Failed::Sent(
+                    "the backend stopped reading the request and closed".into(),
+                )));
+            }
+            Ok(0) => {
+                return Poll::Ready(Err(Failed::Sent(
+                    "connection closed before a response".into(),
+                )));
+            }
+            Ok(_) => {}
+            Err(e) => return Poll::Ready(Err(Failed::Sent(format!("read: {e}")))),
+        }
+    }
+}
+
+/// The length of the head at the front of `buf`, once its empty line is
+/// in (`\n` alone ends lines too, as `httparse` allows).
+fn head_end(buf: &[u8]) -> Option<usize> {
+    let mut i = buf.iter().position(|&b| b == b'\n')?;
+    loop {
+        let rest = &buf[i + 1..];
+        match rest {
+            [b'\n', ..] => return Some(i + 2),
+            [b'\r', b'\n', ..] => return Some(i + 3),
+            _ => {}
+        }
+        i += 1 + rest.iter().position(|&b| b == b'\n')?;
+    }
+}
+
+/// A `1xx` other than `101`: the final response is still to come.
+fn is_interim(head: &[u8]) -> bool {
+    // "HTTP/1.x 1yy": the status starts at byte 9.
+    head.len() > 12 && head[9] == b'1' && &head[9..12] != b"101"
+}
+
+/// How the response body is delimited.
+#[derive(Debug)]
+enum Framing {
+    /// No body follows (a `HEAD`, `204`, `304`, or a body already read).
+    Empty,
+    Length(u64),
+    Chunked(Decoder),
+    /// Until the backend closes.
+    Close,
+    /// `101`: the connection now speaks another protocol.
+    Upgrade,
+}
+
+type Scratch<'b> = [MaybeUninit<httparse::Header<'b>>; MAX_RESPONSE_HEADERS];
+
+/// The response, its body's framing, and whether the backend keeps the
+/// connection open after it.
+fn build(head: &Bytes, head_request: bool) -> Result<(Response<()>, Framing, bool), Failed> {
+    let invalid = |why: &str| Failed::Sent(format!("invalid response head: {why}"));
+    let mut scratch: Scratch<'_> = [const { MaybeUninit::uninit() }; MAX_RESPONSE_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut parsed,
+        head,
+        &mut scratch,
+    ) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(invalid("incomplete")),
+        Err(e) => return Err(invalid(&e.to_string())),
+    }
+    let status = parsed
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or_else(|| invalid("status"))?;
+    let http11 = parsed.version == Some(1);
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len() + 4);
+    let mut length: Option<u64> = None;
+    let mut transfer_encoding = false;
+    let mut chunked = false;
+    let mut close = false;
+    let mut keep_alive = false;
+    for f in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| invalid("field name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice_ref(f.value))
+            .map_err(|_| invalid("field value"))?;
+        if name == header::CONTENT_LENGTH {
+            let n = content_length(value.as_bytes()).ok_or_else(|| invalid("content-length"))?;
+            match length {
+                Some(prev) if prev != n => return Err(invalid("conflicting content-length")),
+                Some(_) => continue,
+                None => length = Some(n),
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            transfer_encoding = true;
+            chunked = last_coding_is_chunked(value.as_bytes());
+        } else if name == header::CONNECTION {
+            for token in value.as_bytes().split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+        headers.append(name, value);
+    }
+    let bodiless = head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let framing = if status == StatusCode::SWITCHING_PROTOCOLS {
+        Framing::Upgrade
+    } else if bodiless {
+        Framing::Empty
+    } else if transfer_encoding {
+        // Transfer-Encoding overrides Content-Length (RFC 9112 section
+        // 6.3); a message carrying both is not trusted with the
+        // connection afterwards.
+        headers.remove(header::CONTENT_LENGTH);
+        if chunked && http11 {
+            Framing::Chunked(Decoder::default())
+        } else {
+            Framing::Close
+        }
+    } else {
+        match length {
+            Some(0) => Framing::Empty,
+            Some(n) => Framing::Length(n),
+            None => Framing::Close,
+        }
+    };
+    let persistent = if http11 { !close } else { keep_alive && !close };
+    let reusable = persistent
+        && !(transfer_encoding && length.is_some())
+        && !matches!(framing, Framing::Close | Framing::Upgrade);
+    let mut res = Response::new(());
+    *res.status_mut() = status;
+    *res.version_mut() = Version::HTTP_11;
+    *res.headers_mut() = headers;
+    Ok((res, framing, reusable))
+}
+
+/// `1*DIGIT` that fits a u64.
+fn content_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 19 {
+        return None;
+    }
+    value.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
+}
+
+fn last_coding_is_chunked(value: &[u8]) -> bool {
+    value
+        .rsplit(|&b| b == b',')
+        .next()
+        .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
+/// An exchange past its response head.
+#[derive(Debug)]
+struct Live {
+    conn: Connection,
+    /// Bytes read past the head.
+    buf: BytesMut,
+    framing: Framing,
+    /// What is left of the request body (boxed: it holds a body of its
+    /// own, and most requests have none left by now).
+    send: Option<Box<Sending>>,
+    reusable: bool,
+}
+
+impl std::fmt::Debug for Sending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sending")
+            .field("chunked", &self.chunked)
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A response body read straight off its upstream connection.
+#[derive(Debug)]
+pub struct ResponseBody {
+    /// `None` once the body is complete (its connection pooled or closed).
+    live: Option<Live>,
+}
+
+/// The upstream end of a switched connection, with any bytes the backend
+/// sent behind its `101`.
+pub type Upgraded = Rewind<Io>;
+
+impl ResponseBody {
+    fn new(live: Live) -> ResponseBody {
+        let mut body = ResponseBody { live: Some(live) };
+        if body
+            .live
+            .as_ref()
+            .is_some_and(|l| matches!(l.framing, Framing::Empty))
+        {
+            body.finish();
+        }
+        body
+    }
+
+    /// The connection of a `101` response, for the tunnel.
+    pub fn upgrade(&mut self) -> Option<Upgraded> {
+        let live = self
+            .live
+            .take_if(|l| matches!(l.framing, Framing::Upgrade))?;
+        let prefix = live.buf.freeze();
+        Some(Rewind::new(prefix, live.conn.io))
+    }
+
+    /// The body is complete: the connection goes back to the pool if the
+    /// exchange left it clean, and is closed otherwise.
+    fn finish(&mut self) {
+        let Some(live) = self.live.take() else {
+            return;
+        };
+        let clean = live.reusable && live.send.is_none() && live.buf.is_empty();
+        if clean {
+            h1::pool::give(live.buf);
+            pool::checkin(live.conn);
+        }
+    }
+
+    /// The body cannot be completed: drop the connection.
+    fn fail(&mut self, why: impl Into<BoxError>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.live = None;
+        Poll::Ready(Some(Err(why.into())))
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // A body whose end is already in hand frees its connection even if
+        // nobody polls that end.
+        if self
+            .live
+            .as_ref()
+            .is_some_and(|l| matches!(l.framing, Framing::Length(0) | Framing::Empty))
+        {
+            self.finish();
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let Some(live) = &mut this.live else {
+            return Poll::Ready(None);
+        };
+        if let Some(send) = &mut live.send {
+            match send.poll(&mut live.conn.io, cx) {
+                Poll::Ready(Ok(())) => live.send = None,
+                Poll::Ready(Err(SendError::Body(e))) => return this.fail(e),
+                // The backend stopped reading; its answer may still be
+                // whole.
+                Poll::Ready(Err(SendError::Io)) => {
+                    live.send = None;
+                    live.reusable = false;
+                }
+                Poll::Pending => {}
+            }
+        }
+        loop {
+            match &mut live.framing {
+                Framing::Empty | Framing::Upgrade | Framing::Length(0) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Framing::Length(left) => {
+                    if !live.buf.is_empty() {
+                        let n = usize::try_from(*left)
+                            .map_or(live.buf.len(), |l| l.min(live.buf.len()));
+                        *left -= n as u64;
+                        let data = live.buf.split_to(n).freeze();
+                        if *left == 0 {
+                            this.finish();
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                Framing::Chunked(decoder) => match decoder.decode(&mut live.buf) {
+                    Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(Decoded::NeedMore) => {}
+                    Ok(Decoded::Done) => {
+                        this.finish();
+                        return Poll::Ready(None);
+                    }
+                    Err(_) => return this.fail("invalid chunked response body"),
+                },
+                Framing::Close => {
+                    if !live.buf.is_empty() {
+                        let data = live.buf.split().freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+            }
+            h1::room(&mut live.buf);
+            match ready!(live.conn.io.poll_read_buf(cx, &mut live.buf)) {
+                Ok(0) if matches!(live.framing, Framing::Close) => {
+                    this.live = None;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => return this.fail("upstream closed the connection mid-body"),
+                Ok(_) => {}
+                Err(e) => return this.fail(e),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.live
+            .as_ref()
+            .is_none_or(|l| matches!(l.framing, Framing::Empty | Framing::Length(0)))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.live.as_ref().map(|l| &l.framing) {
+            None | Some(Framing::Empty | Framing::Upgrade) => SizeHint::with_exact(0),
+            Some(Framing::Length(n)) => SizeHint::with_exact(*n),
+            Some(_) => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &[u8], head_request: bool) -> (Response<()>, Framing, bool) {
+        let head = Bytes::copy_from_slice(raw);
+        build(&head, head_request).expect("valid head")
+    }
+
+    #[test]
+    fn the_head_ends_at_the_first_empty_line() {
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\n\r\nbody"), Some(19));
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\n\nbody"), Some(17));
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\na: b\r\n"), None);
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\na: b\r\n\r"), None);
+        assert_eq!(head_end(b""), None);
+    }
+
+    #[test]
+    fn interim_responses_are_recognised_but_not_101() {
+        assert!(is_interim(b"HTTP/1.1 100 Continue\r\n\r\n"));
+        assert!(is_interim(b"HTTP/1.1 103 Early Hints\r\nlink: x\r\n\r\n"));
+        assert!(!is_interim(b"HTTP/1.1 101 Switching Protocols\r\n\r\n"));
+        assert!(!is_interim(b"HTTP/1.1 200 OK\r\n\r\n"));
+    }
+
+    #[test]
+    fn response_framing_follows_rfc_9112() {
+        let (_, f, reuse) = parse(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", false);
+        assert!(matches!(f, Framing::Length(5)) && reuse);
+        let (_, f, _) = parse(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", true);
+        assert!(matches!(f, Framing::Empty));
+        let (_, f, reuse) = parse(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+            false,
+        );
+        assert!(matches!(f, Framing::Chunked(_)) && reuse);
+        let (res, f, reuse) = parse(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n",
+            false,
+        );
+        assert!(matches!(f, Framing::Chunked(_)) && !reuse);
+        assert!(!res.headers().contains_key(header::CONTENT_LENGTH));
+        let (_, f, reuse) = parse(b"HTTP/1.1 200 OK\r\n\r\n", false);
+        assert!(matches!(f, Framing::Close) && !reuse);
+        let (_, f, reuse) = parse(b"HTTP/1.1 204 No Content\r\n\r\n", false);
+        assert!(matches!(f, Framing::Empty) && reuse);
+        let (_, _, reuse) = parse(
+            b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+            false,
+        );
+        assert!(!reuse);
+        let (_, _, reuse) = parse(b"HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n", false);
+        assert!(!reuse);
+        let (_, _, reuse) = parse(
+            b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n",
+            false,
+        );
+        assert!(reuse);
+        let (_, f, reuse) = parse(
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n",
+            false,
+        );
+        assert!(matches!(f, Framing::Upgrade) && !reuse);
+    }
+
+    #[test]
+    fn bad_lengths_are_refused() {
+        for raw in [
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1,1\r\n\r\n",
+        ] {
+            assert!(build(&Bytes::copy_from_slice(raw), false).is_err());
+        }
+        // An equal repeat is one length.
+        let (res, f, _) = parse(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 5\r\n\r\n",
+            false,
+        );
+        assert!(matches!(f, Framing::Length(5)));
+        assert_eq!(
+            res.headers().get_all(header::CONTENT_LENGTH).iter().count(),
+            1
+        );
+    }
+
+    #[test]
+    fn the_request_head_says_what_is_sent() {
+        let req = Request::post("/up?x=1")
+            .header("host", "a")
+            .header("transfer-encoding", "chunked")
+            .header("content-length", "99")
+            .body(())
+            .expect("request");
+        let (parts, ()) = req.into_parts();
+        let mut out = BytesMut::new();
+        write_head(&mut out, &parts, Outgoing::Length(12345));
+        assert_eq!(
+            &out[..],
+            b"POST /up?x=1 HTTP/1.1\r\nhost: a\r\ncontent-length: 12345\r\n\r\n"
+        );
+        out.clear();
+        write_head(&mut out, &parts, Outgoing::Chunked);
+        assert!(out.ends_with(b"host: a\r\ntransfer-encoding: chunked\r\n\r\n"));
+        out.clear();
+        put_decimal(&mut out, 0);
+        put_decimal(&mut out, u64::MAX);
+        assert_eq!(&out[..], b"018446744073709551615");
+    }
+}
