@@ -20,7 +20,7 @@ use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Body;
@@ -73,8 +73,13 @@ enum Failure {
     NotSent(Box<Request<ProxyBody>>, String),
     /// The request was (perhaps partly) written, then the exchange failed.
     /// `reused`: on a pooled connection, which the backend may have been
-    /// closing just as the request went out (the keep-alive race).
-    Sent { reused: bool, error: String },
+    /// closing just as the request went out (the keep-alive race). `head`:
+    /// a bodyless request's head, to send again where that is safe.
+    Sent {
+        reused: bool,
+        error: String,
+        head: Option<Box<http::request::Parts>>,
+    },
     /// The client's request body broke the proxy's rules (not the
     /// target's fault).
     Body(BodyError),
@@ -289,10 +294,10 @@ impl Proxy {
         }
         parts.version = Version::HTTP_11;
 
-        // What a resend after a failed send needs: only for idempotent
-        // requests without a body (RFC 9112 section 9.3.1).
-        let replay = (upgrade.is_none() && parts.method.is_idempotent() && body.is_end_stream())
-            .then(|| (parts.method.clone(), parts.headers.clone()));
+        // Only idempotent requests without a body are sent again after a
+        // failed send (RFC 9112 section 9.3.1); the exchange gives such a
+        // request's head back when it fails.
+        let replayable = upgrade.is_none() && parts.method.is_idempotent() && body.is_end_stream();
         // One free resend on a fresh connection to the same target when a
         // reused connection died under the request: that is the backend
         // closing an idle connection, not the backend failing.
@@ -326,22 +331,23 @@ impl Proxy {
                 }
                 Err(f) => f,
             };
-            if let Failure::Sent {
-                reused: true,
-                error,
-            } = &failure
-                && !fresh_only
-                && let Some((method, headers)) = &replay
-            {
-                debug!(
-                    target: "proxy",
-                    "{}: reused connection closed under the request ({error}); resending on a fresh one",
-                    attempt.upstream.authority
-                );
-                fresh_only = true;
-                req = rebuild(method, headers);
-                continue;
-            }
+            let failure = match failure {
+                Failure::Sent {
+                    reused: true,
+                    error,
+                    head: Some(head),
+                } if !fresh_only && replayable => {
+                    debug!(
+                        target: "proxy",
+                        "{}: reused connection closed under the request ({error}); resending on a fresh one",
+                        attempt.upstream.authority
+                    );
+                    fresh_only = true;
+                    req = Request::from_parts(*head, ProxyBody::empty());
+                    continue;
+                }
+                other => other,
+            };
             if !matches!(failure, Failure::Body(_)) {
                 self.note_failure(s, &attempt, now_ms);
             }
@@ -372,9 +378,10 @@ impl Proxy {
                         close: true,
                     });
                 }
-                Failure::Sent { error, .. } => {
+                Failure::Sent { error, head, .. } => {
                     warn!(target: "proxy", "{} failed after the request was sent: {error}", attempt.upstream.authority);
-                    replay.as_ref().map(|(m, h)| rebuild(m, h))
+                    head.filter(|_| replayable)
+                        .map(|head| Request::from_parts(*head, ProxyBody::empty()))
                 }
                 Failure::Timeout => {
                     warn!(
@@ -467,10 +474,11 @@ impl Proxy {
                 }
                 Ok(Err(Failed::NotSent(back, e))) => return Err(Failure::NotSent(back, e)),
                 Ok(Err(Failed::Body(b))) => return Err(Failure::Body(b)),
-                Ok(Err(Failed::Sent(error))) => {
+                Ok(Err(Failed::Sent { error, head })) => {
                     return Err(Failure::Sent {
                         reused: pooled,
                         error,
+                        head,
                     });
                 }
                 Err(_) => return Err(Failure::Timeout),
@@ -597,13 +605,6 @@ fn last_use_header(now_ms: u64) -> HeaderValue {
         }
         last.1.clone()
     })
-}
-
-fn rebuild(method: &Method, headers: &HeaderMap) -> Request<ProxyBody> {
-    let mut req = Request::new(ProxyBody::empty());
-    *req.method_mut() = method.clone();
-    *req.headers_mut() = headers.clone();
-    req
 }
 
 fn access_log_enabled() -> bool {

@@ -39,9 +39,34 @@ pub enum Failed {
     /// elsewhere.
     NotSent(Box<Request<ProxyBody>>, String),
     /// The request was (perhaps partly) written, then the exchange failed.
-    Sent(String),
+    /// `head`: the request's head when it had no body, so that it can be
+    /// sent again where that is safe, without a copy made up front.
+    Sent {
+        error: String,
+        head: Option<Box<http::request::Parts>>,
+    },
     /// The request body broke the proxy's rules.
     Body(BodyError),
+}
+
+impl Failed {
+    fn sent(error: impl Into<String>) -> Failed {
+        Failed::Sent {
+            error: error.into(),
+            head: None,
+        }
+    }
+
+    /// Gives a failed bodiless request its head back.
+    fn with_head(self, kept: Option<http::request::Parts>) -> Failed {
+        match self {
+            Failed::Sent { error, .. } => Failed::Sent {
+                error,
+                head: kept.map(Box::new),
+            },
+            other => other,
+        }
+    }
 }
 
 /// How the request body is framed upstream.
@@ -80,19 +105,25 @@ impl Connection {
                 let req = Request::from_parts(parts, body);
                 return Err(Failed::NotSent(Box::new(req), format!("write: {e}")));
             }
-            return Err(Failed::Sent(format!("write: {e}")));
+            let kept = body.is_end_stream().then_some(parts);
+            return Err(Failed::sent(format!("write: {e}")).with_head(kept));
         }
         buf.clear();
         let head_request = parts.method == Method::HEAD;
-        drop(parts);
-
-        let mut send = (outgoing != Outgoing::None).then(|| Sending::new(body, outgoing));
+        // A request without a body keeps its head until the answer's is
+        // in; one with a body is never sent twice anyway.
+        let (kept, mut send) = if body.is_end_stream() {
+            (Some(parts), None)
+        } else {
+            drop(parts);
+            (None, Some(Sending::new(body, outgoing)))
+        };
         let mut write_failed = None;
         let head =
-            poll_fn(|cx| poll_head(&mut self.io, cx, &mut buf, &mut send, &mut write_failed))
-                .await?;
+            poll_fn(|cx| poll_head(&mut self.io, cx, &mut buf, &mut send, &mut write_failed)).await;
+        let built = head.and_then(|head| build(&head, head_request));
+        let (res, framing, keep_alive) = built.map_err(|f| f.with_head(kept))?;
         let reusable = write_failed.is_none();
-        let (res, framing, keep_alive) = build(&head, head_request)?;
         let live = Live {
             conn: self,
             buf,
@@ -284,22 +315,20 @@ fn poll_head(
             return Poll::Ready(Ok(head));
         }
         if buf.len() >= MAX_RESPONSE_HEAD {
-            return Poll::Ready(Err(Failed::Sent("response head too large".into())));
+            return Poll::Ready(Err(Failed::sent("response head too large")));
         }
         h1::room(buf);
         match ready!(io.poll_read_buf(cx, buf)) {
             Ok(0) if write_failed.is_some() => {
-                return Poll::Ready(Err(Failed::Sent(
-                    "the backend stopped reading the request and closed".into(),
+                return Poll::Ready(Err(Failed::sent(
+                    "the backend stopped reading the request and closed",
                 )));
             }
             Ok(0) => {
-                return Poll::Ready(Err(Failed::Sent(
-                    "connection closed before a response".into(),
-                )));
+                return Poll::Ready(Err(Failed::sent("connection closed before a response")));
             }
             Ok(_) => {}
-            Err(e) => return Poll::Ready(Err(Failed::Sent(format!("read: {e}")))),
+            Err(e) => return Poll::Ready(Err(Failed::sent(format!("read: {e}")))),
         }
     }
 }
@@ -343,7 +372,7 @@ type Scratch<'b> = [MaybeUninit<httparse::Header<'b>>; MAX_RESPONSE_HEADERS];
 /// The response, its body's framing, and whether the backend keeps the
 /// connection open after it.
 fn build(head: &Bytes, head_request: bool) -> Result<(Response<()>, Framing, bool), Failed> {
-    let invalid = |why: &str| Failed::Sent(format!("invalid response head: {why}"));
+    let invalid = |why: &str| Failed::sent(format!("invalid response head: {why}"));
     let mut scratch: Scratch<'_> = [const { MaybeUninit::uninit() }; MAX_RESPONSE_HEADERS];
     let mut parsed = httparse::Response::new(&mut []);
     match httparse::ParserConfig::default().parse_response_with_uninit_headers(
