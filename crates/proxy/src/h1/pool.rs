@@ -22,8 +22,12 @@ thread_local! {
 
 /// An empty buffer with room for a read.
 pub fn take() -> BytesMut {
+    // `try_with`: a thread being torn down has no stack of buffers any
+    // more (a body dropped then still works, through the allocator).
     let mut b = FREE
-        .with(|f| f.borrow_mut().pop())
+        .try_with(|f| f.borrow_mut().pop())
+        .ok()
+        .flatten()
         .unwrap_or_else(|| BytesMut::with_capacity(READ_SIZE));
     // A buffer whose bytes were all handed on may still share its memory
     // with them; `reserve` reclaims it in place when they are gone, and
@@ -38,7 +42,7 @@ pub fn give(b: BytesMut) {
     if !b.is_empty() || b.capacity() > KEEP_AT_MOST {
         return;
     }
-    FREE.with(|f| {
+    let _ = FREE.try_with(|f| {
         let mut f = f.borrow_mut();
         if f.len() < KEPT {
             f.push(b);

@@ -78,22 +78,26 @@ thread_local! {
 /// The most recently pooled connection under `key` that is younger than
 /// `idle_timeout` and still usable. Stale ones met on the way are closed.
 pub fn checkout(key: &PoolKey, idle_timeout: Duration) -> Option<Connection> {
-    SHARD.with(|shard| {
-        let mut idle = shard.idle.try_lock().ok()?;
-        let queue = idle.get_mut(key)?;
-        while let Some(entry) = queue.pop_back() {
-            if entry.since.elapsed() < idle_timeout && entry.conn.io.is_reusable() {
-                return Some(entry.conn);
+    // `try_with`: a thread being torn down has no pool any more.
+    SHARD
+        .try_with(|shard| {
+            let mut idle = shard.idle.try_lock().ok()?;
+            let queue = idle.get_mut(key)?;
+            while let Some(entry) = queue.pop_back() {
+                if entry.since.elapsed() < idle_timeout && entry.conn.io.is_reusable() {
+                    return Some(entry.conn);
+                }
             }
-        }
-        None
-    })
+            None
+        })
+        .ok()
+        .flatten()
 }
 
 /// Keeps `conn`, whose last exchange is complete, for the next request to
 /// its upstream.
 pub fn checkin(conn: Connection) {
-    SHARD.with(|shard| {
+    let _ = SHARD.try_with(|shard| {
         let Ok(mut idle) = shard.idle.try_lock() else {
             return;
         };
