@@ -16,7 +16,6 @@ use tokio_rustls::server::TlsStream;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
-    pub local: SocketAddr,
     /// `None`: plain TCP.
     pub tls: Option<TlsInfo>,
 }

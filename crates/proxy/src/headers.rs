@@ -159,7 +159,6 @@ mod tests {
         let addr = addr.parse().expect("addr");
         Peer::new(&ConnInfo {
             peer: addr,
-            local: addr,
             tls: None,
         })
     }
@@ -169,7 +168,6 @@ mod tests {
         let addr = "127.0.0.1:5000".parse().expect("addr");
         let tls = Peer::new(&ConnInfo {
             peer: addr,
-            local: addr,
             tls: Some(crate::conn::TlsInfo {
                 alpn: None,
                 sni: None,

@@ -4,7 +4,10 @@
 //! module that names hyper's server: everything after it sees a request
 //! and a [`ConnInfo`].
 
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -13,7 +16,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use log::{debug, info, warn};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use tether_daemon::Drain;
 
@@ -91,34 +94,15 @@ pub async fn serve(
             stop: stop_rx.clone(),
             h1_open: h1_open.clone(),
         };
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            let local = stream.local_addr().unwrap_or(peer);
-            let io = match tls {
-                None => ClientIo::Plain(stream),
-                // Boxed, like HTTP/2 below: a connection's task is as large
-                // as its largest state, and an idle HTTP/1 connection should
-                // not pay for a TLS handshake or hyper's HTTP/2 server.
-                Some(tls) => {
-                    match Box::pin(handshake(&tls, stream, conn.settings.header_read_timeout)).await
-                    {
-                        Ok(io) => io,
-                        Err(e) => {
-                            debug!(target: "proxy", "TLS handshake with {peer}: {e}");
-                            return;
-                        }
-                    }
-                }
-            };
-            let info = ConnInfo {
-                peer,
-                local,
-                tls: io.tls_info(),
-            };
-            conn.serve(io, info).await;
-            drop(slot);
-            drop(open);
-        });
+        conn.spawn(
+            stream,
+            peer,
+            tls.clone(),
+            Held {
+                _slot: slot,
+                _open: open,
+            },
+        );
     }
     drop(listener);
     stop.send_replace(true);
@@ -186,62 +170,170 @@ struct Connection {
     h1_open: Arc<tunnel::Tracker>,
 }
 
+/// What counts a connection while it lives: its place under
+/// `max_connections`, and `tether_open_connections`.
+struct Held {
+    _slot: Option<OwnedSemaphorePermit>,
+    _open: OpenConnection,
+}
+
 impl Connection {
-    /// Serves HTTP/1.1 with the proxy's own loop, or HTTP/2 (by ALPN or
-    /// the h2 preface) with hyper, until the connection ends or the drain
-    /// closes it.
-    async fn serve(self, io: ClientIo, info: ConnInfo) {
-        let h2_by_alpn = info
-            .tls
-            .as_ref()
-            .is_some_and(|t| t.alpn.as_deref() == Some(b"h2"));
-        if h2_by_alpn {
-            return Box::pin(self.serve_h2(io, &info)).await;
-        }
-        let tracked = self.h1_open.track();
-        let conn = h1::Conn {
-            proxy: self.proxy.clone(),
-            settings: self.settings.clone(),
-            peer: Peer::new(&info),
-            stop: self.stop.clone(),
+    /// Starts the connection's task. A plain connection's task is the HTTP/1
+    /// loop's future and a few words ([`Plain`]); TLS connections hold a
+    /// session of tens of KiB anyway, so theirs is a simple `async` block.
+    fn spawn(self, stream: TcpStream, peer: SocketAddr, tls: Option<Acceptor>, held: Held) {
+        let Some(tls) = tls else {
+            let info = ConnInfo { peer, tls: None };
+            tokio::spawn(self.plain(ClientIo::Plain(stream), &info, held));
+            return;
         };
-        let ended = h1::serve(conn, io).await;
-        drop(tracked);
-        if let h1::Ended::H2(io) = ended {
-            Box::pin(self.serve_h2(io, &info)).await;
-        }
+        tokio::spawn(async move {
+            let timeout = self.settings.header_read_timeout;
+            let io = match Box::pin(handshake(&tls, stream, timeout)).await {
+                Ok(io) => io,
+                Err(e) => {
+                    debug!(target: "proxy", "TLS handshake with {peer}: {e}");
+                    return;
+                }
+            };
+            let info = ConnInfo {
+                peer,
+                tls: io.tls_info(),
+            };
+            let h2_by_alpn = info
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.alpn.as_deref() == Some(b"h2"));
+            if h2_by_alpn {
+                let Connection {
+                    proxy,
+                    settings,
+                    builder,
+                    watcher,
+                    ..
+                } = self;
+                let peer = Peer::new(&info);
+                Box::pin(serve_h2(io, peer, proxy, settings, &builder, watcher)).await;
+                drop(held);
+                return;
+            }
+            self.plain(io, &info, held).await;
+        });
     }
 
-    /// hyper's server on a connection that speaks HTTP/2.
-    async fn serve_h2<I>(self, io: I, info: &ConnInfo)
-    where
-        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
+    /// The HTTP/1 loop on `io`, handing over to HTTP/2 if the client sends
+    /// the h2c preface.
+    fn plain(
+        self,
+        io: ClientIo,
+        info: &ConnInfo,
+        held: Held,
+    ) -> Plain<impl Future<Output = h1::Ended> + use<>> {
         let Connection {
             proxy,
             settings,
             builder,
             watcher,
-            ..
+            stop,
+            h1_open,
         } = self;
-        let peer = info.peer;
-        let client = Peer::new(info);
-        let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            let proxy = proxy.clone();
-            let client = client.clone();
-            let settings = settings.clone();
-            async move {
-                proxy
-                    .handle(req.map(ClientBody::Hyper), &client, &settings)
-                    .await
-            }
-        });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service)
-            .into_owned();
-        if let Err(e) = watcher.watch(conn).await {
-            debug!(target: "proxy", "connection from {peer}: {e}");
+        let conn = h1::Conn {
+            proxy,
+            settings,
+            peer: Peer::new(info),
+            stop,
+        };
+        Plain {
+            serving: h1::serve(conn, io),
+            rest: Some(Rest {
+                tracked: h1_open.track(),
+                held,
+                builder,
+                watcher,
+            }),
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An HTTP/1 connection's task. A struct rather than an `async` block:
+    /// an `async` block keeps its own copy of every value it hands to the
+    /// loop, and this is what each open connection costs while it waits.
+    struct Plain<F> {
+        #[pin]
+        serving: F,
+        rest: Option<Rest>,
+    }
+}
+
+/// What a [`Plain`] task holds beside the loop.
+struct Rest {
+    tracked: tunnel::Tracked,
+    held: Held,
+    /// For a connection that turns out to speak HTTP/2.
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+}
+
+impl<F: Future<Output = h1::Ended>> Future for Plain<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        let ended = ready!(this.serving.poll(cx));
+        let Some(rest) = this.rest.take() else {
+            return Poll::Ready(());
+        };
+        drop(rest.tracked);
+        if let h1::Ended::H2(io, conn) = ended {
+            let Rest {
+                held,
+                builder,
+                watcher,
+                ..
+            } = rest;
+            let h1::Conn {
+                proxy,
+                settings,
+                peer,
+                ..
+            } = conn;
+            tokio::spawn(async move {
+                serve_h2(io, peer, proxy, settings, &builder, watcher).await;
+                drop(held);
+            });
+        }
+        Poll::Ready(())
+    }
+}
+
+/// hyper's server on a connection that speaks HTTP/2.
+async fn serve_h2<I>(
+    io: I,
+    client: Peer,
+    proxy: Arc<Proxy>,
+    settings: Arc<Settings>,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = client.addr;
+    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let proxy = proxy.clone();
+        let client = client.clone();
+        let settings = settings.clone();
+        async move {
+            proxy
+                .handle(req.map(ClientBody::Hyper), &client, &settings)
+                .await
+        }
+    });
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .into_owned();
+    if let Err(e) = watcher.watch(conn).await {
+        debug!(target: "proxy", "connection from {peer}: {e}");
     }
 }
 
@@ -258,5 +350,51 @@ async fn handshake(
             std::io::ErrorKind::TimedOut,
             format!("no handshake within {timeout:?}"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HealthSource;
+    use crate::stats::ProxyStats;
+    use crate::table::TableCell;
+
+    /// What every open connection costs while it waits: its task's future
+    /// (the task adds a header and trailer). The TLS handshake and HTTP/2
+    /// are boxed out of it; this keeps them out.
+    #[tokio::test]
+    async fn a_connection_task_is_small() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let _client = client.expect("connect");
+        let (stream, peer) = accepted.expect("accept");
+        let config = ProxyConfig::with_defaults(HealthSource::Checkers(Vec::new()));
+        let proxy = Arc::new(Proxy::new(
+            &config,
+            TableCell::new(),
+            Arc::new(ProxyStats::default()),
+            None,
+        ));
+        let settings = proxy.settings();
+        let graceful = GracefulShutdown::new();
+        let (_stop, stop) = watch::channel(false);
+        let conn = Connection {
+            proxy: proxy.clone(),
+            builder: Arc::new(http_builder(&settings)),
+            settings,
+            watcher: graceful.watcher(),
+            stop,
+            h1_open: Arc::default(),
+        };
+        let held = Held {
+            _slot: None,
+            _open: OpenConnection::new(proxy),
+        };
+        let info = ConnInfo { peer, tls: None };
+        let task = conn.plain(ClientIo::Plain(stream), &info, held);
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 1024, "the connection task's future is {size} bytes");
     }
 }

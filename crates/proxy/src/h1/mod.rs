@@ -25,6 +25,7 @@ mod rewind;
 mod write;
 
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use http::{Method, Request, Response, StatusCode, Version, header};
@@ -66,8 +67,9 @@ pub struct Conn {
 #[derive(Debug)]
 pub enum Ended {
     Closed,
-    /// The client speaks HTTP/2: the connection, with what was read.
-    H2(Rewind),
+    /// The client speaks HTTP/2: the connection, with what was read, and
+    /// what the loop was given to serve it.
+    H2(Rewind, Conn),
 }
 
 /// The waiting end of an upgrade (WebSocket): the connection once the
@@ -109,7 +111,7 @@ pub async fn serve(mut conn: Conn, mut io: ClientIo) -> Ended {
             Ok(Next::Head(head)) => head,
             Ok(Next::H2) => {
                 let read = buf.take().map(BytesMut::freeze).unwrap_or_default();
-                return Ended::H2(Rewind::new(read, io));
+                return Ended::H2(Rewind::new(read, io), conn);
             }
             Ok(Next::Close) => return Ended::Closed,
             Err(reject) => {
@@ -214,15 +216,12 @@ async fn read_more(
             if idle && let Some(b) = buf.take() {
                 pool::give(b);
             }
-            tokio::select! {
-                biased;
-                ready = stream.readable() => {
-                    if ready.is_err() {
-                        return false;
-                    }
-                }
-                () = tokio::time::sleep_until(deadline) => return false,
-                _ = conn.stop.changed(), if idle => return false,
+            // Readiness is polled, not awaited through `readable()`: the
+            // socket keeps the waker, so the wait costs the connection's
+            // future nothing.
+            match wait(conn, deadline, idle, |cx| stream.poll_read_ready(cx)).await {
+                Some(Ok(())) => {}
+                Some(Err(_)) | None => return false,
             }
             let b = buf.get_or_insert_with(pool::take);
             room(b);
@@ -235,18 +234,39 @@ async fn read_more(
         // TLS may hold decrypted bytes the socket no longer signals, so
         // the read itself is the wait (the session's buffers outweigh
         // this one anyway).
-        ClientIo::Tls(_) => {
+        ClientIo::Tls(tls) => {
             let b = buf.get_or_insert_with(pool::take);
             room(b);
-            let read = tokio::io::AsyncReadExt::read_buf(io, b);
-            tokio::select! {
-                biased;
-                n = read => matches!(n, Ok(n) if n > 0),
-                () = tokio::time::sleep_until(deadline) => false,
-                _ = conn.stop.changed(), if idle => false,
-            }
+            let read = wait(conn, deadline, idle, |cx| {
+                // A read future holds nothing between polls: one per poll.
+                std::pin::pin!(tokio::io::AsyncReadExt::read_buf(tls, b)).poll(cx)
+            });
+            matches!(read.await, Some(Ok(n)) if n > 0)
         }
     }
+}
+
+/// Polls `ready` until it is ready (`Some`), the deadline passes or, for
+/// an idle connection, the drain starts (`None`).
+async fn wait<T>(
+    conn: &mut Conn,
+    deadline: Instant,
+    idle: bool,
+    mut ready: impl FnMut(&mut Context<'_>) -> Poll<T>,
+) -> Option<T> {
+    let sleep = tokio::time::sleep_until(deadline);
+    let stop = conn.stop.changed();
+    tokio::pin!(sleep, stop);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = ready(cx) {
+            return Poll::Ready(Some(v));
+        }
+        if sleep.as_mut().poll(cx).is_ready() || idle && stop.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Makes room for a read of at least half a buffer.
@@ -409,11 +429,7 @@ mod tests {
             Arc::new(ProxyStats::default()),
             None,
         ));
-        let info = ConnInfo {
-            peer,
-            local: addr,
-            tls: None,
-        };
+        let info = ConnInfo { peer, tls: None };
         let (_stop, stop) = watch::channel(false);
         let conn = Conn {
             settings: proxy.settings(),
