@@ -23,7 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH="${FUZZ_SECONDS:-60}"
 CARGO_FUZZ_VERSION=0.13.2
-TARGETS=(sticky_hint sticky_cookie config proto validate h1_head h1_chunked)
+TARGETS=(sticky_hint sticky_cookie config proto validate h1_head h1_chunked upstream_head)
 
 if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
     echo "fuzz: installing cargo-fuzz $CARGO_FUZZ_VERSION" >&2

@@ -13,6 +13,8 @@ mod h1_head;
 mod replay;
 #[path = "../../../fuzz/checks/sticky_cookie.rs"]
 mod sticky_cookie;
+#[path = "../../../fuzz/checks/upstream_head.rs"]
+mod upstream_head;
 #[path = "../../../fuzz/checks/validate.rs"]
 mod validate;
 
@@ -39,6 +41,11 @@ fn h1_head_corpus() {
 #[test]
 fn h1_chunked_corpus() {
     replay::replay("h1_chunked", h1_chunked::run);
+}
+
+#[test]
+fn upstream_head_corpus() {
+    replay::replay("upstream_head", upstream_head::run);
 }
 
 /// Runs `check` on the named files of `fuzz/corpus/<target>`.

@@ -119,9 +119,17 @@ impl Connection {
             (None, Some(Sending::new(body, outgoing)))
         };
         let mut write_failed = None;
-        let head =
-            poll_fn(|cx| poll_head(&mut self.io, cx, &mut buf, &mut send, &mut write_failed)).await;
-        let built = head.and_then(|head| build(&head, head_request));
+        let built = poll_fn(|cx| {
+            poll_head(
+                &mut self.io,
+                cx,
+                &mut buf,
+                &mut send,
+                &mut write_failed,
+                head_request,
+            )
+        })
+        .await;
         let (res, framing, keep_alive) = built.map_err(|f| f.with_head(kept))?;
         let reusable = write_failed.is_none();
         let live = Live {
@@ -284,15 +292,16 @@ fn chunk(data: &[u8]) -> Bytes {
 }
 
 /// Sends what it can of the request body and reads until a final response
-/// head is in: its bytes, split off the front of `buf`. Interim responses
-/// (`100`, `103`) are passed over.
+/// head is in, taken off the front of `buf`. Interim responses (`100`,
+/// `103`) are passed over.
 fn poll_head(
     io: &mut Io,
     cx: &mut Context<'_>,
     buf: &mut BytesMut,
     send: &mut Option<Sending>,
     write_failed: &mut Option<()>,
-) -> Poll<Result<Bytes, Failed>> {
+    head_request: bool,
+) -> Poll<Result<Built, Failed>> {
     if let Some(s) = send {
         match s.poll(io, cx) {
             Poll::Ready(Ok(())) => *send = None,
@@ -309,10 +318,11 @@ fn poll_head(
     loop {
         if let Some(len) = head_end(buf) {
             let head = buf.split_to(len).freeze();
-            if is_interim(&head) {
+            let built = build(&head, head_request)?;
+            if is_interim(built.0.status()) {
                 continue;
             }
-            return Poll::Ready(Ok(head));
+            return Poll::Ready(Ok(built));
         }
         if buf.len() >= MAX_RESPONSE_HEAD {
             return Poll::Ready(Err(Failed::sent("response head too large")));
@@ -349,9 +359,8 @@ fn head_end(buf: &[u8]) -> Option<usize> {
 }
 
 /// A `1xx` other than `101`: the final response is still to come.
-fn is_interim(head: &[u8]) -> bool {
-    // "HTTP/1.x 1yy": the status starts at byte 9.
-    head.len() > 12 && head[9] == b'1' && &head[9..12] != b"101"
+fn is_interim(status: StatusCode) -> bool {
+    status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS
 }
 
 /// How the response body is delimited.
@@ -369,9 +378,12 @@ enum Framing {
 
 type Scratch<'b> = [MaybeUninit<httparse::Header<'b>>; MAX_RESPONSE_HEADERS];
 
-/// The response, its body's framing, and whether the backend keeps the
+/// A response, its body's framing, and whether the backend keeps the
 /// connection open after it.
-fn build(head: &Bytes, head_request: bool) -> Result<(Response<()>, Framing, bool), Failed> {
+type Built = (Response<()>, Framing, bool);
+
+/// Parses one whole response head (`head_end` found its end).
+fn build(head: &Bytes, head_request: bool) -> Result<Built, Failed> {
     let invalid = |why: &str| Failed::sent(format!("invalid response head: {why}"));
     let mut scratch: Scratch<'_> = [const { MaybeUninit::uninit() }; MAX_RESPONSE_HEADERS];
     let mut parsed = httparse::Response::new(&mut []);
@@ -380,7 +392,11 @@ fn build(head: &Bytes, head_request: bool) -> Result<(Response<()>, Framing, boo
         head,
         &mut scratch,
     ) {
-        Ok(httparse::Status::Complete(_)) => {}
+        // Where the head ends must be the same for `head_end` and for
+        // httparse, or body bytes could be read as fields and fields as
+        // body.
+        Ok(httparse::Status::Complete(len)) if len == head.len() => {}
+        Ok(httparse::Status::Complete(_)) => return Err(invalid("head length")),
         Ok(httparse::Status::Partial) => return Err(invalid("incomplete")),
         Err(e) => return Err(invalid(&e.to_string())),
     }
@@ -469,6 +485,57 @@ fn last_coding_is_chunked(value: &[u8]) -> bool {
         .rsplit(|&b| b == b',')
         .next()
         .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
+/// How a response body is delimited, as [`read_head`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyKind {
+    Empty,
+    Length(u64),
+    Chunked,
+    Close,
+    Upgrade,
+}
+
+/// A final response head as an exchange reads it.
+#[derive(Debug)]
+pub struct HeadView {
+    /// Bytes from the start of the buffer to the end of this head,
+    /// interim heads included.
+    pub len: usize,
+    pub response: Response<()>,
+    pub body: BodyKind,
+    /// Whether the connection could carry another request afterwards.
+    pub reusable: bool,
+}
+
+/// Reads the first final response head in `buf` by the rules of an
+/// exchange (interim `1xx` heads passed over): `None` while it is not all
+/// there. For the fuzz check; an exchange reads the same way as bytes come.
+pub fn read_head(buf: &[u8], head_request: bool) -> Option<Result<HeadView, String>> {
+    let mut start = 0;
+    loop {
+        let len = head_end(&buf[start..])?;
+        let head = Bytes::copy_from_slice(&buf[start..start + len]);
+        start += len;
+        return Some(match build(&head, head_request) {
+            Ok((response, _, _)) if is_interim(response.status()) => continue,
+            Ok((response, framing, reusable)) => Ok(HeadView {
+                len: start,
+                response,
+                body: match framing {
+                    Framing::Empty => BodyKind::Empty,
+                    Framing::Length(n) => BodyKind::Length(n),
+                    Framing::Chunked(_) => BodyKind::Chunked,
+                    Framing::Close => BodyKind::Close,
+                    Framing::Upgrade => BodyKind::Upgrade,
+                },
+                reusable,
+            }),
+            Err(Failed::Sent { error, .. }) => Err(error),
+            Err(other) => Err(format!("{other:?}")),
+        });
+    }
 }
 
 /// An exchange past its response head.
@@ -666,11 +733,19 @@ mod tests {
     }
 
     #[test]
-    fn interim_responses_are_recognised_but_not_101() {
-        assert!(is_interim(b"HTTP/1.1 100 Continue\r\n\r\n"));
-        assert!(is_interim(b"HTTP/1.1 103 Early Hints\r\nlink: x\r\n\r\n"));
-        assert!(!is_interim(b"HTTP/1.1 101 Switching Protocols\r\n\r\n"));
-        assert!(!is_interim(b"HTTP/1.1 200 OK\r\n\r\n"));
+    fn interim_responses_are_passed_over_but_not_101_or_garbage() {
+        let view = |raw: &[u8]| {
+            read_head(raw, false)
+                .expect("whole")
+                .map(|v| v.response.status())
+        };
+        let hints = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: x\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+        assert_eq!(view(hints), Ok(StatusCode::OK));
+        let switching = b"HTTP/1.1 101 Switching Protocols\r\n\r\nHTTP/1.1 200 OK\r\n\r\n";
+        assert_eq!(view(switching), Ok(StatusCode::SWITCHING_PROTOCOLS));
+        // Nine bytes and a `1` are not an interim answer.
+        assert!(view(b"GARBAGE! 100 x\r\n\r\nHTTP/1.1 200 OK\r\n\r\n").is_err());
+        assert!(read_head(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200", false).is_none());
     }
 
     #[test]

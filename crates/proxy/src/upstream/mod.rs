@@ -36,7 +36,7 @@ use tokio_rustls::TlsConnector;
 use tether_checker::dns::{Resolve, SystemResolver};
 
 use crate::dns::DnsCache;
-pub use exchange::{Failed, ResponseBody, Upgraded};
+pub use exchange::{BodyKind, Failed, HeadView, ResponseBody, Upgraded, read_head};
 pub use io::Io;
 
 /// Who a TLS upstream must prove to be.
