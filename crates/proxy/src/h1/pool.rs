@@ -11,8 +11,10 @@ use bytes::{Bytes, BytesMut};
 /// What a read asks for: most request heads fit, and the buffer grows to
 /// `max_header_bytes` for those that do not.
 pub const READ_SIZE: usize = 8 * 1024;
-/// Buffers kept per thread (at most 2 MiB of them).
-const KEPT: usize = 256;
+/// Buffers kept per thread (at most 512 KiB of them): enough that a busy
+/// thread rarely goes to the allocator; what a burst left beyond them goes
+/// back.
+const KEPT: usize = 64;
 /// A buffer grown past this (a large head) goes back to the allocator.
 const KEEP_AT_MOST: usize = 4 * READ_SIZE;
 
