@@ -37,35 +37,37 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// Removes hop-by-hop headers: `Connection` and every header it names,
-/// plus the fixed list of RFC 9110 section 7.6.1. Most messages carry
-/// none, so one pass over the names decides whether to remove anything.
+/// plus the fixed list of RFC 9110 section 7.6.1. One pass over the names
+/// finds those present, and only they are removed: a removal hashes, and
+/// most messages carry one of them at most (`Connection: keep-alive`).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    // Headers named by Connection are removed first; only when Connection
-    // is present is anything parsed, so the common case costs a lookup.
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .collect();
-        for n in named {
-            headers.remove(n);
+    let named = headers.get_all(header::CONNECTION);
+    let is_named = |name: &HeaderName| {
+        named.iter().any(|v| {
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_str().as_bytes()))
+        })
+    };
+    const ON_STACK: usize = 8;
+    let mut doomed: [Option<HeaderName>; ON_STACK] = [const { None }; ON_STACK];
+    let mut more = Vec::new();
+    let mut n = 0;
+    for name in headers.keys() {
+        if is_hop_by_hop(name) || is_named(name) {
+            match doomed.get_mut(n) {
+                Some(slot) => *slot = Some(name.clone()),
+                None => more.push(name.clone()),
+            }
+            n += 1;
         }
-        headers.remove(header::CONNECTION);
     }
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(&PROXY_CONNECTION);
-    headers.remove(header::PROXY_AUTHENTICATE);
-    headers.remove(header::PROXY_AUTHORIZATION);
-    headers.remove(header::TE);
-    headers.remove(header::TRAILER);
-    headers.remove(header::TRANSFER_ENCODING);
-    headers.remove(header::UPGRADE);
+    for name in doomed.into_iter().flatten().chain(more) {
+        headers.remove(name);
+    }
 }
 
 /// The client end of a connection, with what every request on it needs
