@@ -47,9 +47,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named = headers.get_all(header::CONNECTION);
     let is_named = |name: &HeaderName| {
         named.iter().any(|v| {
-            v.as_bytes()
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_str().as_bytes()))
+            v.as_bytes().split(|&b| b == b',').any(|t| {
+                t.trim_ascii()
+                    .eq_ignore_ascii_case(name.as_str().as_bytes())
+            })
         })
     };
     const ON_STACK: usize = 8;

@@ -118,7 +118,7 @@ impl Connection {
             drop(parts);
             (None, Some(Sending::new(body, outgoing)))
         };
-        let mut write_failed = None;
+        let mut write_failed = false;
         let built = poll_fn(|cx| {
             poll_head(
                 &mut self.io,
@@ -131,7 +131,7 @@ impl Connection {
         })
         .await;
         let (res, framing, keep_alive) = built.map_err(|f| f.with_head(kept))?;
-        let reusable = write_failed.is_none();
+        let reusable = !write_failed;
         let live = Live {
             conn: self,
             buf,
@@ -299,7 +299,7 @@ fn poll_head(
     cx: &mut Context<'_>,
     buf: &mut BytesMut,
     send: &mut Option<Sending>,
-    write_failed: &mut Option<()>,
+    write_failed: &mut bool,
     head_request: bool,
 ) -> Poll<Result<Built, Failed>> {
     if let Some(s) = send {
@@ -310,7 +310,7 @@ fn poll_head(
             // before closing, say), so read on.
             Poll::Ready(Err(SendError::Io)) => {
                 *send = None;
-                *write_failed = Some(());
+                *write_failed = true;
             }
             Poll::Pending => {}
         }
@@ -329,7 +329,7 @@ fn poll_head(
         }
         h1::room(buf);
         match ready!(io.poll_read_buf(cx, buf)) {
-            Ok(0) if write_failed.is_some() => {
+            Ok(0) if *write_failed => {
                 return Poll::Ready(Err(Failed::sent(
                     "the backend stopped reading the request and closed",
                 )));
