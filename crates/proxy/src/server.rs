@@ -30,6 +30,17 @@ use crate::{h1, tunnel};
 
 const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// What one HTTP/2 stream may have the client send ahead of the backend
+/// taking it: the RFC's initial window, as nginx and HAProxy advertise.
+/// hyper's 1 MiB lets every stream of a connection park that much in us.
+const H2_STREAM_WINDOW: u32 = 65_535;
+/// Streams a client may have open at once: HAProxy's and Envoy's edge
+/// figure (nginx: 128). hyper allows 200.
+const H2_MAX_STREAMS: u32 = 100;
+/// Response bytes queued per stream for a client slower than its backend.
+/// hyper's 400 KiB, times the streams above, would be 40 MiB for one
+/// connection; the socket's own buffer keeps a fast client busy anyway.
+const H2_SEND_BUF: usize = 64 * 1024;
 
 /// Accepts and serves until the drain starts, then stops accepting and
 /// gives in-flight connections up to `drain_timeout` to finish.
@@ -155,6 +166,9 @@ fn http_builder(s: &Settings) -> auto::Builder<TokioExecutor> {
         // Pings notice a dead HTTP/2 client even when it has no stream open.
         .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
         .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_send_buf_size(H2_SEND_BUF)
         .max_header_list_size(u32::try_from(s.limits.max_header_bytes).unwrap_or(u32::MAX));
     builder
 }
