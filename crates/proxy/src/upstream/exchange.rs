@@ -31,6 +31,11 @@ use crate::h1::{self, Decoded, Decoder, Rewind};
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// As many response header fields as hyper's client took.
 const MAX_RESPONSE_HEADERS: usize = 100;
+/// Response bytes shorter than this are copied out of the read buffer
+/// rather than shared with it: a piece that waits in an HTTP/2 send queue
+/// would otherwise keep a whole buffer alive, and with it thousands of
+/// streams' worth of buffers through a burst.
+const COPY_BELOW: usize = h1::pool::READ_SIZE / 2;
 
 /// Why an exchange produced no response.
 #[derive(Debug)]
@@ -109,6 +114,10 @@ impl Connection {
             return Err(Failed::sent(format!("write: {e}")).with_head(kept));
         }
         buf.clear();
+        // The backend may take a while to answer; the buffer goes back to
+        // the pool meanwhile and is taken again once bytes arrive.
+        h1::pool::give(buf);
+        let mut buf = BytesMut::new();
         let head_request = parts.method == Method::HEAD;
         // A request without a body keeps its head until the answer's is
         // in; one with a body is never sent twice anyway.
@@ -317,7 +326,10 @@ fn poll_head(
     }
     loop {
         if let Some(len) = head_end(buf) {
-            let head = buf.split_to(len).freeze();
+            // A copy: the fields outlive the read buffer's turn (see
+            // `COPY_BELOW`), and a head is a few hundred bytes.
+            let head = Bytes::copy_from_slice(&buf[..len]);
+            buf.advance(len);
             let built = build(&head, head_request)?;
             if is_interim(built.0.status()) {
                 continue;
@@ -327,8 +339,7 @@ fn poll_head(
         if buf.len() >= MAX_RESPONSE_HEAD {
             return Poll::Ready(Err(Failed::sent("response head too large")));
         }
-        h1::room(buf);
-        match ready!(io.poll_read_buf(cx, buf)) {
+        match ready!(read_some(io, cx, buf)) {
             Ok(0) if *write_failed => {
                 return Poll::Ready(Err(Failed::sent(
                     "the backend stopped reading the request and closed",
@@ -340,6 +351,32 @@ fn poll_head(
             Ok(_) => {}
             Err(e) => return Poll::Ready(Err(Failed::sent(format!("read: {e}")))),
         }
+    }
+}
+
+/// Reads into `buf`, which holds a pooled buffer only while it has bytes
+/// in it or a read is under way: an exchange waiting on its backend holds
+/// none.
+fn read_some(io: &mut Io, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+    if buf.capacity() == 0 {
+        *buf = h1::pool::take();
+    }
+    h1::room(buf);
+    let read = io.poll_read_buf(cx, buf);
+    if read.is_pending() && buf.is_empty() {
+        h1::pool::give(std::mem::take(buf));
+    }
+    read
+}
+
+/// `n` bytes off the front of `buf`, copied when short (see `COPY_BELOW`).
+fn take_front(buf: &mut BytesMut, n: usize) -> Bytes {
+    if n < COPY_BELOW {
+        let data = Bytes::copy_from_slice(&buf[..n]);
+        buf.advance(n);
+        data
+    } else {
+        buf.split_to(n).freeze()
     }
 }
 
@@ -601,7 +638,9 @@ impl ResponseBody {
         };
         let clean = live.reusable && live.send.is_none() && live.buf.is_empty();
         if clean {
-            h1::pool::give(live.buf);
+            if live.buf.capacity() > 0 {
+                h1::pool::give(live.buf);
+            }
             pool::checkin(live.conn);
         }
     }
@@ -663,7 +702,7 @@ impl Body for ResponseBody {
                         let n = usize::try_from(*left)
                             .map_or(live.buf.len(), |l| l.min(live.buf.len()));
                         *left -= n as u64;
-                        let data = live.buf.split_to(n).freeze();
+                        let data = take_front(&mut live.buf, n);
                         if *left == 0 {
                             this.finish();
                         }
@@ -671,7 +710,14 @@ impl Body for ResponseBody {
                     }
                 }
                 Framing::Chunked(decoder) => match decoder.decode(&mut live.buf) {
-                    Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(Decoded::Data(data)) => {
+                        let data = if data.len() < COPY_BELOW {
+                            Bytes::copy_from_slice(&data)
+                        } else {
+                            data
+                        };
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
                     Ok(Decoded::NeedMore) => {}
                     Ok(Decoded::Done) => {
                         this.finish();
@@ -681,13 +727,13 @@ impl Body for ResponseBody {
                 },
                 Framing::Close => {
                     if !live.buf.is_empty() {
-                        let data = live.buf.split().freeze();
+                        let n = live.buf.len();
+                        let data = take_front(&mut live.buf, n);
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
                 }
             }
-            h1::room(&mut live.buf);
-            match ready!(live.conn.io.poll_read_buf(cx, &mut live.buf)) {
+            match ready!(read_some(&mut live.conn.io, cx, &mut live.buf)) {
                 Ok(0) if matches!(live.framing, Framing::Close) => {
                     this.live = None;
                     return Poll::Ready(None);
