@@ -303,12 +303,18 @@ impl Proxy {
         // closing an idle connection, not the backend failing.
         let mut fresh_only = false;
 
+        // An HTTP/2 client's answer waits in hyper's send queue; an HTTP/1
+        // client's is written at once (see `upstream::Connection::exchange`).
+        let copy_out = matches!(body, ClientBody::Hyper(_));
         let guard = Guard::new(s.body_timeout, s.limits.max_body_bytes);
         let mut req = Request::from_parts(parts, ProxyBody::stream(body, guard));
         let mut retries_left = s.retries;
         loop {
             Self::address(s, &mut req, &attempt.upstream, &path);
-            let failure = match self.exchange(s, req, &attempt.upstream, fresh_only).await {
+            let failure = match self
+                .exchange(s, req, &attempt.upstream, fresh_only, copy_out)
+                .await
+            {
                 Ok(mut res) => {
                     attempt.upstream.passive.success();
                     if res.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -435,6 +441,7 @@ impl Proxy {
         mut req: Request<ProxyBody>,
         upstream: &Upstream,
         fresh_only: bool,
+        copy_out: bool,
     ) -> Result<Response<ResponseBody>, Failure> {
         let deadline = tokio::time::Instant::now() + s.response_timeout;
         loop {
@@ -466,7 +473,7 @@ impl Proxy {
                     Err(_) => return Err(Failure::Timeout),
                 },
             };
-            match tokio::time::timeout_at(deadline, conn.exchange(req)).await {
+            match tokio::time::timeout_at(deadline, conn.exchange(req, copy_out)).await {
                 Ok(Ok(res)) => return Ok(res),
                 Ok(Err(Failed::NotSent(back, e))) if pooled => {
                     debug!(target: "proxy", "pooled connection to {} was dead: {e}", upstream.authority);
