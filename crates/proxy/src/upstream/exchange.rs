@@ -367,6 +367,8 @@ fn poll_head(
 /// none.
 fn read_some(io: &mut Io, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
     if buf.capacity() == 0 {
+        // No buffer is taken (and given back) while nothing has arrived.
+        ready!(io.poll_read_ready(cx))?;
         *buf = h1::pool::take();
     }
     h1::room(buf);

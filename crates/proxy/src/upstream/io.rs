@@ -35,6 +35,15 @@ impl Io {
         matches!(self.tcp().try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
+    /// Whether a read may find bytes, without one: over TLS always (the
+    /// session may hold decrypted bytes), so only the read tells.
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Io::Plain(s) => s.poll_read_ready(cx),
+            Io::Tls(_) => Poll::Ready(Ok(())),
+        }
+    }
+
     /// Reads what is there into `buf` (which has room): `Ok(0)` is the
     /// peer's end of stream.
     pub fn poll_read_buf(
