@@ -299,7 +299,7 @@ fn build(whole: &Bytes, req: &httparse::Request<'_, '_>) -> Result<Head, Reject>
 
 /// `1*DIGIT` that fits a u64; nothing else (no sign, no list, no spaces:
 /// `httparse` has already trimmed the field's outer whitespace).
-fn content_length(value: &[u8]) -> Option<u64> {
+pub(crate) fn content_length(value: &[u8]) -> Option<u64> {
     if value.is_empty() || value.len() > 19 {
         return None;
     }
@@ -309,7 +309,7 @@ fn content_length(value: &[u8]) -> Option<u64> {
 }
 
 /// Whether the last coding in a `Transfer-Encoding` value is `chunked`.
-fn last_coding_is_chunked(value: &[u8]) -> bool {
+pub(crate) fn last_coding_is_chunked(value: &[u8]) -> bool {
     value
         .rsplit(|&b| b == b',')
         .next()

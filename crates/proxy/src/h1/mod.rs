@@ -37,6 +37,7 @@ use tokio::time::Instant;
 pub use body::RequestBody;
 pub use chunked::{Decoded, Decoder, Invalid};
 pub use head::{Framing, Head, Parsed, parse};
+pub(crate) use head::{content_length, last_coding_is_chunked};
 pub use rewind::Rewind;
 
 use crate::body::{ClientBody, ProxyBody};

@@ -25,7 +25,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use super::io::Io;
 use super::{Connection, pool};
 use crate::body::{BodyError, BoxError, ProxyBody, body_error};
-use crate::h1::{self, Decoded, Decoder, Rewind};
+use crate::h1::{self, Decoded, Decoder, Rewind, content_length, last_coding_is_chunked};
 
 /// A response head larger than this is refused (`502`).
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -516,23 +516,6 @@ fn build(head: &Bytes, head_request: bool) -> Result<Built, Failed> {
     *res.version_mut() = Version::HTTP_11;
     *res.headers_mut() = headers;
     Ok((res, framing, reusable))
-}
-
-/// `1*DIGIT` that fits a u64.
-fn content_length(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 19 {
-        return None;
-    }
-    value.iter().try_fold(0u64, |n, &b| {
-        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
-    })
-}
-
-fn last_coding_is_chunked(value: &[u8]) -> bool {
-    value
-        .rsplit(|&b| b == b',')
-        .next()
-        .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
 }
 
 /// How a response body is delimited, as [`read_head`] reports it.
