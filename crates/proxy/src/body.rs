@@ -1,5 +1,6 @@
-//! One body type for both directions: a streamed hyper body, or a small
-//! body the proxy made itself (error answers, retried bodyless requests).
+//! One body type for both directions: a client's request body, an upstream
+//! response body read by the proxy's own client, or a small body the proxy
+//! made itself (error answers, retried bodyless requests).
 //! An enum rather than a boxed trait object, so no allocation per request.
 //!
 //! Streamed bodies are guarded: a body that makes no progress for the
@@ -184,7 +185,7 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ProxyBody::Stream { body, guard } => match guard.poll(Pin::new(body), cx) {
-                // hyper finds a broken chunked framing only while the body
+                // A broken chunked framing shows only while the body
                 // streams; tell it apart from an upstream failure.
                 Poll::Ready(Some(Err(e))) if body_error(e.as_ref()).is_none() => {
                     Poll::Ready(Some(Err(BodyError::Malformed.into())))

@@ -143,8 +143,9 @@ impl Proxy {
         peer: &Peer,
         settings: &Settings,
     ) -> Result<Response<ProxyBody>, Infallible> {
-        // One await point, so the future (which hyper keeps boxed for every
-        // connection) holds one `forward` state, not two.
+        // One await point, so the future (boxed per request by the HTTP/1
+        // loop and by hyper's HTTP/2 server) holds one `forward` state, not
+        // two.
         let started = Instant::now();
         let now_ms = clock::now_ms();
         let access = self
@@ -277,8 +278,9 @@ impl Proxy {
         };
 
         headers::strip_hop_by_hop(&mut parts.headers);
-        // The proxy answers `Expect: 100-continue` itself (hyper sends the
-        // 100 when the body is first read, i.e. once an upstream is ready).
+        // The proxy answers `Expect: 100-continue` itself (the server sends
+        // the 100 when the body is first read, i.e. once an upstream is
+        // ready).
         parts.headers.remove(header::EXPECT);
         headers::add_forwarding(&mut parts.headers, peer, client_host.clone());
         if s.preserve_host
