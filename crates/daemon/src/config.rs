@@ -223,6 +223,7 @@ pub struct RawProxy {
     pub header_read_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub body_timeout: Option<String>,
+    pub send_timeout: Option<String>,
     pub max_header_bytes: Option<usize>,
     pub max_headers: Option<usize>,
     pub max_uri_bytes: Option<usize>,

@@ -10,7 +10,7 @@ use tether_daemon::admin::{BoxFuture, Status, escape};
 use tether_daemon::clock;
 use tether_daemon::metrics::{Kind, Text};
 
-use crate::stats::{CLASSES, ProxyStats, StickyResult};
+use crate::stats::{CLASSES, Goaway, ProxyStats, StickyResult};
 use crate::table::TableCell;
 
 /// The proxy's admin view.
@@ -97,6 +97,30 @@ impl ProxyStatus {
                 "tether_upstream_connect_failures_total",
                 &[("target", &m.name)],
                 m.data.stats.connect_failures.get(),
+            );
+        }
+        out.family(
+            "tether_requests_cancelled_total",
+            Kind::Counter,
+            "Requests that reached a member and were abandoned by their client before the answer was done.",
+        );
+        for m in table.members() {
+            out.sample(
+                "tether_requests_cancelled_total",
+                &[("target", &m.name)],
+                m.data.stats.cancelled.get(),
+            );
+        }
+        out.family(
+            "tether_goaways_total",
+            Kind::Counter,
+            "HTTP/2 GOAWAYs the proxy sent, by reason: drain, send_timeout, or the protocol error the client made.",
+        );
+        for (reason, count) in Goaway::ALL.iter().zip(&s.goaways) {
+            out.sample(
+                "tether_goaways_total",
+                &[("reason", reason.as_str())],
+                count.get(),
             );
         }
         out.family(

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
+use crate::cancel::Reached;
 use crate::h1::RequestBody;
 use crate::upstream::ResponseBody;
 
@@ -149,8 +150,13 @@ pub enum ProxyBody {
     Stream { body: ClientBody, guard: Guard },
     /// An upstream response body; its connection goes back to the pool
     /// once the body has been read to the end (and is closed if it never
-    /// is, since a half-read response cannot be reused).
-    Upstream { body: ResponseBody, guard: Guard },
+    /// is, since a half-read response cannot be reused). Dropped before
+    /// then, its request counts as cancelled by the client.
+    Upstream {
+        body: ResponseBody,
+        guard: Guard,
+        reached: Reached,
+    },
     /// The bytes, until they have been sent once.
     Full(Option<Bytes>),
 }
@@ -169,9 +175,17 @@ impl ProxyBody {
         ProxyBody::Stream { body, guard }
     }
 
-    /// Wraps an upstream response body.
-    pub fn upstream(body: ResponseBody, guard: Guard) -> Self {
-        ProxyBody::Upstream { body, guard }
+    /// Wraps an upstream response body; `reached` is disarmed once the
+    /// body is done.
+    pub fn upstream(body: ResponseBody, guard: Guard, mut reached: Reached) -> Self {
+        if body.is_end_stream() {
+            reached.done();
+        }
+        ProxyBody::Upstream {
+            body,
+            guard,
+            reached,
+        }
     }
 }
 
@@ -192,7 +206,19 @@ impl Body for ProxyBody {
                 }
                 polled => polled,
             },
-            ProxyBody::Upstream { body, guard } => guard.poll(Pin::new(body), cx),
+            ProxyBody::Upstream {
+                body,
+                guard,
+                reached,
+            } => {
+                let polled = guard.poll(Pin::new(&mut *body), cx);
+                // Read to the end, or failed on the backend's side (or
+                // stalled there): not the client's doing.
+                if matches!(polled, Poll::Ready(None | Some(Err(_)))) || body.is_end_stream() {
+                    reached.done();
+                }
+                polled
+            }
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
         }
     }

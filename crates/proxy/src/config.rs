@@ -37,6 +37,9 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default inactivity allowed while a body streams, either direction.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time a client may take no bytes of its answer (nginx's
+/// `send_timeout`).
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default cap on the request header section (then 431).
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
 /// Default cap on the number of request headers (then 431).
@@ -210,6 +213,9 @@ pub struct ProxyConfig {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub body_timeout: Duration,
+    /// No progress writing to a client for this long ends the connection
+    /// (HTTP/1, tunnels) or the stream (HTTP/2) and frees its backend.
+    pub send_timeout: Duration,
     pub limits: Limits,
     /// `None`: unlimited.
     pub max_connections: Option<usize>,
@@ -248,6 +254,9 @@ pub struct Settings {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub body_timeout: Duration,
+    /// No progress writing to a client for this long ends the connection
+    /// (HTTP/1, tunnels) or the stream (HTTP/2) and frees its backend.
+    pub send_timeout: Duration,
     pub limits: Limits,
     pub passive: PassiveConfig,
     pub sticky: StickyConfig,
@@ -267,6 +276,7 @@ impl ProxyConfig {
             header_read_timeout: self.header_read_timeout,
             idle_timeout: self.idle_timeout,
             body_timeout: self.body_timeout,
+            send_timeout: self.send_timeout,
             limits: self.limits,
             passive: self.passive,
             sticky: self.sticky.clone(),
@@ -288,6 +298,7 @@ impl ProxyConfig {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             body_timeout: DEFAULT_BODY_TIMEOUT,
+            send_timeout: DEFAULT_SEND_TIMEOUT,
             limits: Limits::default(),
             max_connections: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
@@ -341,6 +352,7 @@ impl ProxyConfig {
             )?,
             idle_timeout: dur("proxy.idle_timeout", &p.idle_timeout, DEFAULT_IDLE_TIMEOUT)?,
             body_timeout: dur("proxy.body_timeout", &p.body_timeout, DEFAULT_BODY_TIMEOUT)?,
+            send_timeout: dur("proxy.send_timeout", &p.send_timeout, DEFAULT_SEND_TIMEOUT)?,
             limits: Limits {
                 max_header_bytes: at_least(
                     "proxy.max_header_bytes",

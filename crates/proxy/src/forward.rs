@@ -30,6 +30,7 @@ use tether_daemon::clock;
 use tokio::sync::mpsc;
 
 use crate::body::{BodyError, ClientBody, Guard, ProxyBody};
+use crate::cancel::Reached;
 use crate::config::{ProxyConfig, Settings};
 use crate::headers::{self, Peer, X_TARGET_SERVER, X_TARGET_SERVER_LAST_USE};
 use crate::respond::{error_response, no_healthy_targets, rejection};
@@ -114,6 +115,11 @@ impl Proxy {
 
     pub fn stats(&self) -> &ProxyStats {
         &self.stats
+    }
+
+    /// The counters, to keep beside a connection.
+    pub fn stats_handle(&self) -> Arc<ProxyStats> {
+        self.stats.clone()
     }
 
     /// The settings new connections get.
@@ -317,24 +323,28 @@ impl Proxy {
                 .exchange(s, req, &attempt.upstream, fresh_only, copy_out)
                 .await
             {
-                Ok(mut res) => {
+                Ok((mut res, mut reached)) => {
                     attempt.upstream.passive.success();
                     if res.status() == StatusCode::SWITCHING_PROTOCOLS
                         && let Some(client_upgrade) = client_upgrade
                         && let Some(upstream_upgrade) = res.body_mut().upgrade()
                     {
+                        reached.done();
                         let tracked = self.tunnels.track();
                         tokio::spawn(tunnel::run(
                             client_upgrade,
                             upstream_upgrade,
-                            s.idle_timeout,
+                            tunnel::Timeouts {
+                                idle: s.idle_timeout,
+                                send: s.send_timeout,
+                            },
                             tracked,
                         ));
                         let res = res.map(|_| ProxyBody::empty());
                         return finish(res, &attempt.upstream, s, peer.is_tls(), now_ms);
                     }
                     let guard = Guard::new(s.body_timeout, None);
-                    let res = res.map(|b| ProxyBody::upstream(b, guard));
+                    let res = res.map(|b| ProxyBody::upstream(b, guard, reached));
                     return finish(res, &attempt.upstream, s, peer.is_tls(), now_ms);
                 }
                 Err(f) => f,
@@ -444,7 +454,7 @@ impl Proxy {
         upstream: &Upstream,
         fresh_only: bool,
         copy_out: bool,
-    ) -> Result<Response<ResponseBody>, Failure> {
+    ) -> Result<(Response<ResponseBody>, Reached), Failure> {
         let deadline = tokio::time::Instant::now() + s.response_timeout;
         loop {
             let pooled = if fresh_only {
@@ -475,8 +485,15 @@ impl Proxy {
                     Err(_) => return Err(Failure::Timeout),
                 },
             };
-            match tokio::time::timeout_at(deadline, conn.exchange(req, copy_out)).await {
-                Ok(Ok(res)) => return Ok(res),
+            // From here the backend may have the request: a client that
+            // goes away now has cost it one.
+            let mut reached = Reached::new(&upstream.stats);
+            let exchanged = tokio::time::timeout_at(deadline, conn.exchange(req, copy_out)).await;
+            if !matches!(exchanged, Ok(Ok(_))) {
+                reached.done();
+            }
+            match exchanged {
+                Ok(Ok(res)) => return Ok((res, reached)),
                 Ok(Err(Failed::NotSent(back, e))) if pooled => {
                     debug!(target: "proxy", "pooled connection to {} was dead: {e}", upstream.authority);
                     req = *back;

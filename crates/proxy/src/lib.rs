@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod cancel;
 pub mod config;
 pub mod conn;
 pub mod dns;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod feed;
 pub mod forward;
 pub mod h1;
+pub mod h2;
 pub mod headers;
 pub mod passive;
 pub mod reload;

@@ -11,9 +11,8 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use log::{debug, info, warn};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -25,8 +24,9 @@ use crate::config::{ProxyConfig, Settings};
 use crate::conn::{ClientIo, ConnInfo};
 use crate::forward::Proxy;
 use crate::headers::Peer;
+use crate::stats::Goaway;
 use crate::tls::Acceptor;
-use crate::{h1, tunnel};
+use crate::{h1, h2, tunnel};
 
 const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,6 +41,16 @@ const H2_MAX_STREAMS: u32 = 100;
 /// hyper's 400 KiB, times the streams above, would be 40 MiB for one
 /// connection; the socket's own buffer keeps a fast client busy anyway.
 const H2_SEND_BUF: usize = 64 * 1024;
+
+/// Unsent bytes a client socket takes before a write waits (the socket is
+/// writable again below half of it). Without it Linux grows the send
+/// buffer to megabytes for a client that reads slowly, and reports room
+/// only once a third of that has drained: a client reading 1 KiB a second
+/// would look stalled for minutes, and `send_timeout` could not tell it
+/// from one that reads nothing. With it, progress shows in 8 KiB steps and
+/// a slow reader pins 16 KiB of unsent answer in the kernel, not megabytes.
+/// Bytes in flight are not limited, so a fast client's throughput is not.
+const NOTSENT_LOWAT: u32 = 16 * 1024;
 
 /// Accepts and serves until the drain starts, then stops accepting and
 /// gives in-flight connections up to `drain_timeout` to finish.
@@ -57,9 +67,8 @@ pub async fn serve(
     // settings they were accepted with.
     let mut settings = proxy.settings();
     let mut builder = Arc::new(http_builder(&settings));
-    let graceful = GracefulShutdown::new();
-    // HTTP/1 connections: counted for the drain, told when it starts.
-    let h1_open = Arc::new(tunnel::Tracker::default());
+    // Client connections: counted for the drain, told when it starts.
+    let open_conns = Arc::new(tunnel::Tracker::default());
     let (stop, stop_rx) = watch::channel(false);
     // At the connection cap, stop accepting: new clients wait in the
     // kernel's backlog (back-pressure) instead of being refused or crashing
@@ -91,6 +100,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let _ = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(NOTSENT_LOWAT);
         let open = OpenConnection::new(proxy.clone());
         let current = proxy.settings();
         if !Arc::ptr_eq(&current, &settings) {
@@ -101,9 +111,8 @@ pub async fn serve(
             proxy: proxy.clone(),
             settings: settings.clone(),
             builder: builder.clone(),
-            watcher: graceful.watcher(),
             stop: stop_rx.clone(),
-            h1_open: h1_open.clone(),
+            open: open_conns.clone(),
         };
         conn.spawn(
             stream,
@@ -117,14 +126,14 @@ pub async fn serve(
     }
     drop(listener);
     stop.send_replace(true);
-    let open = graceful.count() + h1_open.count();
+    let open = open_conns.count();
     let tunnels = proxy.tunnels().count();
     info!(
         target: "proxy",
         "shutting down: draining {open} connections and {tunnels} tunnels (up to {drain:?})"
     );
     let drained = async {
-        tokio::join!(graceful.shutdown(), h1_open.wait_idle());
+        open_conns.wait_idle().await;
         // Upgraded connections have left hyper's accounting; wait for them
         // separately.
         proxy.tunnels().wait_idle().await;
@@ -151,8 +160,8 @@ impl Drop for OpenConnection {
 }
 
 /// hyper's server settings for connections accepted under `s`.
-fn http_builder(s: &Settings) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+fn http_builder(s: &Settings) -> auto::Builder<h2::Streams> {
+    let mut builder = auto::Builder::new(h2::Streams);
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -178,10 +187,11 @@ fn http_builder(s: &Settings) -> auto::Builder<TokioExecutor> {
 struct Connection {
     proxy: Arc<Proxy>,
     settings: Arc<Settings>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    watcher: Watcher,
+    builder: Arc<auto::Builder<h2::Streams>>,
+    /// Becomes `true` when the drain starts.
     stop: watch::Receiver<bool>,
-    h1_open: Arc<tunnel::Tracker>,
+    /// Open connections, for the drain.
+    open: Arc<tunnel::Tracker>,
 }
 
 /// What counts a connection while it lives: its place under
@@ -223,12 +233,13 @@ impl Connection {
                     proxy,
                     settings,
                     builder,
-                    watcher,
-                    ..
+                    stop,
+                    open,
                 } = self;
                 let peer = Peer::new(&info);
-                Box::pin(serve_h2(io, peer, proxy, settings, &builder, watcher)).await;
-                drop(held);
+                let tracked = open.track();
+                Box::pin(serve_h2(io, peer, proxy, settings, &builder, stop)).await;
+                drop((held, tracked));
                 return;
             }
             self.plain(io, &info, held).await;
@@ -247,9 +258,8 @@ impl Connection {
             proxy,
             settings,
             builder,
-            watcher,
             stop,
-            h1_open,
+            open,
         } = self;
         let conn = h1::Conn {
             proxy,
@@ -260,10 +270,9 @@ impl Connection {
         Plain {
             serving: h1::serve(conn, io),
             rest: Some(Rest {
-                tracked: h1_open.track(),
+                tracked: open.track(),
                 held,
                 builder,
-                watcher,
             }),
         }
     }
@@ -285,8 +294,7 @@ struct Rest {
     tracked: tunnel::Tracked,
     held: Held,
     /// For a connection that turns out to speak HTTP/2.
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    watcher: Watcher,
+    builder: Arc<auto::Builder<h2::Streams>>,
 }
 
 impl<F: Future<Output = h1::Ended>> Future for Plain<F> {
@@ -298,56 +306,85 @@ impl<F: Future<Output = h1::Ended>> Future for Plain<F> {
         let Some(rest) = this.rest.take() else {
             return Poll::Ready(());
         };
-        drop(rest.tracked);
         if let h1::Ended::H2(io, conn) = ended {
             let Rest {
                 held,
                 builder,
-                watcher,
-                ..
+                tracked,
             } = rest;
             let h1::Conn {
                 proxy,
                 settings,
                 peer,
-                ..
+                stop,
             } = conn;
             tokio::spawn(async move {
-                serve_h2(io, peer, proxy, settings, &builder, watcher).await;
-                drop(held);
+                serve_h2(io, peer, proxy, settings, &builder, stop).await;
+                drop((held, tracked));
             });
         }
         Poll::Ready(())
     }
 }
 
-/// hyper's server on a connection that speaks HTTP/2.
+/// hyper's server on a connection that speaks HTTP/2, under the
+/// connection's watch (`send_timeout`, cancellations, GOAWAYs: see `h2`).
+/// A drain, or every stream stalled, ends it with a GOAWAY; streams in
+/// flight finish first.
 async fn serve_h2<I>(
     io: I,
     client: Peer,
     proxy: Arc<Proxy>,
     settings: Arc<Settings>,
-    builder: &auto::Builder<TokioExecutor>,
-    watcher: Watcher,
+    builder: &auto::Builder<h2::Streams>,
+    mut stop: watch::Receiver<bool>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let peer = client.addr;
+    let watch = h2::Conn::new(peer, settings.send_timeout, proxy.stats_handle());
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let proxy = proxy.clone();
         let client = client.clone();
         let settings = settings.clone();
         async move {
-            proxy
+            let stream = h2::current();
+            let Ok(res) = proxy
                 .handle(req.map(ClientBody::Hyper), &client, &settings)
-                .await
+                .await;
+            Ok::<_, std::convert::Infallible>(h2::watched(res, stream))
         }
     });
     let conn = builder
         .serve_connection_with_upgrades(TokioIo::new(io), service)
         .into_owned();
-    if let Err(e) = watcher.watch(conn).await {
-        debug!(target: "proxy", "connection from {peer}: {e}");
+    let serving = async {
+        tokio::pin!(conn);
+        let mut goaway = None;
+        let ended = loop {
+            tokio::select! {
+                ended = conn.as_mut() => break ended,
+                _ = stop.wait_for(|stop| *stop), if goaway.is_none() => {
+                    goaway = Some(Goaway::Drain);
+                    conn.as_mut().graceful_shutdown();
+                }
+                () = watch.stalled(), if goaway.is_none() => {
+                    goaway = Some(Goaway::SendTimeout);
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        };
+        ended.map_err(|e| (e, goaway)).map(|()| goaway)
+    };
+    match watch.clone().scope(serving).await {
+        Ok(Some(goaway)) => watch.sent_goaway(goaway),
+        Ok(None) => {}
+        Err((e, ours)) => {
+            if let Some(goaway) = ours.or_else(|| h2::goaway_of(e.as_ref())) {
+                watch.sent_goaway(goaway);
+            }
+            debug!(target: "proxy", "connection from {peer}: {e}");
+        }
     }
 }
 
@@ -394,15 +431,13 @@ mod tests {
             None,
         ));
         let settings = proxy.settings();
-        let graceful = GracefulShutdown::new();
         let (_stop, stop) = watch::channel(false);
         let conn = Connection {
             proxy: proxy.clone(),
             builder: Arc::new(http_builder(&settings)),
             settings,
-            watcher: graceful.watcher(),
             stop,
-            h1_open: Arc::default(),
+            open: Arc::default(),
         };
         let held = Held {
             _slot: None,

@@ -24,6 +24,10 @@ pub struct MemberStats {
     pub responses: [Counter; 5],
     pub connect_failures: Counter,
     pub ejections: Counter,
+    /// Requests that reached the member and were abandoned by their client
+    /// (it left, reset the stream, or took no bytes for `send_timeout`)
+    /// before the answer was done.
+    pub cancelled: Counter,
     /// Epoch ms of the last response, for the status page.
     pub last_response_ms: AtomicU64,
 }
@@ -87,6 +91,51 @@ impl StickyResult {
     }
 }
 
+/// Why the proxy sent an HTTP/2 GOAWAY; the `reason` label of
+/// `tether_goaways_total`. The protocol's error codes where the client
+/// broke a rule, the proxy's own reasons where it chose to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Goaway {
+    /// The drain at shutdown (NO_ERROR).
+    Drain,
+    /// Every stream of the connection took no bytes for `send_timeout`.
+    SendTimeout,
+    /// Abuse: too many resets (Rapid Reset) and the like.
+    EnhanceYourCalm,
+    Protocol,
+    FlowControl,
+    FrameSize,
+    /// A header block the decoder refused (HPACK).
+    Compression,
+    Other,
+}
+
+impl Goaway {
+    pub const ALL: [Goaway; 8] = [
+        Goaway::Drain,
+        Goaway::SendTimeout,
+        Goaway::EnhanceYourCalm,
+        Goaway::Protocol,
+        Goaway::FlowControl,
+        Goaway::FrameSize,
+        Goaway::Compression,
+        Goaway::Other,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Goaway::Drain => "drain",
+            Goaway::SendTimeout => "send_timeout",
+            Goaway::EnhanceYourCalm => "enhance_your_calm",
+            Goaway::Protocol => "protocol_error",
+            Goaway::FlowControl => "flow_control_error",
+            Goaway::FrameSize => "frame_size_error",
+            Goaway::Compression => "compression_error",
+            Goaway::Other => "other",
+        }
+    }
+}
+
 /// The proxy's own counters.
 #[derive(Debug, Default)]
 pub struct ProxyStats {
@@ -100,6 +149,7 @@ pub struct ProxyStats {
     pub health_version: Gauge,
     pub health_updates: Counter,
     pub health_stream_reconnects: Counter,
+    pub goaways: [Counter; Goaway::ALL.len()],
     /// Set once the first health round is known (see `feed`): until then
     /// requests get 503 and `/readyz` says not ready.
     pub settled: AtomicBool,
@@ -108,6 +158,10 @@ pub struct ProxyStats {
 impl ProxyStats {
     pub fn sticky(&self, result: StickyResult) {
         self.sticky[result as usize].inc();
+    }
+
+    pub fn goaway(&self, reason: Goaway) {
+        self.goaways[reason as usize].inc();
     }
 
     pub fn is_settled(&self) -> bool {
@@ -125,6 +179,13 @@ mod tests {
         assert_eq!(CLASSES[class(StatusCode::SWITCHING_PROTOCOLS)], "1xx");
         assert_eq!(CLASSES[class(StatusCode::GATEWAY_TIMEOUT)], "5xx");
         assert_eq!(CLASSES[class(StatusCode::NOT_FOUND)], "4xx");
+    }
+
+    #[test]
+    fn goaway_reasons_index_their_counters() {
+        for (i, r) in Goaway::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{}", r.as_str());
+        }
     }
 
     #[test]

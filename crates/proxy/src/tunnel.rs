@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use log::debug;
+use log::{debug, info};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -77,36 +77,55 @@ impl ClientUpgrade {
     }
 }
 
+/// A tunnel's clocks.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// Nothing moved either way this long: close.
+    pub idle: Duration,
+    /// The client took none of the bytes for it this long: close, even if
+    /// it still sends (it could otherwise pin the backend's side forever).
+    pub send: Duration,
+}
+
 /// Waits for the client's side to finish upgrading, then relays.
-pub async fn run(client: ClientUpgrade, upstream: Upgraded, idle: Duration, tracked: Tracked) {
+pub async fn run(client: ClientUpgrade, upstream: Upgraded, timeouts: Timeouts, tracked: Tracked) {
     let _tracked = tracked;
     match client {
         ClientUpgrade::Hyper(client) => match client.await {
-            Ok(client) => relay(TokioIo::new(client), upstream, idle).await,
+            Ok(client) => relay(TokioIo::new(client), upstream, timeouts).await,
             Err(e) => debug!(target: "proxy", "client upgrade failed: {e}"),
         },
         ClientUpgrade::H1(client) => match client.connection().await {
-            Some(client) => relay(client, upstream, idle).await,
+            Some(client) => relay(client, upstream, timeouts).await,
             None => debug!(target: "proxy", "client connection gone before the upgrade"),
         },
     }
 }
 
-/// Bytes both ways until either side closes or nothing moves for `idle`.
-async fn relay<C, U>(client: C, upstream: U, idle: Duration)
+/// Bytes both ways until either side closes, nothing moves for `idle`, or
+/// the client takes nothing for `send`.
+async fn relay<C, U>(client: C, upstream: U, timeouts: Timeouts)
 where
     C: AsyncRead + AsyncWrite,
     U: AsyncRead + AsyncWrite,
 {
+    let Timeouts { idle, send } = timeouts;
     let (mut client_read, mut client_write) = tokio::io::split(client);
     let (mut up_read, mut up_write) = tokio::io::split(upstream);
     let start = Instant::now();
     let last = Arc::new(AtomicU64::new(0));
     let relay = async {
-        let _ = tokio::join!(
-            pump(&mut client_read, &mut up_write, start, &last),
-            pump(&mut up_read, &mut client_write, start, &last),
+        // A direction that ends (EOF) half-closes and the other goes on; a
+        // failure either way ends both.
+        let relayed = tokio::try_join!(
+            pump(&mut client_read, &mut up_write, start, &last, None),
+            pump(&mut up_read, &mut client_write, start, &last, Some(send)),
         );
+        if let Err(e) = relayed
+            && e.kind() == std::io::ErrorKind::TimedOut
+        {
+            info!(target: "proxy", "tunnel closed: the client took no bytes for {send:?}");
+        }
     };
     let watchdog = async {
         loop {
@@ -124,12 +143,14 @@ where
     }
 }
 
-/// Copies one direction, noting the time of every transfer.
+/// Copies one direction, noting the time of every transfer. With `send`,
+/// a write that makes no progress for that long fails (`TimedOut`).
 async fn pump<R, W>(
     from: &mut R,
     to: &mut W,
     start: Instant,
     last: &AtomicU64,
+    send: Option<Duration>,
 ) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
@@ -141,7 +162,19 @@ where
         if n == 0 {
             return to.shutdown().await;
         }
-        to.write_all(&buf[..n]).await?;
+        let mut out = &buf[..n];
+        while !out.is_empty() {
+            let wrote = match send {
+                None => to.write(out).await?,
+                Some(send) => tokio::time::timeout(send, to.write(out))
+                    .await
+                    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??,
+            };
+            if wrote == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            out = &out[wrote..];
+        }
         let now = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
         last.store(now, Ordering::Relaxed);
     }

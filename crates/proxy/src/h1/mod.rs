@@ -29,7 +29,7 @@ use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use http::{Method, Request, Response, StatusCode, Version, header};
-use log::debug;
+use log::{debug, info};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
@@ -130,7 +130,7 @@ pub async fn serve(mut conn: Conn, mut io: ClientIo) -> Ended {
                     &mut io,
                     res,
                     asked,
-                    conn.settings.body_timeout,
+                    conn.settings.send_timeout,
                 ))
                 .await;
                 match written {
@@ -311,7 +311,7 @@ async fn exchange(
             http10,
             keep_alive: false,
         };
-        let _ = write::response(io, res, asked, conn.settings.body_timeout).await;
+        let _ = write::response(io, res, asked, conn.settings.send_timeout).await;
         return Outcome::Close;
     }
     let buffered = buf.as_ref().map_or(0, |b| b.len() as u64);
@@ -327,7 +327,7 @@ async fn exchange(
         }
     };
     let req = Request::from_parts(parts, ClientBody::H1(body));
-    let stall = conn.settings.body_timeout;
+    let send = conn.settings.send_timeout;
     let asked = |pumped: bool| Asked {
         head: asked_head,
         http10,
@@ -340,12 +340,15 @@ async fn exchange(
             if let Some(to) = upgrade
                 && switched(&res, &to)
             {
-                return match write::response(io, res, asked(true), stall).await {
+                return match write::response(io, res, asked(true), send).await {
                     Ok(_) => Outcome::Upgrade(to),
                     Err(_) => Outcome::Close,
                 };
             }
-            write::response(io, res, asked(true), stall).await
+            let from_backend = from_backend(&res);
+            let written = write::response(io, res, asked(true), send).await;
+            note_cut(conn, from_backend, &written);
+            written
         }
         Some((feed, wanted)) => {
             let (mut reader, mut writer) = tokio::io::split(&mut *io);
@@ -372,7 +375,8 @@ async fn exchange(
             };
             // The answer goes out while the rest of the body still comes
             // in: a backend may answer as it reads.
-            let write = write::response(&mut writer, res, asked(true), stall);
+            let from_backend = from_backend(&res);
+            let write = write::response(&mut writer, res, asked(true), send);
             tokio::pin!(write);
             let written = loop {
                 tokio::select! {
@@ -381,6 +385,7 @@ async fn exchange(
                     p = &mut pump, if pumped.is_none() => pumped = Some(p),
                 }
             };
+            note_cut(conn, from_backend, &written);
             if pumped != Some(Pumped::Complete) {
                 // The body was not read to its end: the next bytes on the
                 // connection are not a request head.
@@ -392,6 +397,32 @@ async fn exchange(
     match written {
         Ok(Written::KeepAlive) => Outcome::KeepAlive,
         Ok(Written::Close) | Err(_) => Outcome::Close,
+    }
+}
+
+/// Whether `res` is a backend's answer (rather than the proxy's own).
+fn from_backend(res: &Response<ProxyBody>) -> bool {
+    matches!(res.body(), ProxyBody::Upstream { .. })
+}
+
+/// Logs a backend's answer the client did not take to its end: one line
+/// per connection, since the connection closes.
+fn note_cut(conn: &Conn, from_backend: bool, written: &std::io::Result<Written>) {
+    let Err(e) = written else {
+        return;
+    };
+    if !from_backend || write::is_upstream_error(e) {
+        return;
+    }
+    let peer = conn.peer.addr;
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        info!(
+            target: "proxy",
+            "client {peer} took no bytes of its answer for {:?}: closed it and its backend connection",
+            conn.settings.send_timeout
+        );
+    } else {
+        info!(target: "proxy", "client {peer} went away before its answer was done: {e}");
     }
 }
 

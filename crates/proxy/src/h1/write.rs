@@ -56,15 +56,17 @@ static CHUNKED: HeaderValue = HeaderValue::from_static("chunked");
 static CLOSE: HeaderValue = HeaderValue::from_static("close");
 static KEEP_ALIVE: HeaderValue = HeaderValue::from_static("keep-alive");
 
-/// Writes `res`. A write that makes no progress for `stall` fails, so a
-/// client that stops reading cannot hold the connection forever. An error
-/// means the connection is unusable (the client left, the upstream body
-/// broke mid-way): close it without further ado.
+/// Writes `res`. A write that makes no progress for `send` (the send
+/// timeout) fails with `TimedOut`, so a client that stops reading cannot
+/// hold the connection, or the backend connection behind it, forever. An
+/// error means the connection is unusable (the client left or stalled, or
+/// the upstream body broke mid-way: [`is_upstream_error`]): close it
+/// without further ado.
 pub async fn response<W>(
     w: &mut W,
     res: Response<ProxyBody>,
     asked: Asked,
-    stall: Duration,
+    send: Duration,
 ) -> io::Result<Written>
 where
     W: AsyncWrite + Unpin,
@@ -102,7 +104,7 @@ where
 
     let mut out = Out {
         w,
-        stall,
+        send,
         head: Some(head),
     };
     match framing {
@@ -191,7 +193,7 @@ async fn next_data(body: &mut ProxyBody) -> io::Result<Option<Bytes>> {
         let frame = poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await;
         match frame {
             None => return Ok(None),
-            Some(Err(e)) => return Err(io::Error::other(e)),
+            Some(Err(e)) => return Err(io::Error::other(UpstreamError(e))),
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data()
                     && !data.is_empty()
@@ -204,17 +206,34 @@ async fn next_data(body: &mut ProxyBody) -> io::Result<Option<Bytes>> {
 }
 
 fn short() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        "response body shorter than its length",
-    )
+    io::Error::other(UpstreamError(
+        "response body shorter than its length".into(),
+    ))
+}
+
+/// The answer's body broke: the backend's doing, not the client's.
+#[derive(Debug)]
+struct UpstreamError(crate::body::BoxError);
+
+impl std::fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "answer's body broke: {}", self.0)
+    }
+}
+
+impl std::error::Error for UpstreamError {}
+
+/// Whether a failed [`response`] was the answer's body failing rather
+/// than the client.
+pub fn is_upstream_error(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<UpstreamError>())
 }
 
 /// The write side, with the head held back until the first body bytes can
 /// go with it.
 struct Out<'a, W> {
     w: &'a mut W,
-    stall: Duration,
+    send: Duration,
     head: Option<Vec<u8>>,
 }
 
@@ -249,12 +268,12 @@ impl<W: AsyncWrite + Unpin> Out<'_, W> {
         }
         let mut slices = &mut storage[..len];
         while !slices.is_empty() {
-            let n = match tokio::time::timeout(self.stall, self.w.write_vectored(slices)).await {
+            let n = match tokio::time::timeout(self.send, self.w.write_vectored(slices)).await {
                 Ok(r) => r?,
                 Err(_) => {
                     return Err(io::Error::new(
                         io::ErrorKind::TimedOut,
-                        "client read nothing within the body timeout",
+                        "client took no bytes within the send timeout",
                     ));
                 }
             };

@@ -1,0 +1,62 @@
+//! Requests their clients abandon after a backend took them. A client that
+//! resets HTTP/2 streams as soon as they are sent (a Rapid Reset variant),
+//! or leaves in the middle of every answer, costs the backends a full
+//! request each; if nothing counts that, the attack is invisible.
+//!
+//! [`Reached`] is armed when a request is handed to a backend connection
+//! and disarmed when its answer has been read to the end, or failed on the
+//! backend's side. Dropped armed, the client went away (or was cut for
+//! `send_timeout`): `tether_requests_cancelled_total{target}` counts it,
+//! and the connection's own tally (HTTP/2, see `h2`) logs it once.
+
+use std::sync::Arc;
+
+use crate::stats::MemberStats;
+
+/// A request a backend has, until its answer is done.
+#[derive(Debug)]
+pub struct Reached(Option<Arc<MemberStats>>);
+
+impl Reached {
+    /// Armed: the request is about to go to the member counted by `stats`.
+    pub fn new(stats: &Arc<MemberStats>) -> Reached {
+        Reached(Some(stats.clone()))
+    }
+
+    /// The answer is done (read to its end, or failed on the backend's
+    /// side): nothing to count.
+    pub fn done(&mut self) {
+        self.0 = None;
+    }
+
+    /// Whether the request still waits for its answer to be done.
+    pub fn is_armed(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl Drop for Reached {
+    fn drop(&mut self) {
+        if let Some(stats) = self.0.take() {
+            stats.cancelled.inc();
+            crate::h2::note_cancelled();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_answer_left_unfinished_counts() {
+        let stats = Arc::new(MemberStats::default());
+        drop(Reached::new(&stats));
+        assert_eq!(stats.cancelled.get(), 1);
+        let mut done = Reached::new(&stats);
+        done.done();
+        assert!(!done.is_armed());
+        drop(done);
+        assert_eq!(stats.cancelled.get(), 1);
+    }
+}
