@@ -94,6 +94,8 @@ struct Shared {
     drop_reused: AtomicBool,
     dropped: AtomicUsize,
     connections: AtomicUsize,
+    /// Connections open now.
+    open: AtomicUsize,
     websockets: AtomicUsize,
     requests: Mutex<Vec<RecordedRequest>>,
 }
@@ -127,6 +129,7 @@ impl FakeBackend {
             drop_reused: AtomicBool::new(false),
             dropped: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
             websockets: AtomicUsize::new(0),
             requests: Mutex::new(Vec::new()),
         });
@@ -220,6 +223,11 @@ impl FakeBackend {
     /// Connections accepted and served so far (reset ones not counted).
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// Connections open now: accepted and not yet closed by either side.
+    pub fn open_connections(&self) -> usize {
+        self.shared.open.load(Ordering::SeqCst)
     }
 
     /// WebSocket sessions on [`WS_PATH`] that completed their upgrade.
@@ -359,9 +367,20 @@ fn reset(stream: TcpStream) {
     drop(stream);
 }
 
+/// Counts a connection in `Shared::open` while it lives.
+struct Open(Arc<Shared>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
     shared.connections.fetch_add(1, Ordering::SeqCst);
+    shared.open.fetch_add(1, Ordering::SeqCst);
+    let _open = Open(Arc::clone(&shared));
     let activity = Arc::new(Activity::new());
     let service = {
         let shared = Arc::clone(&shared);
