@@ -47,6 +47,7 @@ pub fn all() -> Vec<(&'static str, Scenario)> {
         ("F13", |s| Box::pin(idle_clients(s))),
         ("F14", |s| Box::pin(slow_clients(s))),
         ("F15", |s| Box::pin(large_bodies(s))),
+        ("F16", |s| Box::pin(shut_windows(s))),
         ("WS", |s| Box::pin(websocket_backend_death(s))),
     ]
 }
@@ -1178,6 +1179,128 @@ pub async fn large_bodies(size: Size) -> Outcome {
         within_bound: growth < 64 << 20,
     });
     finish_fds(&mut o, proxy.pid(), 2, &fake_known(&[&a])).await;
+    a.stop().await;
+    o.took = t.elapsed();
+    o
+}
+
+// === F16 ===
+
+/// The proxy's `send_timeout` in F16.
+const F16_SEND_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// One HTTP/2 connection (prior knowledge) whose streams never open their
+/// window (`SETTINGS_INITIAL_WINDOW_SIZE = 0`, no WINDOW_UPDATE): `streams`
+/// requests for 1 MiB each. Returns the bodies once every head is in.
+async fn shut_window(addr: SocketAddr, streams: usize) -> Option<Vec<h2::RecvStream>> {
+    let tcp = TcpStream::connect(addr).await.ok()?;
+    let (client, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    let mut pending = Vec::new();
+    for _ in 0..streams {
+        let mut c = client.clone().ready().await.ok()?;
+        let req = http::Request::get(format!("http://{addr}/bytes/1048576"))
+            .body(())
+            .ok()?;
+        pending.push(c.send_request(req, true).ok()?.0);
+    }
+    let mut bodies = Vec::new();
+    for res in pending {
+        bodies.push(res.await.ok()?.into_body());
+    }
+    Some(bodies)
+}
+
+/// F16: HTTP/2 clients that never open their flow-control window, each
+/// stream holding a backend connection until `send_timeout` frees it,
+/// beside normal clients.
+pub async fn shut_windows(size: Size) -> Outcome {
+    let t = Instant::now();
+    let conns = size.pick(2, 10);
+    let streams = 100;
+    let mut o = Outcome::new(
+        "F16",
+        "HTTP/2 clients that never open their window (send_timeout 3 s)",
+    );
+    let a = FakeBackend::start("f16").await;
+    let extra = format!("send_timeout = \"{}s\"", F16_SEND_TIMEOUT.as_secs());
+    let proxy = Proxy::start(&embedded_toml(&fake_members(&[&a]), &extra)).await;
+    wait_serving(proxy.addr, &["f16"]).await;
+    warm(proxy.addr, 1).await;
+    let spec = LoadSpec::new(2, Duration::from_millis(2), size.pick(200, 1000));
+    let base = Figures::of(&Load::start(proxy.addr, &spec).wait().await);
+    o.before = snapshot(proxy.pid());
+    let baseline = a.open_connections();
+    let mut opened = JoinSet::new();
+    for _ in 0..conns {
+        opened.spawn(shut_window(proxy.addr, streams));
+    }
+    let load = Load::start(proxy.addr, &spec);
+    let mut held = Vec::new();
+    while let Some(r) = opened.join_next().await {
+        if let Ok(Some(bodies)) = r {
+            held.push(bodies);
+        }
+    }
+    // Every answer waits for its client from here.
+    let heads = Instant::now();
+    let pinned = a.open_connections().saturating_sub(baseline);
+    let during_attack = snapshot(proxy.pid());
+    let released = tokio::time::timeout(F16_SEND_TIMEOUT + DEADLINE, async {
+        while a.open_connections() > baseline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        heads.elapsed()
+    })
+    .await
+    .ok();
+    let during = Figures::of(&load.wait().await);
+    let mut reset = 0;
+    for body in held.iter_mut().flatten() {
+        if let Some(Err(e)) = body.data().await
+            && e.reason() == Some(h2::Reason::CANCEL)
+        {
+            reset += 1;
+        }
+    }
+    o.detect = released;
+    o.note(format!("normal clients alone: {base}"));
+    o.note(format!(
+        "{} connections × {streams} streams answered ({} of {} planned); backend connections open beyond the baseline once every head was in: {pinned}; proxy while pinned: rss {}, fds {}",
+        held.len(),
+        held.iter().map(Vec::len).sum::<usize>(),
+        conns * streams,
+        mib(during_attack.rss),
+        during_attack.fds,
+    ));
+    o.note(format!(
+        "all backend connections released {} after the answers' heads; {reset} streams reset (CANCEL)",
+        released.map_or("never (within the deadline)".to_owned(), ms)
+    ));
+    o.note(format!("normal clients beside them: {during}"));
+    o.check(Check::time(
+        "backend connections released within send_timeout + 1 s",
+        released,
+        F16_SEND_TIMEOUT + Duration::from_secs(1),
+        F16_SEND_TIMEOUT + Duration::from_secs(3),
+    ));
+    o.check(Check::exact(
+        "every stream reset",
+        format!("{reset} of {}", conns * streams),
+        reset == conns * streams,
+    ));
+    o.check(Check::exact(
+        "normal clients 100 % success",
+        during.failures(),
+        during.failed() == 0,
+    ));
+    o.load = Some(during);
+    drop(held);
+    finish_fds(&mut o, proxy.pid(), 1, &fake_known(&[&a])).await;
     a.stop().await;
     o.took = t.elapsed();
     o

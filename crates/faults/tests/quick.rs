@@ -56,3 +56,8 @@ async fn f10_no_connection_outside_the_pool() {
 async fn f11_twenty_reloads_under_load() {
     assert_within_bounds(&scenarios::reloads(Size::Quick).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f16_http2_windows_never_opened() {
+    assert_within_bounds(&scenarios::shut_windows(Size::Quick).await);
+}
