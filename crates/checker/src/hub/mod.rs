@@ -44,7 +44,9 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use log::info;
-use tether_core::{HealthTracker, HealthUpdate, PoolEntry, Target, TargetStatus, UpdateKind};
+use tether_core::{
+    CheckerState, HealthTracker, HealthUpdate, PoolEntry, Target, TargetStatus, UpdateKind,
+};
 use tether_daemon::metrics::Histogram;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
@@ -299,7 +301,10 @@ impl Hub {
         }
         let snapshot = Arc::new(HealthUpdate {
             version: self.version,
-            kind: UpdateKind::Snapshot(self.statuses()),
+            kind: UpdateKind::Snapshot {
+                targets: self.statuses(),
+                checker: CheckerState::ok(),
+            },
         });
         self.shared = Some((snapshot.clone(), Instant::now()));
         snapshot

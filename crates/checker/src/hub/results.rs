@@ -44,7 +44,7 @@ impl Hub {
         let now = clock::now_ms();
         match result.outcome {
             ProbeOutcome::Success => entry.probes_succeeded += 1,
-            ProbeOutcome::Failure => entry.probes_failed += 1,
+            ProbeOutcome::Failure(_) => entry.probes_failed += 1,
         }
         entry.probe_duration.observe(result.latency);
         let transition = entry.tracker.observe(result.outcome, now);
@@ -59,7 +59,7 @@ impl Hub {
                 target: "hc",
                 "{} probe ok in {:?}", status.name, result.latency
             ),
-            ProbeOutcome::Failure => debug!(
+            ProbeOutcome::Failure(_) => debug!(
                 target: "hc",
                 "{} probe failed in {:?}: {}",
                 status.name,
