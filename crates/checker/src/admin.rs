@@ -26,10 +26,18 @@ impl Status for CheckerStatus {
     fn readiness(&self) -> BoxFuture<'_, Result<(), String>> {
         // Once done, always done: a member reset by a reload must not make
         // the checker flap out of its Service.
-        let ready = if self.hub.first_round_done() {
-            Ok(())
-        } else {
-            Err("the first probe round is not done".to_owned())
+        let ready = match (
+            self.hub.first_round_done(),
+            self.hub.checker_state().impaired,
+        ) {
+            (false, _) => Err("the first probe round is not done".to_owned()),
+            // Out of its Service: proxies that follow several checkers
+            // should lean on the others.
+            (true, Some(i)) => Err(format!(
+                "impaired since {} (epoch ms): {}",
+                i.since_ms, i.reason
+            )),
+            (true, None) => Ok(()),
         };
         Box::pin(std::future::ready(ready))
     }
@@ -41,7 +49,8 @@ impl Status for CheckerStatus {
             else {
                 return out;
             };
-            write_metrics(&mut out, &hub, &targets);
+            let impaired = self.hub.checker_state().is_impaired();
+            write_metrics(&mut out, &hub, &targets, impaired);
             out
         })
     }
@@ -50,7 +59,16 @@ impl Status for CheckerStatus {
         Box::pin(async move {
             let mut out = String::new();
             match self.hub.list().await {
-                Ok((version, targets)) => write_page(&mut out, version, &targets),
+                Ok((version, targets)) => {
+                    if let Some(i) = self.hub.checker_state().impaired {
+                        let _ = writeln!(
+                            out,
+                            "<p class=\"unhealthy\">checker impaired: {}; verdicts caused by silence are held</p>",
+                            escape(&i.reason)
+                        );
+                    }
+                    write_page(&mut out, version, &targets);
+                }
                 Err(e) => {
                     let _ = write!(out, "<p>{}</p>", escape(&e.to_string()));
                 }
@@ -60,7 +78,13 @@ impl Status for CheckerStatus {
     }
 }
 
-fn write_metrics(out: &mut Text, hub: &HubMetrics, targets: &[TargetStatus]) {
+fn write_metrics(out: &mut Text, hub: &HubMetrics, targets: &[TargetStatus], impaired: bool) {
+    out.family(
+        "tether_checker_impaired",
+        Kind::Gauge,
+        "1 while the checker suspects its own network (silence from most members at once).",
+    )
+    .sample("tether_checker_impaired", &[], u8::from(impaired));
     out.family(
         "tether_health_version",
         Kind::Gauge,

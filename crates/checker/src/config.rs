@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use tether_core::{PoolEntry, Target};
+use tether_core::{ImpairedThreshold, PoolEntry, Target};
 use tether_daemon::config::{self as shared, ConfigError, LogConfig, RawFile};
 use tether_daemon::tls::ServerTls;
 
@@ -21,6 +21,9 @@ pub struct CheckerConfig {
     pub tls: Option<ServerTls>,
     /// Static targets and `expand = "dns"` templates, in config order.
     pub targets: Vec<PoolEntry>,
+    /// `[health] impaired_threshold`: silence from more than this share
+    /// of the members (2 or more) makes the checker impaired.
+    pub impaired_threshold: ImpairedThreshold,
     /// `None`: no admin endpoint.
     pub admin_listen: Option<SocketAddr>,
     pub log: LogConfig,
@@ -34,6 +37,7 @@ impl CheckerConfig {
             grpc_listen,
             tls: None,
             targets: targets.into_iter().map(PoolEntry::fixed).collect(),
+            impaired_threshold: ImpairedThreshold::DEFAULT,
             admin_listen: None,
             log: LogConfig::default(),
         }
@@ -52,9 +56,26 @@ impl CheckerConfig {
             grpc_listen,
             tls: tls(file)?,
             targets: shared::pool(file)?,
+            impaired_threshold: impaired_threshold(file.health.impaired_threshold)?,
             admin_listen: file.admin.validate(DEFAULT_ADMIN_LISTEN)?,
             log: file.log.validate()?,
         })
+    }
+}
+
+/// The config key of the impairment threshold.
+pub const IMPAIRED_THRESHOLD_KEY: &str = "health.impaired_threshold";
+
+/// `[health] impaired_threshold`: a share in (0, 1]; absent, the default.
+pub fn impaired_threshold(raw: Option<f64>) -> Result<ImpairedThreshold, ConfigError> {
+    match raw {
+        None => Ok(ImpairedThreshold::DEFAULT),
+        Some(share) => ImpairedThreshold::new(share).ok_or_else(|| {
+            ConfigError::new(
+                IMPAIRED_THRESHOLD_KEY,
+                format!("must be a share greater than 0 and at most 1, got {share}"),
+            )
+        }),
     }
 }
 
@@ -69,4 +90,27 @@ pub fn tls(file: &RawFile) -> Result<Option<ServerTls>, ConfigError> {
         .as_ref()
         .map(|raw| raw.validate(TLS_SECTION))
         .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_impaired_threshold_is_a_share() {
+        assert_eq!(
+            impaired_threshold(None).ok(),
+            Some(ImpairedThreshold::DEFAULT)
+        );
+        assert_eq!(
+            impaired_threshold(Some(0.75))
+                .ok()
+                .map(ImpairedThreshold::get),
+            Some(0.75)
+        );
+        for bad in [0.0, -1.0, 1.5, f64::NAN] {
+            let e = impaired_threshold(Some(bad)).expect_err("refused");
+            assert!(e.to_string().contains(IMPAIRED_THRESHOLD_KEY), "{e}");
+        }
+    }
 }

@@ -83,7 +83,11 @@ async fn serve_on(
         ),
         None => None,
     };
-    let checker = Checker::start(config.targets.clone());
+    let checker = Checker::start_configured(
+        config.targets.clone(),
+        std::sync::Arc::new(dns::SystemResolver),
+        config.impaired_threshold,
+    );
     let (trigger, drain) = tether_daemon::drain::channel();
     if let Some(reload) = reload {
         let task = reload::run(reload, config.clone(), checker.handle());

@@ -34,6 +34,12 @@ pub async fn run(mut reload: Reload, mut current: CheckerConfig, hub: HubHandle)
             Ok(change) => applied.extend(change.summary()),
             Err(e) => error!(target: "hc", "reload #{n}: {e}"),
         }
+        if new.impaired_threshold != current.impaired_threshold {
+            match hub.set_impaired_threshold(new.impaired_threshold).await {
+                Ok(()) => applied.push("health.impaired_threshold".to_owned()),
+                Err(e) => error!(target: "hc", "reload #{n}: {e}"),
+            }
+        }
         if new.log != current.log {
             match reload.logging().apply(&new.log) {
                 Ok(()) => applied.push("log levels".to_owned()),

@@ -105,18 +105,26 @@ pub async fn serve_with_tls(
     result.map_err(Error::from)
 }
 
-/// Keeps `grpc.health.v1` in step with the hub: service `""` turns SERVING
-/// when the first probe round is done, each member's own service follows
+/// Keeps `grpc.health.v1` in step with the hub: service `""` is SERVING
+/// once the first probe round is done and while the checker is not
+/// impaired (so Kubernetes takes an impaired checker out of its Service and
+/// compose shows it unhealthy), each member's own service follows
 /// its state, and a member that leaves the pool is no longer known
 /// (`NOT_FOUND`, as if never configured).
 async fn mirror_target_health(hub: HubHandle, mut reporter: HealthReporter) {
     let first_round = {
         let (hub, reporter) = (hub.clone(), reporter.clone());
         async move {
-            if hub.first_round().await.is_ok() {
-                reporter
-                    .set_service_status("", ServingStatus::Serving)
-                    .await;
+            if hub.first_round().await.is_err() {
+                return;
+            }
+            let mut state = hub.watch_checker_state();
+            loop {
+                let impaired = state.borrow_and_update().is_impaired();
+                reporter.set_service_status("", serving(!impaired)).await;
+                if state.changed().await.is_err() {
+                    return;
+                }
             }
         }
     };
@@ -198,10 +206,11 @@ impl HealthService for HealthApi {
         _request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
         let (version, targets) = self.hub.list().await.map_err(unavailable)?;
+        let checker = self.hub.checker_state();
         Ok(Response::new(pb::ListResponse {
             version,
             targets: targets.iter().map(pb::TargetHealth::from).collect(),
-            checker: None,
+            checker: checker.is_impaired().then(|| (&checker).into()),
         }))
     }
 

@@ -8,6 +8,7 @@
 
 pub mod balance;
 pub mod health;
+pub mod impaired;
 pub mod pool;
 pub mod status;
 pub mod sticky;
@@ -16,6 +17,7 @@ pub mod target;
 
 pub use balance::RoundRobin;
 pub use health::{FailureClass, HealthState, HealthTracker, ProbeOutcome, Transition};
+pub use impaired::{ImpairedThreshold, ImpairmentDetector};
 pub use pool::{Applied, Gap, PoolView};
 pub use status::{CheckerState, HealthUpdate, Impairment, TargetStatus, UpdateKind};
 pub use sticky::{Pick, StickyHint};

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
-use tether_core::{HealthUpdate, TargetStatus};
+use tether_core::{CheckerState, HealthUpdate, TargetStatus};
 use tether_proto::pb;
 use tether_proto::pb::control_service_client::ControlServiceClient;
 use tether_proto::pb::health_service_client::HealthServiceClient;
@@ -197,8 +197,9 @@ impl Checker {
         })
     }
 
-    /// The whole pool: its version and every target, in the checker's order.
-    pub async fn list(&mut self) -> anyhow::Result<(u64, Vec<TargetStatus>)> {
+    /// The whole pool: its version and every target, in the checker's
+    /// order, and what the checker says about itself.
+    pub async fn list(&mut self) -> anyhow::Result<(u64, Vec<TargetStatus>, CheckerState)> {
         let reply = self
             .client
             .list(pb::ListRequest {})
@@ -211,7 +212,9 @@ impl Checker {
             .map(TargetStatus::try_from)
             .collect::<Result<Vec<_>, _>>()
             .with_context(|| format!("checker at {} sent an invalid target", self.url))?;
-        Ok((reply.version, targets))
+        let checker = tether_proto::convert::checker_from_wire(reply.checker)
+            .with_context(|| format!("checker at {} sent an invalid state", self.url))?;
+        Ok((reply.version, targets, checker))
     }
 
     /// One target by name; `None` if the checker has no such target.

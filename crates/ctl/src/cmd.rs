@@ -6,7 +6,7 @@ use std::io::{self, Write as _};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
-use tether_core::Gap;
+use tether_core::{CheckerState, Gap};
 
 use crate::client::{self, Checker, Remote, ServingStatus, Use};
 use crate::watch::{Format, Step, Watcher};
@@ -75,17 +75,21 @@ pub async fn ready(url: &str) -> anyhow::Result<()> {
 /// `tetherctl health [NAME] [--json]`
 pub async fn health(remote: &Remote, name: Option<&str>, json: bool) -> anyhow::Result<()> {
     let mut checker = Checker::connect(remote, Use::Query).await?;
-    let (version, targets) = match name {
+    // The checker's own state comes with the whole pool (List), not with
+    // one target (Get).
+    let (version, targets, state) = match name {
         None => checker.list().await?,
         Some(name) => match checker.get(name).await? {
-            Some((version, target)) => (version, vec![target]),
+            Some((version, target)) => (version, vec![target], CheckerState::ok()),
             None => bail!("no target named {name:?}"),
         },
     };
+    let now = now_ms();
     let text = if json {
         render::pool_json_pretty(version, &targets)? + "\n"
     } else {
-        render::table(&targets, now_ms())
+        let line = render::checker_line(&state, now).map(|l| l + "\n");
+        line.unwrap_or_default() + &render::table(&targets, now)
     };
     print(&text)
 }

@@ -285,6 +285,9 @@ pub struct RawHealth {
     pub fall: Option<u32>,
     /// Default re-resolution period of `expand = "dns"` entries.
     pub dns_refresh: Option<String>,
+    /// The checker's: the share of members whose silence makes it
+    /// suspect its own network (validated by the checker).
+    pub impaired_threshold: Option<f64>,
 }
 
 /// One `[[targets]]` entry: a url, an optional name, and probe settings

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tether_core::{HealthUpdate, PoolEntry, Target, TargetStatus};
+use tether_core::{CheckerState, HealthUpdate, ImpairedThreshold, PoolEntry, Target, TargetStatus};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::drain::DrainOutcome;
@@ -38,6 +38,7 @@ pub(super) enum Command {
     SetDraining(String, bool, oneshot::Sender<Option<DrainOutcome>>),
     SetPool(Vec<PoolEntry>, oneshot::Sender<MembershipChange>),
     Metrics(oneshot::Sender<HubMetrics>),
+    SetThreshold(ImpairedThreshold, oneshot::Sender<()>),
 }
 
 /// A cheap, cloneable way to talk to the hub.
@@ -45,6 +46,7 @@ pub(super) enum Command {
 pub struct HubHandle {
     pub(super) commands: mpsc::Sender<Command>,
     pub(super) first_round: watch::Receiver<bool>,
+    pub(super) checker: watch::Receiver<CheckerState>,
     pub(super) watchers: Arc<AtomicUsize>,
 }
 
@@ -96,6 +98,24 @@ impl HubHandle {
     /// ignored with a warning (config validation refuses them).
     pub async fn set_pool(&self, entries: Vec<PoolEntry>) -> Result<MembershipChange, HubClosed> {
         self.ask(|tx| Command::SetPool(entries, tx)).await
+    }
+
+    /// What the checker says about itself now (impaired or not).
+    pub fn checker_state(&self) -> CheckerState {
+        self.checker.borrow().clone()
+    }
+
+    /// [`checker_state`](HubHandle::checker_state), as it changes.
+    pub fn watch_checker_state(&self) -> watch::Receiver<CheckerState> {
+        self.checker.clone()
+    }
+
+    /// Applies `[health] impaired_threshold` (a reload).
+    pub async fn set_impaired_threshold(
+        &self,
+        threshold: ImpairedThreshold,
+    ) -> Result<(), HubClosed> {
+        self.ask(|tx| Command::SetThreshold(threshold, tx)).await
     }
 
     /// The version, open Watch streams and per-member probe counts.
@@ -183,6 +203,7 @@ impl std::fmt::Debug for Command {
             Command::SetDraining(..) => "SetDraining",
             Command::SetPool(..) => "SetPool",
             Command::Metrics(_) => "Metrics",
+            Command::SetThreshold(..) => "SetThreshold",
         })
     }
 }

@@ -16,6 +16,7 @@ use super::probe_loop::{Trigger, probe_loop};
 use super::report::MIN_REPORT_WINDOW;
 use super::{Entry, Hub, Owned};
 use crate::dns::{self, Resolved};
+use tether_daemon::clock;
 
 /// What a membership change did, in the order it was published.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -221,6 +222,7 @@ impl Hub {
             probes_succeeded: 0,
             probes_failed: 0,
             probe_duration: Arc::default(),
+            reprobe: false,
             _task: task,
             lookup: member.lookup,
             target,
@@ -241,6 +243,13 @@ impl Hub {
         };
         self.ids.remove(&entry.id);
         self.order.retain(|n| n != name);
+        let members = self.entries.len();
+        if let Some(state) = self
+            .detector
+            .forget(&entry.status.name, members, clock::now_ms())
+        {
+            self.checker_changed(state);
+        }
         if entry.tracker.state() == HealthState::Unknown {
             self.unprobed = self.unprobed.saturating_sub(1);
         }

@@ -26,12 +26,13 @@
 //! checker starts with nothing draining.
 //!
 //! One file per job: `handle` (the API), `probe_loop` (the probe tasks),
-//! `results` (what a result does), `membership` (reloads, DNS groups,
-//! reconcile), `report`, `drain` and `metrics`; this file holds the state
-//! and the task that owns it.
+//! `results` (what a result does), `impaired` (the checker's own state),
+//! `membership` (reloads, DNS groups, reconcile), `report`, `drain` and
+//! `metrics`; this file holds the state and the task that owns it.
 
 mod drain;
 mod handle;
+mod impaired;
 mod membership;
 mod metrics;
 mod probe_loop;
@@ -45,7 +46,8 @@ use std::time::Duration;
 
 use log::info;
 use tether_core::{
-    CheckerState, HealthTracker, HealthUpdate, PoolEntry, Target, TargetStatus, UpdateKind,
+    CheckerState, HealthTracker, HealthUpdate, ImpairedThreshold, ImpairmentDetector, PoolEntry,
+    Target, TargetStatus, UpdateKind,
 };
 use tether_daemon::metrics::Histogram;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -99,10 +101,22 @@ impl Checker {
         entries: impl IntoIterator<Item = E>,
         resolver: Arc<dyn Resolve>,
     ) -> Checker {
+        Checker::start_configured(entries, resolver, ImpairedThreshold::DEFAULT)
+    }
+
+    /// [`start_with`](Checker::start_with) and `[health]
+    /// impaired_threshold`.
+    pub fn start_configured<E: Into<PoolEntry>>(
+        entries: impl IntoIterator<Item = E>,
+        resolver: Arc<dyn Resolve>,
+        threshold: ImpairedThreshold,
+    ) -> Checker {
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_BUFFER);
         let (first_tx, first_rx) = watch::channel(false);
+        let (checker_tx, checker_rx) = watch::channel(CheckerState::ok());
         let watchers = Arc::new(AtomicUsize::new(0));
-        let mut hub = Hub::new(resolver, first_tx, watchers.clone());
+        let mut hub = Hub::new(resolver, first_tx, watchers.clone(), checker_tx);
+        hub.detector.set_threshold(threshold);
         hub.set_pool(entries.into_iter().map(Into::into).collect());
         // Nobody has subscribed yet: the pool so far is version 0's.
         hub.started = true;
@@ -111,6 +125,7 @@ impl Checker {
             handle: HubHandle {
                 commands: cmd_tx,
                 first_round: first_rx,
+                checker: checker_rx,
                 watchers,
             },
             hub: task,
@@ -157,6 +172,9 @@ struct Entry {
     probes_succeeded: u64,
     probes_failed: u64,
     probe_duration: Arc<Histogram>,
+    /// The checker recovered from impairment and this member has not been
+    /// probed afresh since: its silence is still held.
+    reprobe: bool,
     _task: Owned,
     /// See [`membership::Wanted::lookup`].
     lookup: Option<Duration>,
@@ -193,6 +211,12 @@ struct Hub {
     /// The last snapshot handed out, and when it was built; see
     /// [`SNAPSHOT_REUSE`].
     shared: Option<(Arc<HealthUpdate>, Instant)>,
+    /// Whether the checker suspects itself; see `impaired.rs`.
+    detector: ImpairmentDetector<String>,
+    /// The detector's state, for readers outside the hub.
+    checker_tx: watch::Sender<CheckerState>,
+    /// When the checker last stopped being impaired.
+    recovered_at: Option<Instant>,
 }
 
 // === impl Hub ===
@@ -202,6 +226,7 @@ impl Hub {
         resolver: Arc<dyn Resolve>,
         first_round: watch::Sender<bool>,
         watchers: Arc<AtomicUsize>,
+        checker_tx: watch::Sender<CheckerState>,
     ) -> Hub {
         let (changes, _) = broadcast::channel(CHANGE_BUFFER);
         let (results_tx, results) = mpsc::channel(RESULT_BUFFER);
@@ -225,6 +250,9 @@ impl Hub {
             watchers,
             started: false,
             shared: None,
+            detector: ImpairmentDetector::new(ImpairedThreshold::DEFAULT),
+            checker_tx,
+            recovered_at: None,
         }
     }
 
@@ -253,6 +281,10 @@ impl Hub {
             }
             Command::List(tx) => {
                 let _ = tx.send((self.version, self.statuses()));
+            }
+            Command::SetThreshold(threshold, tx) => {
+                self.set_threshold(threshold);
+                let _ = tx.send(());
             }
             Command::Get(name, tx) => {
                 let found = self
@@ -303,7 +335,7 @@ impl Hub {
             version: self.version,
             kind: UpdateKind::Snapshot {
                 targets: self.statuses(),
-                checker: CheckerState::ok(),
+                checker: self.detector.state().clone(),
             },
         });
         self.shared = Some((snapshot.clone(), Instant::now()));

@@ -28,6 +28,9 @@ pub(super) struct Probed {
     pub(super) result: ProbeResult,
     /// The last probe of a report burst: the target may be woken again.
     pub(super) ends_burst: bool,
+    /// When the probe started: one that started before the checker
+    /// recovered is no fresh look (see `impaired.rs`).
+    pub(super) started: Instant,
 }
 
 /// Probes one target forever. The first probe comes at a random offset
@@ -69,8 +72,9 @@ pub(super) async fn probe_loop(
     loop {
         tokio::select! {
             _ = ticker.tick() => {
+                let started = Instant::now();
                 let result = Box::pin(prober.probe()).await;
-                let probed = Probed { id, result, ends_burst: false };
+                let probed = Probed { id, result, ends_burst: false, started };
                 if results.send(probed).await.is_err() {
                     return;
                 }
@@ -92,12 +96,14 @@ pub(super) async fn probe_loop(
 async fn burst(id: u64, prober: &mut Prober, probes: u32, results: &mpsc::Sender<Probed>) -> bool {
     let probes = probes.max(1);
     for n in 1..=probes {
+        let started = Instant::now();
         let result = prober.probe().await;
         let ends_burst = n == probes || result.outcome == ProbeOutcome::Success;
         let probed = Probed {
             id,
             result,
             ends_burst,
+            started,
         };
         if results.send(probed).await.is_err() {
             return false;

@@ -26,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::Addrs;
+use super::{Addrs, ProbeError};
 
 /// A response body longer than this is not read to its end; the probe
 /// still counts, but the connection is closed rather than kept.
@@ -69,26 +69,26 @@ pub(super) async fn probe(
     authority: &str,
     path: &str,
     tls: Option<(&TlsConnector, ServerName<'static>)>,
-) -> Result<(), String> {
+) -> Result<(), ProbeError> {
     if let Some(mut conn) = kept.take() {
         match exchange(&mut conn, authority, path).await {
             Ok(done) => return finish(kept, conn, done),
             // Closed by the target while idle: try a new connection.
             Err(e) if e.before_response => {}
-            Err(e) => return Err(e.message),
+            Err(e) => return Err(e.message.into()),
         }
     }
     // Looked up only for a new connection.
     let mut conn = connect(&addrs.get().await?, tls).await?;
     match exchange(&mut conn, authority, path).await {
         Ok(done) => finish(kept, conn, done),
-        Err(e) => Err(e.message),
+        Err(e) => Err(e.message.into()),
     }
 }
 
-fn finish(kept: &mut Option<Conn>, conn: Conn, done: Exchanged) -> Result<(), String> {
+fn finish(kept: &mut Option<Conn>, conn: Conn, done: Exchanged) -> Result<(), ProbeError> {
     if !(200..400).contains(&done.status) {
-        return Err(format!("status {}", done.status));
+        return Err(format!("status {}", done.status).into());
     }
     if done.reusable && !conn.sender.is_closed() {
         *kept = Some(conn);
@@ -99,13 +99,13 @@ fn finish(kept: &mut Option<Conn>, conn: Conn, done: Exchanged) -> Result<(), St
 async fn connect(
     addrs: &[SocketAddr],
     tls: Option<(&TlsConnector, ServerName<'static>)>,
-) -> Result<Conn, String> {
+) -> Result<Conn, ProbeError> {
     let stream = TcpStream::connect(addrs)
         .await
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(|e| ProbeError::connect(&e))?;
     let _ = stream.set_nodelay(true);
     match tls {
-        None => handshake(stream).await,
+        None => Ok(handshake(stream).await?),
         Some((connector, name)) => {
             // rustls says why a certificate was refused
             // ("invalid peer certificate: UnknownIssuer").
@@ -113,7 +113,7 @@ async fn connect(
                 .connect(name, stream)
                 .await
                 .map_err(|e| format!("TLS: {e}"))?;
-            handshake(stream).await
+            Ok(handshake(stream).await?)
         }
     }
 }

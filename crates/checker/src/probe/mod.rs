@@ -24,6 +24,51 @@ use tokio_rustls::TlsConnector;
 
 use crate::dns::{Resolve, SystemResolver};
 
+/// Why a probe failed, and which kind of failure that is: an answer (the
+/// target is there and says no) or silence (nothing came back).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ProbeError {
+    class: FailureClass,
+    message: String,
+}
+
+impl ProbeError {
+    fn silence(message: String) -> Self {
+        ProbeError {
+            class: FailureClass::Silence,
+            message,
+        }
+    }
+
+    /// A failed connect: refused or reset means a host answered; a
+    /// timeout, an unreachable network or host, or a local refusal to send
+    /// (no route, a firewall) means nothing did.
+    fn connect(e: &std::io::Error) -> Self {
+        use std::io::ErrorKind::*;
+        let message = format!("connect: {e}");
+        match e.kind() {
+            TimedOut | HostUnreachable | NetworkUnreachable | NetworkDown | AddrNotAvailable
+            | PermissionDenied => ProbeError::silence(message),
+            _ => ProbeError {
+                class: FailureClass::Answer,
+                message,
+            },
+        }
+    }
+}
+
+/// Anything that is not named silence is an answer: a status, a TLS
+/// refusal, a connection closed mid-exchange. Only what is surely silence
+/// may count towards impairment.
+impl From<String> for ProbeError {
+    fn from(message: String) -> Self {
+        ProbeError {
+            class: FailureClass::Answer,
+            message,
+        }
+    }
+}
+
 /// What one probe found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProbeResult {
@@ -91,7 +136,7 @@ impl Addrs {
     /// older than `refresh`. A failed lookup keeps the last answer (a DNS
     /// blip is not the target's failure), and fails the probe only when
     /// there is none.
-    async fn get(&mut self) -> Result<Vec<SocketAddr>, String> {
+    async fn get(&mut self) -> Result<Vec<SocketAddr>, ProbeError> {
         if let Some(addr) = self.fixed {
             return Ok(vec![addr]);
         }
@@ -117,7 +162,8 @@ impl Addrs {
                         *at = now;
                         Ok(addrs.clone())
                     }
-                    None => Err(why),
+                    // A name that does not resolve is silence.
+                    None => Err(ProbeError::silence(why)),
                 }
             }
         }
@@ -245,13 +291,12 @@ impl Prober {
                 (ProbeKind::Http, ..) => http::probe(&mut kept, addrs, authority, path, None).await,
             }
         };
-        let mut class = FailureClass::Answer;
         let result = match tokio::time::timeout(timeout, attempt).await {
             Ok(r) => r,
-            Err(_) => Err({
-                class = FailureClass::Silence;
-                format!("timed out after {}", humantime::format_duration(timeout))
-            }),
+            Err(_) => Err(ProbeError::silence(format!(
+                "timed out after {}",
+                humantime::format_duration(timeout)
+            ))),
         };
         if result.is_ok() {
             self.conn = kept;
@@ -264,9 +309,9 @@ impl Prober {
                 error: None,
             },
             Err(e) => ProbeResult {
-                outcome: ProbeOutcome::Failure(class),
+                outcome: ProbeOutcome::Failure(e.class),
                 latency,
-                error: Some(e),
+                error: Some(e.message),
             },
         }
     }

@@ -14,10 +14,12 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpStream;
 
-pub(super) async fn probe(addrs: &[SocketAddr]) -> Result<(), String> {
+use super::ProbeError;
+
+pub(super) async fn probe(addrs: &[SocketAddr]) -> Result<(), ProbeError> {
     let stream = TcpStream::connect(addrs)
         .await
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(|e| ProbeError::connect(&e))?;
     // If it cannot be set, the probe has still answered; the close is
     // merely a normal one.
     let _ = stream.set_zero_linger();
