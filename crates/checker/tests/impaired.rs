@@ -89,8 +89,8 @@ async fn silence_from_every_member_impairs_the_checker_and_costs_no_verdict() {
     }
     let config = TempConfig::new(&toml);
     let proc = Proc::spawn("tether-checker", &["--config", config.path_str()], &[]);
-    let grpc = proc.wait_listening("grpc", START).await;
-    let admin = proc.wait_listening("admin", START).await;
+    let grpc = proc.wait_listening("grpc listening", START).await;
+    let admin = proc.wait_listening("admin listening", START).await;
     eventually("/readyz 200 after the first round", DEADLINE, || async {
         (readyz(admin).await == Some(200)).then_some(())
     })
