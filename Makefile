@@ -71,11 +71,11 @@ compose-image:
 	cp target/release/tether-checker target/release/tether-proxy target/release/tetherctl target/release/tether-echo deploy/compose/.bin/
 	TETHER_BUILD_TARGET=runtime-host TETHER_BASE_IMAGE=tether-base:bookworm $(COMPOSE) build
 
-# The full stack: three backends (one DNS pool), a checker, two proxies on
+# The full stack: three backends (one DNS pool), two checkers, two proxies on
 # localhost:8080 and :8081 (TETHER_PORT_A / TETHER_PORT_B to change them).
 compose-up: compose-image
 	TETHER_BUILD_TARGET=runtime-host TETHER_BASE_IMAGE=tether-base:bookworm $(COMPOSE) up -d
-	@echo "tether: curl -i localhost:$${TETHER_PORT_A:-8080}/  and  $(COMPOSE) exec checker tetherctl health"
+	@echo "tether: curl -i localhost:$${TETHER_PORT_A:-8080}/  and  $(COMPOSE) exec checker-a tetherctl health"
 
 compose-down:
 	$(COMPOSE) down -v --remove-orphans

@@ -6,10 +6,13 @@ from binaries built on the host (--bin-dir), starts the stack under a
 project name of its own with free host ports, and checks, through both
 proxies: round robin over the backends, stickiness across proxies, a backend
 failing its health check and one stopping (no failed request, traffic gone
-within interval x fall + 1 s), the checker stopping and coming back, the
-checker cut off the network and reconnected (fail static, then resubscribe),
-scaling the backends 3 -> 4, and `down -v` leaving nothing behind. The stack
-is always torn down.
+within interval x fall + 1 s), both checkers stopping and coming back (fail
+static), one checker cut off the backend network only (it says it is
+impaired; the proxies follow the other, which still takes out a backend that
+really fails, and the one killed after it) and then cut off every network,
+each with 0 failed requests, also after it comes back, scaling the backends
+3 -> 4, and `down -v` leaving nothing behind. The stack is always torn
+down.
 
     python3 deploy/compose/test.py [--bin-dir target/debug] [--skip STEP,..]
 
@@ -49,6 +52,7 @@ STEPS = (
     "backend-fail",
     "backend-stop",
     "checker-restart",
+    "checker-backend-cut",
     "checker-partition",
     "scale",
     "down",
@@ -201,6 +205,7 @@ class Stack:
         self.down = False
         self.stopped = None  # a backend container the steps left stopped
         self.network = f"{self.project}_default"
+        self.backend_network = f"{self.project}_backends"
         self.ports = free_ports(2)
         self.compose = shlex.split(args.compose) + ["-p", self.project, "-f", "docker-compose.yml"]
         for extra in args.override:
@@ -235,7 +240,12 @@ class Stack:
                     "number": int(labels.get("com.docker.compose.container-number", "0")),
                     "running": c["State"]["Running"],
                     "health": health,
-                    "ip": (nets.get(self.network) or {}).get("IPAddress") or None,
+                    # Backends live on their own network; the host reaches
+                    # them there, and the checkers' members are named so.
+                    "ip": (nets.get(self.backend_network) or nets.get(self.network) or {}).get(
+                        "IPAddress"
+                    )
+                    or None,
                 }
             )
         for cs in out.values():
@@ -248,10 +258,19 @@ class Stack:
                 return c
         raise TestFailure(f"no container {service} #{number}")
 
-    def members(self):
-        """The checker's pool: name -> target dict."""
-        text = self.dc("exec", "-T", "checker", "tetherctl", "health", "--json", timeout=20)
+    def members(self, checker="checker-a"):
+        """A checker's pool: name -> target dict."""
+        text = self.dc("exec", "-T", checker, "tetherctl", "health", "--json", timeout=20)
         return {t["name"]: t for t in json.loads(text)["targets"]}
+
+    def ready(self, service, port):
+        """Whether the service's admin /readyz answers 200."""
+        proc = subprocess.run(
+            self.compose
+            + ["exec", "-T", service, "tetherctl", "ready", f"http://127.0.0.1:{port}/readyz"],
+            cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20,
+        )
+        return proc.returncode == 0
 
     def all_healthy(self, expected):
         cs = self.containers()
@@ -315,8 +334,8 @@ def set_health(c, healthy):
     check(a.ok, f"POST {path} to {short(c)}: {a.status} {a.error or ''}")
 
 
-def member_state(stack, c):
-    for name, t in stack.members().items():
+def member_state(stack, c, checker="checker-a"):
+    for name, t in stack.members(checker).items():
         if is_backend(name, c) or is_backend(t["url"], c):
             return t["state"]
     return None
@@ -435,7 +454,7 @@ def step_backend_stop(stack):
         return {"unhealthy": "unhealthy", None: "gone from the pool"}.get(state)
 
     state, took = wait_for(f"tetherctl health to show {short(x)} unhealthy", down_or_gone, 10)
-    table = stack.dc("exec", "-T", "checker", "tetherctl", "health", timeout=20)
+    table = stack.dc("exec", "-T", "checker-a", "tetherctl", "health", timeout=20)
     log(f"  tetherctl health: {short(x)} is {state} after {took:.1f}s")
     for line in table.strip().splitlines():
         log(f"    {line}")
@@ -444,32 +463,33 @@ def step_backend_stop(stack):
 def step_checker_restart(stack):
     x = stack.stopped
     backends = [c for c in stack.containers()["backend"] if c["running"]]
-    checker = stack.container("checker")
+    checkers = [stack.container("checker-a"), stack.container("checker-b")]
     with Load(stack.ports) as load:
         wait_for("load to start", lambda: len(load.answers) >= 20, 10)
         t = time.monotonic()
-        stack.dc("stop", "checker", timeout=60)
-        log(f"  checker stopped ({time.monotonic() - t:.1f}s)")
+        stack.dc("stop", "checker-a", "checker-b", timeout=60)
+        log(f"  both checkers stopped ({time.monotonic() - t:.1f}s)")
         mark = time.monotonic()
-        wait_for("3s of load without the checker", lambda: time.monotonic() > mark + 3, 10)
+        wait_for("3s of load without a checker", lambda: time.monotonic() > mark + 3, 10)
         load.stop()
-    bad = report_load(load, "load with the checker stopped")
-    check(not bad, f"{len(bad)} failed requests while the checker was stopped")
+    bad = report_load(load, "load with no checker")
+    check(not bad, f"{len(bad)} failed requests with no checker")
     counts = hits([a for a in load.answers if a.t >= mark], backends)
-    check(all(n > 0 for n in counts.values()), f"traffic without the checker: {counts}")
-    log(f"  spread without the checker: {counts}")
+    check(all(n > 0 for n in counts.values()), f"traffic without a checker: {counts}")
+    log(f"  spread without a checker: {counts}")
 
     t = time.monotonic()
-    stack.dc("start", "checker", timeout=60)
-    _, took = wait_for(
-        "the checker to be healthy",
-        lambda: stack.container("checker")["health"] == "healthy",
-        30,
-    )
-    log(f"  checker started and healthy after {time.monotonic() - t:.1f}s")
-    check(stack.container("checker")["id"] == checker["id"], "the checker was recreated")
+    stack.dc("start", "checker-a", "checker-b", timeout=60)
+    for name in ("checker-a", "checker-b"):
+        wait_for(f"{name} to be healthy", lambda: stack.container(name)["health"] == "healthy", 30)
+    log(f"  checkers started and healthy after {time.monotonic() - t:.1f}s")
+    for old in checkers:
+        check(
+            any(c["id"] == old["id"] for cs in stack.containers().values() for c in cs),
+            "a checker was recreated",
+        )
 
-    # A change the proxies can only learn from the new stream.
+    # A change the proxies can only learn from the new streams.
     if x is None:
         x = backends[0]
         set_health(x, False)
@@ -487,43 +507,81 @@ def step_checker_restart(stack):
     stack.stopped = None
 
 
+def step_checker_backend_cut(stack):
+    """checker-a loses the backends but not the proxies: it must say it is
+    impaired (not ready), and no request may fail, while checker-b still
+    takes out a backend that really fails, and the one killed after it."""
+    a = stack.container("checker-a")
+    backends = [c for c in stack.containers()["backend"] if c["running"]]
+    y = backends[-1]
+    with Load(stack.ports) as load:
+        wait_for("load to start", lambda: len(load.answers) >= 20, 10)
+        run(["docker", "network", "disconnect", stack.backend_network, a["id"]], timeout=30)
+        cut = time.monotonic()
+        log("  checker-a disconnected from the backend network")
+        _, took = wait_for("checker-a to say it is not ready", lambda: not stack.ready("checker-a", 9902), 15)
+        log(f"  checker-a /readyz not 200 after {took:.1f}s (impaired)")
+        wait_for("6s of load with checker-a cut off", lambda: time.monotonic() > cut + 6, 15)
+        t_fail = time.monotonic()
+        set_health(y, False)
+        wait_for("load to run past the bound", lambda: time.monotonic() > t_fail + LEAVE_BOUND + 1, 10)
+        gone = [a_ for a_ in load.answers if a_.t >= t_fail + LEAVE_BOUND]
+        check(not any(is_backend(a_.target, y) for a_ in gone),
+              f"traffic still reached {short(y)} {LEAVE_BOUND:.1f}s after it failed its health check")
+        log(f"  {short(y)} failing its health check: out of rotation within {LEAVE_BOUND:.1f}s (checker-b)")
+        t_kill = time.monotonic()
+        run(["docker", "kill", y["id"]], timeout=30)
+        wait_for("3s of load after the kill", lambda: time.monotonic() > t_kill + 3, 10)
+        run(["docker", "network", "connect", stack.backend_network, a["id"]], timeout=30)
+        back = time.monotonic()
+        log("  checker-a reconnected to the backend network")
+        _, took = wait_for("checker-a to be ready again", lambda: stack.ready("checker-a", 9902), 30)
+        log(f"  checker-a ready again after {took:.1f}s")
+        wait_for("3s of load after the reconnect", lambda: time.monotonic() > back + 3, 10)
+        load.stop()
+    bad = report_load(load, "load through the cut, a failing backend, its kill and the reconnect")
+    check(not bad, f"{len(bad)} failed requests while checker-a was cut off the backends")
+    run(["docker", "start", y["id"]], timeout=30)
+    y = stack.container("backend", y["number"])
+    set_health(y, True)
+    _, took = wait_for(f"both proxies to reach {short(y)} again", lambda: proxies_reach(stack, y), 30)
+    log(f"  {short(y)} back; both proxies reach it after {took:.1f}s")
+
+
 def step_checker_partition(stack):
-    checker = stack.container("checker")
+    """checker-a cut off every network and back: 0 failed requests, also
+    after it returns (it re-probes before it publishes anything new)."""
+    a = stack.container("checker-a")
     backends = [c for c in stack.containers()["backend"] if c["running"]]
     with Load(stack.ports) as load:
         wait_for("load to start", lambda: len(load.answers) >= 20, 10)
-        run(["docker", "network", "disconnect", stack.network, checker["id"]], timeout=30)
+        for net in (stack.network, stack.backend_network):
+            run(["docker", "network", "disconnect", net, a["id"]], timeout=30)
         mark = time.monotonic()
-        log("  checker disconnected from the network")
-        wait_for("4s of load with the checker cut off", lambda: time.monotonic() > mark + 4, 10)
-        cut = [a for a in load.answers if a.t >= mark]
-        run(
-            ["docker", "network", "connect", "--alias", "checker", stack.network, checker["id"]],
-            timeout=30,
-        )
+        log("  checker-a disconnected from every network")
+        wait_for("6s of load with checker-a cut off", lambda: time.monotonic() > mark + 6, 15)
+        run(["docker", "network", "connect", "--alias", "hc-a", stack.network, a["id"]], timeout=30)
+        run(["docker", "network", "connect", stack.backend_network, a["id"]], timeout=30)
         reconnect = time.monotonic()
-        log("  checker reconnected (alias checker)")
+        log("  checker-a reconnected (alias hc-a)")
         _, took = wait_for(
-            "the checker to see every backend healthy again",
+            "checker-a to see every backend healthy again",
             lambda: all(member_state(stack, c) == "healthy" for c in backends),
             30,
         )
-        log(f"  checker sees every backend healthy again after {took:.1f}s")
+        log(f"  checker-a sees every backend healthy again after {took:.1f}s")
+        wait_for("3s of load after the reconnect", lambda: time.monotonic() > reconnect + 3, 10)
         load.stop()
-    bad_cut = [a for a in cut if not a.ok]
-    log(f"  while cut off: {len(cut)} requests, {len(bad_cut)} failed; spread {hits(cut, backends)}")
-    check(not bad_cut, f"{len(bad_cut)} failed requests while the checker was cut off (fail static)")
-    after = load.failures(since=reconnect)
-    if after:
-        # The checker probed nothing while cut off, so it saw every backend
-        # fall; the proxies follow it until the probes rise again.
-        log(f"  note: {len(after)} of {load.count_after(reconnect)} requests failed after the "
-            f"reconnect (status {sorted({a.status for a in after})}) until the checker re-probed")
+    cut = [x for x in load.answers if mark <= x.t < reconnect]
+    log(f"  while cut off: {len(cut)} requests; spread {hits(cut, backends)}")
+    bad = report_load(load, "load through the partition and after it healed")
+    check(not bad, f"{len(bad)} failed requests around a checker partition "
+                   f"({len(load.failures(since=reconnect))} after the reconnect)")
 
     y = backends[-1]
     set_health(y, False)
     _, took = wait_for(f"both proxies to avoid {short(y)}", lambda: proxies_avoid(stack, y), 15)
-    log(f"  resubscribed: both proxies follow {short(y)} failing ({took:.1f}s)")
+    log(f"  both proxies follow {short(y)} failing ({took:.1f}s)")
     set_health(y, True)
     _, took = wait_for(f"both proxies to reach {short(y)} again", lambda: proxies_reach(stack, y), 15)
 
@@ -602,8 +660,8 @@ def main():
         t = time.monotonic()
         stack.dc("up", "-d", timeout=180)
         log(f"up -d returned ({time.monotonic() - t:.1f}s)")
-        _, took = wait_for("all six containers healthy", lambda: stack.all_healthy(6), 60, poll=0.5)
-        log(f"all six containers healthy ({time.monotonic() - t:.1f}s)")
+        _, took = wait_for("all seven containers healthy", lambda: stack.all_healthy(7), 60, poll=0.5)
+        log(f"all seven containers healthy ({time.monotonic() - t:.1f}s)")
         for name in STEPS:
             if name in skip:
                 log(f"{name}: skipped")
