@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use log::{debug, info, warn};
-use tether_core::{Applied, HealthState, HealthUpdate, PoolView};
+use tether_core::{Applied, CheckerView, HealthState, HealthUpdate};
 use tokio::time::Instant;
 
 use crate::source::{Source, Updates};
@@ -34,7 +34,7 @@ pub const STARTUP_DEADLINE: Duration = Duration::from_secs(5);
 /// drain starts).
 pub async fn run(source: Source, cell: Arc<TableCell>, stats: Arc<ProxyStats>) {
     let mut feed = Feed {
-        view: PoolView::new(),
+        view: CheckerView::new(),
         cell,
         stats,
         settle_by: None,
@@ -66,6 +66,7 @@ pub async fn run(source: Source, cell: Arc<TableCell>, stats: Arc<ProxyStats>) {
                 continue;
             }
             End::Failed { synced, reason } => {
+                feed.view.stream_up = false;
                 warn!(target: "proxy", "health feed: {label}: {reason}; keeping the last table");
                 if synced {
                     // This source worked: give every source a fresh round.
@@ -101,7 +102,9 @@ enum End {
 }
 
 struct Feed {
-    view: PoolView,
+    /// What the source says; the routing table is built from the merge of
+    /// such views.
+    view: CheckerView,
     cell: Arc<TableCell>,
     stats: Arc<ProxyStats>,
     /// Set at the first snapshot while some member has no verdict yet.
@@ -136,11 +139,12 @@ impl Feed {
             if !synced && !is_snapshot {
                 // A subscription must start with a snapshot.
                 return End::Gap {
-                    have: self.view.version(),
+                    have: self.view.pool.version(),
                     got: update.version,
                 };
             }
             synced = true;
+            self.view.stream_up = true;
             match self.apply(update) {
                 Ok(()) => {}
                 Err(gap) => return gap,
@@ -150,9 +154,12 @@ impl Feed {
 
     fn apply(&mut self, update: HealthUpdate) -> Result<(), End> {
         let version = update.version;
-        match self.view.apply(update) {
+        match self.view.pool.apply(update) {
             Ok(Applied::Changed) => {
-                let routes = table::build(&self.view, &self.cell.load());
+                let Some(merged) = tether_core::merge([&self.view]) else {
+                    return Ok(());
+                };
+                let routes = table::build(Some(version), &merged, &self.cell.load());
                 info!(
                     target: "proxy",
                     "routing table v{version}: {}/{} healthy [{}]",
@@ -185,8 +192,9 @@ impl Feed {
             return;
         }
         let table = self.cell.load();
-        let all_known = !self.view.targets().is_empty()
-            && self.view.targets().iter().all(|t| {
+        let targets = self.view.pool.targets();
+        let all_known = !targets.is_empty()
+            && targets.iter().all(|t| {
                 t.state != HealthState::Unknown
                     || table
                         .lookup(&t.name)
