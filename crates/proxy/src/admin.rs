@@ -10,6 +10,7 @@ use tether_daemon::admin::{BoxFuture, Status, escape};
 use tether_daemon::clock;
 use tether_daemon::metrics::{Kind, Text};
 
+use crate::feed::FeedCell;
 use crate::stats::{CLASSES, ProxyStats, StickyResult};
 use crate::table::TableCell;
 
@@ -18,6 +19,8 @@ use crate::table::TableCell;
 pub struct ProxyStatus {
     pub table: Arc<TableCell>,
     pub stats: Arc<ProxyStats>,
+    /// Every checker's view, as the feed last merged them.
+    pub checkers: Arc<FeedCell>,
 }
 
 impl Status for ProxyStatus {
@@ -132,19 +135,30 @@ impl ProxyStatus {
         out.family(
             "tether_health_version",
             Kind::Gauge,
-            "Version of the last health update applied.",
+            "Version of the last health update applied, per checker (each counts its own; embedded: checker=\"embedded\").",
+        );
+        let checkers = self.checkers.load();
+        for c in &checkers.checkers {
+            if let Some(version) = c.view.pool.version() {
+                out.sample("tether_health_version", &[("checker", &c.label)], version);
+            }
+        }
+        out.family(
+            "tether_checkers_live",
+            Kind::Gauge,
+            "Checkers whose stream is up and which are not impaired: the ones whose verdicts count.",
         )
-        .sample("tether_health_version", &[], s.health_version.get());
+        .sample("tether_checkers_live", &[], s.checkers_live.get());
         out.family(
             "tether_health_updates_total",
             Kind::Counter,
-            "Health updates that changed the routing table.",
+            "Health updates that changed the merged routing table.",
         )
         .sample("tether_health_updates_total", &[], s.health_updates.get());
         out.family(
             "tether_health_stream_reconnects_total",
             Kind::Counter,
-            "Health subscriptions opened after the first.",
+            "Health subscriptions opened after each checker's first.",
         )
         .sample(
             "tether_health_stream_reconnects_total",

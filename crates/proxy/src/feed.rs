@@ -1,59 +1,151 @@
-//! The health feed: the one task that owns the proxy's view of the pool and
-//! republishes the routing table when it changes.
+//! The health feed: one task per checker follows its stream, and one task
+//! owns the merge of what they say and republishes the routing table when
+//! it changes.
 //!
-//! It subscribes to the first reachable source, applies the snapshot and
-//! every change in order, and asks again on a version gap. When a stream
-//! breaks it keeps the last table (fail static: the proxy goes on serving on
-//! the last health it knew), moves on to the next checker, and after a whole
-//! round of failures waits a capped, jittered, exponential backoff.
+//! A follower applies its checker's snapshot and every change in order,
+//! asks again on a version gap, and after a broken stream reconnects with
+//! its own capped, jittered, exponential backoff. It sends its whole view
+//! (pool, version, stream up or not, impaired or not) to the merger after
+//! every change; the merger alone writes the table. Versions are each
+//! checker's own, so a gap is a matter between one follower and one checker.
+//!
+//! The merge is `tether_core::merge`: a member leaves rotation only when a
+//! majority of the live checkers that know it say it is unhealthy. With no
+//! live checker the table stays as it was (fail static). Embedded mode is
+//! the same code with one endpoint, the in-process hub.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use log::{debug, info, warn};
-use tether_core::{Applied, CheckerView, HealthState, HealthUpdate};
+use tether_core::{Applied, CheckerView, HealthState, HealthUpdate, TargetStatus};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::source::{Source, Updates};
+use crate::source::{Endpoint, Source, Updates};
 use crate::stats::ProxyStats;
 use crate::table::{self, TableCell};
 
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
-/// At most this long between two rounds of attempts, so a checker that comes
-/// back is followed within about a second (one connect and a Watch per
-/// proxy per second is nothing to a checker).
+/// At most this long between two attempts on one checker, so a checker
+/// that comes back is followed within about a second (one connect and a
+/// Watch per proxy per second is nothing to a checker).
 const BACKOFF_CAP: Duration = Duration::from_secs(1);
 /// The longest the proxy waits, after its first snapshot, for every member
 /// to have a first probe result before it serves on what it has. A checker
 /// probes each target within its first second, so this is only reached
 /// when probes time out.
 pub const STARTUP_DEADLINE: Duration = Duration::from_secs(5);
+/// Views in flight from followers to the merger; a follower waits when the
+/// merger is this far behind.
+const EVENTS: usize = 64;
+
+/// What the feed knows of every checker, for the admin endpoint and for
+/// reports. The merger replaces it after every event.
+#[derive(Debug, Default)]
+pub struct FeedStatus {
+    /// In config order.
+    pub checkers: Vec<CheckerEntry>,
+    /// How many routing tables the merge has published; `None` before the
+    /// first. This is the routing table's version.
+    pub generation: Option<u64>,
+}
+
+/// One checker as the feed sees it.
+#[derive(Clone, Debug)]
+pub struct CheckerEntry {
+    pub endpoint: Endpoint,
+    pub label: String,
+    pub view: Arc<CheckerView>,
+}
+
+impl FeedStatus {
+    /// Checkers whose word counts now.
+    pub fn live(&self) -> impl Iterator<Item = &CheckerEntry> {
+        self.checkers.iter().filter(|c| c.view.is_live())
+    }
+}
+
+/// Where the merger publishes [`FeedStatus`].
+pub type FeedCell = ArcSwap<FeedStatus>;
+
+/// A new cell with every endpoint of `source` down and nothing known.
+pub fn cell(source: &Source) -> Arc<FeedCell> {
+    let checkers = source
+        .endpoints()
+        .into_iter()
+        .map(|endpoint| CheckerEntry {
+            label: endpoint.label(),
+            endpoint,
+            view: Arc::default(),
+        })
+        .collect();
+    Arc::new(ArcSwap::from_pointee(FeedStatus {
+        checkers,
+        generation: None,
+    }))
+}
 
 /// Runs the feed until the task is dropped (the caller stops it when the
-/// drain starts).
-pub async fn run(source: Source, cell: Arc<TableCell>, stats: Arc<ProxyStats>) {
-    let mut feed = Feed {
-        view: CheckerView::new(),
+/// drain starts); the followers stop with it.
+pub async fn run(status: Arc<FeedCell>, cell: Arc<TableCell>, stats: Arc<ProxyStats>) {
+    let (tx, rx) = mpsc::channel(EVENTS);
+    let mut followers = JoinSet::new();
+    let checkers = status.load().checkers.clone();
+    for (id, entry) in checkers.iter().enumerate() {
+        followers.spawn(follow(
+            id,
+            entry.endpoint.clone(),
+            tx.clone(),
+            stats.clone(),
+        ));
+    }
+    drop(tx);
+    let merger = Merger {
+        checkers,
+        status,
         cell,
         stats,
+        merged: None,
+        generation: 0,
         settle_by: None,
     };
+    merger.run(rx).await;
+    // Dropping the set aborts the followers.
+    drop(followers);
+}
+
+/// A follower's news: checker `id` now says `view`.
+#[derive(Debug)]
+struct Event {
+    id: usize,
+    view: Arc<CheckerView>,
+}
+
+// === followers ===
+
+/// Follows one checker for as long as the merger listens.
+async fn follow(id: usize, endpoint: Endpoint, tx: mpsc::Sender<Event>, stats: Arc<ProxyStats>) {
+    let label = endpoint.label();
+    let mut follower = Follower {
+        id,
+        view: CheckerView::new(),
+        tx,
+    };
     let mut subscriptions = 0u64;
-    let count = source.count().max(1);
-    let mut index = 0;
-    let mut failed_in_round = 0;
-    let mut rounds_failed = 0u32;
+    let mut failures = 0u32;
     loop {
-        let label = source.label(index);
-        let end = match source.open(index).await {
+        let end = match endpoint.open().await {
             Ok(updates) => {
                 info!(target: "proxy", "health feed: subscribed to {label}");
                 if subscriptions > 0 {
-                    feed.stats.health_stream_reconnects.inc();
+                    stats.health_stream_reconnects.inc();
                 }
                 subscriptions += 1;
-                feed.follow(updates).await
+                follower.follow(updates).await
             }
             Err(e) => End::Failed {
                 synced: false,
@@ -65,33 +157,33 @@ pub async fn run(source: Source, cell: Arc<TableCell>, stats: Arc<ProxyStats>) {
                 warn!(target: "proxy", "health feed: version gap from {label} (have {have:?}, got v{got}); asking again");
                 continue;
             }
+            End::MergerGone => return,
             End::Failed { synced, reason } => {
-                feed.view.stream_up = false;
-                warn!(target: "proxy", "health feed: {label}: {reason}; keeping the last table");
+                warn!(target: "proxy", "health feed: {label}: {reason}; its view no longer counts");
+                if follower.view.stream_up {
+                    follower.view.stream_up = false;
+                    if !follower.send().await {
+                        return;
+                    }
+                }
                 if synced {
-                    // This source worked: give every source a fresh round.
-                    failed_in_round = 0;
-                    rounds_failed = 0;
+                    // This checker worked: start the backoff afresh.
+                    failures = 0;
                 }
             }
         }
-        index = (index + 1) % count;
-        failed_in_round += 1;
-        if failed_in_round >= count {
-            failed_in_round = 0;
-            let wait = backoff(rounds_failed);
-            rounds_failed = rounds_failed.saturating_add(1);
-            debug!(target: "proxy", "health feed: retrying in {wait:?}");
-            tokio::time::sleep(wait).await;
-        }
+        let wait = backoff(failures);
+        failures = failures.saturating_add(1);
+        debug!(target: "proxy", "health feed: retrying {label} in {wait:?}");
+        tokio::time::sleep(wait).await;
     }
 }
 
 /// Full-jitter exponential backoff: a random wait in [d/2, d] where d
-/// doubles per failed round up to the cap.
-fn backoff(rounds_failed: u32) -> Duration {
+/// doubles per failed attempt up to the cap.
+fn backoff(failures: u32) -> Duration {
     let d = BACKOFF_BASE
-        .saturating_mul(1u32 << rounds_failed.min(16))
+        .saturating_mul(1u32 << failures.min(16))
         .min(BACKOFF_CAP);
     d.mul_f64(0.5 + fastrand::f64() / 2.0)
 }
@@ -99,33 +191,20 @@ fn backoff(rounds_failed: u32) -> Duration {
 enum End {
     Gap { have: Option<u64>, got: u64 },
     Failed { synced: bool, reason: String },
+    MergerGone,
 }
 
-struct Feed {
-    /// What the source says; the routing table is built from the merge of
-    /// such views.
+struct Follower {
+    id: usize,
     view: CheckerView,
-    cell: Arc<TableCell>,
-    stats: Arc<ProxyStats>,
-    /// Set at the first snapshot while some member has no verdict yet.
-    settle_by: Option<Instant>,
+    tx: mpsc::Sender<Event>,
 }
 
-impl Feed {
+impl Follower {
     async fn follow(&mut self, mut updates: Updates) -> End {
         let mut synced = false;
         loop {
-            let next = match self.settle_by {
-                Some(deadline) => tokio::select! {
-                    next = updates.next() => next,
-                    () = tokio::time::sleep_until(deadline) => {
-                        self.settle("some members have no first probe result yet; serving on the others");
-                        continue;
-                    }
-                },
-                None => updates.next().await,
-            };
-            let update = match next {
+            let update = match updates.next().await {
                 Ok(Some(u)) => u,
                 Ok(None) => {
                     return End::Failed {
@@ -144,57 +223,122 @@ impl Feed {
                 };
             }
             synced = true;
-            self.view.stream_up = true;
             match self.apply(update) {
-                Ok(()) => {}
+                Ok(false) => {}
+                Ok(true) => {
+                    if !self.send().await {
+                        return End::MergerGone;
+                    }
+                }
                 Err(gap) => return gap,
             }
         }
     }
 
-    fn apply(&mut self, update: HealthUpdate) -> Result<(), End> {
-        let version = update.version;
+    /// Applies one update; `Ok(true)` when the view changed (a stream that
+    /// just came up is a change even if its snapshot is the one it had).
+    fn apply(&mut self, update: HealthUpdate) -> Result<bool, End> {
+        let came_up = !self.view.stream_up;
+        self.view.stream_up = true;
+        // Impairment plugs in here: an update that carries the checker's
+        // own state sets `self.view.impaired`.
         match self.view.pool.apply(update) {
-            Ok(Applied::Changed) => {
-                let Some(merged) = tether_core::merge([&self.view]) else {
-                    return Ok(());
-                };
-                let routes = table::build(Some(version), &merged, &self.cell.load());
-                info!(
-                    target: "proxy",
-                    "routing table v{version}: {}/{} healthy [{}]",
-                    routes.healthy().len(),
-                    routes.members().len(),
-                    summary(&routes)
-                );
-                self.cell.store(routes);
-                self.stats.health_version.set(version);
-                self.stats.health_updates.inc();
-                self.check_settled();
-                Ok(())
-            }
-            Ok(Applied::Stale) => Ok(()),
+            Ok(Applied::Changed) => Ok(true),
+            Ok(Applied::Stale) => Ok(came_up),
             Err(gap) => Err(End::Gap {
                 have: gap.have,
                 got: gap.got,
             }),
         }
     }
+
+    /// Tells the merger; `false` when it is gone.
+    async fn send(&self) -> bool {
+        let event = Event {
+            id: self.id,
+            view: Arc::new(self.view.clone()),
+        };
+        self.tx.send(event).await.is_ok()
+    }
 }
 
-impl Feed {
+// === the merger ===
+
+struct Merger {
+    checkers: Vec<CheckerEntry>,
+    status: Arc<FeedCell>,
+    cell: Arc<TableCell>,
+    stats: Arc<ProxyStats>,
+    /// The last merge a table was built from.
+    merged: Option<Vec<TargetStatus>>,
+    generation: u64,
+    /// Set at the first table while some member has no verdict yet.
+    settle_by: Option<Instant>,
+}
+
+impl Merger {
+    async fn run(mut self, mut events: mpsc::Receiver<Event>) {
+        loop {
+            let next = match self.settle_by {
+                Some(deadline) => tokio::select! {
+                    next = events.recv() => next,
+                    () = tokio::time::sleep_until(deadline) => {
+                        self.settle("some members have no first probe result yet; serving on the others");
+                        continue;
+                    }
+                },
+                None => events.recv().await,
+            };
+            let Some(event) = next else { return };
+            let Some(entry) = self.checkers.get_mut(event.id) else {
+                continue;
+            };
+            entry.view = event.view;
+            self.republish();
+        }
+    }
+
+    fn republish(&mut self) {
+        let live = self.checkers.iter().filter(|c| c.view.is_live()).count();
+        self.stats.checkers_live.set(live as u64);
+        // No live checker: `None`, and the table stays (fail static).
+        if let Some(merged) = tether_core::merge(self.checkers.iter().map(|c| &*c.view))
+            && self.merged.as_ref() != Some(&merged)
+        {
+            self.generation += 1;
+            let routes = table::build(Some(self.generation), &merged, &self.cell.load());
+            info!(
+                target: "proxy",
+                "routing table v{} from {live} of {} checkers: {}/{} healthy [{}]",
+                self.generation,
+                self.checkers.len(),
+                routes.healthy().len(),
+                routes.members().len(),
+                summary(&routes)
+            );
+            self.cell.store(routes);
+            self.stats.health_updates.inc();
+            self.merged = Some(merged);
+            self.check_settled();
+        }
+        self.status.store(Arc::new(FeedStatus {
+            checkers: self.checkers.clone(),
+            generation: (self.generation > 0).then_some(self.generation),
+        }));
+    }
+
     /// Startup rule: serve once every member has a first verdict (known
     /// from an earlier table counts), or the deadline after the first
-    /// snapshot has passed. Once settled, always settled: members added
+    /// table has passed. Once settled, always settled: members added
     /// later simply get no traffic until they are probed healthy.
     fn check_settled(&mut self) {
         if self.stats.is_settled() {
             return;
         }
+        let Some(merged) = &self.merged else { return };
         let table = self.cell.load();
-        let targets = self.view.pool.targets();
-        let all_known = !targets.is_empty()
-            && targets.iter().all(|t| {
+        let all_known = !merged.is_empty()
+            && merged.iter().all(|t| {
                 t.state != HealthState::Unknown
                     || table
                         .lookup(&t.name)

@@ -1,6 +1,6 @@
-//! Where health updates come from: a checker over gRPC, or the embedded
+//! Where health updates come from: checkers over gRPC, or the embedded
 //! checker's hub. Both yield the same core `HealthUpdate`s, so the feed has
-//! one path for both.
+//! one path for both: one stream per [`Endpoint`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use tether_daemon::tls::ClientTls;
 use tether_proto::pb;
 use tether_proto::pb::health_service_client::HealthServiceClient;
 use tokio::sync::broadcast;
-use tonic::transport::Endpoint;
+use tonic::transport::Endpoint as GrpcEndpoint;
 
 /// How long connecting and opening a Watch may take.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(3);
@@ -41,33 +41,50 @@ impl Source {
         Source::Checkers { uris, tls }
     }
 
-    /// How many places there are to subscribe to (at least one).
-    pub fn count(&self) -> usize {
+    /// Every place to follow, one stream each, in config order.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
         match self {
-            Source::Checkers { uris, .. } => uris.len(),
-            Source::Hub(_) => 1,
+            Source::Checkers { uris, tls } => uris
+                .iter()
+                .map(|uri| Endpoint::Checker {
+                    uri: uri.clone(),
+                    tls: tls.clone(),
+                })
+                .collect(),
+            Source::Hub(hub) => vec![Endpoint::Hub(hub.clone())],
+        }
+    }
+}
+
+/// One checker: a place to open a Watch stream and send reports.
+#[derive(Clone, Debug)]
+pub enum Endpoint {
+    Checker {
+        uri: http::Uri,
+        tls: Option<ClientTls>,
+    },
+    Hub(HubHandle),
+}
+
+impl Endpoint {
+    /// What logs, the status page and metric labels call it: the checker's
+    /// url, or `embedded`.
+    pub fn label(&self) -> String {
+        match self {
+            Endpoint::Checker { uri, .. } => uri.to_string().trim_end_matches('/').to_owned(),
+            Endpoint::Hub(_) => "embedded".to_owned(),
         }
     }
 
-    pub fn label(&self, index: usize) -> String {
+    /// Opens a subscription.
+    pub async fn open(&self) -> Result<Updates, String> {
         match self {
-            Source::Checkers { uris, .. } => uris
-                .get(index)
-                .map_or_else(|| "?".to_owned(), |u| u.to_string()),
-            Source::Hub(_) => "embedded checker".to_owned(),
-        }
-    }
-
-    /// Opens a subscription at `index`.
-    pub async fn open(&self, index: usize) -> Result<Updates, String> {
-        match self {
-            Source::Checkers { uris, tls } => {
-                let uri = uris.get(index).ok_or("no such checker")?.clone();
-                tokio::time::timeout(OPEN_TIMEOUT, open_grpc(uri, tls.as_ref()))
+            Endpoint::Checker { uri, tls } => {
+                tokio::time::timeout(OPEN_TIMEOUT, open_grpc(uri.clone(), tls.as_ref()))
                     .await
                     .map_err(|_| format!("no answer within {OPEN_TIMEOUT:?}"))?
             }
-            Source::Hub(hub) => {
+            Endpoint::Hub(hub) => {
                 let sub = hub.subscribe().await.map_err(|e| e.to_string())?;
                 Ok(Updates::Hub {
                     first: Some(std::sync::Arc::unwrap_or_clone(sub.snapshot)),
@@ -81,8 +98,8 @@ impl Source {
 /// The endpoint of the checker at `uri`, with TLS when `tls` is set. The
 /// files are read here, on every (re)connection, so a rotated certificate
 /// or CA is picked up without a restart.
-pub fn endpoint(uri: http::Uri, tls: Option<&ClientTls>) -> Result<Endpoint, String> {
-    let endpoint = Endpoint::from(uri);
+pub fn endpoint(uri: http::Uri, tls: Option<&ClientTls>) -> Result<GrpcEndpoint, String> {
+    let endpoint = GrpcEndpoint::from(uri);
     match tls {
         None => Ok(endpoint),
         Some(tls) => {

@@ -1,0 +1,230 @@
+//! A proxy following several checkers: a real listener on 127.0.0.1:0,
+//! fake backends, and scripted fake checkers that disagree, die and come
+//! back. A member leaves rotation only when a majority of the live checkers
+//! say it is unhealthy; with no live checker the last table stays.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use common::{DEADLINE, Running, backends, config, healthy_snapshot, wait_routes};
+use tether_core::{HealthState, HealthUpdate};
+use tether_proxy::config::HealthSource;
+use tether_testkit::{FakeBackend, FakeChecker, eventually, get, status};
+
+use HealthState::{Healthy, Unhealthy, Unknown};
+
+/// A checker whose snapshot (version 1) gives the backends these states.
+async fn checker_saying(b: &[FakeBackend], states: &[HealthState]) -> FakeChecker {
+    let checker = FakeChecker::start().await;
+    checker.set_snapshot(
+        1,
+        b.iter()
+            .zip(states)
+            .map(|(x, s)| status(x.name(), &x.url(), *s))
+            .collect(),
+    );
+    checker
+}
+
+/// A proxy following `checkers`, in this order, with its admin endpoint.
+async fn proxy_following(checkers: &[&FakeChecker]) -> Running {
+    let uris = checkers
+        .iter()
+        .map(|c| c.url().parse().expect("uri"))
+        .collect();
+    Running::start_with_admin(config(HealthSource::Checkers(uris))).await
+}
+
+/// One sample of the proxy's `/metrics`, by its full key.
+async fn metric(admin: SocketAddr, key: &str) -> Option<f64> {
+    let r = get(admin, "/metrics", &[]).await.expect("admin answers");
+    r.body.lines().find_map(|line| {
+        let (k, v) = line.rsplit_once(' ')?;
+        (k == key).then(|| v.parse().ok()).flatten()
+    })
+}
+
+/// Waits until `/metrics` says `n` checkers are live.
+async fn wait_live(proxy: &Running, n: usize) {
+    let admin = proxy.admin.expect("admin");
+    eventually(&format!("{n} live checkers"), DEADLINE, || async {
+        (metric(admin, "tether_checkers_live").await == Some(n as f64)).then_some(())
+    })
+    .await;
+}
+
+/// Who served `n` requests, all of which must succeed.
+async fn counts(proxy: &Running, n: usize) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for _ in 0..n {
+        let r = proxy.get().await;
+        assert_eq!(r.status, 200, "body: {}", r.body);
+        *counts.entry(r.body).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Ends `checker`'s streams and refuses new ones: it is cut off.
+fn cut(checker: &FakeChecker) {
+    checker.refuse_watch(Some(tonic::Status::unavailable("cut off")));
+    checker.break_streams();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_checkers_that_disagree_keep_the_member_in() {
+    let b = backends(2).await;
+    let down = checker_saying(&b, &[Unhealthy, Healthy]).await;
+    let up = checker_saying(&b, &[Healthy, Healthy]).await;
+    let proxy = proxy_following(&[&down, &up]).await;
+    wait_live(&proxy, 2).await;
+    wait_routes(&proxy, &["app-1", "app-2"]).await;
+    let c = counts(&proxy, 20).await;
+    assert_eq!(c.get("app-1"), Some(&10), "a tie keeps app-1 in: {c:?}");
+    let admin = proxy.admin.expect("admin");
+    for checker in [&down, &up] {
+        let key = format!("tether_health_version{{checker=\"{}\"}}", checker.url());
+        assert_eq!(metric(admin, &key).await, Some(1.0), "{key}");
+    }
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_of_three_take_a_member_out() {
+    let b = backends(2).await;
+    let first = checker_saying(&b, &[Unhealthy, Healthy]).await;
+    let second = checker_saying(&b, &[Healthy, Healthy]).await;
+    let third = checker_saying(&b, &[Unhealthy, Healthy]).await;
+    let proxy = proxy_following(&[&first, &second, &third]).await;
+    wait_live(&proxy, 3).await;
+    wait_routes(&proxy, &["app-2"]).await;
+    assert_eq!(counts(&proxy, 10).await.get("app-1"), None);
+
+    // The third changes its mind: one against two, app-1 is back.
+    third.send(HealthUpdate::change(
+        2,
+        status("app-1", &b[0].url(), Healthy),
+    ));
+    wait_routes(&proxy, &["app-1", "app-2"]).await;
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_one_stream_dies_the_others_view_rules_alone() {
+    let b = backends(2).await;
+    let down = checker_saying(&b, &[Unhealthy, Healthy]).await;
+    let up = checker_saying(&b, &[Healthy, Healthy]).await;
+    let proxy = proxy_following(&[&down, &up]).await;
+    wait_live(&proxy, 2).await;
+    wait_routes(&proxy, &["app-1", "app-2"]).await;
+
+    cut(&up);
+    wait_live(&proxy, 1).await;
+    wait_routes(&proxy, &["app-2"]).await;
+
+    // It comes back, its vote counts again.
+    up.refuse_watch(None);
+    wait_live(&proxy, 2).await;
+    wait_routes(&proxy, &["app-1", "app-2"]).await;
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_stream_dies_the_last_table_stays() {
+    let b = backends(3).await;
+    let first = checker_saying(&b, &[Healthy, Healthy, Unhealthy]).await;
+    let second = checker_saying(&b, &[Healthy, Healthy, Unhealthy]).await;
+    let proxy = proxy_following(&[&first, &second]).await;
+    wait_live(&proxy, 2).await;
+    wait_routes(&proxy, &["app-1", "app-2"]).await;
+
+    cut(&first);
+    cut(&second);
+    wait_live(&proxy, 0).await;
+    eventually("the proxy tried both again", DEADLINE, || async {
+        (first.watch_calls() >= 2 && second.watch_calls() >= 2).then_some(())
+    })
+    .await;
+    // Fail static: every request keeps succeeding on the last table.
+    let c = counts(&proxy, 20).await;
+    assert_eq!(c.get("app-1"), Some(&10), "{c:?}");
+    assert_eq!(c.get("app-2"), Some(&10), "{c:?}");
+    let admin = proxy.admin.expect("admin");
+    let ready = get(admin, "/readyz", &[]).await.expect("admin answers");
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checker_reconnecting_with_unknown_members_takes_none_out() {
+    let b = backends(2).await;
+    let first = FakeChecker::start().await;
+    let restarted = FakeChecker::start().await;
+    healthy_snapshot(&first, 4, &b);
+    healthy_snapshot(&restarted, 9, &b);
+    let proxy = proxy_following(&[&first, &restarted]).await;
+    wait_live(&proxy, 2).await;
+    wait_routes(&proxy, &["app-1", "app-2"]).await;
+
+    // One checker is cut off; the other restarts and knows nothing yet:
+    // the only live checker says `unknown` for everything.
+    cut(&first);
+    restarted.set_snapshot(
+        0,
+        b.iter()
+            .map(|x| status(x.name(), &x.url(), Unknown))
+            .collect(),
+    );
+    restarted.break_streams();
+    eventually("the proxy resubscribed", DEADLINE, || async {
+        (restarted.watch_calls() >= 2 && restarted.open_streams() == 1).then_some(())
+    })
+    .await;
+    wait_live(&proxy, 1).await;
+    let c = counts(&proxy, 20).await;
+    assert_eq!(c.get("app-1"), Some(&10), "{c:?}");
+    assert_eq!(c.get("app-2"), Some(&10), "{c:?}");
+
+    // Its first real verdict is followed (it is the only live checker).
+    restarted.send(HealthUpdate::change(
+        1,
+        status("app-1", &b[0].url(), Unhealthy),
+    ));
+    wait_routes(&proxy, &["app-2"]).await;
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_on_one_stream_resubscribes_only_that_one() {
+    let b = backends(2).await;
+    let first = checker_saying(&b, &[Healthy, Healthy]).await;
+    let second = checker_saying(&b, &[Healthy, Healthy]).await;
+    let proxy = proxy_following(&[&first, &second]).await;
+    wait_live(&proxy, 2).await;
+
+    // The second skips a version; its fresh snapshot calls app-1 down,
+    // as does the first now: both agree, app-1 goes.
+    second.set_snapshot(
+        7,
+        vec![
+            status("app-1", &b[0].url(), Unhealthy),
+            status("app-2", &b[1].url(), Healthy),
+        ],
+    );
+    second.send(HealthUpdate::change(
+        5,
+        status("app-2", &b[1].url(), Unhealthy),
+    ));
+    eventually("the second is asked again", DEADLINE, || async {
+        (second.watch_calls() >= 2).then_some(())
+    })
+    .await;
+    first.send(HealthUpdate::change(
+        2,
+        status("app-1", &b[0].url(), Unhealthy),
+    ));
+    wait_routes(&proxy, &["app-2"]).await;
+    assert_eq!(first.watch_calls(), 1, "the first stream had no gap");
+    proxy.stop().await;
+}
