@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use common::{DEADLINE, Running, backends, config, healthy_snapshot, wait_routes};
 use tether_core::{HealthState, HealthUpdate};
 use tether_proxy::config::HealthSource;
-use tether_testkit::{FakeBackend, FakeChecker, eventually, get, status};
+use tether_testkit::{FakeBackend, FakeChecker, eventually, get, run_to_end, status};
 
 use HealthState::{Healthy, Unhealthy, Unknown};
 
@@ -122,6 +122,48 @@ async fn when_one_stream_dies_the_others_view_rules_alone() {
     cut(&up);
     wait_live(&proxy, 1).await;
     wait_routes(&proxy, &["app-2"]).await;
+
+    // The admin endpoint shows each checker's view and the merged one.
+    let admin = proxy.admin.expect("admin");
+    let r = get(admin, "/status.json", &[])
+        .await
+        .expect("admin answers");
+    assert_eq!(r.status, 200);
+    let doc: serde_json::Value = serde_json::from_str(&r.body).expect("json");
+    assert_eq!(doc["live"], 1, "{doc}");
+    let checkers = doc["checkers"].as_array().expect("checkers");
+    assert_eq!(checkers.len(), 2);
+    assert_eq!(checkers[0]["address"], down.url().as_str());
+    assert_eq!(checkers[0]["stream_up"], true);
+    assert_eq!(checkers[0]["unhealthy"], serde_json::json!(["app-1"]));
+    assert_eq!(checkers[1]["address"], up.url().as_str());
+    assert_eq!(checkers[1]["stream_up"], false);
+    assert_eq!(checkers[1]["live"], false);
+    assert_eq!(checkers[1]["version"], 1);
+    let merged = doc["merged"].as_array().expect("merged");
+    assert_eq!(merged[0]["name"], "app-1");
+    assert_eq!(merged[0]["state"], "unhealthy");
+    assert_eq!(merged[1]["healthy"], true);
+    let page = get(admin, "/", &[]).await.expect("admin answers");
+    assert!(page.body.contains("<h2>Checkers</h2>"), "{}", page.body);
+    assert!(page.body.contains(&up.url()), "{}", page.body);
+    // And tetherctl shows it from there.
+    let url = format!("http://{admin}");
+    let (code, out, err) =
+        tokio::task::spawn_blocking(move || run_to_end("tetherctl", &["checkers", &url], &[]))
+            .await
+            .expect("tetherctl runner");
+    assert_eq!(code, 0, "{err}");
+    let line = |addr: &str| {
+        out.lines()
+            .find(|l| l.starts_with(addr))
+            .unwrap_or_else(|| panic!("no line for {addr} in\n{out}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(line(&down.url())[1..], ["up", "no", "1", "2", "app-1"]);
+    assert_eq!(line(&up.url())[1..], ["down", "no", "1", "2", "-"]);
+    assert!(out.contains("1 of 2 checkers live"), "{out}");
 
     // It comes back, its vote counts again.
     up.refuse_watch(None);
