@@ -76,10 +76,7 @@ mod tests {
 
     fn snapshot(version: u64) -> Arc<HealthUpdate> {
         let t = TargetStatus::unknown("a", "http://127.0.0.1:1", ProbeKind::Tcp);
-        Arc::new(HealthUpdate {
-            version,
-            kind: UpdateKind::Snapshot(vec![t]),
-        })
+        Arc::new(HealthUpdate::snapshot(version, vec![t]))
     }
 
     fn change(version: u64) -> HealthUpdate {

@@ -34,8 +34,8 @@ use std::time::Duration;
 use log::{debug, info, warn};
 use tether_core::target::DEFAULT_DNS_REFRESH;
 use tether_core::{
-    HealthState, HealthTracker, HealthUpdate, PoolEntry, ProbeOutcome, Target, TargetStatus,
-    UpdateKind,
+    CheckerState, HealthState, HealthTracker, HealthUpdate, PoolEntry, ProbeOutcome, Target,
+    TargetStatus, UpdateKind,
 };
 use tether_daemon::clock;
 use tether_daemon::metrics::Histogram;
@@ -795,7 +795,10 @@ impl Hub {
         }
         let snapshot = Arc::new(HealthUpdate {
             version: self.version,
-            kind: UpdateKind::Snapshot(self.statuses()),
+            kind: UpdateKind::Snapshot {
+                targets: self.statuses(),
+                checker: CheckerState::ok(),
+            },
         });
         self.shared = Some((snapshot.clone(), Instant::now()));
         snapshot
@@ -1135,7 +1138,7 @@ impl Hub {
         let now = clock::now_ms();
         match result.outcome {
             ProbeOutcome::Success => entry.probes_succeeded += 1,
-            ProbeOutcome::Failure => entry.probes_failed += 1,
+            ProbeOutcome::Failure(_) => entry.probes_failed += 1,
         }
         entry.probe_duration.observe(result.latency);
         let transition = entry.tracker.observe(result.outcome, now);
@@ -1150,7 +1153,7 @@ impl Hub {
                 target: "hc",
                 "{} probe ok in {:?}", status.name, result.latency
             ),
-            ProbeOutcome::Failure => debug!(
+            ProbeOutcome::Failure(_) => debug!(
                 target: "hc",
                 "{} probe failed in {:?}: {}",
                 status.name,

@@ -127,7 +127,7 @@ async fn mirror_target_health(hub: HubHandle, mut reporter: HealthReporter) {
                 return;
             };
             let (snapshot, mut changes) = (sub.snapshot, sub.changes);
-            if let UpdateKind::Snapshot(targets) = &snapshot.kind {
+            if let UpdateKind::Snapshot { targets, .. } = &snapshot.kind {
                 let now: HashSet<&str> = targets.iter().map(|t| t.name.as_str()).collect();
                 for gone in known.iter().filter(|n| !now.contains(n.as_str())) {
                     reporter.clear_service_status(gone).await;
@@ -154,7 +154,7 @@ async fn mirror_target_health(hub: HubHandle, mut reporter: HealthReporter) {
                             reporter.clear_service_status(name).await;
                             known.remove(name);
                         }
-                        UpdateKind::Snapshot(_) => {}
+                        UpdateKind::Snapshot { .. } | UpdateKind::Checker(_) => {}
                     },
                     Err(broadcast::error::RecvError::Lagged(_)) => break,
                     Err(broadcast::error::RecvError::Closed) => return,
@@ -201,6 +201,7 @@ impl HealthService for HealthApi {
         Ok(Response::new(pb::ListResponse {
             version,
             targets: targets.iter().map(pb::TargetHealth::from).collect(),
+            checker: None,
         }))
     }
 

@@ -91,7 +91,10 @@ impl Watch {
     async fn open(client: &mut HealthServiceClient<Channel>) -> Watch {
         let mut rx = open_watch(client).await;
         let first = next_update("the first watch message", &mut rx).await;
-        assert!(matches!(first.kind, UpdateKind::Snapshot(_)), "{first:?}");
+        assert!(
+            matches!(first.kind, UpdateKind::Snapshot { .. }),
+            "{first:?}"
+        );
         Watch {
             rx,
             version: first.version,

@@ -84,7 +84,7 @@ struct Follower {
 impl Follower {
     async fn new(hub: &HubHandle) -> Follower {
         let sub = hub.subscribe().await.expect("subscribe");
-        let UpdateKind::Snapshot(targets) = &sub.snapshot.kind else {
+        let UpdateKind::Snapshot { targets, .. } = &sub.snapshot.kind else {
             panic!("a subscription starts with a snapshot");
         };
         Follower {
@@ -111,7 +111,9 @@ impl Follower {
                 self.names.retain(|n| n != name);
                 self.states.remove(name);
             }
-            UpdateKind::Snapshot(_) => panic!("unexpected snapshot {update:?}"),
+            UpdateKind::Snapshot { .. } | UpdateKind::Checker(_) => {
+                panic!("unexpected {update:?}")
+            }
         }
         self.seen.push(update);
     }

@@ -300,7 +300,7 @@ async fn subscribers_share_one_snapshot() {
     let mut client = server.client().await;
     let mut first = open_watch(&mut client).await;
     let snap = next_update("a first snapshot", &mut first).await;
-    assert!(matches!(snap.kind, UpdateKind::Snapshot(ref t) if t.len() == 2));
+    assert!(matches!(snap.kind, UpdateKind::Snapshot { ref targets, .. } if targets.len() == 2));
     let mut second = open_watch(&mut client).await;
     let other = next_update("a second snapshot", &mut second).await;
     if other.version == snap.version {

@@ -75,7 +75,7 @@ impl Watch {
         let mut rx = open_watch(client).await;
         let first = next_update("the first watch message", &mut rx).await;
         assert!(
-            matches!(first.kind, UpdateKind::Snapshot(_)),
+            matches!(first.kind, UpdateKind::Snapshot { .. }),
             "the first message must be a snapshot: {first:?}"
         );
         Watch {
@@ -91,7 +91,7 @@ impl Watch {
         self.version = update.version;
         match update.kind {
             UpdateKind::Change(status) => pb::TargetHealth::from(&status),
-            UpdateKind::Snapshot(_) | UpdateKind::Removed(_) => {
+            UpdateKind::Snapshot { .. } | UpdateKind::Removed(_) | UpdateKind::Checker(_) => {
                 panic!("expected a change, got {update:?}")
             }
         }

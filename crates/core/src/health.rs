@@ -41,7 +41,48 @@ impl fmt::Display for HealthState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProbeOutcome {
     Success,
-    Failure,
+    Failure(FailureClass),
+}
+
+impl ProbeOutcome {
+    pub const fn is_failure(self) -> bool {
+        matches!(self, ProbeOutcome::Failure(_))
+    }
+
+    /// A failure that was silence (see [`FailureClass::Silence`]).
+    pub const fn is_silence(self) -> bool {
+        matches!(self, ProbeOutcome::Failure(FailureClass::Silence))
+    }
+}
+
+/// How a probe failed. The two say different things about who is at
+/// fault, which is what lets a checker tell its own trouble from its
+/// targets': a checker that hears mostly silence suspects its own network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FailureClass {
+    /// The target was reached and said no: an HTTP status outside
+    /// 200-399, a refused connection, a failed TLS handshake. Only a host
+    /// that is there can answer.
+    Answer,
+    /// Nothing came back: a connect or read timeout, an unreachable
+    /// network or host, a name that does not resolve. The target may be
+    /// down, or the path to it (the checker's own network) may be.
+    Silence,
+}
+
+impl FailureClass {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FailureClass::Answer => "answer",
+            FailureClass::Silence => "silence",
+        }
+    }
+}
+
+impl fmt::Display for FailureClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A change of state caused by one observation.
@@ -99,7 +140,7 @@ impl HealthTracker {
                 self.successes = self.successes.saturating_add(1);
                 self.failures = 0;
             }
-            ProbeOutcome::Failure => {
+            ProbeOutcome::Failure(_) => {
                 self.failures = self.failures.saturating_add(1);
                 self.successes = 0;
             }
@@ -108,8 +149,10 @@ impl HealthTracker {
 
         let next = match (self.state, outcome) {
             (HealthState::Unknown, ProbeOutcome::Success) => HealthState::Healthy,
-            (HealthState::Unknown, ProbeOutcome::Failure) => HealthState::Unhealthy,
-            (HealthState::Healthy, ProbeOutcome::Failure) if self.failures >= self.fall.get() => {
+            (HealthState::Unknown, ProbeOutcome::Failure(_)) => HealthState::Unhealthy,
+            (HealthState::Healthy, ProbeOutcome::Failure(_))
+                if self.failures >= self.fall.get() =>
+            {
                 HealthState::Unhealthy
             }
             (HealthState::Unhealthy, ProbeOutcome::Success)
@@ -137,6 +180,8 @@ mod tests {
     use super::*;
     use HealthState::*;
     use ProbeOutcome::*;
+
+    const FAIL: ProbeOutcome = Failure(FailureClass::Answer);
 
     fn tracker(rise: u32, fall: u32) -> HealthTracker {
         HealthTracker::new(
@@ -169,17 +214,17 @@ mod tests {
     #[test]
     fn first_failure_sets_unhealthy_directly() {
         let mut t = tracker(5, 5);
-        assert_eq!(t.observe(Failure, 1).map(|t| t.to), Some(Unhealthy));
+        assert_eq!(t.observe(FAIL, 1).map(|t| t.to), Some(Unhealthy));
     }
 
     #[test]
     fn fall_consecutive_failures_turn_healthy_unhealthy() {
         let mut t = tracker(2, 3);
         t.observe(Success, 0);
-        assert_eq!(t.observe(Failure, 1), None);
-        assert_eq!(t.observe(Failure, 2), None);
+        assert_eq!(t.observe(FAIL, 1), None);
+        assert_eq!(t.observe(FAIL, 2), None);
         assert_eq!(
-            t.observe(Failure, 3),
+            t.observe(FAIL, 3),
             Some(Transition {
                 from: Healthy,
                 to: Unhealthy
@@ -192,7 +237,7 @@ mod tests {
     #[test]
     fn rise_consecutive_successes_turn_unhealthy_healthy() {
         let mut t = tracker(2, 3);
-        t.observe(Failure, 0);
+        t.observe(FAIL, 0);
         assert_eq!(t.observe(Success, 1), None);
         assert_eq!(t.observe(Success, 2).map(|t| t.to), Some(Healthy));
     }
@@ -201,15 +246,15 @@ mod tests {
     fn opposite_result_resets_the_count() {
         let mut t = tracker(2, 3);
         t.observe(Success, 0);
-        t.observe(Failure, 1);
-        t.observe(Failure, 2);
+        t.observe(FAIL, 1);
+        t.observe(FAIL, 2);
         t.observe(Success, 3);
         assert_eq!(t.consecutive_failures(), 0);
         assert_eq!(t.consecutive_successes(), 1);
-        t.observe(Failure, 4);
-        t.observe(Failure, 5);
+        t.observe(FAIL, 4);
+        t.observe(FAIL, 5);
         assert_eq!(t.state(), Healthy, "the success in between reset the count");
-        assert_eq!(t.observe(Failure, 6).map(|t| t.to), Some(Unhealthy));
+        assert_eq!(t.observe(FAIL, 6).map(|t| t.to), Some(Unhealthy));
     }
 
     #[test]
@@ -226,7 +271,7 @@ mod tests {
     fn rise_and_fall_of_one_flip_on_every_change() {
         let mut t = tracker(1, 1);
         t.observe(Success, 0);
-        assert_eq!(t.observe(Failure, 1).map(|t| t.to), Some(Unhealthy));
+        assert_eq!(t.observe(FAIL, 1).map(|t| t.to), Some(Unhealthy));
         assert_eq!(t.observe(Success, 2).map(|t| t.to), Some(Healthy));
     }
 }

@@ -17,10 +17,10 @@ pub mod table;
 pub mod target;
 
 pub use balance::RoundRobin;
-pub use health::{HealthState, HealthTracker, ProbeOutcome, Transition};
+pub use health::{FailureClass, HealthState, HealthTracker, ProbeOutcome, Transition};
 pub use merge::{CheckerView, merge};
 pub use pool::{Applied, Gap, PoolView};
-pub use status::{HealthUpdate, TargetStatus, UpdateKind};
+pub use status::{CheckerState, HealthUpdate, Impairment, TargetStatus, UpdateKind};
 pub use sticky::{Pick, StickyHint};
 pub use table::{Member, RoutingTable};
 pub use target::{PoolEntry, ProbeKind, ProbeSpec, Target};

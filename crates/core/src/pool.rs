@@ -1,13 +1,14 @@
-//! A receiver's view of the pool, kept in step with a versioned update
-//! stream.
+//! A receiver's view of the pool and of the checker that sends it, kept in
+//! step with a versioned update stream.
 
-use crate::status::{HealthUpdate, TargetStatus, UpdateKind};
+use crate::status::{CheckerState, HealthUpdate, TargetStatus, UpdateKind};
 
 /// The pool as a health stream told it, in the checker's order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PoolView {
     version: Option<u64>,
     targets: Vec<TargetStatus>,
+    checker: CheckerState,
 }
 
 /// What applying an update did.
@@ -42,17 +43,27 @@ impl PoolView {
         &self.targets
     }
 
+    /// What the checker last said about itself (not impaired before the
+    /// first snapshot, and from a checker that never says).
+    pub fn checker(&self) -> &CheckerState {
+        &self.checker
+    }
+
     /// Applies one update. A snapshot always applies (it is the way out of a
     /// gap, and a restarted checker starts counting again). A change applies
     /// only on top of the version right before it.
     pub fn apply(&mut self, update: HealthUpdate) -> Result<Applied, Gap> {
         match update.kind {
-            UpdateKind::Snapshot(targets) => {
-                if self.version == Some(update.version) && self.targets == targets {
+            UpdateKind::Snapshot { targets, checker } => {
+                if self.version == Some(update.version)
+                    && self.targets == targets
+                    && self.checker == checker
+                {
                     return Ok(Applied::Stale);
                 }
                 self.version = Some(update.version);
                 self.targets = targets;
+                self.checker = checker;
                 Ok(Applied::Changed)
             }
             UpdateKind::Change(status) => {
@@ -72,6 +83,13 @@ impl PoolView {
                 // A removal of a name the view never had still moves the
                 // version: the sender counted it.
                 self.targets.retain(|t| t.name != name);
+                Ok(self.advance(update.version))
+            }
+            UpdateKind::Checker(state) => {
+                if !self.follows(update.version)? {
+                    return Ok(Applied::Stale);
+                }
+                self.checker = state;
                 Ok(self.advance(update.version))
             }
         }
@@ -250,5 +268,49 @@ mod tests {
         let s = vec![status("a", HealthState::Healthy)];
         v.apply(snapshot(2, s.clone())).expect("snapshot");
         assert_eq!(v.apply(snapshot(2, s)), Ok(Applied::Stale));
+    }
+    #[test]
+    fn checker_state_comes_with_snapshots_and_changes_with_the_rules() {
+        let mut v = PoolView::new();
+        assert!(!v.checker().is_impaired());
+        let impaired = CheckerState::impaired(1_000, "3 of 4 members silent");
+        assert_eq!(
+            v.apply(HealthUpdate::checker(1, impaired.clone())),
+            Err(Gap { have: None, got: 1 })
+        );
+        let a = status("a", HealthState::Healthy);
+        let snap = HealthUpdate::snapshot_of(2, vec![a.clone()], impaired.clone());
+        assert_eq!(v.apply(snap.clone()), Ok(Applied::Changed));
+        assert_eq!(v.checker(), &impaired);
+        assert_eq!(v.apply(snap), Ok(Applied::Stale));
+        // The same members at the same version with another checker state
+        // is news, not a duplicate.
+        let same_members = HealthUpdate::snapshot(2, vec![a.clone()]);
+        assert_eq!(v.apply(same_members), Ok(Applied::Changed));
+        assert!(!v.checker().is_impaired());
+        assert_eq!(
+            v.apply(HealthUpdate::checker(4, impaired.clone())),
+            Err(Gap {
+                have: Some(2),
+                got: 4
+            })
+        );
+        assert_eq!(
+            v.apply(HealthUpdate::checker(3, impaired.clone())),
+            Ok(Applied::Changed)
+        );
+        assert_eq!(v.checker(), &impaired);
+        assert_eq!(v.targets(), std::slice::from_ref(&a), "members unchanged");
+        assert_eq!(v.version(), Some(3));
+        assert_eq!(
+            v.apply(HealthUpdate::checker(3, CheckerState::ok())),
+            Ok(Applied::Stale)
+        );
+        assert!(v.checker().is_impaired());
+        assert_eq!(
+            v.apply(HealthUpdate::checker(4, CheckerState::ok())),
+            Ok(Applied::Changed)
+        );
+        assert!(!v.checker().is_impaired());
     }
 }

@@ -1,5 +1,5 @@
-//! What the checker says about a target, and the versioned updates that
-//! carry it to proxies and other watchers.
+//! What the checker says about a target and about itself, and the
+//! versioned updates that carry both to proxies and other watchers.
 
 use std::time::Duration;
 
@@ -51,6 +51,46 @@ impl TargetStatus {
     }
 }
 
+/// What a checker says about itself. A receiver that merges several
+/// checkers weighs each one's verdicts by it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckerState {
+    /// `Some` while the checker suspects its own network: most of its
+    /// probes meet silence at once. It then publishes no verdict caused by
+    /// silence, so its members keep their last state. `None` (the default,
+    /// and what a checker that predates this field means) is not impaired.
+    pub impaired: Option<Impairment>,
+}
+
+impl CheckerState {
+    /// Not impaired.
+    pub const fn ok() -> Self {
+        CheckerState { impaired: None }
+    }
+
+    pub fn impaired(since_ms: u64, reason: impl Into<String>) -> Self {
+        CheckerState {
+            impaired: Some(Impairment {
+                since_ms,
+                reason: reason.into(),
+            }),
+        }
+    }
+
+    pub const fn is_impaired(&self) -> bool {
+        self.impaired.is_some()
+    }
+}
+
+/// Why and since when a checker is impaired.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Impairment {
+    /// Epoch milliseconds when it became impaired.
+    pub since_ms: u64,
+    /// For people: what the checker saw, e.g. "3 of 4 members silent".
+    pub reason: String,
+}
+
 /// One message of a health stream. Versions grow by exactly one per change,
 /// so a receiver that sees a jump knows it missed something.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,10 +100,15 @@ pub struct HealthUpdate {
 }
 
 impl HealthUpdate {
+    /// A snapshot from a checker that is not impaired.
     pub fn snapshot(version: u64, targets: Vec<TargetStatus>) -> Self {
+        Self::snapshot_of(version, targets, CheckerState::ok())
+    }
+
+    pub fn snapshot_of(version: u64, targets: Vec<TargetStatus>, checker: CheckerState) -> Self {
         HealthUpdate {
             version,
-            kind: UpdateKind::Snapshot(targets),
+            kind: UpdateKind::Snapshot { targets, checker },
         }
     }
 
@@ -80,16 +125,30 @@ impl HealthUpdate {
             kind: UpdateKind::Removed(name.into()),
         }
     }
+
+    pub fn checker(version: u64, state: CheckerState) -> Self {
+        HealthUpdate {
+            version,
+            kind: UpdateKind::Checker(state),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UpdateKind {
-    /// The whole pool as of `version`; replaces whatever the receiver had.
-    Snapshot(Vec<TargetStatus>),
+    /// The whole pool and the checker's own state as of `version`;
+    /// replaces whatever the receiver had.
+    Snapshot {
+        targets: Vec<TargetStatus>,
+        checker: CheckerState,
+    },
     /// One target's new record; applies on top of `version - 1`. A name
     /// the receiver does not know is a member that joined the pool.
     Change(TargetStatus),
     /// The member of this name left the pool; applies on top of
     /// `version - 1`.
     Removed(String),
+    /// The checker's own state changed (it became impaired, or stopped
+    /// being); applies on top of `version - 1`. Members are unchanged.
+    Checker(CheckerState),
 }

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use serde::Serialize;
-use tether_core::{HealthState, TargetStatus};
+use tether_core::{CheckerState, HealthState, TargetStatus};
 
 /// Column headers of the health table, in order.
 const HEADERS: [&str; 7] = [
@@ -181,6 +181,68 @@ pub fn removal_line(version: u64, name: &str, previous: Option<HealthState>) -> 
         line.push(')');
     }
     line
+}
+
+/// What a checker says about itself, for the line above the table:
+/// `checker impaired since 12s ago: 3 of 4 members silent`; `None` when
+/// it is not impaired.
+pub fn checker_line(state: &CheckerState, now_ms: u64) -> Option<String> {
+    let i = state.impaired.as_ref()?;
+    Some(format!(
+        "checker impaired since {}: {}; verdicts caused by silence are held",
+        age(i.since_ms, now_ms),
+        sanitize(&i.reason)
+    ))
+}
+
+/// One line (without `\n`) for a change of the checker's own state:
+/// `v14 checker impaired: 3 of 4 members silent` or `v15 checker no
+/// longer impaired`.
+pub fn checker_change_line(version: u64, state: &CheckerState) -> String {
+    match &state.impaired {
+        Some(i) => format!("v{version} checker impaired: {}", sanitize(&i.reason)),
+        None => format!("v{version} checker no longer impaired"),
+    }
+}
+
+/// `{"since_unix_ms": N, "reason": "..."}`
+#[derive(Debug, Serialize)]
+struct ImpairmentJson<'a> {
+    since_unix_ms: u64,
+    reason: &'a str,
+}
+
+/// `{"impaired": {...} | null}`
+#[derive(Debug, Serialize)]
+struct CheckerJson<'a> {
+    impaired: Option<ImpairmentJson<'a>>,
+}
+
+impl<'a> From<&'a CheckerState> for CheckerJson<'a> {
+    fn from(s: &'a CheckerState) -> Self {
+        CheckerJson {
+            impaired: s.impaired.as_ref().map(|i| ImpairmentJson {
+                since_unix_ms: i.since_ms,
+                reason: &i.reason,
+            }),
+        }
+    }
+}
+
+/// `{"version": N, "checker": {"impaired": {...} | null}}`
+#[derive(Debug, Serialize)]
+struct CheckerChangeJson<'a> {
+    version: u64,
+    checker: CheckerJson<'a>,
+}
+
+/// A change of the checker's own state as one JSON line (no trailing
+/// newline): `{"version":N,"checker":{"impaired":{...}|null}}`.
+pub fn checker_json_line(version: u64, state: &CheckerState) -> serde_json::Result<String> {
+    serde_json::to_string(&CheckerChangeJson {
+        version,
+        checker: CheckerJson::from(state),
+    })
 }
 
 /// A target as JSON. Field names follow the gRPC message.

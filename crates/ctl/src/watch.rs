@@ -50,17 +50,21 @@ impl Watcher {
     pub fn apply(&mut self, update: HealthUpdate, now_ms: u64) -> serde_json::Result<Step> {
         let version = update.version;
         let text = match &update.kind {
-            UpdateKind::Snapshot(_) => {
+            UpdateKind::Snapshot { .. } => {
                 if !matches!(self.view.apply(update), Ok(Applied::Changed)) {
                     return Ok(Step::Skip);
                 }
                 let targets = self.view.targets();
+                let checker = render::checker_line(self.view.checker(), now_ms)
+                    .map(|line| line + "\n")
+                    .unwrap_or_default();
                 let text = match self.format {
                     Format::Json => render::pool_json_line(version, targets)? + "\n",
                     Format::Text if self.printed_snapshot => {
-                        format!("v{version} snapshot\n{}", render::table(targets, now_ms))
+                        let table = render::table(targets, now_ms);
+                        format!("v{version} snapshot\n{checker}{table}")
                     }
-                    Format::Text => render::table(targets, now_ms),
+                    Format::Text => checker + &render::table(targets, now_ms),
                 };
                 self.printed_snapshot = true;
                 text
@@ -100,6 +104,18 @@ impl Watcher {
                 match self.format {
                     Format::Json => render::removal_json_line(version, &name, previous)? + "\n",
                     Format::Text => render::removal_line(version, &name, previous) + "\n",
+                }
+            }
+            UpdateKind::Checker(state) => {
+                let state = state.clone();
+                match self.view.apply(update) {
+                    Ok(Applied::Changed) => {}
+                    Ok(Applied::Stale) => return Ok(Step::Skip),
+                    Err(gap) => return Ok(Step::Gap(gap)),
+                }
+                match self.format {
+                    Format::Json => render::checker_json_line(version, &state)? + "\n",
+                    Format::Text => render::checker_change_line(version, &state) + "\n",
                 }
             }
         };
@@ -262,5 +278,40 @@ mod tests {
         assert_eq!(v["version"], 4);
         assert_eq!(v["previous_state"], "healthy");
         assert_eq!(v["change"]["state"], "unhealthy");
+    }
+    #[test]
+    fn the_checker_state_is_shown_and_follows_the_version_rules() {
+        use tether_core::CheckerState;
+        let mut w = Watcher::new(Format::Text);
+        let impaired = CheckerState::impaired(NOW - 12_000, "3 of 4 members silent");
+        let snap = HealthUpdate::snapshot_of(1, vec![status("a", HealthState::Healthy)], impaired);
+        let Ok(Step::Print(text)) = w.apply(snap, NOW) else {
+            panic!("a snapshot prints");
+        };
+        assert!(
+            text.starts_with("checker impaired since 12s ago: 3 of 4 members silent"),
+            "{text}"
+        );
+        let ok = HealthUpdate::checker(2, CheckerState::ok());
+        assert_eq!(
+            w.apply(ok.clone(), NOW).expect("apply"),
+            Step::Print("v2 checker no longer impaired\n".into())
+        );
+        assert_eq!(w.apply(ok, NOW).expect("apply"), Step::Skip);
+        let jump = HealthUpdate::checker(4, CheckerState::impaired(NOW, "x"));
+        assert!(matches!(w.apply(jump, NOW), Ok(Step::Gap(_))));
+        let mut json = Watcher::new(Format::Json);
+        json.apply(HealthUpdate::snapshot(1, vec![]), NOW)
+            .expect("apply");
+        let Ok(Step::Print(line)) = json.apply(
+            HealthUpdate::checker(2, CheckerState::impaired(7, "why")),
+            NOW,
+        ) else {
+            panic!("a change of the checker prints");
+        };
+        let v: Value = serde_json::from_str(&line).expect("json");
+        assert_eq!(v["version"], 2);
+        assert_eq!(v["checker"]["impaired"]["since_unix_ms"], 7);
+        assert_eq!(v["checker"]["impaired"]["reason"], "why");
     }
 }

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use tether_core::{HealthState, HealthUpdate, ProbeKind, TargetStatus, UpdateKind};
+use tether_core::{
+    CheckerState, HealthState, HealthUpdate, Impairment, ProbeKind, TargetStatus, UpdateKind,
+};
 use tonic::codegen::http::HeaderValue;
 use tonic::codegen::http::uri::Authority;
 
@@ -132,16 +134,59 @@ impl TryFrom<pb::TargetHealth> for TargetStatus {
     }
 }
 
+// === CheckerState ===
+
+impl From<&CheckerState> for pb::CheckerState {
+    fn from(s: &CheckerState) -> Self {
+        pb::CheckerState {
+            impaired: s.impaired.as_ref().map(|i| pb::Impairment {
+                since_unix_ms: i.since_ms,
+                reason: i.reason.clone(),
+            }),
+        }
+    }
+}
+
+impl TryFrom<pb::CheckerState> for CheckerState {
+    type Error = ConvertError;
+
+    fn try_from(m: pb::CheckerState) -> Result<Self, Self::Error> {
+        let impaired = match m.impaired {
+            None => None,
+            Some(i) if i.since_unix_ms == 0 => {
+                return Err(invalid("checker.impaired.since_unix_ms", "zero"));
+            }
+            Some(i) => Some(Impairment {
+                since_ms: i.since_unix_ms,
+                reason: i.reason,
+            }),
+        };
+        Ok(CheckerState { impaired })
+    }
+}
+
+/// A checker state that may be absent on the wire: a sender that predates
+/// the field is not impaired.
+pub fn checker_from_wire(m: Option<pb::CheckerState>) -> Result<CheckerState, ConvertError> {
+    m.map_or(Ok(CheckerState::ok()), CheckerState::try_from)
+}
+
 // === HealthUpdate ===
 
 impl From<&HealthUpdate> for pb::WatchResponse {
     fn from(u: &HealthUpdate) -> Self {
         let update = match &u.kind {
-            UpdateKind::Snapshot(targets) => pb::watch_response::Update::Snapshot(pb::Snapshot {
-                targets: targets.iter().map(pb::TargetHealth::from).collect(),
-            }),
+            UpdateKind::Snapshot { targets, checker } => {
+                pb::watch_response::Update::Snapshot(pb::Snapshot {
+                    targets: targets.iter().map(pb::TargetHealth::from).collect(),
+                    // Absent when not impaired: the bytes an older
+                    // checker sent, and the same meaning.
+                    checker: checker.is_impaired().then(|| checker.into()),
+                })
+            }
             UpdateKind::Change(s) => pb::watch_response::Update::Change(s.into()),
             UpdateKind::Removed(name) => pb::watch_response::Update::Removed(name.clone()),
+            UpdateKind::Checker(state) => pb::watch_response::Update::Checker(state.into()),
         };
         pb::WatchResponse {
             version: u.version,
@@ -155,12 +200,15 @@ impl TryFrom<pb::WatchResponse> for HealthUpdate {
 
     fn try_from(m: pb::WatchResponse) -> Result<Self, Self::Error> {
         let kind = match m.update {
-            Some(pb::watch_response::Update::Snapshot(s)) => UpdateKind::Snapshot(
-                s.targets
+            Some(pb::watch_response::Update::Snapshot(s)) => UpdateKind::Snapshot {
+                targets: s
+                    .targets
                     .into_iter()
                     .map(TargetStatus::try_from)
                     .collect::<Result<_, _>>()?,
-            ),
+                checker: checker_from_wire(s.checker)?,
+            },
+            Some(pb::watch_response::Update::Checker(c)) => UpdateKind::Checker(c.try_into()?),
             Some(pb::watch_response::Update::Change(c)) => UpdateKind::Change(c.try_into()?),
             Some(pb::watch_response::Update::Removed(name)) if name.is_empty() => {
                 return Err(invalid("removed", "empty"));
@@ -255,9 +303,18 @@ mod tests {
     #[test]
     fn update_round_trips() {
         for kind in [
-            UpdateKind::Snapshot(vec![sample()]),
+            UpdateKind::Snapshot {
+                targets: vec![sample()],
+                checker: CheckerState::ok(),
+            },
+            UpdateKind::Snapshot {
+                targets: vec![sample()],
+                checker: CheckerState::impaired(1_700_000_000_000, "2 of 3 members silent"),
+            },
             UpdateKind::Change(sample()),
             UpdateKind::Removed("app-1@10.0.0.5:8080".into()),
+            UpdateKind::Checker(CheckerState::ok()),
+            UpdateKind::Checker(CheckerState::impaired(1_700_000_000_000, "all silent")),
         ] {
             let u = HealthUpdate { version: 7, kind };
             let wire = pb::WatchResponse::from(&u);
@@ -305,6 +362,39 @@ mod tests {
         assert_eq!(
             HealthUpdate::try_from(nameless).map_err(|e| e.field),
             Err("removed")
+        );
+    }
+    #[test]
+    fn a_snapshot_without_checker_state_is_not_impaired() {
+        // What a checker that predates the field sends.
+        let old = pb::WatchResponse {
+            version: 3,
+            update: Some(pb::watch_response::Update::Snapshot(pb::Snapshot {
+                targets: vec![pb::TargetHealth::from(&sample())],
+                checker: None,
+            })),
+        };
+        let u = HealthUpdate::try_from(old).expect("valid");
+        assert_eq!(u, HealthUpdate::snapshot(3, vec![sample()]));
+        let empty = pb::CheckerState { impaired: None };
+        assert_eq!(CheckerState::try_from(empty), Ok(CheckerState::ok()));
+        assert_eq!(checker_from_wire(None), Ok(CheckerState::ok()));
+    }
+
+    #[test]
+    fn an_impairment_without_a_time_is_refused() {
+        let wire = pb::WatchResponse {
+            version: 4,
+            update: Some(pb::watch_response::Update::Checker(pb::CheckerState {
+                impaired: Some(pb::Impairment {
+                    since_unix_ms: 0,
+                    reason: "x".into(),
+                }),
+            })),
+        };
+        assert_eq!(
+            HealthUpdate::try_from(wire).map_err(|e| e.field),
+            Err("checker.impaired.since_unix_ms")
         );
     }
 }

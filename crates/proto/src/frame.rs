@@ -39,7 +39,7 @@ pub fn watch_frame(update: &HealthUpdate) -> Result<Bytes, FrameTooLarge> {
 
 #[cfg(test)]
 mod tests {
-    use tether_core::{ProbeKind, TargetStatus, UpdateKind};
+    use tether_core::{CheckerState, ProbeKind, TargetStatus, UpdateKind};
 
     use super::*;
 
@@ -47,9 +47,13 @@ mod tests {
     fn a_frame_is_the_prefix_and_the_prost_encoding() {
         let status = TargetStatus::unknown("app-1", "http://127.0.0.1:5041", ProbeKind::Http);
         for kind in [
-            UpdateKind::Snapshot(vec![status.clone(), status.clone()]),
+            UpdateKind::Snapshot {
+                targets: vec![status.clone(), status.clone()],
+                checker: CheckerState::ok(),
+            },
             UpdateKind::Change(status),
             UpdateKind::Removed("app-1".into()),
+            UpdateKind::Checker(CheckerState::impaired(1, "all silent")),
         ] {
             let update = HealthUpdate { version: 9, kind };
             let frame = watch_frame(&update).expect("frame");

@@ -214,7 +214,7 @@ impl Follower {
                 }
                 Err(reason) => return End::Failed { synced, reason },
             };
-            let is_snapshot = matches!(update.kind, tether_core::UpdateKind::Snapshot(_));
+            let is_snapshot = matches!(update.kind, tether_core::UpdateKind::Snapshot { .. });
             if !synced && !is_snapshot {
                 // A subscription must start with a snapshot.
                 return End::Gap {

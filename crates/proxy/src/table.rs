@@ -169,7 +169,7 @@ fn authority_of(url: &str) -> Option<Authority> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tether_core::{HealthUpdate, PoolView, ProbeKind, UpdateKind};
+    use tether_core::{HealthUpdate, PoolView, ProbeKind};
 
     fn build_view(view: &PoolView, previous: &Routes) -> Routes {
         build(view.version(), view.targets(), previous)
@@ -184,15 +184,15 @@ mod tests {
     #[test]
     fn builds_members_and_skips_unusable_ones() {
         let mut view = PoolView::new();
-        view.apply(HealthUpdate {
-            version: 3,
-            kind: UpdateKind::Snapshot(vec![
+        view.apply(HealthUpdate::snapshot(
+            3,
+            vec![
                 status("a", "http://127.0.0.1:1", HealthState::Healthy),
                 status("b", "ftp://127.0.0.1:2", HealthState::Healthy),
                 status("bad\nname", "http://127.0.0.1:3", HealthState::Healthy),
                 status("d", "http://127.0.0.1:4", HealthState::Unknown),
-            ]),
-        })
+            ],
+        ))
         .expect("snapshot");
         let routes = build_view(&view, &Routes::default());
         let names: Vec<_> = routes.members().iter().map(|m| m.name.as_str()).collect();
@@ -273,14 +273,14 @@ mod tests {
     fn unknown_keeps_the_previous_health_of_a_known_member() {
         let snapshot = |version, states: [HealthState; 3]| {
             let mut view = PoolView::new();
-            view.apply(HealthUpdate {
+            view.apply(HealthUpdate::snapshot(
                 version,
-                kind: UpdateKind::Snapshot(vec![
+                vec![
                     status("a", "http://127.0.0.1:1", states[0]),
                     status("b", "http://127.0.0.1:2", states[1]),
                     status("c", "http://127.0.0.1:3", states[2]),
-                ]),
-            })
+                ],
+            ))
             .expect("snapshot");
             view
         };

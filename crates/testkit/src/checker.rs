@@ -233,6 +233,7 @@ impl HealthService for Service {
             version: inner.version,
             update: Some(pb::watch_response::Update::Snapshot(pb::Snapshot {
                 targets: inner.targets.iter().map(pb::TargetHealth::from).collect(),
+                checker: None,
             })),
         };
         // The receiver is in hand, so this send cannot fail.
@@ -249,6 +250,7 @@ impl HealthService for Service {
         Ok(Response::new(pb::ListResponse {
             version: inner.version,
             targets: inner.targets.iter().map(pb::TargetHealth::from).collect(),
+            checker: None,
         }))
     }
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use rustls_pki_types::ServerName;
 use tether_core::target::DEFAULT_DNS_REFRESH;
-use tether_core::{ProbeKind, ProbeOutcome, Target};
+use tether_core::{FailureClass, ProbeKind, ProbeOutcome, Target};
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
@@ -245,12 +245,13 @@ impl Prober {
                 (ProbeKind::Http, ..) => http::probe(&mut kept, addrs, authority, path, None).await,
             }
         };
+        let mut class = FailureClass::Answer;
         let result = match tokio::time::timeout(timeout, attempt).await {
             Ok(r) => r,
-            Err(_) => Err(format!(
-                "timed out after {}",
-                humantime::format_duration(timeout)
-            )),
+            Err(_) => Err({
+                class = FailureClass::Silence;
+                format!("timed out after {}", humantime::format_duration(timeout))
+            }),
         };
         if result.is_ok() {
             self.conn = kept;
@@ -263,7 +264,7 @@ impl Prober {
                 error: None,
             },
             Err(e) => ProbeResult {
-                outcome: ProbeOutcome::Failure,
+                outcome: ProbeOutcome::Failure(class),
                 latency,
                 error: Some(e),
             },

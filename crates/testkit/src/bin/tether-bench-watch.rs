@@ -161,7 +161,8 @@ async fn subscribe(
                     healthy -= 1;
                 }
             }
-            None => continue,
+            // The checker's own state: members unchanged.
+            Some(Update::Checker(_)) | None => continue,
         }
         if !ready && !states.is_empty() && healthy == states.len() {
             ready = true;
