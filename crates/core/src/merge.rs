@@ -18,20 +18,18 @@ use std::collections::HashMap;
 
 use crate::health::HealthState;
 use crate::pool::PoolView;
-use crate::status::TargetStatus;
+use crate::status::{Impairment, TargetStatus};
 
 /// What one checker says: the pool as its stream told it, and whether its
 /// word counts now.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CheckerView {
-    /// Its pool and its own version; kept while the stream is down so an
-    /// operator can see what it said last.
+    /// Its pool, its own version and what it says of itself (impaired or
+    /// not); kept while the stream is down so an operator can see what it
+    /// said last.
     pub pool: PoolView,
     /// A Watch stream is open and its snapshot has arrived.
     pub stream_up: bool,
-    /// The checker says its own probes cannot be trusted (it cannot reach
-    /// most members): its verdicts do not count until it recovers.
-    pub impaired: bool,
 }
 
 impl CheckerView {
@@ -39,9 +37,20 @@ impl CheckerView {
         Self::default()
     }
 
-    /// Whether this checker votes.
+    /// Whether this checker votes: its stream is up and it is not
+    /// impaired.
     pub fn is_live(&self) -> bool {
-        self.stream_up && !self.impaired
+        self.stream_up && !self.is_impaired()
+    }
+
+    /// The checker says its own probes cannot be trusted (most members are
+    /// silent to it at once): its verdicts do not count until it recovers.
+    pub fn is_impaired(&self) -> bool {
+        self.impairment().is_some()
+    }
+
+    pub fn impairment(&self) -> Option<&Impairment> {
+        self.pool.checker().impaired.as_ref()
     }
 
     /// Names of the members this checker calls unhealthy, in its order.
@@ -132,7 +141,7 @@ impl<'a> Tally<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::HealthUpdate;
+    use crate::status::{CheckerState, HealthUpdate};
     use crate::target::ProbeKind;
     use HealthState::*;
     use proptest::prelude::*;
@@ -153,8 +162,17 @@ mod tests {
         CheckerView {
             pool,
             stream_up: live,
-            impaired: false,
         }
+    }
+
+    fn impair(view: &mut CheckerView) {
+        let next = view.pool.version().expect("a snapshot") + 1;
+        view.pool
+            .apply(HealthUpdate::checker(
+                next,
+                CheckerState::impaired(5, "3 of 4 members silent"),
+            ))
+            .expect("next version");
     }
 
     fn states(merged: &[TargetStatus]) -> Vec<(&str, HealthState)> {
@@ -195,8 +213,9 @@ mod tests {
         let a = checker(true, &[("x", Healthy)]);
         let down = checker(false, &[("x", Unhealthy)]);
         let mut impaired = checker(true, &[("x", Unhealthy)]);
-        impaired.impaired = true;
-        assert!(!impaired.is_live());
+        impair(&mut impaired);
+        assert!(!impaired.is_live() && impaired.is_impaired());
+        assert_eq!(impaired.impairment().map(|i| i.since_ms), Some(5));
         assert_eq!(
             states(&merge([&a, &down, &impaired]).expect("live")),
             [("x", Healthy)]
@@ -244,7 +263,6 @@ mod tests {
         let c = CheckerView {
             pool,
             stream_up: true,
-            impaired: false,
         };
         let merged = merge([&a, &b, &c]).expect("live");
         assert_eq!(merged[0].state, Healthy);
@@ -295,7 +313,9 @@ mod tests {
                         .filter_map(|(n, s)| s.map(|s| (*n, s)))
                         .collect();
                     let mut v = checker(*up, &targets);
-                    v.impaired = *impaired;
+                    if *impaired {
+                        impair(&mut v);
+                    }
                     v
                 })
                 .collect();

@@ -22,10 +22,16 @@ pub struct Status {
 pub struct Checker {
     pub address: String,
     pub stream_up: bool,
-    pub impaired: bool,
+    /// `null` or `{since_ms, reason}`.
+    pub impaired: Option<Impaired>,
     pub version: Option<u64>,
     pub members: usize,
     pub unhealthy: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Impaired {
+    pub reason: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,7 +64,10 @@ pub fn render(status: &Status) -> String {
         rows.push([
             sanitize(&c.address).into_owned(),
             if c.stream_up { "up" } else { "down" }.to_owned(),
-            if c.impaired { "yes" } else { "no" }.to_owned(),
+            c.impaired.as_ref().map_or_else(
+                || "no".to_owned(),
+                |i| format!("yes: {}", sanitize(&i.reason)),
+            ),
             c.version.map_or_else(|| "-".to_owned(), |v| v.to_string()),
             c.members.to_string(),
             if c.unhealthy.is_empty() {
@@ -128,9 +137,9 @@ mod tests {
       "table_version": 5,
       "live": 1,
       "checkers": [
-        {"address": "http://10.0.0.1:50051", "stream_up": true, "impaired": false,
+        {"address": "http://10.0.0.1:50051", "stream_up": true, "impaired": null,
          "live": true, "version": 42, "members": 2, "unhealthy": ["app-2"]},
-        {"address": "http://10.0.0.2:50051", "stream_up": false, "impaired": false,
+        {"address": "http://10.0.0.2:50051", "stream_up": true, "impaired": {"since_ms": 1, "reason": "2 of 2 silent"},
          "live": false, "version": null, "members": 0, "unhealthy": []}
       ],
       "merged": [
@@ -146,9 +155,9 @@ mod tests {
         let status: Status = serde_json::from_str(DOC).expect("parse");
         let text = render(&status);
         let want = "\
-CHECKER                STREAM  IMPAIRED  VERSION  MEMBERS  UNHEALTHY
-http://10.0.0.1:50051  up      no        42       2        app-2
-http://10.0.0.2:50051  down    no        -        0        -
+CHECKER                STREAM  IMPAIRED            VERSION  MEMBERS  UNHEALTHY
+http://10.0.0.1:50051  up      no                  42       2        app-2
+http://10.0.0.2:50051  up      yes: 2 of 2 silent  -        0        -
 
 merged: table v5, 1 of 2 checkers live, 1/2 members take traffic
 NAME   STATE      TRAFFIC

@@ -256,7 +256,8 @@ impl ProxyStatus {
 
     /// Each checker's view beside the merge the table above comes from.
     fn write_checkers(&self, out: &mut String) {
-        let doc = self.document(clock::now_ms());
+        let now = clock::now_ms();
+        let doc = self.document(now);
         let _ = writeln!(
             out,
             "<h2>Checkers</h2>\n<p>{} of {} live (stream up, not impaired); a member is out only when most live checkers that know it say unhealthy.</p>",
@@ -265,7 +266,7 @@ impl ProxyStatus {
         );
         out.push_str("<table>\n<thead><tr><th>checker</th><th>stream</th><th>impaired</th><th class=\"num\">version</th><th class=\"num\">members</th><th>calls unhealthy</th></tr></thead>\n<tbody>\n");
         for c in &doc.checkers {
-            let (class, stream) = match (c.stream_up, c.impaired) {
+            let (class, stream) = match (c.stream_up, c.impaired.is_some()) {
                 (true, false) => ("healthy", "up"),
                 (true, true) => ("unknown", "up"),
                 (false, _) => ("unhealthy", "down"),
@@ -274,7 +275,10 @@ impl ProxyStatus {
                 out,
                 "<tr><td class=\"url\">{}</td><td><span class=\"badge {class}\">{stream}</span></td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
                 escape(&c.address),
-                if c.impaired { "yes" } else { "no" },
+                c.impaired.as_ref().map_or_else(
+                    || "no".to_owned(),
+                    |i| format!("yes, {}: {}", ago(now, Some(i.since_ms)), escape(&i.reason))
+                ),
                 c.version.map_or_else(|| "-".to_owned(), |v| v.to_string()),
                 c.members,
                 if c.unhealthy.is_empty() {
@@ -297,7 +301,10 @@ impl ProxyStatus {
             .map(|c| CheckerDoc {
                 address: c.label.clone(),
                 stream_up: c.view.stream_up,
-                impaired: c.view.impaired,
+                impaired: c.view.impairment().map(|i| ImpairedDoc {
+                    since_ms: i.since_ms,
+                    reason: i.reason.clone(),
+                }),
                 live: c.view.is_live(),
                 version: c.view.pool.version(),
                 members: c.view.pool.targets().len(),
@@ -345,13 +352,21 @@ struct StatusDoc {
 struct CheckerDoc {
     address: String,
     stream_up: bool,
-    impaired: bool,
+    /// `null`, or since when (epoch ms) and why the checker says its own
+    /// probes cannot be trusted.
+    impaired: Option<ImpairedDoc>,
     live: bool,
     /// The checker's own version of its last update.
     version: Option<u64>,
     members: usize,
     /// Members it calls unhealthy (what it said last, also when down).
     unhealthy: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ImpairedDoc {
+    since_ms: u64,
+    reason: String,
 }
 
 #[derive(Debug, Serialize)]

@@ -242,8 +242,9 @@ impl Follower {
     fn apply(&mut self, update: HealthUpdate) -> Result<bool, End> {
         let came_up = !self.view.stream_up;
         self.view.stream_up = true;
-        // Impairment plugs in here: an update that carries the checker's
-        // own state sets `self.view.impaired`.
+        // The pool view also keeps what the checker says of itself: a
+        // snapshot's checker state, or a versioned `UpdateKind::Checker`
+        // (impaired or recovered), which changes whether it is live.
         match self.view.pool.apply(update) {
             Ok(Applied::Changed) => Ok(true),
             Ok(Applied::Stale) => Ok(came_up),

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use common::{DEADLINE, Running, backends, config, healthy_snapshot, wait_routes};
-use tether_core::{HealthState, HealthUpdate};
+use tether_core::{CheckerState, HealthState, HealthUpdate};
 use tether_proxy::config::HealthSource;
 use tether_testkit::{FakeBackend, FakeChecker, eventually, get, run_to_end, status};
 
@@ -268,5 +268,51 @@ async fn a_gap_on_one_stream_resubscribes_only_that_one() {
     ));
     wait_routes(&proxy, &["app-2"]).await;
     assert_eq!(first.watch_calls(), 1, "the first stream had no gap");
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_impaired_checker_does_not_vote() {
+    let b = backends(2).await;
+    let first = checker_saying(&b, &[Unhealthy, Healthy]).await;
+    let second = checker_saying(&b, &[Healthy, Healthy]).await;
+    let third = checker_saying(&b, &[Unhealthy, Healthy]).await;
+    // The first says from its first snapshot that it cannot be trusted.
+    first.set_checker_state(CheckerState::impaired(1, "2 of 2 members silent"));
+    let proxy = proxy_following(&[&first, &second, &third]).await;
+    eventually("every checker is followed", DEADLINE, || async {
+        (first.open_streams() + second.open_streams() + third.open_streams() == 3).then_some(())
+    })
+    .await;
+    wait_live(&proxy, 2).await;
+    // One against one among the live: app-1 stays.
+    wait_routes(&proxy, &["app-1", "app-2"]).await;
+
+    // The first recovers: two against one, app-1 goes.
+    first.send(HealthUpdate::checker(2, CheckerState::ok()));
+    wait_live(&proxy, 3).await;
+    wait_routes(&proxy, &["app-2"]).await;
+
+    // The third becomes impaired: a tie again, app-1 is back.
+    third.send(HealthUpdate::checker(
+        2,
+        CheckerState::impaired(2, "cut off from the backends"),
+    ));
+    wait_live(&proxy, 2).await;
+    wait_routes(&proxy, &["app-1", "app-2"]).await;
+
+    let admin = proxy.admin.expect("admin");
+    let r = get(admin, "/status.json", &[])
+        .await
+        .expect("admin answers");
+    let doc: serde_json::Value = serde_json::from_str(&r.body).expect("json");
+    let third_doc = &doc["checkers"][2];
+    assert_eq!(third_doc["stream_up"], true, "{doc}");
+    assert_eq!(third_doc["live"], false, "{doc}");
+    assert_eq!(
+        third_doc["impaired"]["reason"], "cut off from the backends",
+        "{doc}"
+    );
+    assert_eq!(doc["checkers"][0]["impaired"], serde_json::Value::Null);
     proxy.stop().await;
 }
