@@ -316,3 +316,32 @@ async fn an_impaired_checker_does_not_vote() {
     assert_eq!(doc["checkers"][0]["impaired"], serde_json::Value::Null);
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ejection_is_reported_to_every_live_checker() {
+    let b = backends(3).await;
+    let first = checker_saying(&b, &[Healthy, Healthy, Healthy]).await;
+    let second = checker_saying(&b, &[Healthy, Healthy, Healthy]).await;
+    let gone = checker_saying(&b, &[Healthy, Healthy, Healthy]).await;
+    let proxy = proxy_following(&[&first, &second, &gone]).await;
+    wait_live(&proxy, 3).await;
+    cut(&gone);
+    wait_live(&proxy, 2).await;
+
+    // app-2 dies between probes: the checkers still call it healthy, and
+    // the proxy's own connect failures eject it (retried elsewhere, so no
+    // client sees an error).
+    let mut b = b;
+    let dead = b.remove(1);
+    dead.stop().await;
+    for _ in 0..12 {
+        assert_eq!(proxy.get().await.status, 200);
+    }
+    let reported = |c: &FakeChecker| c.reports().iter().any(|(name, _)| name == "app-2");
+    eventually("both live checkers got the report", DEADLINE, || async {
+        (reported(&first) && reported(&second)).then_some(())
+    })
+    .await;
+    assert!(!reported(&gone), "a checker that is not live is not asked");
+    proxy.stop().await;
+}
