@@ -9,23 +9,31 @@
 //! every change; the merger alone writes the table. Versions are each
 //! checker's own, so a gap is a matter between one follower and one checker.
 //!
+//! With `[health_source] expand = "dns"`, a checker url whose host is a
+//! name is looked up every `dns_refresh` by a task of its own, which keeps
+//! one follower per address (a headless Service's pods).
+//!
 //! The merge is `tether_core::merge`: a member leaves rotation only when a
 //! majority of the live checkers that know it say it is unhealthy. With no
 //! live checker the table stays as it was (fail static). Embedded mode is
 //! the same code with one endpoint, the in-process hub.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use log::{debug, info, warn};
 use tether_core::{Applied, CheckerView, HealthState, HealthUpdate, TargetStatus};
+use tether_daemon::tls::ClientTls;
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
-use crate::source::{Endpoint, Source, Updates};
+use crate::config::CheckerDns;
+use crate::source::{Endpoint, Place, Source, Updates};
 use crate::stats::ProxyStats;
 use crate::table::{self, TableCell};
 
@@ -42,12 +50,15 @@ pub const STARTUP_DEADLINE: Duration = Duration::from_secs(5);
 /// Views in flight from followers to the merger; a follower waits when the
 /// merger is this far behind.
 const EVENTS: usize = 64;
+/// A lookup of a checker name taking longer than this (or than the
+/// refresh) counts as failed.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the feed knows of every checker, for the admin endpoint and for
 /// reports. The merger replaces it after every event.
 #[derive(Debug, Default)]
 pub struct FeedStatus {
-    /// In config order.
+    /// In config order; the addresses of one name in address order.
     pub checkers: Vec<CheckerEntry>,
     /// How many routing tables the merge has published; `None` before the
     /// first. This is the routing table's version.
@@ -57,6 +68,10 @@ pub struct FeedStatus {
 /// One checker as the feed sees it.
 #[derive(Clone, Debug)]
 pub struct CheckerEntry {
+    /// The feed's own number for it, never reused.
+    id: usize,
+    /// Where it sorts: its config entry, then its address for a name.
+    order: (usize, Option<SocketAddr>),
     pub endpoint: Endpoint,
     pub label: String,
     pub view: Arc<CheckerView>,
@@ -72,36 +87,53 @@ impl FeedStatus {
 /// Where the merger publishes [`FeedStatus`].
 pub type FeedCell = ArcSwap<FeedStatus>;
 
-/// A new cell with every endpoint of `source` down and nothing known.
-pub fn cell(source: &Source) -> Arc<FeedCell> {
-    let checkers = source
-        .endpoints()
-        .into_iter()
-        .map(|endpoint| CheckerEntry {
-            label: endpoint.label(),
-            endpoint,
-            view: Arc::default(),
-        })
-        .collect();
-    Arc::new(ArcSwap::from_pointee(FeedStatus {
-        checkers,
-        generation: None,
-    }))
+/// A new cell: no checker known yet.
+pub fn cell() -> Arc<FeedCell> {
+    Arc::new(ArcSwap::from_pointee(FeedStatus::default()))
 }
 
 /// Runs the feed until the task is dropped (the caller stops it when the
-/// drain starts); the followers stop with it.
-pub async fn run(status: Arc<FeedCell>, cell: Arc<TableCell>, stats: Arc<ProxyStats>) {
+/// drain starts); the followers and name lookups stop with it.
+pub async fn run(
+    source: Source,
+    status: Arc<FeedCell>,
+    cell: Arc<TableCell>,
+    stats: Arc<ProxyStats>,
+) {
     let (tx, rx) = mpsc::channel(EVENTS);
-    let mut followers = JoinSet::new();
-    let checkers = status.load().checkers.clone();
-    for (id, entry) in checkers.iter().enumerate() {
-        followers.spawn(follow(
-            id,
-            entry.endpoint.clone(),
-            tx.clone(),
-            stats.clone(),
-        ));
+    let ids = Arc::new(AtomicUsize::new(0));
+    let mut tasks = JoinSet::new();
+    let mut checkers = Vec::new();
+    for (order, place) in source.places().into_iter().enumerate() {
+        match place {
+            Place::Fixed(endpoint) => {
+                let id = ids.fetch_add(1, Ordering::Relaxed);
+                checkers.push(CheckerEntry {
+                    id,
+                    order: (order, None),
+                    label: endpoint.label(),
+                    endpoint: endpoint.clone(),
+                    view: Arc::default(),
+                });
+                tasks.spawn(follow(id, endpoint, tx.clone(), stats.clone()));
+            }
+            Place::Dns {
+                uri,
+                host,
+                port,
+                tls,
+                dns,
+            } => {
+                let name = Name {
+                    order,
+                    uri,
+                    host,
+                    port,
+                    tls,
+                };
+                tasks.spawn(expand(name, dns, ids.clone(), tx.clone(), stats.clone()));
+            }
+        }
     }
     drop(tx);
     let merger = Merger {
@@ -114,15 +146,130 @@ pub async fn run(status: Arc<FeedCell>, cell: Arc<TableCell>, stats: Arc<ProxySt
         settle_by: None,
     };
     merger.run(rx).await;
-    // Dropping the set aborts the followers.
-    drop(followers);
+    // Dropping the set aborts the followers and lookups.
+    drop(tasks);
 }
 
-/// A follower's news: checker `id` now says `view`.
+/// What followers and name lookups tell the merger.
 #[derive(Debug)]
-struct Event {
-    id: usize,
-    view: Arc<CheckerView>,
+enum Event {
+    /// Checker `id` now says `view`.
+    View { id: usize, view: Arc<CheckerView> },
+    /// A new address of a name; its follower starts right after.
+    Added(Box<CheckerEntry>),
+    /// An address a name no longer has; its follower was stopped.
+    Gone { id: usize },
+}
+
+// === names ===
+
+/// A checker url whose host is a name (`expand = "dns"`).
+struct Name {
+    order: usize,
+    uri: http::Uri,
+    host: String,
+    port: u16,
+    tls: Option<ClientTls>,
+}
+
+impl Name {
+    /// The endpoint of one of its addresses.
+    fn endpoint(&self, addr: SocketAddr) -> Option<Endpoint> {
+        let scheme = self.uri.scheme_str().unwrap_or("http");
+        let uri = format!("{scheme}://{addr}").parse().ok()?;
+        Some(Endpoint::Checker {
+            uri,
+            tls: self.tls.clone(),
+            name: Some(format!("{}:{}", self.host, self.port)),
+        })
+    }
+}
+
+/// Looks `name` up now and every `dns.refresh`, and keeps one follower per
+/// address it has: a new address gets one, a vanished address's stops. A
+/// lookup that fails or answers nothing keeps the addresses there were
+/// (a DNS blip is not a checker's failure), logged once per failing streak.
+async fn expand(
+    name: Name,
+    dns: CheckerDns,
+    ids: Arc<AtomicUsize>,
+    tx: mpsc::Sender<Event>,
+    stats: Arc<ProxyStats>,
+) {
+    let label = format!("{}:{}", name.host, name.port);
+    let mut followers: BTreeMap<SocketAddr, (usize, AbortHandle)> = BTreeMap::new();
+    let mut tasks = JoinSet::new();
+    let mut failing = false;
+    let mut ticker = tokio::time::interval(dns.refresh);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let lookup = dns.resolver.0.resolve(&name.host, name.port);
+        let answer = match tokio::time::timeout(LOOKUP_TIMEOUT.min(dns.refresh), lookup).await {
+            Ok(Ok(addrs)) if !addrs.is_empty() => Ok(addrs),
+            Ok(Ok(_)) => Err("no addresses".to_owned()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("no answer in time".to_owned()),
+        };
+        let addrs: BTreeSet<SocketAddr> = match answer {
+            Ok(addrs) => addrs.into_iter().collect(),
+            Err(why) => {
+                if !failing {
+                    warn!(target: "proxy", "health feed: cannot look up checkers at {label}: {why}; keeping the {} addresses it had", followers.len());
+                    failing = true;
+                }
+                continue;
+            }
+        };
+        if failing {
+            info!(target: "proxy", "health feed: {label} resolves again");
+            failing = false;
+        }
+        let gone: Vec<SocketAddr> = followers
+            .keys()
+            .filter(|a| !addrs.contains(a))
+            .copied()
+            .collect();
+        let added: Vec<SocketAddr> = addrs
+            .iter()
+            .filter(|a| !followers.contains_key(a))
+            .copied()
+            .collect();
+        for addr in &gone {
+            if let Some((id, handle)) = followers.remove(addr) {
+                handle.abort();
+                if tx.send(Event::Gone { id }).await.is_err() {
+                    return;
+                }
+            }
+        }
+        for addr in &added {
+            let Some(endpoint) = name.endpoint(*addr) else {
+                continue;
+            };
+            let id = ids.fetch_add(1, Ordering::Relaxed);
+            let entry = CheckerEntry {
+                id,
+                order: (name.order, Some(*addr)),
+                label: endpoint.label(),
+                endpoint: endpoint.clone(),
+                view: Arc::default(),
+            };
+            // Announced before its follower starts, so the merger knows the
+            // id before any view of it arrives.
+            if tx.send(Event::Added(Box::new(entry))).await.is_err() {
+                return;
+            }
+            let handle = tasks.spawn(follow(id, endpoint, tx.clone(), stats.clone()));
+            followers.insert(*addr, (id, handle));
+        }
+        if !gone.is_empty() || !added.is_empty() {
+            let now: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+            info!(target: "proxy", "health feed: checkers at {label}: {} (added {}, gone {})", now.join(" "), added.len(), gone.len());
+        }
+        // Reap followers that ended (the merger went away).
+        while tasks.try_join_next().is_some() {}
+    }
 }
 
 // === followers ===
@@ -257,7 +404,7 @@ impl Follower {
 
     /// Tells the merger; `false` when it is gone.
     async fn send(&self) -> bool {
-        let event = Event {
+        let event = Event::View {
             id: self.id,
             view: Arc::new(self.view.clone()),
         };
@@ -281,6 +428,7 @@ struct Merger {
 
 impl Merger {
     async fn run(mut self, mut events: mpsc::Receiver<Event>) {
+        self.republish();
         loop {
             let next = match self.settle_by {
                 Some(deadline) => tokio::select! {
@@ -293,10 +441,20 @@ impl Merger {
                 None => events.recv().await,
             };
             let Some(event) = next else { return };
-            let Some(entry) = self.checkers.get_mut(event.id) else {
-                continue;
-            };
-            entry.view = event.view;
+            match event {
+                Event::View { id, view } => {
+                    // A view of an address already gone is dropped.
+                    let Some(entry) = self.checkers.iter_mut().find(|c| c.id == id) else {
+                        continue;
+                    };
+                    entry.view = view;
+                }
+                Event::Added(entry) => {
+                    let at = self.checkers.partition_point(|c| c.order < entry.order);
+                    self.checkers.insert(at, *entry);
+                }
+                Event::Gone { id } => self.checkers.retain(|c| c.id != id),
+            }
             self.republish();
         }
     }

@@ -50,10 +50,18 @@ pub async fn run(checkers: Arc<FeedCell>, mut names: mpsc::Receiver<String>, rep
                         }
                     });
                 }
-                Endpoint::Checker { uri, tls } => {
+                Endpoint::Checker {
+                    uri,
+                    tls,
+                    name: checker_name,
+                } => {
                     let client = match clients.get(&entry.label) {
                         Some(c) => c.clone(),
-                        None => match source::endpoint(uri.clone(), tls.as_ref()) {
+                        None => match source::endpoint(
+                            uri.clone(),
+                            tls.as_ref(),
+                            source::server_name(checker_name.as_deref()),
+                        ) {
                             Ok(endpoint) => {
                                 // Reports go over the same channel settings
                                 // (TLS, client certificate) as the stream.

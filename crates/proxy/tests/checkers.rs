@@ -7,10 +7,14 @@ mod common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use common::{DEADLINE, Running, backends, config, healthy_snapshot, wait_routes};
+use tether_checker::dns::{Lookup, Resolve};
 use tether_core::{CheckerState, HealthState, HealthUpdate};
-use tether_proxy::config::HealthSource;
+use tether_proxy::config::{CheckerDns, HealthSource};
+use tether_proxy::source::Resolver;
 use tether_testkit::{FakeBackend, FakeChecker, eventually, get, run_to_end, status};
 
 use HealthState::{Healthy, Unhealthy, Unknown};
@@ -343,5 +347,103 @@ async fn an_ejection_is_reported_to_every_live_checker() {
     })
     .await;
     assert!(!reported(&gone), "a checker that is not live is not asked");
+    proxy.stop().await;
+}
+
+/// A resolver the test scripts: what `checkers.test` resolves to now.
+#[derive(Default)]
+struct Names {
+    answer: std::sync::Mutex<Option<Vec<SocketAddr>>>,
+    lookups: std::sync::atomic::AtomicUsize,
+}
+
+impl Names {
+    /// `None`: the lookup fails.
+    fn set(&self, addrs: Option<Vec<SocketAddr>>) {
+        *self.answer.lock().expect("lock") = addrs;
+    }
+
+    fn lookups(&self) -> usize {
+        self.lookups.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Resolve for Names {
+    fn resolve<'a>(&'a self, host: &'a str, _port: u16) -> Lookup<'a> {
+        self.lookups
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let answer = self.answer.lock().expect("lock").clone();
+        Box::pin(async move {
+            assert_eq!(host, "checkers.test");
+            answer.ok_or_else(|| std::io::Error::other("no such name"))
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checker_name_is_followed_at_every_address_it_resolves_to() {
+    let b = backends(2).await;
+    let down = checker_saying(&b, &[Unhealthy, Healthy]).await;
+    let up = checker_saying(&b, &[Healthy, Healthy]).await;
+    let names = Arc::new(Names::default());
+    names.set(Some(vec![down.addr()]));
+    let mut config = config(HealthSource::Checkers(vec![
+        "http://checkers.test:50051".parse().expect("uri"),
+    ]));
+    config.checker_dns = Some(CheckerDns {
+        refresh: Duration::from_millis(100),
+        resolver: Resolver(names.clone()),
+    });
+    let proxy = Running::start_with_admin(config).await;
+    wait_live(&proxy, 1).await;
+    wait_routes(&proxy, &["app-2"]).await;
+
+    // A second pod appears: it is followed, and the tie keeps app-1 in.
+    names.set(Some(vec![up.addr(), down.addr()]));
+    wait_live(&proxy, 2).await;
+    wait_routes(&proxy, &["app-1", "app-2"]).await;
+    let admin = proxy.admin.expect("admin");
+    let r = get(admin, "/status.json", &[])
+        .await
+        .expect("admin answers");
+    let doc: serde_json::Value = serde_json::from_str(&r.body).expect("json");
+    let labels: Vec<String> = doc["checkers"]
+        .as_array()
+        .expect("checkers")
+        .iter()
+        .map(|c| c["address"].as_str().expect("address").to_owned())
+        .collect();
+    let mut want = vec![
+        format!("checkers.test:50051@{}", down.addr()),
+        format!("checkers.test:50051@{}", up.addr()),
+    ];
+    want.sort_by_key(|l| {
+        l.rsplit_once('@')
+            .and_then(|(_, a)| a.parse::<SocketAddr>().ok())
+    });
+    assert_eq!(labels, want);
+
+    // A failing lookup keeps what there was.
+    names.set(None);
+    let seen = names.lookups();
+    eventually("two more lookups", DEADLINE, || async {
+        (names.lookups() >= seen + 2).then_some(())
+    })
+    .await;
+    assert_eq!(metric(admin, "tether_checkers_live").await, Some(2.0));
+
+    // The pod that called app-1 down goes away: its stream is closed and
+    // its vote with it.
+    names.set(Some(vec![up.addr()]));
+    wait_live(&proxy, 1).await;
+    eventually("the gone pod's stream is closed", DEADLINE, || async {
+        (down.open_streams() == 0).then_some(())
+    })
+    .await;
+    down.send(HealthUpdate::change(
+        2,
+        status("app-2", &b[1].url(), Unhealthy),
+    ));
+    wait_routes(&proxy, &["app-1", "app-2"]).await;
     proxy.stop().await;
 }
