@@ -203,7 +203,8 @@ def http(method, url, timeout=2.0):
 
 
 class Rows(HTMLParser):
-    """Every table row's cells as text (th and td), in order."""
+    """Every row's cells of the page's first table (the members; a proxy's
+    page has a checkers table below it) as text (th and td), in order."""
 
     def __init__(self):
         super().__init__()
@@ -215,7 +216,7 @@ class Rows(HTMLParser):
     def handle_starttag(self, tag, attrs):
         if tag == "table":
             self.tables += 1
-        elif tag == "tr":
+        elif tag == "tr" and self.tables == 1:
             self.row = []
         elif tag in ("td", "th") and self.row is not None:
             self.cell = []

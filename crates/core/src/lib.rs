@@ -1,5 +1,6 @@
-//! tether-core: the pool model, the health state machine, the routing table,
-//! round robin and the sticky decision.
+//! tether-core: the pool model, the health state machine, the merge of
+//! several checkers' views, the routing table, round robin and the sticky
+//! decision.
 //!
 //! Everything here is pure computation: time and inputs arrive as arguments,
 //! decisions come back as values. This crate must not depend on tokio, on
@@ -9,6 +10,7 @@
 pub mod balance;
 pub mod health;
 pub mod impaired;
+pub mod merge;
 pub mod pool;
 pub mod status;
 pub mod sticky;
@@ -18,6 +20,7 @@ pub mod target;
 pub use balance::RoundRobin;
 pub use health::{FailureClass, HealthState, HealthTracker, ProbeOutcome, Transition};
 pub use impaired::{ImpairedThreshold, ImpairmentDetector};
+pub use merge::{CheckerView, merge};
 pub use pool::{Applied, Gap, PoolView};
 pub use status::{CheckerState, HealthUpdate, Impairment, TargetStatus, UpdateKind};
 pub use sticky::{Pick, StickyHint};

@@ -23,6 +23,13 @@ pub const TIMEOUT: Duration = Duration::from_secs(3);
 /// A status line longer than this is not an admin server's.
 const MAX_STATUS_LINE: usize = 8 * 1024;
 
+/// A whole answer (`/status.json` of a large pool) larger than this is not
+/// an admin server's either.
+const MAX_ANSWER: usize = 16 * 1024 * 1024;
+
+/// What `tetherctl checkers` asks when no URL is given.
+pub const DEFAULT_STATUS_URL: &str = "http://127.0.0.1:9901/status.json";
+
 /// Where to send the request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
@@ -117,6 +124,61 @@ pub async fn get_status(target: &Target) -> anyhow::Result<(u16, String)> {
         .map_err(|e| anyhow!("{url}: {e}"))
 }
 
+/// Sends `GET` to `target` and returns the answer's status code and body,
+/// within [`TIMEOUT`]. The admin server sends a `Content-Length` and
+/// closes (the request says `Connection: close`), so the body is what
+/// follows the head up to the end of the stream.
+pub async fn get_body(target: &Target) -> anyhow::Result<(u16, String)> {
+    let url = format!("http://{}{}", target.host_header, target.path);
+    tokio::time::timeout(TIMEOUT, fetch(target))
+        .await
+        .map_err(|_| anyhow!("{url} did not answer within {}s", TIMEOUT.as_secs()))?
+        .map_err(|e| anyhow!("{url}: {e}"))
+}
+
+async fn fetch(target: &Target) -> anyhow::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(&target.addr)
+        .await
+        .map_err(|e| anyhow!("cannot connect: {e}"))?;
+    stream
+        .write_all(request(target).as_bytes())
+        .await
+        .map_err(|e| anyhow!("cannot send the request: {e}"))?;
+    let mut answer = Vec::with_capacity(4096);
+    (&mut stream)
+        .take(MAX_ANSWER as u64 + 1)
+        .read_to_end(&mut answer)
+        .await
+        .map_err(|e| anyhow!("cannot read the answer: {e}"))?;
+    if answer.len() > MAX_ANSWER {
+        return Err(anyhow!("the answer is longer than {MAX_ANSWER} bytes"));
+    }
+    split_answer(&answer)
+}
+
+/// The status code and body of a whole HTTP/1 answer.
+pub fn split_answer(answer: &[u8]) -> anyhow::Result<(u16, String)> {
+    let head_end = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| anyhow!("the answer has no complete head"))?;
+    let head = String::from_utf8_lossy(&answer[..head_end]);
+    let mut lines = head.split("\r\n");
+    let line = lines.next().unwrap_or_default();
+    let (code, _) = parse_status_line(line)
+        .ok_or_else(|| anyhow!("not an HTTP/1 answer: {}", sanitize(line)))?;
+    if lines.any(|l| {
+        l.split_once(':').is_some_and(|(k, v)| {
+            k.trim().eq_ignore_ascii_case("transfer-encoding")
+                && v.to_ascii_lowercase().contains("chunked")
+        })
+    }) {
+        return Err(anyhow!("a chunked answer is not an admin server's"));
+    }
+    let body = String::from_utf8_lossy(&answer[head_end + 4..]).into_owned();
+    Ok((code, body))
+}
+
 async fn exchange(target: &Target) -> anyhow::Result<(u16, String)> {
     let mut stream = TcpStream::connect(&target.addr)
         .await
@@ -204,6 +266,18 @@ mod tests {
         let req = request(&t);
         assert!(req.starts_with("GET /readyz HTTP/1.1\r\nHost: 127.0.0.1:9901\r\n"));
         assert!(req.ends_with("Connection: close\r\n\r\n"));
+    }
+
+    #[test]
+    fn whole_answers() {
+        let (code, body) =
+            split_answer(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}").expect("ok");
+        assert_eq!((code, body.as_str()), (200, "{}"));
+        assert!(split_answer(b"HTTP/1.1 200 OK\r\n").is_err());
+        assert!(
+            split_answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}").is_err()
+        );
+        assert!(split_answer(b"SSH-2.0\r\n\r\n").is_err());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use tether_core::{CheckerState, Gap};
 
 use crate::client::{self, Checker, Remote, ServingStatus, Use};
 use crate::watch::{Format, Step, Watcher};
-use crate::{admin, render};
+use crate::{admin, checkers, render};
 
 /// Fresh snapshots asked for in a row (no change printed in between) before
 /// `watch` gives up on a checker whose versions keep jumping.
@@ -70,6 +70,33 @@ pub async fn ready(url: &str) -> anyhow::Result<()> {
     } else {
         Err(AnsweredNo.into())
     }
+}
+
+/// `tetherctl checkers [URL] [--json]`: a proxy's view of its checkers.
+pub async fn checkers(url: &str, json: bool) -> anyhow::Result<()> {
+    let mut target = admin::parse_url(url)?;
+    if target.path == "/" {
+        target.path = checkers::PATH.to_owned();
+    }
+    let (code, body) = admin::get_body(&target).await?;
+    if code != 200 {
+        bail!(
+            "{}{} answered {code}: {}",
+            target.host_header,
+            target.path,
+            render::sanitize(body.trim())
+        );
+    }
+    if json {
+        return print(&body);
+    }
+    let status: checkers::Status = serde_json::from_str(&body).with_context(|| {
+        format!(
+            "{}{} is not a proxy's status",
+            target.host_header, target.path
+        )
+    })?;
+    print(&checkers::render(&status))
 }
 
 /// `tetherctl health [NAME] [--json]`

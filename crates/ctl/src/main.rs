@@ -17,11 +17,17 @@
 //! endpoint (default `http://127.0.0.1:9901/readyz`). Both print the answer
 //! and succeed only for `SERVING` or `200`.
 //!
+//! `tetherctl checkers [URL] [--json]` reads a proxy's admin endpoint
+//! (default `http://127.0.0.1:9901/status.json`): each checker it follows
+//! (stream up or down, impaired, version, members it calls unhealthy) and
+//! the merged table it routes on.
+//!
 //! Exit codes: 0 success (and Ctrl-C during `watch`), 1 a failure (checker
 //! unreachable, unknown target, stream ended, not serving, not ready), 2 bad
 //! usage.
 
 mod admin;
+mod checkers;
 mod client;
 mod cmd;
 mod render;
@@ -109,6 +115,16 @@ enum Command {
         #[arg(value_name = "URL", default_value = admin::DEFAULT_READY_URL)]
         url: String,
     },
+    /// Show a proxy's view of each checker it follows and the merged table
+    /// it routes on, from the proxy's admin endpoint (a URL without a path
+    /// means its /status.json). Ignores --checker.
+    Checkers {
+        #[arg(value_name = "URL", default_value = admin::DEFAULT_STATUS_URL)]
+        url: String,
+        /// Print the proxy's JSON as it is.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -161,5 +177,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Enable { name } => cmd::drain(&checker()?, &name, false).await,
         Command::Serving { service } => cmd::serving(&checker()?, &service).await,
         Command::Ready { url } => cmd::ready(&url).await,
+        Command::Checkers { url, json } => cmd::checkers(&url, json).await,
     }
 }

@@ -1,6 +1,7 @@
 //! The admin endpoint every daemon serves on `[admin] listen`: `/healthz`
 //! (the process runs), `/readyz` (it can do its job), `/metrics`
-//! (Prometheus text) and `/` (a small HTML status page).
+//! (Prometheus text), `/` (a small HTML status page) and, where the daemon
+//! has one, `/status.json` (what the page shows, for tools).
 //!
 //! The daemon supplies what is behind them through [`Status`]; this module
 //! owns only HTTP. It is for operators and scrapers, never on the request
@@ -45,6 +46,10 @@ pub trait Status: Send + Sync + 'static {
     fn page(&self) -> BoxFuture<'_, String>;
     /// The page's title, e.g. `tether-proxy`.
     fn title(&self) -> &'static str;
+    /// What `/status.json` answers, for tools (`tetherctl`); `None`: 404.
+    fn json(&self) -> Option<BoxFuture<'_, String>> {
+        None
+    }
 }
 
 /// Binds the admin listener.
@@ -124,6 +129,10 @@ async fn route(req: &Request<Incoming>, status: &dyn Status) -> Response<Full<By
             body.push_str("</body></html>\n");
             respond(StatusCode::OK, "text/html; charset=utf-8", body)
         }
+        "/status.json" => match status.json() {
+            Some(json) => respond(StatusCode::OK, "application/json", json.await),
+            None => text(StatusCode::NOT_FOUND, "not found: no /status.json here\n"),
+        },
         _ => text(
             StatusCode::NOT_FOUND,
             "not found: try /, /metrics, /healthz or /readyz\n",

@@ -240,6 +240,11 @@ pub struct RawProxy {
 pub struct RawHealthSource {
     #[serde(default)]
     pub checkers: Vec<String>,
+    /// `"dns"`: a checker url whose host is a name is one stream per
+    /// address it resolves to (a headless Service's pods).
+    pub expand: Option<String>,
+    /// Only with `expand = "dns"`; default `[health] dns_refresh`.
+    pub dns_refresh: Option<String>,
     /// `[health_source.tls]`: the proxy's connection to checkers.
     pub tls: Option<RawClientTls>,
 }

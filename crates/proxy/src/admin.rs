@@ -1,15 +1,19 @@
 //! What the proxy shows on its admin endpoint (`tether_daemon::admin`
-//! serves it): readiness, Prometheus metrics, and the status page, all read
-//! from the routing table and the counters kept beside its members.
+//! serves it): readiness, Prometheus metrics, the status page and
+//! `/status.json`, all read from the routing table, the counters kept
+//! beside its members, and the feed's view of every checker.
 
 use std::fmt::Write;
 use std::sync::Arc;
+
+use serde::Serialize;
 
 use tether_core::HealthState;
 use tether_daemon::admin::{BoxFuture, Status, escape};
 use tether_daemon::clock;
 use tether_daemon::metrics::{Kind, Text};
 
+use crate::feed::FeedCell;
 use crate::stats::{CLASSES, Goaway, ProxyStats, StickyResult};
 use crate::table::TableCell;
 
@@ -18,6 +22,8 @@ use crate::table::TableCell;
 pub struct ProxyStatus {
     pub table: Arc<TableCell>,
     pub stats: Arc<ProxyStats>,
+    /// Every checker's view, as the feed last merged them.
+    pub checkers: Arc<FeedCell>,
 }
 
 impl Status for ProxyStatus {
@@ -39,6 +45,13 @@ impl Status for ProxyStatus {
         let mut out = String::new();
         self.write_page(&mut out);
         Box::pin(std::future::ready(out))
+    }
+
+    fn json(&self) -> Option<BoxFuture<'_, String>> {
+        let doc = self.document(clock::now_ms());
+        let text =
+            serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+        Some(Box::pin(std::future::ready(text + "\n")))
     }
 }
 
@@ -156,19 +169,30 @@ impl ProxyStatus {
         out.family(
             "tether_health_version",
             Kind::Gauge,
-            "Version of the last health update applied.",
+            "Version of the last health update applied, per checker (each counts its own; embedded: checker=\"embedded\").",
+        );
+        let checkers = self.checkers.load();
+        for c in &checkers.checkers {
+            if let Some(version) = c.view.pool.version() {
+                out.sample("tether_health_version", &[("checker", &c.label)], version);
+            }
+        }
+        out.family(
+            "tether_checkers_live",
+            Kind::Gauge,
+            "Checkers whose stream is up and which are not impaired: the ones whose verdicts count.",
         )
-        .sample("tether_health_version", &[], s.health_version.get());
+        .sample("tether_checkers_live", &[], s.checkers_live.get());
         out.family(
             "tether_health_updates_total",
             Kind::Counter,
-            "Health updates that changed the routing table.",
+            "Health updates that changed the merged routing table.",
         )
         .sample("tether_health_updates_total", &[], s.health_updates.get());
         out.family(
             "tether_health_stream_reconnects_total",
             Kind::Counter,
-            "Health subscriptions opened after the first.",
+            "Health subscriptions opened after each checker's first.",
         )
         .sample(
             "tether_health_stream_reconnects_total",
@@ -207,7 +231,7 @@ impl ProxyStatus {
         };
         let _ = write!(
             out,
-            "<h1>tether-proxy</h1>\n<p>{ready} &middot; health version {} &middot; {}/{} members healthy &middot; {} open connections</p>\n",
+            "<h1>tether-proxy</h1>\n<p>{ready} &middot; table version {} &middot; {}/{} members healthy &middot; {} open connections</p>\n",
             table
                 .version()
                 .map_or_else(|| "-".to_owned(), |v| v.to_string()),
@@ -249,8 +273,138 @@ impl ProxyStatus {
                 ),
             );
         }
-        out.push_str("</tbody>\n</table>\n<p><a href=\"/metrics\">/metrics</a> &middot; <a href=\"/readyz\">/readyz</a> &middot; <a href=\"/healthz\">/healthz</a></p>\n");
+        out.push_str("</tbody>\n</table>\n");
+        self.write_checkers(out);
+        out.push_str("<p><a href=\"/metrics\">/metrics</a> &middot; <a href=\"/readyz\">/readyz</a> &middot; <a href=\"/healthz\">/healthz</a> &middot; <a href=\"/status.json\">/status.json</a></p>\n");
     }
+
+    /// Each checker's view beside the merge the table above comes from.
+    fn write_checkers(&self, out: &mut String) {
+        let now = clock::now_ms();
+        let doc = self.document(now);
+        let _ = writeln!(
+            out,
+            "<h2>Checkers</h2>\n<p>{} of {} live (stream up, not impaired); a member is out only when most live checkers that know it say unhealthy.</p>",
+            doc.live,
+            doc.checkers.len()
+        );
+        out.push_str("<table>\n<thead><tr><th>checker</th><th>stream</th><th>impaired</th><th class=\"num\">version</th><th class=\"num\">members</th><th>calls unhealthy</th></tr></thead>\n<tbody>\n");
+        for c in &doc.checkers {
+            let (class, stream) = match (c.stream_up, c.impaired.is_some()) {
+                (true, false) => ("healthy", "up"),
+                (true, true) => ("unknown", "up"),
+                (false, _) => ("unhealthy", "down"),
+            };
+            let _ = writeln!(
+                out,
+                "<tr><td class=\"url\">{}</td><td><span class=\"badge {class}\">{stream}</span></td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+                escape(&c.address),
+                c.impaired.as_ref().map_or_else(
+                    || "no".to_owned(),
+                    |i| format!("yes, {}: {}", ago(now, Some(i.since_ms)), escape(&i.reason))
+                ),
+                c.version.map_or_else(|| "-".to_owned(), |v| v.to_string()),
+                c.members,
+                if c.unhealthy.is_empty() {
+                    "-".to_owned()
+                } else {
+                    escape(&c.unhealthy.join(", "))
+                },
+            );
+        }
+        out.push_str("</tbody>\n</table>\n");
+    }
+
+    /// What `/status.json` says.
+    fn document(&self, now_ms: u64) -> StatusDoc {
+        let table = self.table.load();
+        let feed = self.checkers.load();
+        let checkers: Vec<CheckerDoc> = feed
+            .checkers
+            .iter()
+            .map(|c| CheckerDoc {
+                address: c.label.clone(),
+                stream_up: c.view.stream_up,
+                impaired: c.view.impairment().map(|i| ImpairedDoc {
+                    since_ms: i.since_ms,
+                    reason: i.reason.clone(),
+                }),
+                live: c.view.is_live(),
+                version: c.view.pool.version(),
+                members: c.view.pool.targets().len(),
+                unhealthy: c.view.unhealthy().map(str::to_owned).collect(),
+            })
+            .collect();
+        let merged = table
+            .members()
+            .iter()
+            .enumerate()
+            .map(|(i, m)| MemberDoc {
+                name: m.name.clone(),
+                url: m.url.clone(),
+                state: m.data.state.as_str(),
+                healthy: m.healthy,
+                draining: table.is_draining(i),
+                ejected: m.data.passive.is_ejected(now_ms),
+            })
+            .collect();
+        StatusDoc {
+            table_version: table.version(),
+            live: checkers.iter().filter(|c| c.live).count(),
+            checkers,
+            merged,
+        }
+    }
+}
+
+// === /status.json ===
+
+/// The proxy's `/status.json`: every checker's view and the merged table.
+/// `tetherctl checkers` reads it; fields are only ever added.
+#[derive(Debug, Serialize)]
+struct StatusDoc {
+    /// The merged table's version: how many tables the feed has built.
+    table_version: Option<u64>,
+    /// Checkers whose verdicts count now.
+    live: usize,
+    checkers: Vec<CheckerDoc>,
+    /// The members the proxy routes on, in pool order.
+    merged: Vec<MemberDoc>,
+}
+
+#[derive(Debug, Serialize)]
+struct CheckerDoc {
+    address: String,
+    stream_up: bool,
+    /// `null`, or since when (epoch ms) and why the checker says its own
+    /// probes cannot be trusted.
+    impaired: Option<ImpairedDoc>,
+    live: bool,
+    /// The checker's own version of its last update.
+    version: Option<u64>,
+    members: usize,
+    /// Members it calls unhealthy (what it said last, also when down).
+    unhealthy: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ImpairedDoc {
+    since_ms: u64,
+    reason: String,
+}
+
+#[derive(Debug, Serialize)]
+struct MemberDoc {
+    name: String,
+    url: String,
+    /// The merged verdict: healthy, unhealthy or unknown (nobody knows yet).
+    state: &'static str,
+    /// Takes traffic by the checkers' word (an unknown known member keeps
+    /// what it had).
+    healthy: bool,
+    draining: bool,
+    /// This proxy's own traffic took it out for a while.
+    ejected: bool,
 }
 
 fn nonzero(ms: u64) -> Option<u64> {

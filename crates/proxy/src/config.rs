@@ -14,6 +14,7 @@ use crate::sticky::{DEFAULT_COOKIE_NAME, Keys, Mode, Rules, is_cookie_name};
 use tether_daemon::config::{self as shared, ConfigError, LogConfig, RawFile, RawServerTls};
 use tether_daemon::tls::{ClientTls, ServerTls};
 
+use crate::source::Resolver;
 use crate::tls::{self, TlsFiles};
 use crate::upstream::Trust;
 
@@ -60,7 +61,7 @@ pub const DEFAULT_MAX_EJECTION: Duration = Duration::from_secs(120);
 /// Where health comes from.
 #[derive(Clone, Debug)]
 pub enum HealthSource {
-    /// Subscribe to the first reachable of these checkers.
+    /// Follow every one of these checkers (expanded by `checker_dns`).
     Checkers(Vec<http::Uri>),
     /// Probe `targets` in-process; serve the health API on `grpc_listen`
     /// when `[checker] grpc_listen` is set.
@@ -69,6 +70,16 @@ pub enum HealthSource {
         targets: Vec<PoolEntry>,
         grpc_listen: Option<SocketAddr>,
     },
+}
+
+/// `[health_source] expand = "dns"`: a checker url whose host is a name
+/// (not an IP literal) is followed at every address the name resolves to,
+/// looked up again every `refresh`.
+#[derive(Clone, Debug)]
+pub struct CheckerDns {
+    pub refresh: Duration,
+    /// The system's; tests put their own.
+    pub resolver: Resolver,
 }
 
 /// `[sticky]`, validated.
@@ -226,6 +237,8 @@ pub struct ProxyConfig {
     /// `[health_source.tls]`: how to reach `https://` checkers (and report
     /// to them). Only with `HealthSource::Checkers`.
     pub health_source_tls: Option<ClientTls>,
+    /// `[health_source] expand = "dns"`; only with `HealthSource::Checkers`.
+    pub checker_dns: Option<CheckerDns>,
     /// `[checker.tls]`: the embedded checker's gRPC listener. Only with
     /// `HealthSource::Embedded` and a `grpc_listen`.
     pub embedded_checker_tls: Option<ServerTls>,
@@ -306,6 +319,7 @@ impl ProxyConfig {
             sticky: StickyConfig::default(),
             source,
             health_source_tls: None,
+            checker_dns: None,
             embedded_checker_tls: None,
             tls: None,
             upstream_tls: Trust::default(),
@@ -323,6 +337,7 @@ impl ProxyConfig {
             shared::duration_or(key, raw.as_deref(), default)
         };
         let (source, health_source_tls, embedded_checker_tls) = health_source(file)?;
+        let checker_dns = checker_dns(file)?;
         Ok(ProxyConfig {
             listen: shared::socket_addr(
                 "proxy.listen",
@@ -406,6 +421,7 @@ impl ProxyConfig {
             sticky: StickyConfig::from_raw(&file.sticky)?,
             source,
             health_source_tls,
+            checker_dns,
             embedded_checker_tls,
             tls: listener_tls(file.proxy.tls.as_ref())?,
             upstream_tls: Trust::new(shared::target_trust(file)?),
@@ -489,6 +505,54 @@ fn health_source(
         uris.push(checker_uri(&key, raw, tls.is_some())?);
     }
     Ok((HealthSource::Checkers(uris), tls, None))
+}
+
+/// `[health_source] expand` and `dns_refresh`.
+fn checker_dns(file: &RawFile) -> Result<Option<CheckerDns>, ConfigError> {
+    let hs = &file.health_source;
+    match hs.expand.as_deref().map(str::trim) {
+        None => {
+            if hs.dns_refresh.is_some() {
+                return Err(ConfigError::new(
+                    "health_source.dns_refresh",
+                    format!(
+                        "only applies with health_source.expand = {:?}",
+                        shared::EXPAND_DNS
+                    ),
+                ));
+            }
+            Ok(None)
+        }
+        Some(shared::EXPAND_DNS) => {
+            if hs.checkers.is_empty() {
+                return Err(ConfigError::new(
+                    "health_source.expand",
+                    "only applies with health_source.checkers (the embedded checker has no address)",
+                ));
+            }
+            let default = shared::duration_or(
+                "health.dns_refresh",
+                file.health.dns_refresh.as_deref(),
+                DEFAULT_DNS_REFRESH,
+            )?;
+            let refresh = shared::duration_or(
+                "health_source.dns_refresh",
+                hs.dns_refresh.as_deref(),
+                default,
+            )?;
+            Ok(Some(CheckerDns {
+                refresh,
+                resolver: Resolver::default(),
+            }))
+        }
+        Some(other) => Err(ConfigError::new(
+            "health_source.expand",
+            format!(
+                "unknown expansion {other:?}, expected {:?}",
+                shared::EXPAND_DNS
+            ),
+        )),
+    }
 }
 
 /// The config section of the proxy's TLS to checkers.
@@ -666,6 +730,7 @@ mod tests {
             health_source: RawHealthSource {
                 checkers: checkers.iter().map(|c| (*c).to_owned()).collect(),
                 tls,
+                ..RawHealthSource::default()
             },
             ..RawFile::default()
         };
@@ -693,6 +758,49 @@ mod tests {
         let e = err(file(&["https://c:1"], Some(missing)));
         assert_eq!(e.key, "health_source.tls.ca");
         assert!(e.reason.contains("no such file"), "{}", e.reason);
+    }
+
+    #[test]
+    fn checker_names_expand_by_dns_only_when_asked() {
+        let mut file = RawFile {
+            health_source: RawHealthSource {
+                checkers: vec!["http://checkers.tether.svc:50051".into()],
+                ..RawHealthSource::default()
+            },
+            ..RawFile::default()
+        };
+        let c = ProxyConfig::from_file(&file).expect("valid");
+        assert!(c.checker_dns.is_none());
+        file.health_source.expand = Some("dns".into());
+        let c = ProxyConfig::from_file(&file).expect("valid");
+        assert_eq!(
+            c.checker_dns.expect("dns").refresh,
+            DEFAULT_DNS_REFRESH,
+            "[health] dns_refresh's default"
+        );
+        file.health.dns_refresh = Some("4s".into());
+        let c = ProxyConfig::from_file(&file).expect("valid");
+        assert_eq!(c.checker_dns.expect("dns").refresh, Duration::from_secs(4));
+        file.health_source.dns_refresh = Some("2s".into());
+        let c = ProxyConfig::from_file(&file).expect("valid");
+        assert_eq!(c.checker_dns.expect("dns").refresh, Duration::from_secs(2));
+
+        let key = |file: &RawFile| ProxyConfig::from_file(file).expect_err("invalid").key;
+        file.health_source.dns_refresh = Some("0s".into());
+        assert_eq!(key(&file), "health_source.dns_refresh");
+        file.health_source.dns_refresh = Some("2s".into());
+        file.health_source.expand = Some("srv".into());
+        assert_eq!(key(&file), "health_source.expand");
+        file.health_source.expand = None;
+        assert_eq!(key(&file), "health_source.dns_refresh");
+        file.health_source.dns_refresh = None;
+        file.health_source.checkers.clear();
+        file.health_source.expand = Some("dns".into());
+        file.targets = vec![RawTarget {
+            url: "http://127.0.0.1:1".into(),
+            ..RawTarget::default()
+        }];
+        assert_eq!(key(&file), "health_source.expand");
     }
 
     #[test]

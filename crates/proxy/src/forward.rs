@@ -659,7 +659,7 @@ mod tests {
         let mut view = PoolView::new();
         view.apply(HealthUpdate::snapshot(version, statuses))
             .expect("snapshot");
-        table::build(&view, previous)
+        table::build(view.version(), view.targets(), previous)
     }
 
     fn proxy() -> (Proxy, Arc<TableCell>, mpsc::Receiver<String>) {

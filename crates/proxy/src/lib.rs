@@ -111,9 +111,11 @@ async fn serve_on(
     let mut embedded = None;
     let mut hub_handle = None;
     let source = match &config.source {
-        HealthSource::Checkers(uris) => {
-            source::Source::checkers(uris.clone(), config.health_source_tls.clone())
-        }
+        HealthSource::Checkers(uris) => source::Source::checkers(
+            uris.clone(),
+            config.health_source_tls.clone(),
+            config.checker_dns.clone(),
+        ),
         HealthSource::Embedded {
             targets,
             grpc_listen,
@@ -149,15 +151,20 @@ async fn serve_on(
     };
     let addr = listener.local_addr().unwrap_or(config.listen);
     let (report_tx, report_rx) = tokio::sync::mpsc::channel(REPORT_QUEUE);
+    let checkers = feed::cell();
     spawn_until_drained(
         &drain,
-        report::run(source.clone(), report_rx, addr.to_string()),
+        report::run(checkers.clone(), report_rx, addr.to_string()),
     );
-    spawn_until_drained(&drain, feed::run(source, table.clone(), stats.clone()));
+    spawn_until_drained(
+        &drain,
+        feed::run(source, checkers.clone(), table.clone(), stats.clone()),
+    );
     if let Some(admin) = admin {
         let status = Arc::new(admin::ProxyStatus {
             table: table.clone(),
             stats: stats.clone(),
+            checkers,
         });
         tokio::spawn(tether_daemon::admin::serve(
             admin,

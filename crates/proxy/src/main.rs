@@ -38,7 +38,14 @@ fn main() -> ExitCode {
     };
     if args.check_config {
         let source = match &config.source {
-            HealthSource::Checkers(c) => format!("{} checker(s)", c.len()),
+            HealthSource::Checkers(c) => match &config.checker_dns {
+                None => format!("{} checker(s), each followed", c.len()),
+                Some(dns) => format!(
+                    "{} checker(s), each followed, names expanded by DNS every {:?}",
+                    c.len(),
+                    dns.refresh
+                ),
+            },
             HealthSource::Embedded { targets, .. } => {
                 format!("embedded checker, {} targets", targets.len())
             }

@@ -102,6 +102,10 @@ fn needs_restart(old: &ProxyConfig, new: &ProxyConfig) -> Vec<&'static str> {
     if old.embedded_checker_tls != new.embedded_checker_tls {
         out.push("checker.tls");
     }
+    let dns = |c: &ProxyConfig| c.checker_dns.as_ref().map(|d| d.refresh);
+    if dns(old) != dns(new) {
+        out.push("health_source.expand / health_source.dns_refresh");
+    }
     match (&old.source, &new.source) {
         (HealthSource::Checkers(a), HealthSource::Checkers(b)) if a != b => {
             out.push("health_source.checkers");
@@ -132,6 +136,7 @@ fn keep_bound(old: ProxyConfig, new: ProxyConfig) -> ProxyConfig {
         source: old.source,
         tls: old.tls,
         health_source_tls: old.health_source_tls,
+        checker_dns: old.checker_dns,
         embedded_checker_tls: old.embedded_checker_tls,
         ..new
     }

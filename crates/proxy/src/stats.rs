@@ -146,10 +146,13 @@ pub struct ProxyStats {
     pub retries: Counter,
     pub sticky: [Counter; StickyResult::ALL.len()],
     pub open_connections: Gauge,
-    pub health_version: Gauge,
+    /// Routing tables the feed built from a changed merge.
     pub health_updates: Counter,
+    /// Subscriptions opened after each checker's first.
     pub health_stream_reconnects: Counter,
     pub goaways: [Counter; Goaway::ALL.len()],
+    /// Checkers whose stream is up and which are not impaired.
+    pub checkers_live: Gauge,
     /// Set once the first health round is known (see `feed`): until then
     /// requests get 503 and `/readyz` says not ready.
     pub settled: AtomicBool,

@@ -12,7 +12,7 @@ use log::warn;
 use crate::passive::Passive;
 use crate::stats::MemberStats;
 use crate::upstream::TlsPeer;
-use tether_core::{HealthState, Member, PoolView, RoutingTable};
+use tether_core::{HealthState, Member, RoutingTable, TargetStatus};
 
 /// What the request path needs of one member, prepared off the hot path.
 #[derive(Clone, Debug)]
@@ -79,7 +79,7 @@ pub fn position(table: &Routes, upstream: &Upstream) -> Option<usize> {
     })
 }
 
-/// Builds the table for a pool view. A member whose url or name cannot be
+/// Builds the table, at `version`, for the merged pool `targets`. A member whose url or name cannot be
 /// used (a checker bug or a hostile checker) is left out, loudly.
 ///
 /// A member the checker reports as `unknown` but `previous` knew (same name
@@ -90,9 +90,8 @@ pub fn position(table: &Routes, upstream: &Upstream) -> Option<usize> {
 ///
 /// A draining member stays a member (its sticky clients keep reaching it);
 /// the table leaves it out of the round-robin rotation.
-pub fn build(view: &PoolView, previous: &Routes) -> Routes {
-    let (members, draining): (Vec<_>, Vec<bool>) = view
-        .targets()
+pub fn build(version: Option<u64>, targets: &[TargetStatus], previous: &Routes) -> Routes {
+    let (members, draining): (Vec<_>, Vec<bool>) = targets
         .iter()
         .filter_map(|t| {
             let authority = match authority_of(&t.url) {
@@ -147,7 +146,7 @@ pub fn build(view: &PoolView, previous: &Routes) -> Routes {
             Some((member, t.draining))
         })
         .unzip();
-    RoutingTable::with_draining(view.version(), members, draining)
+    RoutingTable::with_draining(version, members, draining)
 }
 
 /// The authority of a member url of the forms a checker sends,
@@ -170,7 +169,11 @@ fn authority_of(url: &str) -> Option<Authority> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tether_core::{HealthUpdate, ProbeKind, TargetStatus};
+    use tether_core::{HealthUpdate, PoolView, ProbeKind};
+
+    fn build_view(view: &PoolView, previous: &Routes) -> Routes {
+        build(view.version(), view.targets(), previous)
+    }
 
     fn status(name: &str, url: &str, state: HealthState) -> TargetStatus {
         let mut s = TargetStatus::unknown(name, url, ProbeKind::Tcp);
@@ -191,7 +194,7 @@ mod tests {
             ],
         ))
         .expect("snapshot");
-        let routes = build(&view, &Routes::default());
+        let routes = build_view(&view, &Routes::default());
         let names: Vec<_> = routes.members().iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["a", "d"]);
         assert_eq!(routes.healthy(), &[0]);
@@ -213,7 +216,7 @@ mod tests {
             ],
         ))
         .expect("snapshot");
-        let routes = build(&view, &Routes::default());
+        let routes = build_view(&view, &Routes::default());
         // "a" is left out: the flag follows its own member, not a position.
         assert_eq!(routes.healthy(), &[0, 1]);
         assert_eq!(routes.rotation(), &[0]);
@@ -233,7 +236,7 @@ mod tests {
         let mut view = PoolView::new();
         view.apply(HealthUpdate::snapshot(1, vec![member, fixed]))
             .expect("snapshot");
-        let routes = build(&view, &Routes::default());
+        let routes = build_view(&view, &Routes::default());
         let dns = &routes.members()[0].data;
         assert_eq!(dns.authority.as_str(), "10.0.0.5:8080");
         assert_eq!(dns.host_header, "backend:8080");
@@ -254,7 +257,7 @@ mod tests {
         let mut view = PoolView::new();
         view.apply(HealthUpdate::snapshot(1, vec![dns, fixed, plain]))
             .expect("snapshot");
-        let routes = build(&view, &Routes::default());
+        let routes = build_view(&view, &Routes::default());
         let tls = |i: usize| routes.members()[i].data.tls.clone();
         let dns = tls(0).expect("dns member is tls");
         assert_eq!(dns.authority, "web.internal:443");
@@ -282,19 +285,19 @@ mod tests {
             view
         };
         use HealthState::*;
-        let before = build(
+        let before = build_view(
             &snapshot(9, [Healthy, Unhealthy, Healthy]),
             &Routes::default(),
         );
         // A restarted checker: everything unknown.
-        let after = build(&snapshot(0, [Unknown, Unknown, Unknown]), &before);
+        let after = build_view(&snapshot(0, [Unknown, Unknown, Unknown]), &before);
         assert_eq!(after.healthy(), &[0, 2]);
         // A real verdict replaces the kept one.
-        let probed = build(&snapshot(1, [Unhealthy, Unknown, Unknown]), &after);
+        let probed = build_view(&snapshot(1, [Unhealthy, Unknown, Unknown]), &after);
         assert_eq!(probed.healthy(), &[2]);
         // Unknown members nobody knew get no traffic.
         assert!(
-            build(&snapshot(0, [Unknown; 3]), &Routes::default())
+            build_view(&snapshot(0, [Unknown; 3]), &Routes::default())
                 .healthy()
                 .is_empty()
         );

@@ -156,7 +156,8 @@ async fn readiness_metrics_and_status_page() {
         get("tether_request_duration_seconds_bucket{le=\"+Inf\"}"),
         13.0
     );
-    assert!(get("tether_health_version") >= 1.0);
+    assert!(get("tether_health_version{checker=\"embedded\"}") >= 1.0);
+    assert_eq!(get("tether_checkers_live"), 1.0);
     assert_eq!(get("tether_retries_total"), 0.0);
     for name in [
         "tether_upstream_connect_failures_total{target=\"app-1\"}",

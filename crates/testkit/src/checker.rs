@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tether_core::{HealthState, HealthUpdate, ProbeKind, TargetStatus};
+use tether_core::{CheckerState, HealthState, HealthUpdate, ProbeKind, TargetStatus};
 use tether_proto::pb;
 use tether_proto::pb::health_service_server::{HealthService, HealthServiceServer};
 use tokio::sync::{mpsc, oneshot};
@@ -51,6 +51,8 @@ struct State {
 struct Inner {
     version: u64,
     targets: Vec<TargetStatus>,
+    /// What snapshots say of the checker itself (not impaired by default).
+    checker: CheckerState,
     streams: Vec<mpsc::UnboundedSender<WatchItem>>,
     /// Set when stopping: no new streams, so the server can drain.
     closing: bool,
@@ -114,6 +116,13 @@ impl FakeChecker {
         let mut inner = self.state.lock();
         inner.version = version;
         inner.targets = targets;
+    }
+
+    /// Sets what every later snapshot (Watch, List) says of the checker
+    /// itself, e.g. impaired. Streams already open are not told; send them
+    /// a `HealthUpdate::checker`.
+    pub fn set_checker_state(&self, state: CheckerState) {
+        self.state.lock().checker = state;
     }
 
     /// Sends `update` to every open Watch stream as it is: no version checks
@@ -233,7 +242,10 @@ impl HealthService for Service {
             version: inner.version,
             update: Some(pb::watch_response::Update::Snapshot(pb::Snapshot {
                 targets: inner.targets.iter().map(pb::TargetHealth::from).collect(),
-                checker: None,
+                checker: inner
+                    .checker
+                    .is_impaired()
+                    .then(|| pb::CheckerState::from(&inner.checker)),
             })),
         };
         // The receiver is in hand, so this send cannot fail.
@@ -250,7 +262,10 @@ impl HealthService for Service {
         Ok(Response::new(pb::ListResponse {
             version: inner.version,
             targets: inner.targets.iter().map(pb::TargetHealth::from).collect(),
-            checker: None,
+            checker: inner
+                .checker
+                .is_impaired()
+                .then(|| pb::CheckerState::from(&inner.checker)),
         }))
     }
 
