@@ -302,8 +302,8 @@ enum Backend {
     /// Forwarded: the backend gets exactly one request, satisfying this.
     Forwarded(Upstream),
     /// The body turns out broken only while it streams, after the head
-    /// went upstream: the backend may see an aborted request (the fake
-    /// records those like complete ones), so it is not checked.
+    /// went upstream: the backend may see the request begin, but never
+    /// whole (its body cut off, never ended by a clean last chunk).
     Aborted,
 }
 
@@ -1109,6 +1109,11 @@ async fn run_row(h: &Harness, row: &Row) -> Result<(), String> {
     match row.backend {
         Backend::Nothing if !new.is_empty() => {
             errors.push(format!("refused, yet the backend received {new:?}"));
+        }
+        Backend::Aborted if new.iter().any(|r| r.complete) => {
+            errors.push(format!(
+                "a broken body reached the backend as a whole request: {new:?}"
+            ));
         }
         Backend::Nothing | Backend::Aborted => {}
         Backend::Forwarded(check) => match new {

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tether_testkit::{FakeBackend, Proc, TempConfig, eventually, get};
@@ -71,13 +71,16 @@ async fn twenty_reloads_under_load_lose_nothing_and_a_bad_one_is_refused() {
 
     // The load: two loops of requests until the reloads are done.
     let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
     let loops: Vec<_> = (0..2)
         .map(|_| {
             let stop = stop.clone();
+            let answered = answered.clone();
             tokio::spawn(async move {
                 let (mut sent, mut failed) = (0usize, Vec::new());
                 while !stop.load(Ordering::Relaxed) && sent < LOAD_CAP {
                     sent += 1;
+                    answered.fetch_add(1, Ordering::Relaxed);
                     match get(addr, "/", &[]).await {
                         Ok(r) if r.status == 200 => {}
                         Ok(r) => failed.push(format!("status {}", r.status)),
@@ -96,6 +99,7 @@ async fn twenty_reloads_under_load_lose_nothing_and_a_bad_one_is_refused() {
         (&[&b, &c], 1, 150),
         (&[&a, &b], 2, 200),
     ];
+    let before = answered.load(Ordering::Relaxed);
     for n in 1..=20u32 {
         let (members, retries, interval) = steps[(n as usize - 1) % steps.len()];
         std::fs::write(config.path(), toml(members, retries, interval)).expect("write config");
@@ -117,11 +121,16 @@ async fn twenty_reloads_under_load_lose_nothing_and_a_bad_one_is_refused() {
         )
         .await;
     }
+    let during = answered.load(Ordering::Relaxed) - before;
     stop.store(true, Ordering::Relaxed);
     let mut total = 0;
     for l in loops {
         let (sent, failed) = l.await.expect("load loop");
         total += sent;
+        assert!(
+            sent < LOAD_CAP,
+            "a load loop hit its cap of {LOAD_CAP} before the reloads were done"
+        );
         assert!(
             failed.is_empty(),
             "{} of {sent} failed: {:?}",
@@ -129,7 +138,14 @@ async fn twenty_reloads_under_load_lose_nothing_and_a_bad_one_is_refused() {
             &failed[..failed.len().min(5)]
         );
     }
-    eprintln!("reload: 20 reloads under load, {total} requests, 0 failed");
+    // The load ran through the reloads, not only before them.
+    assert!(
+        during >= 20,
+        "only {during} requests were sent while the 20 reloads ran"
+    );
+    eprintln!(
+        "reload: 20 reloads under load, {total} requests ({during} during the reloads), 0 failed"
+    );
 
     // A bad config is refused, naming the key; the old one keeps serving.
     let good = std::fs::read_to_string(config.path()).expect("read");

@@ -59,6 +59,9 @@ pub struct RecordedRequest {
     pub uri: String,
     pub headers: Vec<(String, String)>,
     pub body_len: usize,
+    /// Whether the body arrived whole: its framing ended cleanly, rather
+    /// than the connection breaking (or the sender aborting) mid-body.
+    pub complete: bool,
 }
 
 impl RecordedRequest {
@@ -468,7 +471,7 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Backend
         );
     }
     if path == WS_PATH {
-        record(shared, &req, 0);
+        record(shared, &req, 0, true);
         return websocket(shared, req);
     }
     let download = path
@@ -476,8 +479,8 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Backend
         .and_then(|n| n.parse::<u64>().ok());
 
     let (parts, body) = req.into_parts();
-    let body_len = drain(body).await;
-    record(shared, &Request::from_parts(parts, ()), body_len);
+    let (body_len, complete) = drain(body).await;
+    record(shared, &Request::from_parts(parts, ()), body_len, complete);
 
     let latency = shared.latency();
     if !latency.is_zero() {
@@ -500,13 +503,14 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Backend
     resp
 }
 
-fn record<B>(shared: &Shared, req: &Request<B>, body_len: usize) {
+fn record<B>(shared: &Shared, req: &Request<B>, body_len: usize, complete: bool) {
     let headers = crate::headers::pairs(req.headers());
     shared.log().push(RecordedRequest {
         method: req.method().to_string(),
         uri: req.uri().to_string(),
         headers,
         body_len,
+        complete,
     });
 }
 
@@ -562,14 +566,20 @@ fn websocket(shared: &Arc<Shared>, mut req: Request<Incoming>) -> Response<Backe
 }
 
 /// Reads a request body to its end (or to the first error) and counts it.
-async fn drain(mut body: Incoming) -> usize {
+/// Reads the body to its end: its length, and whether it ended cleanly.
+async fn drain(mut body: Incoming) -> (usize, bool) {
     let mut len = 0;
-    while let Some(Ok(frame)) = body.frame().await {
-        if let Some(data) = frame.data_ref() {
-            len += data.len();
+    loop {
+        match body.frame().await {
+            None => return (len, true),
+            Some(Err(_)) => return (len, false),
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    len += data.len();
+                }
+            }
         }
     }
-    len
 }
 
 fn text(status: StatusCode, body: &str) -> Response<BackendBody> {
