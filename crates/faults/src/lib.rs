@@ -9,6 +9,7 @@
 //! parameters and writes `docs/RELIABILITY.md`; `tests/` run a fast subset
 //! ([`Size::Quick`]) as ordinary `cargo test`.
 
+pub mod cut;
 pub mod load;
 pub mod probe;
 pub mod relay;

@@ -70,11 +70,11 @@ pub const NOT_DONE: &[(&str, &str)] = &[
 
 // === helpers ===
 
-fn members_of(echos: &[&Echo]) -> Vec<(String, String)> {
+pub(crate) fn members_of(echos: &[&Echo]) -> Vec<(String, String)> {
     echos.iter().map(|e| e.member()).collect()
 }
 
-fn fake_members(backends: &[&FakeBackend]) -> Vec<(String, String)> {
+pub(crate) fn fake_members(backends: &[&FakeBackend]) -> Vec<(String, String)> {
     backends
         .iter()
         .map(|b| (b.name().to_owned(), b.url()))
@@ -83,7 +83,7 @@ fn fake_members(backends: &[&FakeBackend]) -> Vec<(String, String)> {
 
 /// Waits for a proxy output line after `mark` containing `needle`; the time
 /// it took, or `None` after `deadline`.
-async fn line_within(
+pub(crate) async fn line_within(
     proc: &Proc,
     mark: usize,
     needle: &str,
@@ -129,7 +129,7 @@ async fn lines_within(
 
 /// Warms the proxy (pools, allocator) with the scenario's own load shape,
 /// so the baseline includes what steady traffic holds.
-async fn warm(addr: SocketAddr, workers: usize) {
+pub(crate) async fn warm(addr: SocketAddr, workers: usize) {
     let _ = Load::start(addr, &LoadSpec::new(workers, Duration::ZERO, 50))
         .wait()
         .await;
@@ -139,7 +139,12 @@ async fn warm(addr: SocketAddr, workers: usize) {
 /// if they do not, notes which sockets it still holds (peers in `known`
 /// named). Idle upstream connections count: the pool closes them by
 /// itself, so every descriptor must be back, in CI too.
-async fn finish_fds(o: &mut Outcome, pid: u32, slack: usize, known: &[(String, SocketAddr)]) {
+pub(crate) async fn finish_fds(
+    o: &mut Outcome,
+    pid: u32,
+    slack: usize,
+    known: &[(String, SocketAddr)],
+) {
     let limit = o.before.fds + slack;
     let (after, settled) = settle_fds(pid, limit, FD_DEADLINE).await;
     o.after = after;
@@ -153,14 +158,14 @@ async fn finish_fds(o: &mut Outcome, pid: u32, slack: usize, known: &[(String, S
     o.fds_back(settled, limit, FD_DEADLINE);
 }
 
-fn fake_known(backends: &[&FakeBackend]) -> Vec<(String, SocketAddr)> {
+pub(crate) fn fake_known(backends: &[&FakeBackend]) -> Vec<(String, SocketAddr)> {
     backends
         .iter()
         .map(|b| (b.name().to_owned(), b.addr()))
         .collect()
 }
 
-fn failed_after(samples: &[Sample], t: Duration) -> usize {
+pub(crate) fn failed_after(samples: &[Sample], t: Duration) -> usize {
     samples
         .iter()
         .filter(|s| s.start >= t && !matches!(s.res, Res::Ok(_)))
@@ -754,6 +759,7 @@ pub async fn outside_pool(size: Size) -> Outcome {
                 start: started - t0,
                 latency: started.elapsed(),
                 res,
+                header: None,
             });
         }
         // Host and absolute-form URI naming the outside address.
@@ -779,6 +785,7 @@ pub async fn outside_pool(size: Size) -> Outcome {
                 start: started - t0,
                 latency: started.elapsed(),
                 res,
+                header: None,
             });
         }
     }
