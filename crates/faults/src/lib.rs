@@ -10,6 +10,7 @@
 //! ([`Size::Quick`]) as ordinary `cargo test`.
 
 pub mod cut;
+mod health_plane;
 pub mod load;
 pub mod probe;
 pub mod relay;

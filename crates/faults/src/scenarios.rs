@@ -15,6 +15,10 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::Size;
+pub use crate::health_plane::{
+    checker_cut_from_backends, checker_partition_heals, checker_partition_outlasts_stream,
+    every_backend_503, one_of_two_checkers_cut,
+};
 use crate::load::{Figures, Load, LoadSpec, Res, Sample, ms};
 use crate::probe::{self, settle_fds, snapshot};
 use crate::relay::Relay;
@@ -48,6 +52,11 @@ pub fn all() -> Vec<(&'static str, Scenario)> {
         ("F14", |s| Box::pin(slow_clients(s))),
         ("F15", |s| Box::pin(large_bodies(s))),
         ("F16", |s| Box::pin(shut_windows(s))),
+        ("F17", |s| Box::pin(checker_cut_from_backends(s))),
+        ("F18", |s| Box::pin(one_of_two_checkers_cut(s))),
+        ("F19", |s| Box::pin(checker_partition_heals(s))),
+        ("F19b", |s| Box::pin(checker_partition_outlasts_stream(s))),
+        ("F20", |s| Box::pin(every_backend_503(s))),
         ("WS", |s| Box::pin(websocket_backend_death(s))),
     ]
 }
