@@ -259,6 +259,8 @@ pub async fn one_of_two_checkers_cut(size: Size) -> Outcome {
     let impaired = readyz_becomes(cut_off.admin, false, DEADLINE).await;
 
     let mark = proxy.proc.line_count();
+    let smark = seeing.proc.line_count();
+    let fail = Instant::now();
     let fail_at = load.now();
     let failing = tether_testkit::http::request(
         victim.addr,
@@ -274,8 +276,9 @@ pub async fn one_of_two_checkers_cut(size: Size) -> Outcome {
     );
     let out_within = INTERVAL * FALL + Duration::from_secs(1);
     // Long enough past the target to see whether it stays out.
-    tokio::time::sleep(out_within + size.pick(Duration::from_secs(2), Duration::from_secs(4)))
-        .await;
+    let hold = out_within + size.pick(Duration::from_secs(2), Duration::from_secs(4));
+    let seen = line_within(&seeing.proc, smark, "f18-victim healthy -> unhealthy", hold).await;
+    tokio::time::sleep_until(fail + hold).await;
     let logged_out = line_within(&proxy.proc, mark, "2/3 healthy", Duration::ZERO).await;
     let kill_at = load.now();
     victim.proc.kill();
@@ -312,10 +315,11 @@ pub async fn one_of_two_checkers_cut(size: Size) -> Outcome {
     let before_kill = Figures::of(&started_within(&samples, Duration::ZERO, kill_at));
     let after_kill = failed_after(&samples, kill_at);
     o.note(format!(
-        "proxy follows [cut-off checker (uid {}, packets to the backends dropped), seeing checker]; cut-off checker's /readyz not 200 {} after the cut; victim's health 503 at {}; detect = until the victim's last answer; {} answers from it after the switch ({late} started after {}); proxy logged 2/3 healthy: {}; killed at {}; healed at {}, cut-off checker ready again {} later",
+        "proxy follows [cut-off checker (uid {}, packets to the backends dropped), seeing checker]; cut-off checker's /readyz not 200 {} after the cut; victim's health 503 at {}, the seeing checker marked it unhealthy {} later; detect = until the victim's last answer; {} answers from it after the switch ({late} started after {}); proxy logged 2/3 healthy: {}; killed at {}; healed at {}, cut-off checker ready again {} later",
         cut::UID,
         impaired.map_or("never".into(), ms),
         ms(fail_at),
+        seen.map_or("never".into(), ms),
         by_victim.len(),
         ms(out_within * 2),
         if logged_out.is_some() { "yes" } else { "no" },
