@@ -9,6 +9,8 @@
 //! parameters and writes `docs/RELIABILITY.md`; `tests/` run a fast subset
 //! ([`Size::Quick`]) as ordinary `cargo test`.
 
+pub mod cut;
+mod health_plane;
 pub mod load;
 pub mod probe;
 pub mod relay;

@@ -26,6 +26,8 @@ pub struct LoadSpec {
     pub cap: usize,
     pub path: String,
     pub headers: Vec<(String, String)>,
+    /// A response header to record in each [`Sample`] (lower case).
+    pub record: Option<String>,
 }
 
 impl LoadSpec {
@@ -38,6 +40,7 @@ impl LoadSpec {
             cap,
             path: "/".to_owned(),
             headers: Vec::new(),
+            record: None,
         }
     }
 }
@@ -59,6 +62,8 @@ pub struct Sample {
     pub start: Duration,
     pub latency: Duration,
     pub res: Res,
+    /// The value of [`LoadSpec::record`] in the response, if asked and sent.
+    pub header: Option<String>,
 }
 
 /// Running traffic; [`finish`](Load::finish) stops it and returns samples.
@@ -138,16 +143,17 @@ async fn worker(
         }
         let started = Instant::now();
         let start = started - t0;
-        let res = match client.as_mut() {
-            Some(c) => one(c, &spec.path, &headers).await,
+        let record = spec.record.as_deref();
+        let (res, header) = match client.as_mut() {
+            Some(c) => one(c, &spec.path, &headers, record).await,
             None => match tokio::time::timeout(CLIENT_TIMEOUT, Client::connect(addr)).await {
                 Ok(Ok(mut c)) => {
-                    let r = one(&mut c, &spec.path, &headers).await;
+                    let r = one(&mut c, &spec.path, &headers, record).await;
                     client = Some(c);
                     r
                 }
-                Ok(Err(e)) => Res::Conn(format!("connect: {}", e.kind())),
-                Err(_) => Res::Conn("connect: timeout".to_owned()),
+                Ok(Err(e)) => (Res::Conn(format!("connect: {}", e.kind())), None),
+                Err(_) => (Res::Conn("connect: timeout".to_owned()), None),
             },
         };
         if matches!(res, Res::Conn(_)) {
@@ -157,6 +163,7 @@ async fn worker(
             start,
             latency: started.elapsed(),
             res,
+            header,
         });
         if !spec.pace.is_zero() {
             tokio::time::sleep(spec.pace).await;
@@ -165,12 +172,24 @@ async fn worker(
     out
 }
 
-async fn one(c: &mut Client, path: &str, headers: &[(&str, &str)]) -> Res {
+async fn one(
+    c: &mut Client,
+    path: &str,
+    headers: &[(&str, &str)],
+    record: Option<&str>,
+) -> (Res, Option<String>) {
     match tokio::time::timeout(CLIENT_TIMEOUT, c.get(path, headers)).await {
-        Ok(Ok(r)) if r.status == 200 => Res::Ok(r.body),
-        Ok(Ok(r)) => Res::Status(r.status),
-        Ok(Err(e)) => Res::Conn(short(&e.to_string())),
-        Err(_) => Res::Conn("timeout".to_owned()),
+        Ok(Ok(r)) => {
+            let header = record.and_then(|name| r.header(name)).map(str::to_owned);
+            let res = if r.status == 200 {
+                Res::Ok(r.body)
+            } else {
+                Res::Status(r.status)
+            };
+            (res, header)
+        }
+        Ok(Err(e)) => (Res::Conn(short(&e.to_string())), None),
+        Err(_) => (Res::Conn("timeout".to_owned()), None),
     }
 }
 

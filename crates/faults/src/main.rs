@@ -76,7 +76,7 @@ async fn main() -> ExitCode {
         };
         let header = format!(
             "Measured {} at commit `{}`{dirty} by `make faults` ({profile} binaries, {} size, {:.0} s on a shared 2-core VM). \
-             Figures are what clients saw; ✅/❌ compare with the targets of issue 9 and the catalogue. \
+             Figures are what clients saw; ✅/❌ compare with the targets of issues 9 and 16 and the catalogue. \
              Loopback only; the load generator and the proxy share the two cores, so latencies are an upper bound.",
             output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
             output("git", &["rev-parse", "--short", "HEAD"]),

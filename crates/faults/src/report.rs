@@ -54,6 +54,10 @@ pub struct Outcome {
     pub notes: Vec<String>,
     pub checks: Vec<Check>,
     pub took: Duration,
+    /// Why the scenario did not run (the machine cannot inject its
+    /// failure, e.g. no root or no iptables): no figures, no checks, and
+    /// nothing missed; the table says so instead.
+    pub not_run: Option<String>,
 }
 
 impl Outcome {
@@ -62,6 +66,14 @@ impl Outcome {
             id,
             name,
             ..Outcome::default()
+        }
+    }
+
+    /// A scenario that could not run here, and why.
+    pub fn not_run(id: &'static str, name: &'static str, why: impl Into<String>) -> Outcome {
+        Outcome {
+            not_run: Some(why.into()),
+            ..Outcome::new(id, name)
         }
     }
 
@@ -94,6 +106,9 @@ impl Outcome {
 
     /// Human-readable, for the terminal and test output.
     pub fn text(&self) -> String {
+        if let Some(why) = &self.not_run {
+            return format!("{} {}: NOT RUN: {why}\n", self.id, self.name);
+        }
         let mut s = format!(
             "{} {} ({:.1} s)\n",
             self.id,
@@ -134,6 +149,14 @@ impl Outcome {
     /// One row of the doc's table.
     pub fn row(&self) -> String {
         let cell = |s: String| s.replace('|', "\\|");
+        if let Some(why) = &self.not_run {
+            return format!(
+                "| {} | {} | – | – | – | – | – | – | not run: {} | |",
+                self.id,
+                self.name,
+                cell(why.clone())
+            );
+        }
         let load = self.load.as_ref();
         let targets: Vec<String> = self
             .checks
@@ -213,4 +236,22 @@ pub fn write_doc(doc: &Path, body: &str) -> std::io::Result<()> {
     out.push('\n');
     out.push_str(&text[e..]);
     std::fs::write(doc, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scenario_not_run_says_why_and_misses_nothing() {
+        let o = Outcome::not_run("F17", "cut off", "needs root | iptables");
+        assert!(o.missed(false).is_empty() && o.missed(true).is_empty());
+        assert_eq!(o.text(), "F17 cut off: NOT RUN: needs root | iptables\n");
+        assert_eq!(
+            o.row(),
+            "| F17 | cut off | – | – | – | – | – | – | not run: needs root \\| iptables | |"
+        );
+        let table = section(&[o], &[], "header");
+        assert!(table.contains("not run: needs root"), "{table}");
+    }
 }

@@ -15,6 +15,10 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::Size;
+pub use crate::health_plane::{
+    checker_cut_from_backends, checker_partition_heals, checker_partition_outlasts_stream,
+    every_backend_503, one_of_two_checkers_cut,
+};
 use crate::load::{Figures, Load, LoadSpec, Res, Sample, ms};
 use crate::probe::{self, settle_fds, snapshot};
 use crate::relay::Relay;
@@ -48,6 +52,11 @@ pub fn all() -> Vec<(&'static str, Scenario)> {
         ("F14", |s| Box::pin(slow_clients(s))),
         ("F15", |s| Box::pin(large_bodies(s))),
         ("F16", |s| Box::pin(shut_windows(s))),
+        ("F17", |s| Box::pin(checker_cut_from_backends(s))),
+        ("F18", |s| Box::pin(one_of_two_checkers_cut(s))),
+        ("F19", |s| Box::pin(checker_partition_heals(s))),
+        ("F19b", |s| Box::pin(checker_partition_outlasts_stream(s))),
+        ("F20", |s| Box::pin(every_backend_503(s))),
         ("WS", |s| Box::pin(websocket_backend_death(s))),
     ]
 }
@@ -70,11 +79,11 @@ pub const NOT_DONE: &[(&str, &str)] = &[
 
 // === helpers ===
 
-fn members_of(echos: &[&Echo]) -> Vec<(String, String)> {
+pub(crate) fn members_of(echos: &[&Echo]) -> Vec<(String, String)> {
     echos.iter().map(|e| e.member()).collect()
 }
 
-fn fake_members(backends: &[&FakeBackend]) -> Vec<(String, String)> {
+pub(crate) fn fake_members(backends: &[&FakeBackend]) -> Vec<(String, String)> {
     backends
         .iter()
         .map(|b| (b.name().to_owned(), b.url()))
@@ -83,7 +92,7 @@ fn fake_members(backends: &[&FakeBackend]) -> Vec<(String, String)> {
 
 /// Waits for a proxy output line after `mark` containing `needle`; the time
 /// it took, or `None` after `deadline`.
-async fn line_within(
+pub(crate) async fn line_within(
     proc: &Proc,
     mark: usize,
     needle: &str,
@@ -129,7 +138,7 @@ async fn lines_within(
 
 /// Warms the proxy (pools, allocator) with the scenario's own load shape,
 /// so the baseline includes what steady traffic holds.
-async fn warm(addr: SocketAddr, workers: usize) {
+pub(crate) async fn warm(addr: SocketAddr, workers: usize) {
     let _ = Load::start(addr, &LoadSpec::new(workers, Duration::ZERO, 50))
         .wait()
         .await;
@@ -139,7 +148,12 @@ async fn warm(addr: SocketAddr, workers: usize) {
 /// if they do not, notes which sockets it still holds (peers in `known`
 /// named). Idle upstream connections count: the pool closes them by
 /// itself, so every descriptor must be back, in CI too.
-async fn finish_fds(o: &mut Outcome, pid: u32, slack: usize, known: &[(String, SocketAddr)]) {
+pub(crate) async fn finish_fds(
+    o: &mut Outcome,
+    pid: u32,
+    slack: usize,
+    known: &[(String, SocketAddr)],
+) {
     let limit = o.before.fds + slack;
     let (after, settled) = settle_fds(pid, limit, FD_DEADLINE).await;
     o.after = after;
@@ -153,14 +167,14 @@ async fn finish_fds(o: &mut Outcome, pid: u32, slack: usize, known: &[(String, S
     o.fds_back(settled, limit, FD_DEADLINE);
 }
 
-fn fake_known(backends: &[&FakeBackend]) -> Vec<(String, SocketAddr)> {
+pub(crate) fn fake_known(backends: &[&FakeBackend]) -> Vec<(String, SocketAddr)> {
     backends
         .iter()
         .map(|b| (b.name().to_owned(), b.addr()))
         .collect()
 }
 
-fn failed_after(samples: &[Sample], t: Duration) -> usize {
+pub(crate) fn failed_after(samples: &[Sample], t: Duration) -> usize {
     samples
         .iter()
         .filter(|s| s.start >= t && !matches!(s.res, Res::Ok(_)))
@@ -754,6 +768,7 @@ pub async fn outside_pool(size: Size) -> Outcome {
                 start: started - t0,
                 latency: started.elapsed(),
                 res,
+                header: None,
             });
         }
         // Host and absolute-form URI naming the outside address.
@@ -779,6 +794,7 @@ pub async fn outside_pool(size: Size) -> Outcome {
                 start: started - t0,
                 latency: started.elapsed(),
                 res,
+                header: None,
             });
         }
     }

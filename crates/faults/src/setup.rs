@@ -144,3 +144,85 @@ pub fn fed_proxy_toml(checker: SocketAddr) -> String {
         proxy_section("")
     )
 }
+
+/// A proxy fed by every checker in `checkers`, in that order.
+pub fn fed_by_toml(checkers: &[SocketAddr]) -> String {
+    let list: Vec<String> = checkers.iter().map(|c| format!("\"http://{c}\"")).collect();
+    format!(
+        "{}[health_source]\ncheckers = [{}]\n",
+        proxy_section(""),
+        list.join(", ")
+    )
+}
+
+/// A running `tether-checker` with its gRPC and admin listeners on
+/// loopback ports it chose (read from its log).
+#[derive(Debug)]
+pub struct Checker {
+    pub proc: Proc,
+    pub grpc: SocketAddr,
+    pub admin: SocketAddr,
+    pub config: TempConfig,
+}
+
+impl Checker {
+    /// Starts a checker probing `members`; run through `wrapper` (see
+    /// [`Proc::spawn_wrapped`]) if not empty, e.g. as another uid, with
+    /// its config readable by that uid.
+    pub async fn start(members: &[(String, String)], wrapper: &[&str]) -> Checker {
+        let toml = format!(
+            "[checker]\ngrpc_listen = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n{HEALTH}[log]\nlevel = \"info\"\n{}",
+            targets(members)
+        );
+        let config = TempConfig::new(&toml);
+        if !wrapper.is_empty() {
+            crate::cut::share(&config);
+        }
+        let proc = Proc::spawn_wrapped(
+            wrapper,
+            "tether-checker",
+            &["--config", config.path_str()],
+            &[],
+        );
+        let grpc = proc.wait_listening("grpc listening", START).await;
+        let admin = proc.wait_listening("admin listening", START).await;
+        let checker = Checker {
+            proc,
+            grpc,
+            admin,
+            config,
+        };
+        eventually("the checker's /readyz 200", DEADLINE, || async {
+            (checker.readyz().await == Some(200)).then_some(())
+        })
+        .await;
+        checker
+    }
+
+    /// The status of `GET /readyz` on its admin listener; `None` if no
+    /// answer within a second.
+    pub async fn readyz(&self) -> Option<u16> {
+        readyz(self.admin).await
+    }
+
+    /// One sample's value from its `/metrics`.
+    pub async fn metric(&self, sample: &str) -> Option<f64> {
+        let m = tokio::time::timeout(Duration::from_secs(1), get(self.admin, "/metrics", &[]))
+            .await
+            .ok()?
+            .ok()?;
+        m.body
+            .lines()
+            .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+    }
+}
+
+/// The status of `GET /readyz` on the admin listener `admin`; `None` if no
+/// answer within a second.
+pub async fn readyz(admin: SocketAddr) -> Option<u16> {
+    tokio::time::timeout(Duration::from_secs(1), get(admin, "/readyz", &[]))
+        .await
+        .ok()?
+        .ok()
+        .map(|r| r.status)
+}

@@ -126,7 +126,35 @@ impl Proc {
     /// null, and `env` added to the inherited environment minus every
     /// `TETHER_*` variable.
     pub fn spawn(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
-        let mut cmd = command(bin, args, env);
+        Proc::start(bin, command(bin, args, env))
+    }
+
+    /// Like [`spawn`](Proc::spawn), run through `wrapper` (a program and
+    /// its arguments that exec the rest, such as `setpriv --reuid=65534
+    /// --regid=65534 --clear-groups`): the wrapper is started with the
+    /// binary's path and `args` after its own. A wrapper that execs keeps
+    /// the pid, so [`pid`](Proc::pid) and [`kill`](Proc::kill) reach the
+    /// binary.
+    pub fn spawn_wrapped(wrapper: &[&str], bin: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let Some((program, wrapper_args)) = wrapper.split_first() else {
+            return Proc::spawn(bin, args, env);
+        };
+        let inner = command(bin, args, env);
+        let mut cmd = Command::new(program);
+        cmd.args(wrapper_args)
+            .arg(inner.get_program())
+            .args(inner.get_args())
+            .stdin(Stdio::null());
+        for (key, value) in inner.get_envs() {
+            match value {
+                Some(value) => cmd.env(key, value),
+                None => cmd.env_remove(key),
+            };
+        }
+        Proc::start(bin, cmd)
+    }
+
+    fn start(bin: &str, mut cmd: Command) -> Proc {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = match cmd.spawn() {
             Ok(child) => child,
