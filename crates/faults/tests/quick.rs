@@ -70,13 +70,9 @@ async fn f17_checker_cut_from_every_backend() {
     assert_within_bounds(&scenarios::checker_cut_from_backends(Size::Quick).await);
 }
 
-/// Needs proxies that merge every checker's view (a member out only when
-/// a majority of the live checkers say so): one that follows the first
-/// reachable checker alone keeps the failing member in rotation, so this
-/// misses its "out of rotation" target until that lands. Run it with
-/// `cargo test -p tether-faults --test quick -- --ignored f18`.
+/// The other checker still takes a really failing member out: proxies
+/// count only live checkers (stream up, not impaired).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs proxies that merge every checker's view (issue 16, item 3)"]
 async fn f18_one_of_two_checkers_cut_while_a_backend_fails() {
     assert_within_bounds(&scenarios::one_of_two_checkers_cut(Size::Quick).await);
 }
