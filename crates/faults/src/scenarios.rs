@@ -1068,6 +1068,51 @@ async fn attack(addr: SocketAddr, kind: Attack, t0: Instant) -> Option<Duration>
     }
 }
 
+/// What one attacking connection of `kind` costs the proxy: a fresh proxy,
+/// `n` such connections held until the proxy has each (its descriptors
+/// say so, and the slow readers' answers have filled what they can), the
+/// RSS they added divided by `n`. One kind per proxy process, so memory
+/// freed by one kind cannot hide the next one's.
+async fn rss_per_connection(kind: Attack, n: usize, backend: &FakeBackend) -> (u64, usize) {
+    // The default response timeout: the suite's 2 s would answer a slow
+    // body with 504 before it could be measured.
+    let toml = embedded_toml(&fake_members(&[backend]), "")
+        .replace("response_timeout = \"2s\"", "response_timeout = \"30s\"");
+    let proxy = Proxy::start(&toml).await;
+    wait_serving(proxy.addr, &[backend.name()]).await;
+    warm(proxy.addr, 1).await;
+    let before = snapshot(proxy.pid());
+    let t0 = Instant::now();
+    let mut attacks = JoinSet::new();
+    for _ in 0..n {
+        let addr = proxy.addr;
+        attacks.spawn(async move { attack(addr, kind, t0).await });
+    }
+    // Every connection accepted (and, for the kinds that reach a backend,
+    // its upstream connection open): a descriptor each, two for those.
+    let per = if kind == Attack::Slowloris { 1 } else { 2 };
+    let _ = probe_wait(proxy.pid(), |s| s.fds >= before.fds + per * n, DEADLINE).await;
+    // The state each holds once it waits: RSS steady (within 1 % over
+    // half a second) once the slow readers' buffers have filled; at most
+    // 3 s, well inside the header read timeout (10 s) that would cut the
+    // slowloris connections.
+    let mut held = snapshot(proxy.pid());
+    let settle = Instant::now();
+    while settle.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = snapshot(proxy.pid());
+        let steady = now.rss.abs_diff(held.rss) * 100 <= held.rss;
+        held = now;
+        if steady {
+            break;
+        }
+    }
+    attacks.abort_all();
+    while attacks.join_next().await.is_some() {}
+    let grown = held.rss.saturating_sub(before.rss);
+    (grown / n.max(1) as u64, held.fds.saturating_sub(before.fds))
+}
+
 /// F14: slowloris, slow body and slow reader connections beside normal
 /// clients.
 pub async fn slow_clients(size: Size) -> Outcome {
@@ -1132,6 +1177,24 @@ pub async fn slow_clients(size: Size) -> Outcome {
         summary(Attack::Slowloris),
         summary(Attack::SlowBody)
     ));
+    // Memory per attacking connection, one kind per fresh proxy, on the
+    // binaries this suite runs (debug binaries hold several times what
+    // release ones do: `FAULTS_PROFILE=release make faults`).
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    let mut per_kind = Vec::new();
+    for kind in [Attack::Slowloris, Attack::SlowBody, Attack::SlowReader] {
+        let (per, fds) = rss_per_connection(kind, per_kind_n(size), &a).await;
+        per_kind.push(format!("{kind:?} {} ({fds} fds)", kib(per)));
+    }
+    o.note(format!(
+        "RSS per attacking connection ({profile} binaries, {} of a kind alone on a fresh proxy): {}",
+        per_kind_n(size),
+        per_kind.join(", ")
+    ));
     let ratio = during.p99.as_secs_f64() / base.p99.as_secs_f64().max(1e-6);
     o.check(Check {
         target: "normal p99 within 2× of baseline".to_owned(),
@@ -1150,6 +1213,10 @@ pub async fn slow_clients(size: Size) -> Outcome {
     b.stop().await;
     o.took = t.elapsed();
     o
+}
+
+fn per_kind_n(size: Size) -> usize {
+    size.pick(100, 500)
 }
 
 // === F15 ===
