@@ -47,6 +47,7 @@ pub async fn run(
     let listener = TcpListener::bind(config.grpc_listen)
         .await
         .map_err(|source| Error::Bind {
+            key: "checker.grpc_listen",
             addr: config.grpc_listen,
             source,
         })?;
@@ -69,6 +70,7 @@ async fn serve_on(
     reload: Option<Reload>,
 ) -> Result<(), Error> {
     let addr = listener.local_addr().map_err(|source| Error::Bind {
+        key: "checker.grpc_listen",
         addr: config.grpc_listen,
         source,
     })?;
@@ -77,6 +79,7 @@ async fn serve_on(
             TcpListener::bind(admin)
                 .await
                 .map_err(|source| Error::Bind {
+                    key: "admin.listen",
                     addr: admin,
                     source,
                 })?,

@@ -631,12 +631,17 @@ fn target_url(key: &str, raw: &str) -> Result<String, ConfigError> {
 /// The named loggers Tether writes to.
 pub const LOGGERS: [&str; 4] = ["proxy", "hc", "access", "grpc"];
 
+/// Libraries whose log lines can be given a level of their own under
+/// `[log.loggers]` (each name covers the crate's modules).
+pub const DEPENDENCY_LOGGERS: [&str; 5] = ["rustls", "h2", "hyper", "tonic", "tower"];
+
 /// Validated logging settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LogConfig {
     Levels {
         root: log::LevelFilter,
-        /// Only names from [`LOGGERS`], lower case.
+        /// Only names from [`LOGGERS`] and [`DEPENDENCY_LOGGERS`], lower
+        /// case.
         loggers: BTreeMap<&'static str, log::LevelFilter>,
     },
     /// A log4rs YAML file that replaces everything above.
@@ -676,12 +681,17 @@ impl RawLog {
             // Names are case-insensitive: the original design wrote them
             // `PROXY` and `HC`.
             let lower = name.to_ascii_lowercase();
-            let Some(known) = LOGGERS.into_iter().find(|n| *n == lower) else {
+            let known = LOGGERS
+                .into_iter()
+                .chain(DEPENDENCY_LOGGERS)
+                .find(|n| *n == lower);
+            let Some(known) = known else {
                 return Err(ConfigError::new(
                     key,
                     format!(
-                        "unknown logger {name:?}, expected one of {}",
-                        LOGGERS.join(", ")
+                        "unknown logger {name:?}, expected one of {}, or a library's: {}",
+                        LOGGERS.join(", "),
+                        DEPENDENCY_LOGGERS.join(", ")
                     ),
                 ));
             };
@@ -959,6 +969,23 @@ mod tests {
         let e = unknown.validate().expect_err("unknown logger");
         assert_eq!(e.key, "log.loggers.healthcheck");
         assert!(e.reason.contains("proxy, hc, access, grpc"), "{}", e.reason);
+        assert!(
+            e.reason.contains("rustls, h2, hyper, tonic"),
+            "{}",
+            e.reason
+        );
+        // A library's logger is a name like ours.
+        let library = RawLog {
+            loggers: BTreeMap::from([("RUSTLS".into(), "error".into())]),
+            ..RawLog::default()
+        };
+        assert_eq!(
+            library.validate().expect("a library logger"),
+            LogConfig::Levels {
+                root: log::LevelFilter::Info,
+                loggers: BTreeMap::from([("rustls", log::LevelFilter::Error)]),
+            }
+        );
         let twice = RawLog {
             loggers: BTreeMap::from([("HC".into(), "debug".into()), ("hc".into(), "info".into())]),
             ..RawLog::default()

@@ -12,7 +12,7 @@ use log4rs::append::console::{ConsoleAppender, Target};
 use log4rs::config::{Appender, Config, Logger, Root};
 use log4rs::encode::pattern::PatternEncoder;
 
-use crate::config::{LOGGERS, LogConfig};
+use crate::config::{DEPENDENCY_LOGGERS, LOGGERS, LogConfig};
 use crate::error::LoggingError;
 
 const PATTERN: &str = "{d(%Y-%m-%dT%H:%M:%S%.3fZ)(utc)} {l:<5} {t} - {m}{n}";
@@ -74,9 +74,54 @@ fn build(config: &LogConfig) -> Result<Config, LoggingError> {
                 };
                 builder = builder.logger(Logger::builder().build(name, level));
             }
+            for name in DEPENDENCY_LOGGERS {
+                let level = match loggers.get(name) {
+                    Some(l) => *l,
+                    // rustls warns for every handshake that offers an IP
+                    // address as SNI: any client could fill the log. Its
+                    // real failures reach ours as handshake errors.
+                    None if name == "rustls" => (*root).min(LevelFilter::Error),
+                    None => *root,
+                };
+                builder = builder.logger(Logger::builder().build(name, level));
+            }
             builder
                 .build(Root::builder().appender("stderr").build(*root))
                 .map_err(|e| LoggingError(e.to_string()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn level_of(config: &Config, name: &str) -> Option<LevelFilter> {
+        config
+            .loggers()
+            .iter()
+            .find(|l| l.name() == name)
+            .map(|l| l.level())
+    }
+
+    #[test]
+    fn library_loggers_follow_the_root_but_rustls_stays_quiet() {
+        let config = build(&LogConfig::Levels {
+            root: LevelFilter::Info,
+            loggers: BTreeMap::new(),
+        })
+        .expect("config");
+        // An IP address offered as SNI is a rustls warning any client can
+        // repeat: not at the default level.
+        assert_eq!(level_of(&config, "rustls"), Some(LevelFilter::Error));
+        assert_eq!(level_of(&config, "h2"), Some(LevelFilter::Info));
+        let config = build(&LogConfig::Levels {
+            root: LevelFilter::Info,
+            loggers: BTreeMap::from([("rustls", LevelFilter::Debug)]),
+        })
+        .expect("config");
+        assert_eq!(level_of(&config, "rustls"), Some(LevelFilter::Debug));
     }
 }

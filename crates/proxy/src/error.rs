@@ -5,8 +5,11 @@ use std::net::SocketAddr;
 /// Why the proxy could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot listen on {addr}: {source}")]
+    /// `key` is the setting that chose the address, so the message says
+    /// which listener it is and what to change.
+    #[error("cannot listen on {addr} ({key}): {source}")]
     Bind {
+        key: &'static str,
         addr: SocketAddr,
         source: std::io::Error,
     },

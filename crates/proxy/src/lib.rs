@@ -57,7 +57,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     reload: Option<Reload>,
 ) -> Result<(), Error> {
-    let listener = bind(config.listen).await?;
+    let listener = bind("proxy.listen", config.listen).await?;
     serve_on(listener, None, config, shutdown, reload).await
 }
 
@@ -103,7 +103,7 @@ async fn serve_on(
     };
     let admin = match (admin, config.admin_listen) {
         (Some(bound), _) => Some(bound),
-        (None, Some(addr)) => Some(bind(addr).await?),
+        (None, Some(addr)) => Some(bind("admin.listen", addr).await?),
         (None, None) => None,
     };
     // The embedded checker (and its optional gRPC listener) live exactly as
@@ -123,7 +123,7 @@ async fn serve_on(
             let checker = tether_checker::Checker::start(targets.clone());
             let hub = checker.handle();
             if let Some(addr) = grpc_listen {
-                let grpc = bind(*addr).await?;
+                let grpc = bind("checker.grpc_listen", *addr).await?;
                 let local = grpc.local_addr().unwrap_or(*addr);
                 let tls = config.embedded_checker_tls.clone();
                 let note = tether_checker::tls_note(tls.as_ref());
@@ -196,7 +196,11 @@ async fn serve_on(
             ),
         );
     }
-    info!(target: "proxy", "http listening on {addr}");
+    if acceptor.is_some() {
+        info!(target: "proxy", "https listening on {addr} (TLS; ALPN h2 and http/1.1)");
+    } else {
+        info!(target: "proxy", "http listening on {addr} (HTTP/1.1, and HTTP/2 with prior knowledge)");
+    }
     let serving = server::serve(listener, proxy, &config, acceptor, drain.clone());
     tokio::pin!(serving);
     tokio::select! {
@@ -235,7 +239,8 @@ fn spawn_until_drained(
 /// `net.core.somaxconn` (4096 on current Linux).
 const LISTEN_BACKLOG: u32 = 4096;
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
+/// Binds the listener `key` configures.
+async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, Error> {
     let bound = || -> std::io::Result<TcpListener> {
         let socket = if addr.is_ipv4() {
             tokio::net::TcpSocket::new_v4()?
@@ -248,5 +253,5 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
         socket.bind(addr)?;
         socket.listen(LISTEN_BACKLOG)
     };
-    bound().map_err(|source| Error::Bind { addr, source })
+    bound().map_err(|source| Error::Bind { key, addr, source })
 }

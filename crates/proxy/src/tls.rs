@@ -119,6 +119,11 @@ impl Acceptor {
             .with_no_client_auth()
             .with_cert_resolver(current.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        // Our order, not the client's: every suite the provider offers is
+        // an AEAD with forward secrecy, listed AES-GCM first (hardware AES
+        // on servers), and a client that prefers something weaker first
+        // does not get to choose it.
+        config.ignore_client_order = true;
         Ok(Acceptor {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             current,

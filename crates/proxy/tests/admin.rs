@@ -274,3 +274,28 @@ fn log_time_ms(line: &str) -> u64 {
     let secs = days * 86_400 + num(11..13) * 3600 + num(14..16) * 60 + num(17..19);
     u64::try_from(secs * 1000 + num(20..23)).expect("after 1970")
 }
+
+/// A second proxy on a host whose admin port is taken says which listener
+/// failed and which key moves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_admin_port_is_named_by_its_key() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr");
+    let backend = FakeBackend::start("app-1").await;
+    let config = TempConfig::new(&format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"{port}\"\n\
+         [[targets]]\nurl = \"{}\"\n",
+        backend.url()
+    ));
+    let (code, _, stderr) = tokio::task::spawn_blocking(move || {
+        tether_testkit::run_to_end("tether-proxy", &["--config", config.path_str()], &[])
+    })
+    .await
+    .expect("run");
+    assert_ne!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {port} (admin.listen)")),
+        "{stderr}"
+    );
+    drop(taken);
+}
