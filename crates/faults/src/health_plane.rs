@@ -36,6 +36,48 @@ const FALL: u32 = 2;
 /// How often the scenarios read a checker's `/readyz`.
 const READYZ_EVERY: Duration = Duration::from_millis(100);
 
+/// Load workers on a [`Stage`].
+const STAGE_WORKERS: usize = 3;
+
+/// What F17 and F19 cut into: three fake backends, a checker probing them
+/// as the uid a [`Cut`] can silence, a proxy following it alone, and a
+/// load running on it for a second already.
+struct Stage {
+    backends: [FakeBackend; 3],
+    checker: Checker,
+    proxy: Proxy,
+    load: Load,
+    /// The proxy before the load.
+    before: crate::probe::Snapshot,
+}
+
+impl Stage {
+    async fn start(prefix: &str) -> Stage {
+        let names = ["a", "b", "c"].map(|m| format!("{prefix}-{m}"));
+        let a = FakeBackend::start(&names[0]).await;
+        let b = FakeBackend::start(&names[1]).await;
+        let c = FakeBackend::start(&names[2]).await;
+        let checker = Checker::start(&fake_members(&[&a, &b, &c]), cut::AS_UID).await;
+        let proxy = Proxy::start(&fed_proxy_toml(checker.grpc)).await;
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        wait_serving(proxy.addr, &names).await;
+        warm(proxy.addr, STAGE_WORKERS).await;
+        let before = snapshot(proxy.pid());
+        let load = Load::start(
+            proxy.addr,
+            &LoadSpec::new(STAGE_WORKERS, Duration::from_millis(10), usize::MAX),
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Stage {
+            backends: [a, b, c],
+            checker,
+            proxy,
+            load,
+            before,
+        }
+    }
+}
+
 // === helpers ===
 
 /// Reads `/readyz` on `admin` every [`READYZ_EVERY`] until `until`: each
@@ -124,20 +166,15 @@ pub async fn checker_cut_from_backends(size: Size) -> Outcome {
         return Outcome::not_run(ID, NAME, why);
     }
     let mut o = Outcome::new(ID, NAME);
-    let a = FakeBackend::start("f17-a").await;
-    let b = FakeBackend::start("f17-b").await;
-    let c = FakeBackend::start("f17-c").await;
-    let checker = Checker::start(&fake_members(&[&a, &b, &c]), cut::AS_UID).await;
-    let proxy = Proxy::start(&fed_proxy_toml(checker.grpc)).await;
-    wait_serving(proxy.addr, &["f17-a", "f17-b", "f17-c"]).await;
-    let workers = 3;
-    warm(proxy.addr, workers).await;
-    o.before = snapshot(proxy.pid());
-    let load = Load::start(
-        proxy.addr,
-        &LoadSpec::new(workers, Duration::from_millis(10), usize::MAX),
-    );
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let Stage {
+        backends: [a, b, c],
+        checker,
+        proxy,
+        load,
+        before,
+    } = Stage::start("f17").await;
+    o.before = before;
+    let workers = STAGE_WORKERS;
     let mark = proxy.proc.line_count();
     let mut cut = Cut::new();
     let cut_start = Instant::now();
@@ -401,20 +438,15 @@ async fn partition(size: Size, id: &'static str, name: &'static str, cut_for: Du
         return Outcome::not_run(id, name, why);
     }
     let mut o = Outcome::new(id, name);
-    let a = FakeBackend::start("f19-a").await;
-    let b = FakeBackend::start("f19-b").await;
-    let c = FakeBackend::start("f19-c").await;
-    let checker = Checker::start(&fake_members(&[&a, &b, &c]), cut::AS_UID).await;
-    let proxy = Proxy::start(&fed_proxy_toml(checker.grpc)).await;
-    wait_serving(proxy.addr, &["f19-a", "f19-b", "f19-c"]).await;
-    let workers = 3;
-    warm(proxy.addr, workers).await;
-    o.before = snapshot(proxy.pid());
-    let load = Load::start(
-        proxy.addr,
-        &LoadSpec::new(workers, Duration::from_millis(10), usize::MAX),
-    );
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let Stage {
+        backends: [a, b, c],
+        checker,
+        proxy,
+        load,
+        before,
+    } = Stage::start("f19").await;
+    o.before = before;
+    let workers = STAGE_WORKERS;
     let mark = proxy.proc.line_count();
     let cmark = checker.proc.line_count();
     let mut cut = Cut::new();
