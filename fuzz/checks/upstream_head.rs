@@ -1,5 +1,5 @@
 //! Fuzz check: how the proxy's HTTP/1.1 client reads a backend's response
-//! head (`tether_proxy::upstream::read_head`, the rules an exchange
+//! head (`tether_proxy::http1::client::read_head`, the rules an exchange
 //! applies as bytes arrive).
 //!
 //! Promises checked:
@@ -25,7 +25,7 @@
 //! `crates/proxy/tests/fuzz_corpus.rs`.
 
 use http::{StatusCode, header};
-use tether_proxy::upstream::{BodyKind, read_head};
+use tether_proxy::http1::client::{BodyKind, read_head};
 
 pub fn run(data: &[u8]) {
     let Some((&first, wire)) = data.split_first() else {
@@ -66,7 +66,7 @@ pub fn run(data: &[u8]) {
     assert!(end <= wire.len());
 }
 
-fn check_view(wire: &[u8], head_request: bool, view: &tether_proxy::upstream::HeadView) {
+fn check_view(wire: &[u8], head_request: bool, view: &tether_proxy::http1::client::HeadView) {
     let status = view.response.status();
     let headers = view.response.headers();
     assert!(

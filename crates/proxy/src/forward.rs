@@ -33,12 +33,13 @@ use crate::body::{BodyError, ClientBody, Guard, ProxyBody};
 use crate::cancel::Reached;
 use crate::config::{ProxyConfig, Settings};
 use crate::headers::{self, Peer, X_TARGET_SERVER, X_TARGET_SERVER_LAST_USE};
+use crate::http1::client::{Failed, ResponseBody};
 use crate::respond::{error_response, no_healthy_targets, rejection};
 use crate::stats::{self, ProxyStats, StickyResult};
 use crate::sticky::{self as cookie, Read};
 use crate::table::{self, Routes, TableCell, Upstream};
 use crate::tunnel;
-use crate::upstream::{Connector, Failed, ResponseBody};
+use crate::upstream::Connector;
 use crate::validate::{self, Reject};
 
 /// Pooled upstream connections idle longer than this are not reused: below

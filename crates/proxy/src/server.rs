@@ -1,5 +1,5 @@
 //! The client-facing listener: accepts connections (TLS when configured),
-//! serves HTTP/1.1 with the proxy's own loop (`h1`) and HTTP/2 (ALPN, or
+//! serves HTTP/1.1 with the proxy's own loop (`http1::server`) and HTTP/2 (ALPN, or
 //! h2c with prior knowledge) with hyper, and drains on shutdown. The one
 //! module that names hyper's server: everything after it sees a request
 //! and a [`ConnInfo`].
@@ -26,7 +26,7 @@ use crate::forward::Proxy;
 use crate::headers::Peer;
 use crate::stats::Goaway;
 use crate::tls::Acceptor;
-use crate::{h1, h2, tunnel};
+use crate::{h2, http1, tunnel};
 
 const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -253,7 +253,7 @@ impl Connection {
         io: ClientIo,
         info: &ConnInfo,
         held: Held,
-    ) -> Plain<impl Future<Output = h1::Ended> + use<>> {
+    ) -> Plain<impl Future<Output = http1::Ended> + use<>> {
         let Connection {
             proxy,
             settings,
@@ -261,14 +261,14 @@ impl Connection {
             stop,
             open,
         } = self;
-        let conn = h1::Conn {
+        let conn = http1::Conn {
             proxy,
             settings,
             peer: Peer::new(info),
             stop,
         };
         Plain {
-            serving: h1::serve(conn, io),
+            serving: http1::serve(conn, io),
             rest: Some(Rest {
                 tracked: open.track(),
                 held,
@@ -297,7 +297,7 @@ struct Rest {
     builder: Arc<auto::Builder<h2::Streams>>,
 }
 
-impl<F: Future<Output = h1::Ended>> Future for Plain<F> {
+impl<F: Future<Output = http1::Ended>> Future for Plain<F> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -306,13 +306,13 @@ impl<F: Future<Output = h1::Ended>> Future for Plain<F> {
         let Some(rest) = this.rest.take() else {
             return Poll::Ready(());
         };
-        if let h1::Ended::H2(io, conn) = ended {
+        if let http1::Ended::H2(io, conn) = ended {
             let Rest {
                 held,
                 builder,
                 tracked,
             } = rest;
-            let h1::Conn {
+            let http1::Conn {
                 proxy,
                 settings,
                 peer,

@@ -18,7 +18,6 @@
 //! [`DnsCache`] when a new connection is opened, at most once per
 //! `dns_refresh`; taking a pooled connection never looks anything up.
 
-mod exchange;
 mod io;
 mod pool;
 
@@ -36,8 +35,8 @@ use tokio_rustls::TlsConnector;
 use tether_checker::dns::{Resolve, SystemResolver};
 
 use crate::dns::DnsCache;
-pub use exchange::{BodyKind, Failed, HeadView, ResponseBody, Upgraded, read_head};
 pub use io::Io;
+pub(crate) use pool::checkin;
 
 /// Who a TLS upstream must prove to be.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -154,7 +153,7 @@ struct PoolKey {
 /// buffer it needs (see [`Connection::exchange`]).
 #[derive(Debug)]
 pub struct Connection {
-    io: Io,
+    pub(crate) io: Io,
     key: PoolKey,
 }
 

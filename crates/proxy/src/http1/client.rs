@@ -1,5 +1,7 @@
-//! One HTTP/1.1 exchange on an upstream connection, driven by the task of
-//! the request it serves: no connection task, no channel between them.
+//! The client role of the HTTP/1 codec: one HTTP/1.1 exchange on an
+//! upstream connection (`crate::upstream` opens and pools them), driven by
+//! the task of the request it serves: no connection task, no channel
+//! between them.
 //!
 //! The request head is written in one piece, then the request body is sent
 //! while the response is read (a backend may answer before it has read the
@@ -22,10 +24,11 @@ use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::io::Io;
-use super::{Connection, pool};
+use super::chunked::{Decoded, Decoder};
+use super::head::{content_length, last_coding_is_chunked};
+use super::{Rewind, pool};
 use crate::body::{BodyError, BoxError, ProxyBody, body_error};
-use crate::h1::{self, Decoded, Decoder, Rewind, content_length, last_coding_is_chunked};
+use crate::upstream::{self, Connection, Io};
 
 /// A response head larger than this is refused (`502`).
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -37,7 +40,7 @@ const MAX_RESPONSE_HEADERS: usize = 100;
 /// it thousands of streams' worth of buffers through a burst. An HTTP/1
 /// client's answer is written at once, so it shares (two allocations and
 /// copies fewer per request: about 650 instructions).
-const COPY_BELOW: usize = h1::pool::READ_SIZE / 2;
+const COPY_BELOW: usize = pool::READ_SIZE / 2;
 
 /// Why an exchange produced no response.
 #[derive(Debug)]
@@ -97,7 +100,7 @@ impl Connection {
     ) -> Result<Response<ResponseBody>, Failed> {
         let (parts, body) = req.into_parts();
         let outgoing = outgoing(&parts, &body);
-        let mut buf = h1::pool::take();
+        let mut buf = pool::take();
         write_head(&mut buf, &parts, outgoing);
         let mut written = 0;
         let wrote = async {
@@ -122,7 +125,7 @@ impl Connection {
         buf.clear();
         // The backend may take a while to answer; the buffer goes back to
         // the pool meanwhile and is taken again once bytes arrive.
-        h1::pool::give(buf);
+        pool::give(buf);
         let mut buf = BytesMut::new();
         let head_request = parts.method == Method::HEAD;
         // A request without a body keeps its head until the answer's is
@@ -369,12 +372,12 @@ fn read_some(io: &mut Io, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::
     if buf.capacity() == 0 {
         // No buffer is taken (and given back) while nothing has arrived.
         ready!(io.poll_read_ready(cx))?;
-        *buf = h1::pool::take();
+        *buf = pool::take();
     }
-    h1::room(buf);
+    pool::room(buf);
     let read = io.poll_read_buf(cx, buf);
     if read.is_pending() && buf.is_empty() {
-        h1::pool::give(std::mem::take(buf));
+        pool::give(std::mem::take(buf));
     }
     read
 }
@@ -635,9 +638,9 @@ impl ResponseBody {
         let clean = live.reusable && live.send.is_none() && live.buf.is_empty();
         if clean {
             if live.buf.capacity() > 0 {
-                h1::pool::give(live.buf);
+                pool::give(live.buf);
             }
-            pool::checkin(live.conn);
+            upstream::checkin(live.conn);
         }
     }
 

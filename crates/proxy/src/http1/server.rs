@@ -1,28 +1,20 @@
-//! The HTTP/1 server side: one loop per client connection that reads a
-//! request head, hands the request to the proxy, writes the answer, and
-//! waits for the next, holding nothing while it waits.
+//! The server role of the HTTP/1 codec: one loop per client connection
+//! that reads a request head, hands the request to the proxy, writes the
+//! answer, and waits for the next, holding nothing while it waits.
 //!
 //! Idle, a plain connection is its socket, a few words of state and a
 //! readiness wait: the read buffer comes from a per-thread pool when bytes
 //! arrive and goes back once a request is done and nothing is left over;
 //! everything a request needs lives in one boxed future for that request
-//! only. `server.rs` sends HTTP/2 (ALPN, or the h2c preface, which this
-//! loop recognises on a new connection) to hyper.
+//! only. The listener (`crate::server`) sends HTTP/2 (ALPN, or the h2c
+//! preface, which this loop recognises on a new connection) to hyper.
 //!
-//! The rules of the old hyper path stay: the head is parsed by `httparse`
-//! and checked in `head` (then `validate`), limits and the header read
-//! timeout (which also bounds the keep-alive gap) apply, `Expect:
-//! 100-continue` is answered when the body is first wanted, pipelined
-//! requests are answered in order, a connection whose framing is in doubt
-//! is closed, and a drain closes idle connections at once and the others
-//! after their current answer.
-
-mod body;
-mod chunked;
-mod head;
-pub(crate) mod pool;
-mod rewind;
-mod write;
+//! The head is parsed by `httparse` and checked in `head` (then
+//! `validate`), limits and the header read timeout (which also bounds the
+//! keep-alive gap) apply, `Expect: 100-continue` is answered when the body
+//! is first wanted, pipelined requests are answered in order, a connection
+//! whose framing is in doubt is closed, and a drain closes idle
+//! connections at once and the others after their current answer.
 
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -34,12 +26,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
-pub use body::RequestBody;
-pub use chunked::{Decoded, Decoder, Invalid};
-pub use head::{Framing, Head, Parsed, parse};
-pub(crate) use head::{content_length, last_coding_is_chunked};
-pub use rewind::Rewind;
-
+use super::body::{self, Pumped, RequestBody};
+use super::head::{Framing, Head, Parsed, parse};
+use super::write::{self, Asked, Written};
+use super::{Rewind, chunked, pool};
 use crate::body::{ClientBody, ProxyBody};
 use crate::config::Settings;
 use crate::conn::ClientIo;
@@ -47,8 +37,6 @@ use crate::forward::Proxy;
 use crate::headers::Peer;
 use crate::respond::rejection;
 use crate::validate::Reject;
-use body::Pumped;
-use write::{Asked, Written};
 
 /// The HTTP/2 connection preface (RFC 9113 section 3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -225,7 +213,7 @@ async fn read_more(
                 Some(Err(_)) | None => return false,
             }
             let b = buf.get_or_insert_with(pool::take);
-            room(b);
+            pool::room(b);
             match stream.try_read_buf(b) {
                 Ok(0) => false,
                 Ok(_) => true,
@@ -237,7 +225,7 @@ async fn read_more(
         // this one anyway).
         ClientIo::Tls(tls) => {
             let b = buf.get_or_insert_with(pool::take);
-            room(b);
+            pool::room(b);
             let read = wait(conn, deadline, idle, |cx| {
                 // A read future holds nothing between polls: one per poll.
                 std::pin::pin!(tokio::io::AsyncReadExt::read_buf(tls, b)).poll(cx)
@@ -268,13 +256,6 @@ async fn wait<T>(
         Poll::Pending
     })
     .await
-}
-
-/// Makes room for a read of at least half a buffer.
-pub(crate) fn room(b: &mut BytesMut) {
-    if b.capacity() - b.len() < pool::READ_SIZE / 2 {
-        b.reserve(pool::READ_SIZE);
-    }
 }
 
 /// One request and its answer.

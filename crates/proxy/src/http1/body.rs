@@ -156,7 +156,7 @@ async fn fill<R>(reader: &mut R, b: &mut BytesMut) -> Step
 where
     R: AsyncRead + Unpin,
 {
-    super::room(b);
+    pool::room(b);
     match reader.read_buf(b).await {
         Ok(0) | Err(_) => Err(Some(BodyError::Malformed)),
         Ok(_) => Ok(()),
