@@ -21,7 +21,7 @@ use tether_daemon::Drain;
 
 use crate::body::ClientBody;
 use crate::config::{ProxyConfig, Settings};
-use crate::conn::{ClientIo, ConnInfo};
+use crate::conn::{ConnInfo, Stream};
 use crate::forward::Proxy;
 use crate::headers::Peer;
 use crate::stats::Goaway;
@@ -208,7 +208,7 @@ impl Connection {
     fn spawn(self, stream: TcpStream, peer: SocketAddr, tls: Option<Acceptor>, held: Held) {
         let Some(tls) = tls else {
             let info = ConnInfo { peer, tls: None };
-            tokio::spawn(self.plain(ClientIo::Plain(stream), &info, held));
+            tokio::spawn(self.plain(Stream::Plain(stream), &info, held));
             return;
         };
         tokio::spawn(async move {
@@ -250,7 +250,7 @@ impl Connection {
     /// the h2c preface.
     fn plain(
         self,
-        io: ClientIo,
+        io: Stream,
         info: &ConnInfo,
         held: Held,
     ) -> Plain<impl Future<Output = http1::Ended> + use<>> {
@@ -393,9 +393,9 @@ async fn handshake(
     tls: &Acceptor,
     stream: TcpStream,
     timeout: Duration,
-) -> std::io::Result<ClientIo> {
+) -> std::io::Result<Stream> {
     match tokio::time::timeout(timeout, tls.accept(stream)).await {
-        Ok(Ok(s)) => Ok(ClientIo::Tls(Box::new(s))),
+        Ok(Ok(s)) => Ok(Stream::Tls(Box::new(s.into()))),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
@@ -444,7 +444,7 @@ mod tests {
             _open: OpenConnection::new(proxy),
         };
         let info = ConnInfo { peer, tls: None };
-        let task = conn.plain(ClientIo::Plain(stream), &info, held);
+        let task = conn.plain(Stream::Plain(stream), &info, held);
         let size = std::mem::size_of_val(&task);
         assert!(size <= 1024, "the connection task's future is {size} bytes");
     }

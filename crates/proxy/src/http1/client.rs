@@ -28,7 +28,8 @@ use super::chunked::{Decoded, Decoder};
 use super::head::{content_length, last_coding_is_chunked};
 use super::{Rewind, pool};
 use crate::body::{BodyError, BoxError, ProxyBody, body_error};
-use crate::upstream::{self, Connection, Io};
+use crate::conn::Stream;
+use crate::upstream::{self, Connection};
 
 /// A response head larger than this is refused (`502`).
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -258,7 +259,7 @@ impl Sending {
 
     /// Moves the body along until it is all written (`Ready(Ok)`), the
     /// body or the socket makes it wait, or it fails.
-    fn poll(&mut self, io: &mut Io, cx: &mut Context<'_>) -> Poll<Result<(), SendError>> {
+    fn poll(&mut self, io: &mut Stream, cx: &mut Context<'_>) -> Poll<Result<(), SendError>> {
         loop {
             while !self.out.is_empty() {
                 match ready!(Pin::new(&mut *io).poll_write(cx, &self.out)) {
@@ -315,7 +316,7 @@ fn chunk(data: &[u8]) -> Bytes {
 /// head is in, taken off the front of `buf`. Interim responses (`100`,
 /// `103`) are passed over.
 fn poll_head(
-    io: &mut Io,
+    io: &mut Stream,
     cx: &mut Context<'_>,
     buf: &mut BytesMut,
     send: &mut Option<Sending>,
@@ -368,7 +369,7 @@ fn poll_head(
 /// Reads into `buf`, which holds a pooled buffer only while it has bytes
 /// in it or a read is under way: an exchange waiting on its backend holds
 /// none.
-fn read_some(io: &mut Io, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+fn read_some(io: &mut Stream, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
     if buf.capacity() == 0 {
         // No buffer is taken (and given back) while nothing has arrived.
         ready!(io.poll_read_ready(cx))?;
@@ -605,7 +606,7 @@ pub struct ResponseBody {
 
 /// The upstream end of a switched connection, with any bytes the backend
 /// sent behind its `101`.
-pub type Upgraded = Rewind<Io>;
+pub type Upgraded = Rewind<Stream>;
 
 impl ResponseBody {
     fn new(live: Live) -> ResponseBody {

@@ -32,7 +32,7 @@ use super::write::{self, Asked, Written};
 use super::{Rewind, chunked, pool};
 use crate::body::{ClientBody, ProxyBody};
 use crate::config::Settings;
-use crate::conn::ClientIo;
+use crate::conn::Stream;
 use crate::forward::Proxy;
 use crate::headers::Peer;
 use crate::respond::rejection;
@@ -91,7 +91,7 @@ enum Next {
 }
 
 /// Serves HTTP/1 requests on `io` until the client or the proxy closes it.
-pub async fn serve(mut conn: Conn, mut io: ClientIo) -> Ended {
+pub async fn serve(mut conn: Conn, mut io: Stream) -> Ended {
     let mut buf: Option<BytesMut> = None;
     let mut first = true;
     loop {
@@ -160,7 +160,7 @@ pub async fn serve(mut conn: Conn, mut io: ClientIo) -> Ended {
 /// read timeout passes, or the drain finds the connection idle.
 async fn read_head(
     conn: &mut Conn,
-    io: &mut ClientIo,
+    io: &mut Stream,
     buf: &mut Option<BytesMut>,
     deadline: Instant,
     first: bool,
@@ -195,13 +195,13 @@ async fn read_head(
 /// client left, the deadline passed, or the drain started while idle).
 async fn read_more(
     conn: &mut Conn,
-    io: &mut ClientIo,
+    io: &mut Stream,
     buf: &mut Option<BytesMut>,
     deadline: Instant,
     idle: bool,
 ) -> bool {
     match io {
-        ClientIo::Plain(stream) => {
+        Stream::Plain(stream) => {
             if idle && let Some(b) = buf.take() {
                 pool::give(b);
             }
@@ -223,7 +223,7 @@ async fn read_more(
         // TLS may hold decrypted bytes the socket no longer signals, so
         // the read itself is the wait (the session's buffers outweigh
         // this one anyway).
-        ClientIo::Tls(tls) => {
+        Stream::Tls(tls) => {
             let b = buf.get_or_insert_with(pool::take);
             pool::room(b);
             let read = wait(conn, deadline, idle, |cx| {
@@ -261,7 +261,7 @@ async fn wait<T>(
 /// One request and its answer.
 async fn exchange(
     conn: &Conn,
-    io: &mut ClientIo,
+    io: &mut Stream,
     buf: &mut Option<BytesMut>,
     head: Box<Head>,
 ) -> Outcome {

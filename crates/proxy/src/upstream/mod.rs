@@ -1,13 +1,14 @@
-//! Upstream HTTP/1.1 connections: connect (over TLS for `https://`
-//! members), exchange, reuse.
+//! Upstream connections: connect (over TLS for `https://` members) and
+//! reuse. The exchange on them is the client role of the HTTP/1 codec
+//! (`crate::http1::client`).
 //!
-//! The proxy speaks HTTP/1.1 upstream itself (`exchange`), in the task of
-//! the request, so that a connect failure leaves the request untouched and
-//! it can go to another target, body and all, and so that no connection
-//! task or channel sits between a request and its backend. Idle
-//! connections are pooled per worker thread (`pool`): checkout and checkin
-//! are synchronous and never cross an `.await`. A connection checked out on
-//! one thread and returned on another simply moves pools.
+//! Connections are opened in the task of the request, so that a connect
+//! failure leaves the request untouched and it can go to another target,
+//! body and all, and so that no connection task or channel sits between a
+//! request and its backend. Idle connections are pooled per worker thread
+//! (`pool`): checkout and checkin are synchronous and never cross an
+//! `.await`. A connection checked out on one thread and returned on
+//! another simply moves pools.
 //!
 //! A connection is pooled under everything that was settled when it was
 //! opened: the address, and for TLS the name the certificate was verified
@@ -18,7 +19,6 @@
 //! [`DnsCache`] when a new connection is opened, at most once per
 //! `dns_refresh`; taking a pooled connection never looks anything up.
 
-mod io;
 mod pool;
 
 use std::collections::HashMap;
@@ -34,8 +34,8 @@ use tokio_rustls::TlsConnector;
 
 use tether_checker::dns::{Resolve, SystemResolver};
 
+use crate::conn::Stream;
 use crate::dns::DnsCache;
-pub use io::Io;
 pub(crate) use pool::checkin;
 
 /// Who a TLS upstream must prove to be.
@@ -153,7 +153,7 @@ struct PoolKey {
 /// buffer it needs (see [`Connection::exchange`]).
 #[derive(Debug)]
 pub struct Connection {
-    pub(crate) io: Io,
+    pub(crate) io: Stream,
     key: PoolKey,
 }
 
@@ -233,7 +233,7 @@ impl Connector {
                 .map_err(|e| ConnectError(format!("connect: {e}")))?;
             let _ = stream.set_nodelay(true);
             let Some(peer) = tls else {
-                return Ok(Io::Plain(stream));
+                return Ok(Stream::Plain(stream));
             };
             // rustls says why a certificate was refused ("invalid peer
             // certificate: UnknownIssuer").
@@ -242,7 +242,7 @@ impl Connector {
                 .connect(peer.name.clone(), stream)
                 .await
                 .map_err(|e| ConnectError(format!("TLS: {e}")))?;
-            Ok(Io::Tls(Box::new(stream)))
+            Ok(Stream::Tls(Box::new(stream.into())))
         };
         let io = tokio::time::timeout(timeout, opened)
             .await
