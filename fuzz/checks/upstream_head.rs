@@ -25,7 +25,8 @@
 //! `crates/proxy/tests/fuzz_corpus.rs`.
 
 use http::{StatusCode, header};
-use tether_proxy::http1::client::{BodyKind, read_head};
+use tether_proxy::http1::Framing;
+use tether_proxy::http1::client::read_head;
 
 pub fn run(data: &[u8]) {
     let Some((&first, wire)) = data.split_first() else {
@@ -74,7 +75,7 @@ fn check_view(wire: &[u8], head_request: bool, view: &tether_proxy::http1::clien
         "interim {status} returned as final"
     );
     assert_eq!(
-        view.body == BodyKind::Upgrade,
+        view.body == Framing::Upgrade,
         status == StatusCode::SWITCHING_PROTOCOLS
     );
     if status != StatusCode::SWITCHING_PROTOCOLS
@@ -82,18 +83,18 @@ fn check_view(wire: &[u8], head_request: bool, view: &tether_proxy::http1::clien
     {
         assert_eq!(
             view.body,
-            BodyKind::Empty,
+            Framing::Empty,
             "{status} after HEAD={head_request}"
         );
     }
     let te = headers.contains_key(header::TRANSFER_ENCODING);
-    if te && !matches!(view.body, BodyKind::Empty | BodyKind::Upgrade) {
+    if te && !matches!(view.body, Framing::Empty | Framing::Upgrade) {
         assert!(
             !headers.contains_key(header::CONTENT_LENGTH),
             "Content-Length kept beside Transfer-Encoding"
         );
     }
-    if let BodyKind::Length(n) = view.body {
+    if let Framing::Length(n) = view.body {
         let declared: Vec<_> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
         assert_eq!(declared.len(), 1, "one length field");
         assert_eq!(
@@ -108,7 +109,7 @@ fn check_view(wire: &[u8], head_request: bool, view: &tether_proxy::http1::clien
         assert!(
             matches!(
                 view.body,
-                BodyKind::Empty | BodyKind::Length(_) | BodyKind::Chunked
+                Framing::Empty | Framing::Length(_) | Framing::Chunked
             ),
             "reused after a {:?} body",
             view.body

@@ -26,8 +26,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
+use super::Framing;
 use super::body::{self, Pumped, RequestBody};
-use super::head::{Framing, Head, Parsed, parse};
+use super::head::{Head, Parsed, parse};
 use super::write::{self, Asked, Written};
 use super::{Rewind, chunked, pool};
 use crate::body::{ClientBody, ProxyBody};
@@ -297,7 +298,8 @@ async fn exchange(
     }
     let buffered = buf.as_ref().map_or(0, |b| b.len() as u64);
     let (body, feed) = match framing {
-        Framing::Empty => (RequestBody::Empty, None),
+        // A request head never says `Close` or `Upgrade`.
+        Framing::Empty | Framing::Close | Framing::Upgrade => (RequestBody::Empty, None),
         Framing::Length(n) if n <= buffered => {
             let b = buf.as_mut().map(|b| b.split_to(n as usize).freeze());
             (RequestBody::Buffered(b), None)
