@@ -24,7 +24,9 @@
 //!   `chunked`: 400. With `Content-Length` too, the length is dropped, the
 //!   body is read chunked and the connection closes after the exchange.
 //!
-//! `validate` then applies the rules that need the whole head (Host,
+//! The refusals shared with `validate` (`BAD_TE`, `TE_HTTP10`,
+//! `BAD_LENGTH`, `BAD_TARGET`) are defined there, once. `validate` then
+//! applies the rules that need the whole head (Host,
 //! target forms, the sticky headers' twins, the codings it can carry).
 
 use std::mem::MaybeUninit;
@@ -36,7 +38,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 
 use super::Framing;
 use crate::headers;
-use crate::validate::Reject;
+use crate::validate::{BAD_LENGTH, BAD_TARGET, BAD_TE, Reject, TE_HTTP10};
 
 /// Heads with more fields than this are parsed with a heap scratch array;
 /// the usual case stays on the stack (uninitialised: nothing to clear).
@@ -74,34 +76,14 @@ const BAD_REQUEST: Reject = Reject {
     message: "Bad request",
     close: true,
 };
-/// The head was whole and framed; only its target is bad, so the
-/// connection can go on.
-const BAD_TARGET: Reject = Reject {
-    status: StatusCode::BAD_REQUEST,
-    message: "Invalid request target",
-    close: false,
-};
-const BAD_LENGTH: Reject = Reject {
-    status: StatusCode::BAD_REQUEST,
-    message: "Invalid Content-Length",
-    close: true,
-};
-const BAD_TE: Reject = Reject {
-    status: StatusCode::BAD_REQUEST,
-    message: "Invalid Transfer-Encoding",
-    close: true,
-};
-const TE_HTTP10: Reject = Reject {
-    status: StatusCode::BAD_REQUEST,
-    message: "Transfer-Encoding is not allowed in HTTP/1.0",
-    close: true,
-};
-const TOO_LARGE: Reject = Reject {
+const HEAD_TOO_LARGE: Reject = Reject {
     status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
     message: "Request header fields too large",
     close: true,
 };
-const URI_TOO_LONG: Reject = Reject {
+/// Past any target a server takes (`validate` applies the configured
+/// limit, which is lower, and keeps the connection).
+const TARGET_TOO_LONG: Reject = Reject {
     status: StatusCode::URI_TOO_LONG,
     message: "URI too long",
     close: true,
@@ -164,19 +146,19 @@ fn parse_frozen<'b>(
     let mut req = httparse::Request::new(&mut []);
     let status = match req.parse_with_uninit_headers(view, scratch) {
         Ok(s) => s,
-        Err(httparse::Error::TooManyHeaders) => return Err((TOO_LARGE, None)),
+        Err(httparse::Error::TooManyHeaders) => return Err((HEAD_TOO_LARGE, None)),
         Err(_) => return Err((BAD_REQUEST, None)),
     };
     let httparse::Status::Complete(len) = status else {
         if view.len() >= max_bytes {
             // Partial and already at the limit: a head that fits would
             // have ended by now.
-            return Err((TOO_LARGE, None));
+            return Err((HEAD_TOO_LARGE, None));
         }
         return Ok(None);
     };
     if len > max_bytes {
-        return Err((TOO_LARGE, None));
+        return Err((HEAD_TOO_LARGE, None));
     }
     build(whole, &req)
         .map(|head| Some((len, head)))
@@ -193,7 +175,7 @@ fn build(whole: &Bytes, req: &httparse::Request<'_, '_>) -> Result<Head, Reject>
     };
     let target = req.path.ok_or(BAD_REQUEST)?.as_bytes();
     if target.len() > MAX_TARGET {
-        return Err(URI_TOO_LONG);
+        return Err(TARGET_TOO_LONG);
     }
     // A target is visible ASCII (RFC 9112 section 3.2); `http::Uri` would
     // take raw UTF-8, which other parsers read differently. A bad target is
