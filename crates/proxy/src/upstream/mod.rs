@@ -5,8 +5,9 @@
 //! Connections are opened in the task of the request, so that a connect
 //! failure leaves the request untouched and it can go to another target,
 //! body and all, and so that no connection task or channel sits between a
-//! request and its backend. Idle connections are pooled per worker thread
-//! (`pool`): checkout and checkin are synchronous and never cross an
+//! request and its backend. Idle connections are kept in a pool the
+//! [`Connector`] owns (two proxies in one process have two), per worker
+//! thread (`pool`): checkout and checkin are synchronous and never cross an
 //! `.await`. A connection checked out on one thread and returned on
 //! another simply moves pools.
 //!
@@ -143,7 +144,7 @@ impl Eq for Trust {}
 /// peer it verified. (`Arc`: a checkout hashes and compares, never clones
 /// the name.)
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct PoolKey {
+pub(crate) struct PoolKey {
     authority: Authority,
     tls: Option<Arc<TlsPeer>>,
 }
@@ -154,7 +155,8 @@ struct PoolKey {
 #[derive(Debug)]
 pub struct Connection {
     pub(crate) io: Stream,
-    key: PoolKey,
+    /// Its key and the pool it goes back to.
+    home: Arc<pool::Home>,
 }
 
 /// Why no connection could be had. Nothing was sent.
@@ -164,10 +166,9 @@ pub struct ConnectError(pub String);
 /// Opens and pools upstream connections.
 #[derive(Clone, Debug)]
 pub struct Connector {
-    idle_timeout: Duration,
     dns: DnsCache,
-    /// Keeps the pool's sweeper running while any clone of this exists.
-    _sweeping: Arc<()>,
+    /// Its idle connections (clones share them).
+    pool: pool::Pool,
 }
 
 impl Connector {
@@ -181,12 +182,9 @@ impl Connector {
     /// Like [`new`](Connector::new), looking host names up with `resolver`
     /// (tests decide the answers and count the lookups).
     pub fn with_resolver(idle_timeout: Duration, resolver: Arc<dyn Resolve>) -> Connector {
-        let sweeping = Arc::new(());
-        pool::start_sweeper(idle_timeout, Arc::downgrade(&sweeping));
         Connector {
-            idle_timeout,
             dns: DnsCache::new(resolver),
-            _sweeping: sweeping,
+            pool: pool::Pool::new(idle_timeout),
         }
     }
 
@@ -202,7 +200,7 @@ impl Connector {
             authority: authority.clone(),
             tls: tls.cloned(),
         };
-        pool::checkout(&key, self.idle_timeout)
+        self.pool.checkout(&key)
     }
 
     /// Opens a new connection: the authority's addresses (a host name's
@@ -249,10 +247,55 @@ impl Connector {
             .map_err(|_| ConnectError(format!("connect timed out after {timeout:?}")))??;
         Ok(Connection {
             io,
-            key: PoolKey {
+            home: self.pool.home(PoolKey {
                 authority: authority.clone(),
                 tls: tls.cloned(),
-            },
+            }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    /// Two proxies in one process each have their own idle connections:
+    /// one never takes the other's, and a connector that goes closes its.
+    #[tokio::test]
+    async fn connectors_do_not_share_their_pools() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let authority: Authority = listener
+            .local_addr()
+            .expect("addr")
+            .to_string()
+            .parse()
+            .expect("authority");
+        let (a, b) = (Connector::new(WAIT), Connector::new(WAIT));
+        let trust = Trust::default();
+        let (conn, accepted) = tokio::join!(
+            a.connect(&authority, None, &trust, WAIT, WAIT),
+            listener.accept()
+        );
+        let (mut backend, _) = accepted.expect("accept");
+        checkin(conn.map_err(|e| e.0).expect("connect"));
+        assert!(
+            b.checkout(&authority, None).is_none(),
+            "b took a's connection"
+        );
+        let conn = a
+            .checkout(&authority, None)
+            .expect("a keeps its connection");
+        checkin(conn);
+        drop(a);
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(WAIT, backend.read(&mut byte)).await;
+        assert!(
+            matches!(read, Ok(Ok(0))),
+            "the dropped connector's idle connection is still open: {read:?}"
+        );
     }
 }
