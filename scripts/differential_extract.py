@@ -7,7 +7,7 @@ The table in malformed.rs is Rust code (byte literals plus helpers such as
 copied by hand: this script cuts the table's source text out of
 malformed.rs (the helpers, `catalogue()`, `body_framing_rows()`, the
 `cases` arrays of the pipelining and "request behind an invalid one"
-tests, and the two inputs of `inputs_hyper_tolerates_are_normalised`),
+tests, and the two inputs of `inputs_the_parser_tolerates_are_normalised`),
 wraps it in a tiny stand-alone Rust program with stub types, compiles it
 with `rustc` and runs it; the program prints every row's bytes as JSON.
 So the bytes are exactly what the Rust test sends. Values that depend on
@@ -61,7 +61,7 @@ def rust_program(src: str) -> str:
         r"through\(\s*addr,\s*&mut upstream,\s*(.*?),\s*\)\s*\.await", src, re.S
     )
     if len(tolerated) != 2:
-        sys.exit(f"expected 2 inputs in inputs_hyper_tolerates_are_normalised, found {len(tolerated)}")
+        sys.exit(f"expected 2 inputs in inputs_the_parser_tolerates_are_normalised, found {len(tolerated)}")
     now = int(time.time() * 1000)
     return f"""
 #![allow(dead_code, unused)]

@@ -1,4 +1,4 @@
-//! Fuzz check: the chunked request-body decoder (`tether_proxy::h1::Decoder`)
+//! Fuzz check: the chunked request-body decoder (`tether_proxy::http1::Decoder`)
 //! against the same bytes fed in different read sizes, and against a
 //! reference decoder written here straight from RFC 9112 section 7.1.
 //!
@@ -21,9 +21,9 @@
 //! `crates/proxy/tests/fuzz_corpus.rs`.
 
 use bytes::BytesMut;
-use tether_proxy::h1::{Decoded, Decoder};
+use tether_proxy::http1::{Decoded, Decoder};
 
-/// The decoder's own bounds (private in `h1/chunked.rs`): bytes of
+/// The decoder's own bounds (private in `http1/chunked.rs`): bytes of
 /// extension after a size's `;`, and bytes of trailer section (CRLFs not
 /// counted). A bound is a limit, not a parsing rule, so the reference
 /// applies it too; if `chunked.rs` changes one, this check says so.
@@ -127,7 +127,7 @@ enum Fed {
 }
 
 /// Feeds `input` to a decoder in reads of `sizes` (in turn, cycling),
-/// calling `decode` after every read as `h1/body.rs` does.
+/// calling `decode` after every read as `http1/body.rs` does.
 fn feed(input: &[u8], sizes: &[usize]) -> Fed {
     let mut decoder = Decoder::default();
     let mut buf = BytesMut::new();

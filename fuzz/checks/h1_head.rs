@@ -1,10 +1,10 @@
-//! Fuzz check: the HTTP/1 request-head parser (`tether_proxy::h1::parse`),
+//! Fuzz check: the HTTP/1 request-head parser (`tether_proxy::http1::parse`),
 //! where request smuggling would start: the framing it decides is the
 //! framing the server reads the body with.
 //!
 //! Promises checked, on arbitrary bytes:
 //! - nothing panics, and parsing the bytes in two reads (split anywhere,
-//!   parsing after each read as `h1/mod.rs` does) gives the same result
+//!   parsing after each read as `http1/server.rs` does) gives the same result
 //!   as in one, down to what is left in the buffer;
 //! - `Partial` leaves the buffer as it was;
 //! - on a head: it is at most the input and at most `max_bytes`, ends in
@@ -34,7 +34,7 @@
 use bytes::BytesMut;
 use http::Version;
 use http::header;
-use tether_proxy::h1::{Framing, Head, Parsed, parse};
+use tether_proxy::http1::{Framing, Head, Parsed, parse};
 use tether_proxy::validate::Reject;
 
 /// (max_bytes, max_headers): the defaults, the smallest a config allows,

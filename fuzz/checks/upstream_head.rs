@@ -1,5 +1,5 @@
 //! Fuzz check: how the proxy's HTTP/1.1 client reads a backend's response
-//! head (`tether_proxy::upstream::read_head`, the rules an exchange
+//! head (`tether_proxy::http1::client::read_head`, the rules an exchange
 //! applies as bytes arrive).
 //!
 //! Promises checked:
@@ -25,7 +25,8 @@
 //! `crates/proxy/tests/fuzz_corpus.rs`.
 
 use http::{StatusCode, header};
-use tether_proxy::upstream::{BodyKind, read_head};
+use tether_proxy::http1::Framing;
+use tether_proxy::http1::client::read_head;
 
 pub fn run(data: &[u8]) {
     let Some((&first, wire)) = data.split_first() else {
@@ -66,7 +67,7 @@ pub fn run(data: &[u8]) {
     assert!(end <= wire.len());
 }
 
-fn check_view(wire: &[u8], head_request: bool, view: &tether_proxy::upstream::HeadView) {
+fn check_view(wire: &[u8], head_request: bool, view: &tether_proxy::http1::client::HeadView) {
     let status = view.response.status();
     let headers = view.response.headers();
     assert!(
@@ -74,7 +75,7 @@ fn check_view(wire: &[u8], head_request: bool, view: &tether_proxy::upstream::He
         "interim {status} returned as final"
     );
     assert_eq!(
-        view.body == BodyKind::Upgrade,
+        view.body == Framing::Upgrade,
         status == StatusCode::SWITCHING_PROTOCOLS
     );
     if status != StatusCode::SWITCHING_PROTOCOLS
@@ -82,18 +83,18 @@ fn check_view(wire: &[u8], head_request: bool, view: &tether_proxy::upstream::He
     {
         assert_eq!(
             view.body,
-            BodyKind::Empty,
+            Framing::Empty,
             "{status} after HEAD={head_request}"
         );
     }
     let te = headers.contains_key(header::TRANSFER_ENCODING);
-    if te && !matches!(view.body, BodyKind::Empty | BodyKind::Upgrade) {
+    if te && !matches!(view.body, Framing::Empty | Framing::Upgrade) {
         assert!(
             !headers.contains_key(header::CONTENT_LENGTH),
             "Content-Length kept beside Transfer-Encoding"
         );
     }
-    if let BodyKind::Length(n) = view.body {
+    if let Framing::Length(n) = view.body {
         let declared: Vec<_> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
         assert_eq!(declared.len(), 1, "one length field");
         assert_eq!(
@@ -108,7 +109,7 @@ fn check_view(wire: &[u8], head_request: bool, view: &tether_proxy::upstream::He
         assert!(
             matches!(
                 view.body,
-                BodyKind::Empty | BodyKind::Length(_) | BodyKind::Chunked
+                Framing::Empty | Framing::Length(_) | Framing::Chunked
             ),
             "reused after a {:?} body",
             view.body

@@ -1,7 +1,7 @@
 //! Fuzz check: request validation (`tether_proxy::validate::request`) on
 //! request heads built from arbitrary method, target and header bytes,
-//! wherever the `http` crate accepts them (hyper hands the proxy nothing
-//! `http` refuses). Nothing panics, and a head that passes keeps the
+//! wherever the `http` crate accepts them (neither `http1::head` nor
+//! hyper hands the proxy anything `http` refuses). Nothing panics, and a head that passes keeps the
 //! promises `validate.rs` makes: at most one `Host` (exactly one in
 //! HTTP/1.1) that matches an absolute target's authority, at most one
 //! `Transfer-Encoding` and it is `chunked` (never on HTTP/1.0), no

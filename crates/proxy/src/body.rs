@@ -18,8 +18,8 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use crate::cancel::Reached;
-use crate::h1::RequestBody;
-use crate::upstream::ResponseBody;
+use crate::http1::RequestBody;
+use crate::http1::client::ResponseBody;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

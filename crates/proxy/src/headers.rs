@@ -36,6 +36,13 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name == header::UPGRADE
 }
 
+/// The elements of a comma-separated field value such as `Connection`'s
+/// tokens, without their surrounding whitespace: the one reading of such
+/// a list, for the HTTP/1 heads and the hop-by-hop rules alike.
+pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(<[u8]>::trim_ascii)
+}
+
 /// Removes hop-by-hop headers: `Connection` and every header it names,
 /// plus the fixed list of RFC 9110 section 7.6.1. One pass over the names
 /// finds those present, and only they are removed: a removal hashes, and
@@ -46,12 +53,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     let named = headers.get_all(header::CONNECTION);
     let is_named = |name: &HeaderName| {
-        named.iter().any(|v| {
-            v.as_bytes().split(|&b| b == b',').any(|t| {
-                t.trim_ascii()
-                    .eq_ignore_ascii_case(name.as_str().as_bytes())
-            })
-        })
+        named
+            .iter()
+            .any(|v| tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(name.as_str().as_bytes())))
     };
     const ON_STACK: usize = 8;
     let mut doomed: [Option<HeaderName>; ON_STACK] = [const { None }; ON_STACK];

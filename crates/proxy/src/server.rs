@@ -1,5 +1,5 @@
 //! The client-facing listener: accepts connections (TLS when configured),
-//! serves HTTP/1.1 with the proxy's own loop (`h1`) and HTTP/2 (ALPN, or
+//! serves HTTP/1.1 with the proxy's own loop (`http1::server`) and HTTP/2 (ALPN, or
 //! h2c with prior knowledge) with hyper, and drains on shutdown. The one
 //! module that names hyper's server: everything after it sees a request
 //! and a [`ConnInfo`].
@@ -21,12 +21,12 @@ use tether_daemon::Drain;
 
 use crate::body::ClientBody;
 use crate::config::{ProxyConfig, Settings};
-use crate::conn::{ClientIo, ConnInfo};
+use crate::conn::{ConnInfo, Stream};
 use crate::forward::Proxy;
 use crate::headers::Peer;
 use crate::stats::Goaway;
 use crate::tls::Acceptor;
-use crate::{h1, h2, tunnel};
+use crate::{h2, http1, tunnel};
 
 const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -208,7 +208,7 @@ impl Connection {
     fn spawn(self, stream: TcpStream, peer: SocketAddr, tls: Option<Acceptor>, held: Held) {
         let Some(tls) = tls else {
             let info = ConnInfo { peer, tls: None };
-            tokio::spawn(self.plain(ClientIo::Plain(stream), &info, held));
+            tokio::spawn(self.plain(Stream::Plain(stream), &info, held));
             return;
         };
         tokio::spawn(async move {
@@ -250,10 +250,10 @@ impl Connection {
     /// the h2c preface.
     fn plain(
         self,
-        io: ClientIo,
+        io: Stream,
         info: &ConnInfo,
         held: Held,
-    ) -> Plain<impl Future<Output = h1::Ended> + use<>> {
+    ) -> Plain<impl Future<Output = http1::Ended> + use<>> {
         let Connection {
             proxy,
             settings,
@@ -261,14 +261,14 @@ impl Connection {
             stop,
             open,
         } = self;
-        let conn = h1::Conn {
+        let conn = http1::Conn {
             proxy,
             settings,
             peer: Peer::new(info),
             stop,
         };
         Plain {
-            serving: h1::serve(conn, io),
+            serving: http1::serve(conn, io),
             rest: Some(Rest {
                 tracked: open.track(),
                 held,
@@ -297,7 +297,7 @@ struct Rest {
     builder: Arc<auto::Builder<h2::Streams>>,
 }
 
-impl<F: Future<Output = h1::Ended>> Future for Plain<F> {
+impl<F: Future<Output = http1::Ended>> Future for Plain<F> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -306,13 +306,13 @@ impl<F: Future<Output = h1::Ended>> Future for Plain<F> {
         let Some(rest) = this.rest.take() else {
             return Poll::Ready(());
         };
-        if let h1::Ended::H2(io, conn) = ended {
+        if let http1::Ended::H2(io, conn) = ended {
             let Rest {
                 held,
                 builder,
                 tracked,
             } = rest;
-            let h1::Conn {
+            let http1::Conn {
                 proxy,
                 settings,
                 peer,
@@ -393,9 +393,9 @@ async fn handshake(
     tls: &Acceptor,
     stream: TcpStream,
     timeout: Duration,
-) -> std::io::Result<ClientIo> {
+) -> std::io::Result<Stream> {
     match tokio::time::timeout(timeout, tls.accept(stream)).await {
-        Ok(Ok(s)) => Ok(ClientIo::Tls(Box::new(s))),
+        Ok(Ok(s)) => Ok(Stream::Tls(Box::new(s.into()))),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
@@ -444,7 +444,7 @@ mod tests {
             _open: OpenConnection::new(proxy),
         };
         let info = ConnInfo { peer, tls: None };
-        let task = conn.plain(ClientIo::Plain(stream), &info, held);
+        let task = conn.plain(Stream::Plain(stream), &info, held);
         let size = std::mem::size_of_val(&task);
         assert!(size <= 1024, "the connection task's future is {size} bytes");
     }

@@ -12,8 +12,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::h1;
-use crate::upstream::Upgraded;
+use crate::http1;
+use crate::http1::client::Upgraded;
 
 const BUFFER: usize = 8 * 1024;
 
@@ -63,14 +63,14 @@ impl Drop for Tracked {
 #[derive(Debug)]
 pub enum ClientUpgrade {
     Hyper(OnUpgrade),
-    H1(h1::Upgrade),
+    H1(http1::Upgrade),
 }
 
 impl ClientUpgrade {
     /// Takes the client's side out of a request's extensions, if the
     /// server left one there.
     pub fn take(extensions: &mut http::Extensions) -> Option<ClientUpgrade> {
-        if let Some(h1) = extensions.remove::<h1::Upgrade>() {
+        if let Some(h1) = extensions.remove::<http1::Upgrade>() {
             return Some(ClientUpgrade::H1(h1));
         }
         extensions.remove::<OnUpgrade>().map(ClientUpgrade::Hyper)

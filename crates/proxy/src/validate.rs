@@ -1,9 +1,9 @@
 //! Request checks a faithful intermediary makes before anything reaches a
-//! backend. hyper already rejects what its parser cannot frame; these are
-//! the rules it leaves to us.
+//! backend, on a head that is already framed: by the proxy's own HTTP/1
+//! parser (`http1::head`) or, for HTTP/2, by hyper.
 //!
-//! What hyper 1.12 (with httparse 1.10 and http 1.x) already refuses
-//! before a request gets here, so nothing below repeats it:
+//! What `http1::head` already refuses before an HTTP/1 request gets here,
+//! so nothing below repeats it:
 //! - malformed request lines: bad method token, double spaces, tabs, SP
 //!   inside the target, control bytes, unknown versions (`HTTP/1.1x`,
 //!   `HTTP/11`, `http/1.1`, `HTTP/2.0`, none at all): 400;
@@ -11,16 +11,22 @@
 //!   the colon or at the start of a line, obs-fold, bare CR, NUL and other
 //!   controls in values: 400 (bare LF line endings are accepted and
 //!   re-serialised with CRLF upstream);
+//! - a target that is not visible ASCII: 400; over 65,534 bytes: 414;
 //! - `Content-Length` that is not 1*DIGIT, overflows u64, or differs
 //!   between lines: 400 (equal duplicates are merged into one);
-//! - `Transfer-Encoding` on HTTP/1.0, or whose last coding is not
-//!   `chunked`: 400; with `Content-Length` too, the length is dropped,
-//!   the body is read chunked and the connection closes afterwards;
-//! - more than `max_headers` fields, or a head larger than the read
-//!   buffer: 431; a target over 65 534 bytes: 414;
+//! - `Transfer-Encoding` whose last coding is not `chunked`: 400; with
+//!   `Content-Length` too, the length is dropped, the body is read chunked
+//!   and the connection closes afterwards;
+//! - more than `max_headers` fields, or a head over `max_header_bytes`:
+//!   431;
 //! - invalid chunked framing in a body (bad size line, bare LF, data
 //!   longer than its size): the body stream fails and the connection is
 //!   closed. That happens while the body streams, after this check.
+//!
+//! The refusals both use (`BAD_TE`, `TE_HTTP10`, `BAD_LENGTH`,
+//! `BAD_TARGET`) are defined here, once. `Transfer-Encoding` on HTTP/1.0
+//! is the one rule both apply: the parser must (it decides the framing),
+//! and this check keeps the promise for any head, however it was read.
 //!
 //! A fragment (`#...`) in the target is silently dropped by `http` before
 //! the service sees it, so it can be neither refused nor forwarded here.
@@ -60,13 +66,15 @@ static X_TARGET_SERVER_LAST_USE_UNDERSCORE: HeaderName =
     HeaderName::from_static("x_target_server_last_use");
 
 const URI_TOO_LONG: Reject = Reject::new(StatusCode::URI_TOO_LONG, "URI too long", false);
-const BAD_TARGET: Reject = Reject::new(StatusCode::BAD_REQUEST, "Invalid request target", false);
-const TE_HTTP10: Reject = Reject::new(
+pub(crate) const BAD_TARGET: Reject =
+    Reject::new(StatusCode::BAD_REQUEST, "Invalid request target", false);
+pub(crate) const TE_HTTP10: Reject = Reject::new(
     StatusCode::BAD_REQUEST,
     "Transfer-Encoding is not allowed in HTTP/1.0",
     true,
 );
-const BAD_TE: Reject = Reject::new(StatusCode::BAD_REQUEST, "Invalid Transfer-Encoding", true);
+pub(crate) const BAD_TE: Reject =
+    Reject::new(StatusCode::BAD_REQUEST, "Invalid Transfer-Encoding", true);
 const UNSUPPORTED_TE: Reject = Reject::new(
     StatusCode::NOT_IMPLEMENTED,
     "Unsupported transfer coding",
@@ -87,8 +95,9 @@ const BAD_EXPECT: Reject = Reject::new(
     "Unsupported expectation",
     false,
 );
-const BAD_LENGTH: Reject = Reject::new(StatusCode::BAD_REQUEST, "Invalid Content-Length", true);
-const TOO_LARGE: Reject = Reject::new(
+pub(crate) const BAD_LENGTH: Reject =
+    Reject::new(StatusCode::BAD_REQUEST, "Invalid Content-Length", true);
+const BODY_TOO_LARGE: Reject = Reject::new(
     StatusCode::PAYLOAD_TOO_LARGE,
     "Request body too large",
     true,
@@ -134,8 +143,8 @@ fn target(parts: &Parts, limits: &Limits) -> Result<(), Reject> {
 }
 
 /// `Transfer-Encoding`: only a single `chunked` is forwarded (re-chunked
-/// upstream). hyper refuses it on HTTP/1.0 and when `chunked` is not last;
-/// the rest is checked here.
+/// upstream). `http1::head` refuses it on HTTP/1.0 and when `chunked` is
+/// not last; the lists it lets through are checked here.
 fn framing(parts: &Parts) -> Result<(), Reject> {
     let mut lines = parts.headers.get_all(header::TRANSFER_ENCODING).iter();
     let Some(line) = lines.next() else {
@@ -226,7 +235,7 @@ fn body_size(headers: &HeaderMap, limits: &Limits) -> Result<(), Reject> {
     };
     for value in headers.get_all(header::CONTENT_LENGTH) {
         match digits(value.as_bytes()) {
-            Some(len) if len > max => return Err(TOO_LARGE),
+            Some(len) if len > max => return Err(BODY_TOO_LARGE),
             Some(_) => {}
             None => return Err(BAD_LENGTH),
         }
@@ -457,6 +466,6 @@ mod tests {
         assert_eq!(h("expect", b"100-Continue"), Ok(()));
         assert_eq!(h("expect", b"foo"), Err(BAD_EXPECT));
         assert_eq!(h("content-length", b"100"), Ok(()));
-        assert_eq!(h("content-length", b"101"), Err(TOO_LARGE));
+        assert_eq!(h("content-length", b"101"), Err(BODY_TOO_LARGE));
     }
 }

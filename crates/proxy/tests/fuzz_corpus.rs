@@ -62,7 +62,7 @@ fn replay_files(target: &str, names: &[&str], check: fn(&[u8])) {
 // (`5 \r\n`, whitespace after a size with no extension, which the RFC
 // grammar does not allow). Here so the choice stays visible.
 #[test]
-#[ignore = "documented tolerance in h1/chunked.rs (case 16h), not RFC 9112 as written"]
+#[ignore = "documented tolerance in http1/chunked.rs (case 16h), not RFC 9112 as written"]
 fn h1_chunked_whitespace_after_size_is_refused() {
     replay_files(
         "h1_chunked",

@@ -1248,7 +1248,7 @@ async fn request_behind_an_invalid_one_is_not_processed() {
     let h = Harness::start().await;
     let cases: [(&str, &[u8], u16, Option<&str>); 4] = [
         (
-            "framing error (hyper)",
+            "framing error (head parser)",
             b"POST /r23a HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n\r\nGET /r23b HTTP/1.1\r\nHost: t\r\n\r\n",
             400,
             None,
@@ -1375,8 +1375,8 @@ async fn slowloris_head_is_cut_off() {
 
 // === rows the proxy answers wrongly today ===
 
-/// Rows 15, 16, 18: broken chunked framing in the body. hyper notices
-/// while the body streams (after the head was forwarded), fails the body
+/// Rows 15, 16, 18: broken chunked framing in the body. The proxy's
+/// chunked decoder notices while the body streams (after the head was forwarded), fails the body
 /// stream and closes the connection; the proxy answers 502 as if the
 /// backend had failed.
 fn body_framing_rows() -> Vec<Row> {
@@ -1422,7 +1422,7 @@ async fn broken_chunked_body_is_refused() {
     h.stop().await;
 }
 
-// === what hyper tolerates, pinned ===
+// === what the HTTP/1 parser tolerates, pinned ===
 
 /// An upstream that records the bytes of each request it gets (one per
 /// connection) and answers `200 app-1` with `Connection: close`.
@@ -1492,17 +1492,19 @@ async fn through(
     (resp, String::from_utf8(got).expect("ASCII request"))
 }
 
-/// Inputs the catalogue would rather refuse but hyper accepts before the
-/// proxy (and `validate.rs`) sees the request. Neither is a smuggling risk,
-/// and this pins exactly what happens to them today, byte for byte on the
-/// upstream wire, so a hyper or `http` upgrade that changes it fails here
-/// and gets looked at:
+/// Inputs the catalogue would rather refuse but the proxy's HTTP/1 parser
+/// (`http1::head`, `http1::chunked`) accepts before `validate.rs` sees the
+/// request. Neither is a smuggling risk, and this pins exactly what
+/// happens to them today, byte for byte on the upstream wire, so a change
+/// to the parser or an `http` upgrade that changes it fails here and gets
+/// looked at:
 /// - row 27d: `http` drops a `#fragment` while parsing the target; the
 ///   request goes upstream as `/r27d` and the fragment never leaves;
-/// - row 16h: hyper accepts whitespace after a chunk size (`5 `); the body
-///   goes upstream re-chunked, without the whitespace.
+/// - row 16h: the chunked decoder accepts whitespace after a chunk size
+///   (`5 `), as hyper did; the body goes upstream re-chunked, without the
+///   whitespace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inputs_hyper_tolerates_are_normalised() {
+async fn inputs_the_parser_tolerates_are_normalised() {
     let (upstream_addr, mut upstream) = recording_upstream().await;
     let checker = FakeChecker::start().await;
     checker.set_snapshot(

@@ -41,11 +41,12 @@ use crate::body::{ClientBody, Guard, ProxyBody};
 use crate::cancel::Reached;
 use crate::config::{ProxyConfig, Settings};
 use crate::headers::{Peer, X_TARGET_SERVER};
+use crate::http1::client::ResponseBody;
 use crate::respond::{error_response, no_healthy_targets, rejection};
 use crate::stats::{self, ProxyStats};
 use crate::table::{self, TableCell, Upstream};
 use crate::tunnel::{self, ClientUpgrade};
-use crate::upstream::{Connector, ResponseBody};
+use crate::upstream::Connector;
 use crate::validate;
 
 /// Pooled upstream connections idle longer than this are not reused: below
@@ -443,7 +444,7 @@ mod tests {
     use super::*;
     use crate::config::HealthSource;
     use crate::conn::ConnInfo;
-    use crate::h1::RequestBody;
+    use crate::http1::RequestBody;
     use crate::sticky as cookie;
     use crate::table::Routes;
     use http::header::{self, HeaderValue};

@@ -12,8 +12,9 @@ use http::request::Parts;
 use http::{Request, Response, StatusCode};
 
 use crate::body::{BodyError, ProxyBody};
+use crate::http1::client::Failed;
 use crate::respond::{error_response, rejection};
-use crate::upstream::{ConnectError, Failed};
+use crate::upstream::ConnectError;
 use crate::validate::Reject;
 
 /// Where an attempt failed, as the retry policy sees it.

@@ -1,13 +1,15 @@
-//! Upstream HTTP/1.1 connections: connect (over TLS for `https://`
-//! members), exchange, reuse.
+//! Upstream connections: connect (over TLS for `https://` members) and
+//! reuse. The exchange on them is the client role of the HTTP/1 codec
+//! (`crate::http1::client`).
 //!
-//! The proxy speaks HTTP/1.1 upstream itself (`exchange`), in the task of
-//! the request, so that a connect failure leaves the request untouched and
-//! it can go to another target, body and all, and so that no connection
-//! task or channel sits between a request and its backend. Idle
-//! connections are pooled per worker thread (`pool`): checkout and checkin
-//! are synchronous and never cross an `.await`. A connection checked out on
-//! one thread and returned on another simply moves pools.
+//! Connections are opened in the task of the request, so that a connect
+//! failure leaves the request untouched and it can go to another target,
+//! body and all, and so that no connection task or channel sits between a
+//! request and its backend. Idle connections are kept in a pool the
+//! [`Connector`] owns (two proxies in one process have two), per worker
+//! thread (`pool`): checkout and checkin are synchronous and never cross an
+//! `.await`. A connection checked out on one thread and returned on
+//! another simply moves pools.
 //!
 //! A connection is pooled under everything that was settled when it was
 //! opened: the address, and for TLS the name the certificate was verified
@@ -18,8 +20,6 @@
 //! [`DnsCache`] when a new connection is opened, at most once per
 //! `dns_refresh`; taking a pooled connection never looks anything up.
 
-mod exchange;
-mod io;
 mod pool;
 
 use std::collections::HashMap;
@@ -35,9 +35,9 @@ use tokio_rustls::TlsConnector;
 
 use tether_checker::dns::{Resolve, SystemResolver};
 
+use crate::conn::Stream;
 use crate::dns::DnsCache;
-pub use exchange::{BodyKind, Failed, HeadView, ResponseBody, Upgraded, read_head};
-pub use io::Io;
+pub(crate) use pool::checkin;
 
 /// Who a TLS upstream must prove to be.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -144,7 +144,7 @@ impl Eq for Trust {}
 /// peer it verified. (`Arc`: a checkout hashes and compares, never clones
 /// the name.)
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct PoolKey {
+pub(crate) struct PoolKey {
     authority: Authority,
     tls: Option<Arc<TlsPeer>>,
 }
@@ -154,8 +154,9 @@ struct PoolKey {
 /// buffer it needs (see [`Connection::exchange`]).
 #[derive(Debug)]
 pub struct Connection {
-    io: Io,
-    key: PoolKey,
+    pub(crate) io: Stream,
+    /// Its key and the pool it goes back to.
+    home: Arc<pool::Home>,
 }
 
 /// Why no connection could be had. Nothing was sent.
@@ -165,10 +166,9 @@ pub struct ConnectError(pub String);
 /// Opens and pools upstream connections.
 #[derive(Clone, Debug)]
 pub struct Connector {
-    idle_timeout: Duration,
     dns: DnsCache,
-    /// Keeps the pool's sweeper running while any clone of this exists.
-    _sweeping: Arc<()>,
+    /// Its idle connections (clones share them).
+    pool: pool::Pool,
 }
 
 impl Connector {
@@ -182,12 +182,9 @@ impl Connector {
     /// Like [`new`](Connector::new), looking host names up with `resolver`
     /// (tests decide the answers and count the lookups).
     pub fn with_resolver(idle_timeout: Duration, resolver: Arc<dyn Resolve>) -> Connector {
-        let sweeping = Arc::new(());
-        pool::start_sweeper(idle_timeout, Arc::downgrade(&sweeping));
         Connector {
-            idle_timeout,
             dns: DnsCache::new(resolver),
-            _sweeping: sweeping,
+            pool: pool::Pool::new(idle_timeout),
         }
     }
 
@@ -203,7 +200,7 @@ impl Connector {
             authority: authority.clone(),
             tls: tls.cloned(),
         };
-        pool::checkout(&key, self.idle_timeout)
+        self.pool.checkout(&key)
     }
 
     /// Opens a new connection: the authority's addresses (a host name's
@@ -234,7 +231,7 @@ impl Connector {
                 .map_err(|e| ConnectError(format!("connect: {e}")))?;
             let _ = stream.set_nodelay(true);
             let Some(peer) = tls else {
-                return Ok(Io::Plain(stream));
+                return Ok(Stream::Plain(stream));
             };
             // rustls says why a certificate was refused ("invalid peer
             // certificate: UnknownIssuer").
@@ -243,17 +240,62 @@ impl Connector {
                 .connect(peer.name.clone(), stream)
                 .await
                 .map_err(|e| ConnectError(format!("TLS: {e}")))?;
-            Ok(Io::Tls(Box::new(stream)))
+            Ok(Stream::Tls(Box::new(stream.into())))
         };
         let io = tokio::time::timeout(timeout, opened)
             .await
             .map_err(|_| ConnectError(format!("connect timed out after {timeout:?}")))??;
         Ok(Connection {
             io,
-            key: PoolKey {
+            home: self.pool.home(PoolKey {
                 authority: authority.clone(),
                 tls: tls.cloned(),
-            },
+            }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    /// Two proxies in one process each have their own idle connections:
+    /// one never takes the other's, and a connector that goes closes its.
+    #[tokio::test]
+    async fn connectors_do_not_share_their_pools() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let authority: Authority = listener
+            .local_addr()
+            .expect("addr")
+            .to_string()
+            .parse()
+            .expect("authority");
+        let (a, b) = (Connector::new(WAIT), Connector::new(WAIT));
+        let trust = Trust::default();
+        let (conn, accepted) = tokio::join!(
+            a.connect(&authority, None, &trust, WAIT, WAIT),
+            listener.accept()
+        );
+        let (mut backend, _) = accepted.expect("accept");
+        checkin(conn.map_err(|e| e.0).expect("connect"));
+        assert!(
+            b.checkout(&authority, None).is_none(),
+            "b took a's connection"
+        );
+        let conn = a
+            .checkout(&authority, None)
+            .expect("a keeps its connection");
+        checkin(conn);
+        drop(a);
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(WAIT, backend.read(&mut byte)).await;
+        assert!(
+            matches!(read, Ok(Ok(0))),
+            "the dropped connector's idle connection is still open: {read:?}"
+        );
     }
 }

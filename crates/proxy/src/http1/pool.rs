@@ -38,6 +38,13 @@ pub fn take() -> BytesMut {
     b
 }
 
+/// Makes room for a read of at least half a buffer.
+pub fn room(b: &mut BytesMut) {
+    if b.capacity() - b.len() < READ_SIZE / 2 {
+        b.reserve(READ_SIZE);
+    }
+}
+
 /// Takes back an empty buffer.
 pub fn give(b: BytesMut) {
     debug_assert!(b.is_empty());

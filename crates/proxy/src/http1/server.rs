@@ -1,28 +1,20 @@
-//! The HTTP/1 server side: one loop per client connection that reads a
-//! request head, hands the request to the proxy, writes the answer, and
-//! waits for the next, holding nothing while it waits.
+//! The server role of the HTTP/1 codec: one loop per client connection
+//! that reads a request head, hands the request to the proxy, writes the
+//! answer, and waits for the next, holding nothing while it waits.
 //!
 //! Idle, a plain connection is its socket, a few words of state and a
 //! readiness wait: the read buffer comes from a per-thread pool when bytes
 //! arrive and goes back once a request is done and nothing is left over;
 //! everything a request needs lives in one boxed future for that request
-//! only. `server.rs` sends HTTP/2 (ALPN, or the h2c preface, which this
-//! loop recognises on a new connection) to hyper.
+//! only. The listener (`crate::server`) sends HTTP/2 (ALPN, or the h2c
+//! preface, which this loop recognises on a new connection) to hyper.
 //!
-//! The rules of the old hyper path stay: the head is parsed by `httparse`
-//! and checked in `head` (then `validate`), limits and the header read
-//! timeout (which also bounds the keep-alive gap) apply, `Expect:
-//! 100-continue` is answered when the body is first wanted, pipelined
-//! requests are answered in order, a connection whose framing is in doubt
-//! is closed, and a drain closes idle connections at once and the others
-//! after their current answer.
-
-mod body;
-mod chunked;
-mod head;
-pub(crate) mod pool;
-mod rewind;
-mod write;
+//! The head is parsed by `httparse` and checked in `head` (then
+//! `validate`), limits and the header read timeout (which also bounds the
+//! keep-alive gap) apply, `Expect: 100-continue` is answered when the body
+//! is first wanted, pipelined requests are answered in order, a connection
+//! whose framing is in doubt is closed, and a drain closes idle
+//! connections at once and the others after their current answer.
 
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -34,21 +26,18 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
-pub use body::RequestBody;
-pub use chunked::{Decoded, Decoder, Invalid};
-pub use head::{Framing, Head, Parsed, parse};
-pub(crate) use head::{content_length, last_coding_is_chunked};
-pub use rewind::Rewind;
-
+use super::Framing;
+use super::body::{self, Pumped, RequestBody};
+use super::head::{Head, Parsed, parse};
+use super::write::{self, Asked, Written};
+use super::{Rewind, chunked, pool};
 use crate::body::{ClientBody, ProxyBody};
 use crate::config::Settings;
-use crate::conn::ClientIo;
+use crate::conn::Stream;
 use crate::forward::Proxy;
 use crate::headers::Peer;
 use crate::respond::rejection;
 use crate::validate::Reject;
-use body::Pumped;
-use write::{Asked, Written};
 
 /// The HTTP/2 connection preface (RFC 9113 section 3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -103,7 +92,7 @@ enum Next {
 }
 
 /// Serves HTTP/1 requests on `io` until the client or the proxy closes it.
-pub async fn serve(mut conn: Conn, mut io: ClientIo) -> Ended {
+pub async fn serve(mut conn: Conn, mut io: Stream) -> Ended {
     let mut buf: Option<BytesMut> = None;
     let mut first = true;
     loop {
@@ -172,7 +161,7 @@ pub async fn serve(mut conn: Conn, mut io: ClientIo) -> Ended {
 /// read timeout passes, or the drain finds the connection idle.
 async fn read_head(
     conn: &mut Conn,
-    io: &mut ClientIo,
+    io: &mut Stream,
     buf: &mut Option<BytesMut>,
     deadline: Instant,
     first: bool,
@@ -207,13 +196,13 @@ async fn read_head(
 /// client left, the deadline passed, or the drain started while idle).
 async fn read_more(
     conn: &mut Conn,
-    io: &mut ClientIo,
+    io: &mut Stream,
     buf: &mut Option<BytesMut>,
     deadline: Instant,
     idle: bool,
 ) -> bool {
     match io {
-        ClientIo::Plain(stream) => {
+        Stream::Plain(stream) => {
             if idle && let Some(b) = buf.take() {
                 pool::give(b);
             }
@@ -225,7 +214,7 @@ async fn read_more(
                 Some(Err(_)) | None => return false,
             }
             let b = buf.get_or_insert_with(pool::take);
-            room(b);
+            pool::room(b);
             match stream.try_read_buf(b) {
                 Ok(0) => false,
                 Ok(_) => true,
@@ -235,9 +224,9 @@ async fn read_more(
         // TLS may hold decrypted bytes the socket no longer signals, so
         // the read itself is the wait (the session's buffers outweigh
         // this one anyway).
-        ClientIo::Tls(tls) => {
+        Stream::Tls(tls) => {
             let b = buf.get_or_insert_with(pool::take);
-            room(b);
+            pool::room(b);
             let read = wait(conn, deadline, idle, |cx| {
                 // A read future holds nothing between polls: one per poll.
                 std::pin::pin!(tokio::io::AsyncReadExt::read_buf(tls, b)).poll(cx)
@@ -270,17 +259,10 @@ async fn wait<T>(
     .await
 }
 
-/// Makes room for a read of at least half a buffer.
-pub(crate) fn room(b: &mut BytesMut) {
-    if b.capacity() - b.len() < pool::READ_SIZE / 2 {
-        b.reserve(pool::READ_SIZE);
-    }
-}
-
 /// One request and its answer.
 async fn exchange(
     conn: &Conn,
-    io: &mut ClientIo,
+    io: &mut Stream,
     buf: &mut Option<BytesMut>,
     head: Box<Head>,
 ) -> Outcome {
@@ -316,7 +298,8 @@ async fn exchange(
     }
     let buffered = buf.as_ref().map_or(0, |b| b.len() as u64);
     let (body, feed) = match framing {
-        Framing::Empty => (RequestBody::Empty, None),
+        // A request head never says `Close` or `Upgrade`.
+        Framing::Empty | Framing::Close | Framing::Upgrade => (RequestBody::Empty, None),
         Framing::Length(n) if n <= buffered => {
             let b = buf.as_mut().map(|b| b.split_to(n as usize).freeze());
             (RequestBody::Buffered(b), None)

@@ -1,8 +1,13 @@
-//! A request head off the wire: `httparse` finds the lines, this module
-//! applies the framing rules a proxy must get exactly right (RFC 9112
-//! sections 6 and 7), and builds the `http` parts the rest of the proxy
-//! works on. The parts share one allocation with the head's bytes: header
-//! values are slices of it, never copies.
+//! Heads off the wire, for both roles: `httparse` finds the lines, this
+//! module applies the framing rules a proxy must get exactly right (RFC
+//! 9112 sections 6 and 7), once for requests and responses alike, and
+//! builds the `http` parts the rest of the proxy works on. The parts share
+//! one allocation with the head's bytes: header values are slices of it,
+//! never copies.
+//!
+//! A request head ([`parse`]) is refused with a [`Reject`]; a response
+//! head ([`parse_response`]) with a [`BadHead`] (the exchange answers
+//! `502`).
 //!
 //! What is refused here, before anything can reach a backend:
 //! - a request or header line `httparse` cannot read (bad method token,
@@ -19,7 +24,9 @@
 //!   `chunked`: 400. With `Content-Length` too, the length is dropped, the
 //!   body is read chunked and the connection closes after the exchange.
 //!
-//! `validate` then applies the rules that need the whole head (Host,
+//! The refusals shared with `validate` (`BAD_TE`, `TE_HTTP10`,
+//! `BAD_LENGTH`, `BAD_TARGET`) are defined there, once. `validate` then
+//! applies the rules that need the whole head (Host,
 //! target forms, the sticky headers' twins, the codings it can carry).
 
 use std::mem::MaybeUninit;
@@ -27,26 +34,19 @@ use std::mem::MaybeUninit;
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
-use http::{Method, Request, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 
-use crate::validate::Reject;
+use super::Framing;
+use crate::headers;
+use crate::validate::{BAD_LENGTH, BAD_TARGET, BAD_TE, Reject, TE_HTTP10};
 
 /// Heads with more fields than this are parsed with a heap scratch array;
 /// the usual case stays on the stack (uninitialised: nothing to clear).
 const STACK_HEADERS: usize = 64;
-/// The longest target accepted at all, as hyper does.
+/// The longest target accepted at all (hyper's figure, kept).
 const MAX_TARGET: usize = 65_534;
-
-/// How the request body is framed on the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Framing {
-    /// No body.
-    Empty,
-    /// Exactly this many bytes (never zero).
-    Length(u64),
-    /// `Transfer-Encoding: chunked`.
-    Chunked,
-}
+/// As many response header fields as hyper's client took.
+pub const MAX_RESPONSE_HEADERS: usize = 100;
 
 /// A parsed request head.
 #[derive(Debug)]
@@ -76,34 +76,14 @@ const BAD_REQUEST: Reject = Reject {
     message: "Bad request",
     close: true,
 };
-/// The head was whole and framed; only its target is bad, so the
-/// connection can go on.
-const BAD_TARGET: Reject = Reject {
-    status: StatusCode::BAD_REQUEST,
-    message: "Invalid request target",
-    close: false,
-};
-const BAD_LENGTH: Reject = Reject {
-    status: StatusCode::BAD_REQUEST,
-    message: "Invalid Content-Length",
-    close: true,
-};
-const BAD_TE: Reject = Reject {
-    status: StatusCode::BAD_REQUEST,
-    message: "Invalid Transfer-Encoding",
-    close: true,
-};
-const TE_HTTP10: Reject = Reject {
-    status: StatusCode::BAD_REQUEST,
-    message: "Transfer-Encoding is not allowed in HTTP/1.0",
-    close: true,
-};
-const TOO_LARGE: Reject = Reject {
+const HEAD_TOO_LARGE: Reject = Reject {
     status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
     message: "Request header fields too large",
     close: true,
 };
-const URI_TOO_LONG: Reject = Reject {
+/// Past any target a server takes (`validate` applies the configured
+/// limit, which is lower, and keeps the connection).
+const TARGET_TOO_LONG: Reject = Reject {
     status: StatusCode::URI_TOO_LONG,
     message: "URI too long",
     close: true,
@@ -166,19 +146,19 @@ fn parse_frozen<'b>(
     let mut req = httparse::Request::new(&mut []);
     let status = match req.parse_with_uninit_headers(view, scratch) {
         Ok(s) => s,
-        Err(httparse::Error::TooManyHeaders) => return Err((TOO_LARGE, None)),
+        Err(httparse::Error::TooManyHeaders) => return Err((HEAD_TOO_LARGE, None)),
         Err(_) => return Err((BAD_REQUEST, None)),
     };
     let httparse::Status::Complete(len) = status else {
         if view.len() >= max_bytes {
             // Partial and already at the limit: a head that fits would
             // have ended by now.
-            return Err((TOO_LARGE, None));
+            return Err((HEAD_TOO_LARGE, None));
         }
         return Ok(None);
     };
     if len > max_bytes {
-        return Err((TOO_LARGE, None));
+        return Err((HEAD_TOO_LARGE, None));
     }
     build(whole, &req)
         .map(|head| Some((len, head)))
@@ -195,7 +175,7 @@ fn build(whole: &Bytes, req: &httparse::Request<'_, '_>) -> Result<Head, Reject>
     };
     let target = req.path.ok_or(BAD_REQUEST)?.as_bytes();
     if target.len() > MAX_TARGET {
-        return Err(URI_TOO_LONG);
+        return Err(TARGET_TOO_LONG);
     }
     // A target is visible ASCII (RFC 9112 section 3.2); `http::Uri` would
     // take raw UTF-8, which other parsers read differently. A bad target is
@@ -210,49 +190,20 @@ fn build(whole: &Bytes, req: &httparse::Request<'_, '_>) -> Result<Head, Reject>
     // Room for the forwarding headers the proxy adds, so they do not make
     // the map grow.
     let mut headers = HeaderMap::with_capacity(req.headers.len() + 6);
-    let mut length: Option<u64> = None;
-    let mut chunked = false;
-    let mut te_seen = false;
-    let mut close = false;
-    let mut keep_alive_token = false;
-    let mut expect_continue = false;
-    for f in req.headers.iter() {
-        let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| BAD_REQUEST)?;
-        let value =
-            HeaderValue::from_maybe_shared(whole.slice_ref(f.value)).map_err(|_| BAD_REQUEST)?;
-        if name == header::CONTENT_LENGTH {
-            let n = content_length(value.as_bytes()).ok_or(BAD_LENGTH)?;
-            match length {
-                Some(prev) if prev != n => return Err(BAD_LENGTH),
-                // An equal repeat is merged into the one field.
-                Some(_) => continue,
-                None => length = Some(n),
-            }
-        } else if name == header::TRANSFER_ENCODING {
-            if version == Version::HTTP_10 {
-                return Err(TE_HTTP10);
-            }
-            // Only the last coding of the last line decides; `validate`
-            // refuses the lists it cannot carry.
-            te_seen = true;
-            chunked = last_coding_is_chunked(value.as_bytes());
-        } else if name == header::CONNECTION {
-            for token in value.as_bytes().split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    keep_alive_token = true;
-                }
-            }
-        } else if name == header::EXPECT
-            && version == Version::HTTP_11
-            && value.as_bytes().eq_ignore_ascii_case(b"100-continue")
-        {
-            expect_continue = true;
-        }
-        headers.append(name, value);
-    }
+    let f =
+        fields(whole, req.headers, version, Role::Request, &mut headers).map_err(|e| match e {
+            FieldError::Name | FieldError::Value => BAD_REQUEST,
+            FieldError::Length | FieldError::Conflict => BAD_LENGTH,
+            FieldError::TeHttp10 => TE_HTTP10,
+        })?;
+    let Fields {
+        length,
+        transfer_encoding: te_seen,
+        chunked,
+        mut close,
+        keep_alive: keep_alive_token,
+        expect_continue,
+    } = f;
     if te_seen && !chunked {
         return Err(BAD_TE);
     }
@@ -295,6 +246,222 @@ fn build(whole: &Bytes, req: &httparse::Request<'_, '_>) -> Result<Head, Reject>
         expect_continue,
         storage: Bytes::new(),
     })
+}
+
+/// Whose head is read: the rules differ only where RFC 9112 says so.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Request,
+    Response,
+}
+
+/// What a head's framing fields said.
+struct Fields {
+    length: Option<u64>,
+    transfer_encoding: bool,
+    /// The last coding of the last `Transfer-Encoding` line is `chunked`.
+    chunked: bool,
+    /// `Connection: close`.
+    close: bool,
+    /// `Connection: keep-alive`.
+    keep_alive: bool,
+    /// `Expect: 100-continue` on an HTTP/1.1 request.
+    expect_continue: bool,
+}
+
+/// Why a head's fields were refused.
+enum FieldError {
+    Name,
+    Value,
+    /// A `Content-Length` that is not 1*DIGIT or overflows.
+    Length,
+    /// Two `Content-Length` lines that differ.
+    Conflict,
+    /// `Transfer-Encoding` on an HTTP/1.0 request.
+    TeHttp10,
+}
+
+/// Reads the fields of a head into `headers` (values are slices of
+/// `whole`) and what they say about framing and the connection. An equal
+/// repeat of `Content-Length` is merged into the one field.
+fn fields(
+    whole: &Bytes,
+    raw: &[httparse::Header<'_>],
+    version: Version,
+    role: Role,
+    headers: &mut HeaderMap,
+) -> Result<Fields, FieldError> {
+    let mut f = Fields {
+        length: None,
+        transfer_encoding: false,
+        chunked: false,
+        close: false,
+        keep_alive: false,
+        expect_continue: false,
+    };
+    for field in raw {
+        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| FieldError::Name)?;
+        let value = HeaderValue::from_maybe_shared(whole.slice_ref(field.value))
+            .map_err(|_| FieldError::Value)?;
+        if name == header::CONTENT_LENGTH {
+            let n = content_length(value.as_bytes()).ok_or(FieldError::Length)?;
+            match f.length {
+                Some(prev) if prev != n => return Err(FieldError::Conflict),
+                Some(_) => continue,
+                None => f.length = Some(n),
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            if role == Role::Request && version == Version::HTTP_10 {
+                return Err(FieldError::TeHttp10);
+            }
+            // Only the last coding of the last line decides; `validate`
+            // refuses the request lists it cannot carry.
+            f.transfer_encoding = true;
+            f.chunked = last_coding_is_chunked(value.as_bytes());
+        } else if name == header::CONNECTION {
+            for token in headers::tokens(value.as_bytes()) {
+                f.close |= token.eq_ignore_ascii_case(b"close");
+                f.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if role == Role::Request
+            && name == header::EXPECT
+            && version == Version::HTTP_11
+            && value.as_bytes().eq_ignore_ascii_case(b"100-continue")
+        {
+            f.expect_continue = true;
+        }
+        headers.append(name, value);
+    }
+    Ok(f)
+}
+
+/// Why a backend's response head was refused: a fixed reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BadHead(pub &'static str);
+
+impl std::fmt::Display for BadHead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid response head: {}", self.0)
+    }
+}
+
+impl std::error::Error for BadHead {}
+
+/// A response head, its body's framing, and whether the backend keeps the
+/// connection open after it.
+pub type ResponseHead = (Response<()>, Framing, bool);
+
+type Scratch<'b> = [MaybeUninit<httparse::Header<'b>>; MAX_RESPONSE_HEADERS];
+
+/// The length of the head at the front of `buf`, once its empty line is
+/// in (`\n` alone ends lines too, as `httparse` allows).
+pub fn head_end(buf: &[u8]) -> Option<usize> {
+    let mut i = buf.iter().position(|&b| b == b'\n')?;
+    loop {
+        let rest = &buf[i + 1..];
+        match rest {
+            [b'\n', ..] => return Some(i + 2),
+            [b'\r', b'\n', ..] => return Some(i + 3),
+            _ => {}
+        }
+        i += 1 + rest.iter().position(|&b| b == b'\n')?;
+    }
+}
+
+/// A `1xx` other than `101`: the final response is still to come.
+pub fn is_interim(status: StatusCode) -> bool {
+    status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS
+}
+
+/// Parses one whole response head (`head_end` found its end), answering a
+/// `HEAD` request when `head_request`.
+pub fn parse_response(head: &Bytes, head_request: bool) -> Result<ResponseHead, BadHead> {
+    let mut scratch: Scratch<'_> = [const { MaybeUninit::uninit() }; MAX_RESPONSE_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut parsed,
+        head,
+        &mut scratch,
+    ) {
+        // Where the head ends must be the same for `head_end` and for
+        // httparse, or body bytes could be read as fields and fields as
+        // body.
+        Ok(httparse::Status::Complete(len)) if len == head.len() => {}
+        Ok(httparse::Status::Complete(_)) => return Err(BadHead("head length")),
+        Ok(httparse::Status::Partial) => return Err(BadHead("incomplete")),
+        Err(e) => return Err(BadHead(httparse_reason(e))),
+    }
+    let status = parsed
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(BadHead("status"))?;
+    let http11 = parsed.version == Some(1);
+    let version = if http11 {
+        Version::HTTP_11
+    } else {
+        Version::HTTP_10
+    };
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len() + 4);
+    let f = fields(head, parsed.headers, version, Role::Response, &mut headers).map_err(
+        |e| match e {
+            FieldError::Name => BadHead("field name"),
+            FieldError::Value => BadHead("field value"),
+            FieldError::Length => BadHead("content-length"),
+            FieldError::Conflict => BadHead("conflicting content-length"),
+            FieldError::TeHttp10 => unreachable!("a request rule"),
+        },
+    )?;
+    let bodiless = head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let framing = if status == StatusCode::SWITCHING_PROTOCOLS {
+        Framing::Upgrade
+    } else if bodiless {
+        Framing::Empty
+    } else if f.transfer_encoding {
+        // Transfer-Encoding overrides Content-Length (RFC 9112 section
+        // 6.3); a message carrying both is not trusted with the
+        // connection afterwards.
+        headers.remove(header::CONTENT_LENGTH);
+        if f.chunked && http11 {
+            Framing::Chunked
+        } else {
+            Framing::Close
+        }
+    } else {
+        match f.length {
+            Some(0) => Framing::Empty,
+            Some(n) => Framing::Length(n),
+            None => Framing::Close,
+        }
+    };
+    let persistent = if http11 {
+        !f.close
+    } else {
+        f.keep_alive && !f.close
+    };
+    let reusable = persistent
+        && !(f.transfer_encoding && f.length.is_some())
+        && !matches!(framing, Framing::Close | Framing::Upgrade);
+    let mut res = Response::new(());
+    *res.status_mut() = status;
+    *res.version_mut() = Version::HTTP_11;
+    *res.headers_mut() = headers;
+    Ok((res, framing, reusable))
+}
+
+/// httparse's reason, as fixed text.
+fn httparse_reason(e: httparse::Error) -> &'static str {
+    match e {
+        httparse::Error::HeaderName => "invalid header name",
+        httparse::Error::HeaderValue => "invalid header value",
+        httparse::Error::NewLine => "invalid new line",
+        httparse::Error::Status => "invalid response status",
+        httparse::Error::Token => "invalid token",
+        httparse::Error::TooManyHeaders => "too many headers",
+        httparse::Error::Version => "invalid HTTP version",
+    }
 }
 
 /// `1*DIGIT` that fits a u64; nothing else (no sign, no list, no spaces:
@@ -472,6 +639,81 @@ mod tests {
         assert_eq!(
             status(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()),
             431
+        );
+    }
+
+    fn response(raw: &[u8], head_request: bool) -> (Response<()>, Framing, bool) {
+        let head = Bytes::copy_from_slice(raw);
+        parse_response(&head, head_request).expect("valid head")
+    }
+
+    #[test]
+    fn the_head_ends_at_the_first_empty_line() {
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\n\r\nbody"), Some(19));
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\n\nbody"), Some(17));
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\na: b\r\n"), None);
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\na: b\r\n\r"), None);
+        assert_eq!(head_end(b""), None);
+    }
+
+    #[test]
+    fn response_framing_follows_rfc_9112() {
+        let (_, f, reuse) = response(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", false);
+        assert!(matches!(f, Framing::Length(5)) && reuse);
+        let (_, f, _) = response(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", true);
+        assert!(matches!(f, Framing::Empty));
+        let (_, f, reuse) = response(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+            false,
+        );
+        assert!(matches!(f, Framing::Chunked) && reuse);
+        let (res, f, reuse) = response(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n",
+            false,
+        );
+        assert!(matches!(f, Framing::Chunked) && !reuse);
+        assert!(!res.headers().contains_key(header::CONTENT_LENGTH));
+        let (_, f, reuse) = response(b"HTTP/1.1 200 OK\r\n\r\n", false);
+        assert!(matches!(f, Framing::Close) && !reuse);
+        let (_, f, reuse) = response(b"HTTP/1.1 204 No Content\r\n\r\n", false);
+        assert!(matches!(f, Framing::Empty) && reuse);
+        let (_, _, reuse) = response(
+            b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+            false,
+        );
+        assert!(!reuse);
+        let (_, _, reuse) = response(b"HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n", false);
+        assert!(!reuse);
+        let (_, _, reuse) = response(
+            b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n",
+            false,
+        );
+        assert!(reuse);
+        let (_, f, reuse) = response(
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n",
+            false,
+        );
+        assert!(matches!(f, Framing::Upgrade) && !reuse);
+    }
+
+    #[test]
+    fn bad_lengths_are_refused() {
+        for raw in [
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1,1\r\n\r\n",
+        ] {
+            assert!(parse_response(&Bytes::copy_from_slice(raw), false).is_err());
+        }
+        // An equal repeat is one length.
+        let (res, f, _) = response(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 5\r\n\r\n",
+            false,
+        );
+        assert!(matches!(f, Framing::Length(5)));
+        assert_eq!(
+            res.headers().get_all(header::CONTENT_LENGTH).iter().count(),
+            1
         );
     }
 }

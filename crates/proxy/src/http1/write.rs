@@ -15,18 +15,9 @@ use http::{Response, StatusCode};
 use hyper::body::Body;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use super::Framing;
+use super::chunked::{CRLF, LAST_CHUNK, SizeLine};
 use crate::body::ProxyBody;
-
-/// How the body goes on the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Framing {
-    /// No body may follow (HEAD, 1xx, 204, 304).
-    None,
-    Length(u64),
-    Chunked,
-    /// HTTP/1.0 client and no length: the end of the connection ends it.
-    Close,
-}
 
 /// What the request said that shapes the response.
 #[derive(Clone, Copy, Debug)]
@@ -108,7 +99,8 @@ where
         head: Some(head),
     };
     match framing {
-        Framing::None => {
+        // Never `Upgrade`: the writer decides framing by the rules below.
+        Framing::Empty | Framing::Upgrade => {
             out.flush_head().await?;
             // An upstream body that is complete goes back to the pool when
             // dropped; nothing is read from it.
@@ -130,10 +122,10 @@ where
         }
         Framing::Chunked => {
             while let Some(data) = next_data(&mut body).await? {
-                let size = format!("{:x}\r\n", data.len());
-                out.write(&[size.as_bytes(), &data, b"\r\n"]).await?;
+                let size = SizeLine::new(data.len());
+                out.write(&[size.as_bytes(), &data, CRLF]).await?;
             }
-            out.write(&[b"0\r\n\r\n"]).await?;
+            out.write(&[LAST_CHUNK]).await?;
         }
         Framing::Close => {
             while let Some(data) = next_data(&mut body).await? {
@@ -150,7 +142,9 @@ where
     })
 }
 
-/// Decides the body's framing and makes the length headers say it.
+/// Decides the body's framing and makes the length headers say it: no
+/// body after a HEAD, 1xx, 204 or 304; a length when known; otherwise
+/// chunks, or for an HTTP/1.0 client the end of the connection.
 fn framing(
     headers: &mut http::HeaderMap,
     status: StatusCode,
@@ -161,7 +155,7 @@ fn framing(
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     if bodiless {
-        return Framing::None;
+        return Framing::Empty;
     }
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -174,10 +168,10 @@ fn framing(
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     }
     if asked.head {
-        return Framing::None;
+        return Framing::Empty;
     }
     match length {
-        Some(0) => Framing::None,
+        Some(0) => Framing::Empty,
         Some(n) => Framing::Length(n),
         None if asked.http10 => Framing::Close,
         None => {

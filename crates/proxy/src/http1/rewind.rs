@@ -10,10 +10,10 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::conn::ClientIo;
+use crate::conn::Stream;
 
 #[derive(Debug)]
-pub struct Rewind<T = ClientIo> {
+pub struct Rewind<T = Stream> {
     prefix: Bytes,
     io: T,
 }

@@ -16,8 +16,8 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, oneshot};
 
+use super::Framing;
 use super::chunked::{Decoded, Decoder};
-use super::head::Framing;
 use super::pool;
 use crate::body::{BodyError, BoxError};
 
@@ -92,9 +92,10 @@ where
     let Feed { tx, framing } = feed;
     let b = buf.get_or_insert_with(pool::take);
     let outcome = match framing {
-        Framing::Empty => Ok(()),
         Framing::Length(n) => by_length(reader, b, n, &tx).await,
         Framing::Chunked => by_chunks(reader, b, &tx).await,
+        // A request head never says `Close` or `Upgrade`.
+        Framing::Empty | Framing::Close | Framing::Upgrade => Ok(()),
     };
     match outcome {
         Ok(()) => {
@@ -156,7 +157,7 @@ async fn fill<R>(reader: &mut R, b: &mut BytesMut) -> Step
 where
     R: AsyncRead + Unpin,
 {
-    super::room(b);
+    pool::room(b);
     match reader.read_buf(b).await {
         Ok(0) | Err(_) => Err(Some(BodyError::Malformed)),
         Ok(_) => Ok(()),

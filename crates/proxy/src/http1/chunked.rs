@@ -1,5 +1,9 @@
-//! The chunked transfer coding of a request body (RFC 9112 section 7.1),
-//! decoded incrementally from the connection's read buffer. Strict where
+//! The chunked transfer coding (RFC 9112 section 7.1), both ways: bodies
+//! read off either role's connection are decoded incrementally from its
+//! read buffer, and bodies written with no known length are framed with
+//! [`SizeLine`] and [`LAST_CHUNK`].
+//!
+//! Decoding is strict where
 //! laxness lets two parsers disagree about where a body ends: sizes are
 //! hex digits that fit a u64, every line ends in CRLF (a bare LF or CR is
 //! an error), data is followed by CRLF and nothing else. Extensions are
@@ -9,8 +13,45 @@ use bytes::{Buf, Bytes, BytesMut};
 
 /// Extensions on one size line, and the whole trailer section, beyond
 /// these are refused.
-const MAX_EXTENSION: usize = 4096;
-const MAX_TRAILERS: usize = 16 * 1024;
+const MAX_EXTENSION: u32 = 4096;
+const MAX_TRAILERS: u32 = 16 * 1024;
+
+/// The end of a chunked body: the last chunk and an empty trailer section.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+/// What follows a chunk's data.
+pub const CRLF: &[u8] = b"\r\n";
+
+/// The size line of a chunk: hex digits and CRLF, on the stack.
+#[derive(Clone, Copy, Debug)]
+pub struct SizeLine {
+    bytes: [u8; 18],
+    start: u8,
+}
+
+impl SizeLine {
+    pub fn new(len: usize) -> SizeLine {
+        let mut bytes = [0u8; 18];
+        bytes[16..].copy_from_slice(CRLF);
+        let mut i = 16;
+        let mut n = len as u64;
+        loop {
+            i -= 1;
+            bytes[i] = b"0123456789abcdef"[(n & 0xf) as usize];
+            n >>= 4;
+            if n == 0 {
+                break;
+            }
+        }
+        SizeLine {
+            bytes,
+            start: i as u8,
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[usize::from(self.start)..]
+    }
+}
 
 /// What the decoder got out of the buffer.
 #[derive(Debug, PartialEq, Eq)]
@@ -41,7 +82,7 @@ enum State {
     /// Inside an extension, until CR; `len` bytes so far.
     Extension {
         value: u64,
-        len: usize,
+        len: u32,
     },
     /// CR seen after a size line; LF must follow.
     SizeLf {
@@ -52,11 +93,17 @@ enum State {
     },
     DataCr,
     DataLf,
-    /// At the start of a trailer line, or the final empty line.
-    TrailerStart,
+    /// At the start of a trailer line, or the final empty line; `seen`:
+    /// trailer bytes so far (the section is bounded as a whole).
+    TrailerStart {
+        seen: u32,
+    },
     /// Inside a trailer line.
-    Trailer,
+    Trailer {
+        seen: u32,
+    },
     TrailerLf {
+        seen: u32,
         empty: bool,
     },
     Done,
@@ -65,7 +112,6 @@ enum State {
 #[derive(Debug)]
 pub struct Decoder {
     state: State,
-    trailer_bytes: usize,
 }
 
 impl Default for Decoder {
@@ -75,7 +121,6 @@ impl Default for Decoder {
                 value: 0,
                 digits: 0,
             },
-            trailer_bytes: 0,
         }
     }
 }
@@ -121,7 +166,7 @@ impl Decoder {
     }
 
     /// One framing byte.
-    fn step(&mut self, b: u8) -> Result<State, Invalid> {
+    fn step(&self, b: u8) -> Result<State, Invalid> {
         Ok(match self.state {
             State::Size { value, digits } => {
                 if let Some(d) = hex(b) {
@@ -162,7 +207,7 @@ impl Decoder {
                 },
             },
             State::SizeLf { value } => match b {
-                b'\n' if value == 0 => State::TrailerStart,
+                b'\n' if value == 0 => State::TrailerStart { seen: 0 },
                 b'\n' => State::Data { left: value },
                 _ => return Err(Invalid),
             },
@@ -177,30 +222,31 @@ impl Decoder {
                 },
                 _ => return Err(Invalid),
             },
-            State::TrailerStart => match b {
-                b'\r' => State::TrailerLf { empty: true },
-                _ => self.trailer_byte(b)?,
+            State::TrailerStart { seen } => match b {
+                b'\r' => State::TrailerLf { seen, empty: true },
+                _ => trailer_byte(seen, b)?,
             },
-            State::Trailer => match b {
-                b'\r' => State::TrailerLf { empty: false },
-                _ => self.trailer_byte(b)?,
+            State::Trailer { seen } => match b {
+                b'\r' => State::TrailerLf { seen, empty: false },
+                _ => trailer_byte(seen, b)?,
             },
-            State::TrailerLf { empty } => match (b, empty) {
+            State::TrailerLf { seen, empty } => match (b, empty) {
                 (b'\n', true) => State::Done,
-                (b'\n', false) => State::TrailerStart,
+                (b'\n', false) => State::TrailerStart { seen },
                 _ => return Err(Invalid),
             },
             State::Data { .. } | State::Done => unreachable!("handled in decode"),
         })
     }
+}
 
-    fn trailer_byte(&mut self, b: u8) -> Result<State, Invalid> {
-        self.trailer_bytes += 1;
-        if self.trailer_bytes > MAX_TRAILERS || b == b'\n' || b == 0 {
-            return Err(Invalid);
-        }
-        Ok(State::Trailer)
+/// One byte of a trailer line, `seen` before it.
+fn trailer_byte(seen: u32, b: u8) -> Result<State, Invalid> {
+    let seen = seen + 1;
+    if seen > MAX_TRAILERS || b == b'\n' || b == 0 {
+        return Err(Invalid);
     }
+    Ok(State::Trailer { seen })
 }
 
 /// Whether the framing of a body's first bytes is already broken: a
@@ -302,6 +348,23 @@ mod tests {
         assert!(!broken_from_the_start(
             b"5\r\nhello\r\n0\r\n\r\nGET / HTTP/1.1\r\n"
         ));
+    }
+
+    #[test]
+    fn size_lines_are_lowercase_hex() {
+        for (len, line) in [
+            (0, &b"0\r\n"[..]),
+            (5, b"5\r\n"),
+            (255, b"ff\r\n"),
+            (4096, b"1000\r\n"),
+            (usize::MAX, b"ffffffffffffffff\r\n"),
+        ] {
+            assert_eq!(SizeLine::new(len).as_bytes(), line, "{len}");
+            assert_eq!(
+                SizeLine::new(len).as_bytes(),
+                format!("{len:x}\r\n").as_bytes()
+            );
+        }
     }
 
     #[test]
