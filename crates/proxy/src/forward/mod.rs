@@ -364,20 +364,22 @@ impl Proxy {
             // From here the backend may have the request: a client that
             // goes away now has cost it one.
             let mut reached = Reached::new(&upstream.stats);
-            let exchanged = tokio::time::timeout_at(deadline, conn.exchange(req, copy_out)).await;
-            if !matches!(exchanged, Ok(Ok(_))) {
+            // The exchange keeps its own response timeout, counted from
+            // the request's last progress (a long upload is not a slow
+            // backend).
+            let exchanged = conn.exchange(req, copy_out, s.response_timeout).await;
+            if exchanged.is_err() {
                 reached.done();
             }
             match exchanged {
-                Ok(Ok(res)) => return Ok((res, reached)),
-                Ok(Err(e)) => match Failure::from_upstream(retry::Upstream::Exchange(e), pooled) {
+                Ok(res) => return Ok((res, reached)),
+                Err(e) => match Failure::from_upstream(retry::Upstream::Exchange(e), pooled) {
                     Failure::NotSent(back, reason) if pooled => {
                         debug!(target: "proxy", "pooled connection to {} was dead: {reason}", upstream.authority);
                         req = *back;
                     }
                     failure => return Err(failure),
                 },
-                Err(_) => return Err(Failure::Timeout),
             }
         }
     }

@@ -178,6 +178,7 @@ impl Failure {
                 head,
             },
             Upstream::Exchange(Failed::Body(e)) => Failure::Body(e),
+            Upstream::Exchange(Failed::Timeout) => Failure::Timeout,
         }
     }
 

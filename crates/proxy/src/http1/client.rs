@@ -16,12 +16,14 @@ use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header;
 use http::{Method, Request, Response};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::time::Sleep;
 
 use super::chunked::{Decoded, Decoder, LAST_CHUNK, SizeLine};
 use super::head::{BadHead, ResponseHead, head_end, is_interim, parse_response};
@@ -55,6 +57,9 @@ pub enum Failed {
     },
     /// The request body broke the proxy's rules.
     Body(BodyError),
+    /// No response head within the response timeout of the request's last
+    /// progress (its head or body written, or its end).
+    Timeout,
 }
 
 impl Failed {
@@ -87,23 +92,32 @@ impl Connection {
         mut self,
         req: Request<ProxyBody>,
         copy_out: bool,
+        response_timeout: Duration,
     ) -> Result<Response<ResponseBody>, Failed> {
+        // The answer's head is due `response_timeout` after the request
+        // last moved: an upload that keeps going is never cut for being
+        // long, a backend that stops reading it or never answers is.
+        let timer = tokio::time::sleep(response_timeout);
+        tokio::pin!(timer);
         let (parts, body) = req.into_parts();
         let outgoing = outgoing(&parts, &body);
         let mut buf = pool::take();
         write_head(&mut buf, &parts, outgoing);
         let mut written = 0;
-        let wrote = async {
-            while written < buf.len() {
-                match self.io.write(&buf[written..]).await {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(n) => written += n,
-                    Err(e) => return Err(e),
+        let wrote = tokio::select! {
+            biased;
+            wrote = async {
+                while written < buf.len() {
+                    match self.io.write(&buf[written..]).await {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(n) => written += n,
+                        Err(e) => return Err(e),
+                    }
                 }
-            }
-            self.io.flush().await
-        }
-        .await;
+                self.io.flush().await
+            } => wrote,
+            () = &mut timer => return Err(Failed::Timeout),
+        };
         if let Err(e) = wrote {
             if written == 0 {
                 let req = Request::from_parts(parts, body);
@@ -127,6 +141,9 @@ impl Connection {
             (None, Some(Sending::new(body, outgoing)))
         };
         let mut write_failed = false;
+        timer
+            .as_mut()
+            .reset(tokio::time::Instant::now() + response_timeout);
         let built = poll_fn(|cx| {
             poll_head(
                 &mut self.io,
@@ -134,8 +151,12 @@ impl Connection {
                 &mut buf,
                 &mut send,
                 &mut write_failed,
-                head_request,
-                copy_out,
+                Due {
+                    timer: timer.as_mut(),
+                    timeout: response_timeout,
+                    head_request,
+                    copy_out,
+                },
             )
         })
         .await;
@@ -236,6 +257,8 @@ struct Sending {
     ended: bool,
     /// Written since the last flush (TLS keeps bytes until flushed).
     unflushed: bool,
+    /// Bytes went out since the exchange last looked (`progressed`).
+    moved: bool,
 }
 
 impl Sending {
@@ -246,7 +269,13 @@ impl Sending {
             out: Bytes::new(),
             ended: false,
             unflushed: false,
+            moved: false,
         }
+    }
+
+    /// Whether bytes went out since the last call.
+    fn progressed(&mut self) -> bool {
+        std::mem::take(&mut self.moved)
     }
 
     /// Moves the body along until it is all written (`Ready(Ok)`), the
@@ -259,6 +288,7 @@ impl Sending {
                     Ok(n) => {
                         self.out.advance(n);
                         self.unflushed = true;
+                        self.moved = true;
                     }
                 }
             }
@@ -304,6 +334,15 @@ fn chunk(data: &[u8]) -> Bytes {
     out.freeze()
 }
 
+/// What the wait for a response head goes by: when it is due (restarted by
+/// the request's progress), and what the request asked.
+struct Due<'a> {
+    timer: Pin<&'a mut Sleep>,
+    timeout: Duration,
+    head_request: bool,
+    copy_out: bool,
+}
+
 /// Sends what it can of the request body and reads until a final response
 /// head is in, taken off the front of `buf`. Interim responses (`100`,
 /// `103`) are passed over.
@@ -313,11 +352,22 @@ fn poll_head(
     buf: &mut BytesMut,
     send: &mut Option<Sending>,
     write_failed: &mut bool,
-    head_request: bool,
-    copy_out: bool,
+    due: Due<'_>,
 ) -> Poll<Result<ResponseHead, Failed>> {
+    let Due {
+        mut timer,
+        timeout,
+        head_request,
+        copy_out,
+    } = due;
     if let Some(s) = send {
-        match s.poll(io, cx) {
+        let polled = s.poll(io, cx);
+        if s.progressed() || polled.is_ready() {
+            // The request moved (or is all out): the head's wait starts
+            // again from now.
+            timer.as_mut().reset(tokio::time::Instant::now() + timeout);
+        }
+        match polled {
             Poll::Ready(Ok(())) => *send = None,
             Poll::Ready(Err(SendError::Body(e))) => return Poll::Ready(Err(Failed::Body(e))),
             // The backend stopped reading; it may still answer (a `413`
@@ -344,7 +394,16 @@ fn poll_head(
         if buf.len() >= MAX_RESPONSE_HEAD {
             return Poll::Ready(Err(Failed::sent("response head too large")));
         }
-        match ready!(read_some(io, cx, buf)) {
+        let read = match read_some(io, cx, buf) {
+            Poll::Ready(read) => read,
+            Poll::Pending => {
+                return match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(Failed::Timeout)),
+                    Poll::Pending => Poll::Pending,
+                };
+            }
+        };
+        match read {
             Ok(0) if *write_failed => {
                 return Poll::Ready(Err(Failed::sent(
                     "the backend stopped reading the request and closed",
