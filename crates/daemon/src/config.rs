@@ -167,6 +167,8 @@ pub struct RawFile {
     #[serde(default)]
     pub passive: RawPassive,
     #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
     pub admin: RawAdmin,
     #[serde(default)]
     pub log: RawLog,
@@ -269,6 +271,18 @@ pub struct RawPassive {
     pub consecutive_failures: Option<u32>,
     pub base_ejection: Option<String>,
     pub max_ejection: Option<String>,
+}
+
+/// `[limits]`: per-client limits (the proxy's); each 0 or absent = off.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Concurrent connections per client.
+    pub client_connections: Option<u32>,
+    /// Requests per second per client (token bucket refill).
+    pub client_rate: Option<u32>,
+    /// The bucket's capacity; 0 or absent: `client_rate`.
+    pub client_burst: Option<u32>,
 }
 
 /// `[admin]`: the operator's endpoint (`/metrics`, `/healthz`, `/readyz`).

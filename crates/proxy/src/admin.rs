@@ -14,6 +14,7 @@ use tether_daemon::clock;
 use tether_daemon::metrics::{Kind, Text};
 
 use crate::feed::FeedCell;
+use crate::limits::Limit;
 use crate::stats::{CLASSES, Goaway, ProxyStats, StickyResult};
 use crate::table::TableCell;
 
@@ -217,6 +218,24 @@ impl ProxyStatus {
                 count.get(),
             );
         }
+        out.family(
+            "tether_limited_total",
+            Kind::Counter,
+            "Connections and requests answered 429 by [limits], by limit: connections, rate.",
+        );
+        for (limit, count) in Limit::ALL.iter().zip(&s.limited) {
+            out.sample(
+                "tether_limited_total",
+                &[("limit", limit.as_str())],
+                count.get(),
+            );
+        }
+        out.family(
+            "tether_limit_clients",
+            Kind::Gauge,
+            "Clients the [limits] table holds state for (at most 32768; the oldest out).",
+        )
+        .sample("tether_limit_clients", &[], s.limit_clients.get());
     }
 
     fn write_page(&self, out: &mut String) {

@@ -1,5 +1,5 @@
 //! The proxy's view of a config file: `[proxy]`, `[health_source]`,
-//! `[sticky]`, `[passive]` and `[admin]` are its own; `[health]`,
+//! `[sticky]`, `[passive]`, `[limits]` and `[admin]` are its own; `[health]`,
 //! `[[targets]]` and `[checker]` are read for embedded mode; `[log]` as
 //! everywhere. The file itself and the shared validators are
 //! `tether_daemon::config`'s.
@@ -14,6 +14,7 @@ use crate::sticky::{DEFAULT_COOKIE_NAME, Keys, Mode, Rules, is_cookie_name};
 use tether_daemon::config::{self as shared, ConfigError, LogConfig, RawFile, RawServerTls};
 use tether_daemon::tls::{ClientTls, ServerTls};
 
+use crate::limits::ClientLimits;
 use crate::source::Resolver;
 use crate::tls::{self, TlsFiles};
 use crate::upstream::Trust;
@@ -228,6 +229,8 @@ pub struct ProxyConfig {
     /// (HTTP/1, tunnels) or the stream (HTTP/2) and frees its backend.
     pub send_timeout: Duration,
     pub limits: Limits,
+    /// `[limits]`: per client.
+    pub clients: ClientLimits,
     /// `None`: unlimited.
     pub max_connections: Option<usize>,
     pub drain_timeout: Duration,
@@ -271,6 +274,8 @@ pub struct Settings {
     /// (HTTP/1, tunnels) or the stream (HTTP/2) and frees its backend.
     pub send_timeout: Duration,
     pub limits: Limits,
+    /// `[limits]`: per client.
+    pub clients: ClientLimits,
     pub passive: PassiveConfig,
     pub sticky: StickyConfig,
     /// New upstream TLS connections verify against this.
@@ -291,6 +296,7 @@ impl ProxyConfig {
             body_timeout: self.body_timeout,
             send_timeout: self.send_timeout,
             limits: self.limits,
+            clients: self.clients,
             passive: self.passive,
             sticky: self.sticky.clone(),
             upstream_tls: self.upstream_tls.clone(),
@@ -313,6 +319,7 @@ impl ProxyConfig {
             body_timeout: DEFAULT_BODY_TIMEOUT,
             send_timeout: DEFAULT_SEND_TIMEOUT,
             limits: Limits::default(),
+            clients: ClientLimits::default(),
             max_connections: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             passive: PassiveConfig::default(),
@@ -386,6 +393,7 @@ impl ProxyConfig {
                 )?,
                 max_body_bytes: p.max_body_bytes.filter(|&n| n > 0),
             },
+            clients: ClientLimits::from_raw(&file.limits)?,
             max_connections: p.max_connections.filter(|&n| n > 0),
             drain_timeout: dur(
                 "proxy.drain_timeout",

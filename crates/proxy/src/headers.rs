@@ -83,6 +83,9 @@ pub struct Peer {
     /// The client's IP as a header value, for `X-Forwarded-For`.
     ip: HeaderValue,
     tls: bool,
+    /// Accepted over `[limits] client_connections`: its requests are
+    /// answered `429` (see `limits`).
+    pub over_connection_limit: bool,
 }
 
 impl Peer {
@@ -93,6 +96,7 @@ impl Peer {
             addr,
             ip: HeaderValue::from_str(&ip).unwrap_or_else(|_| HeaderValue::from_static("unknown")),
             tls: conn.tls.is_some(),
+            over_connection_limit: false,
         }
     }
 

@@ -24,6 +24,7 @@ use crate::config::{ProxyConfig, Settings};
 use crate::conn::{ConnInfo, Stream};
 use crate::forward::Proxy;
 use crate::headers::Peer;
+use crate::limits::Admission;
 use crate::stats::Goaway;
 use crate::tls::Acceptor;
 use crate::{h2, http1, tunnel};
@@ -107,6 +108,7 @@ pub async fn serve(
             builder = Arc::new(http_builder(&current));
             settings = current;
         }
+        let client = proxy.clients().connect(peer.ip(), &settings.clients);
         let conn = Connection {
             proxy: proxy.clone(),
             settings: settings.clone(),
@@ -121,6 +123,7 @@ pub async fn serve(
             Held {
                 _slot: slot,
                 _open: open,
+                client,
             },
         );
     }
@@ -199,6 +202,16 @@ struct Connection {
 struct Held {
     _slot: Option<OwnedSemaphorePermit>,
     _open: OpenConnection,
+    /// Its place in its client's count under `[limits]`.
+    client: Admission,
+}
+
+impl Held {
+    fn peer(&self, info: &ConnInfo) -> Peer {
+        let mut peer = Peer::new(info);
+        peer.over_connection_limit = self.client.refused;
+        peer
+    }
 }
 
 impl Connection {
@@ -236,7 +249,7 @@ impl Connection {
                     stop,
                     open,
                 } = self;
-                let peer = Peer::new(&info);
+                let peer = held.peer(&info);
                 let tracked = open.track();
                 Box::pin(serve_h2(io, peer, proxy, settings, &builder, stop)).await;
                 drop((held, tracked));
@@ -264,7 +277,7 @@ impl Connection {
         let conn = http1::Conn {
             proxy,
             settings,
-            peer: Peer::new(info),
+            peer: held.peer(info),
             stop,
         };
         Plain {
@@ -442,6 +455,7 @@ mod tests {
         let held = Held {
             _slot: None,
             _open: OpenConnection::new(proxy),
+            client: Admission::default(),
         };
         let info = ConnInfo { peer, tls: None };
         let task = conn.plain(Stream::Plain(stream), &info, held);

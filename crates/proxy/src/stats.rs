@@ -153,6 +153,11 @@ pub struct ProxyStats {
     pub goaways: [Counter; Goaway::ALL.len()],
     /// Checkers whose stream is up and which are not impaired.
     pub checkers_live: Gauge,
+    /// Connections and requests refused by `[limits]`, by
+    /// [`crate::limits::Limit`].
+    pub limited: [Counter; crate::limits::Limit::ALL.len()],
+    /// Clients the per-client limits table holds.
+    pub limit_clients: Gauge,
     /// Set once the first health round is known (see `feed`): until then
     /// requests get 503 and `/readyz` says not ready.
     pub settled: AtomicBool,

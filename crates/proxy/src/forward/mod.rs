@@ -42,6 +42,7 @@ use crate::cancel::Reached;
 use crate::config::{ProxyConfig, Settings};
 use crate::headers::{Peer, X_TARGET_SERVER};
 use crate::http1::client::ResponseBody;
+use crate::limits::Clients;
 use crate::respond::{error_response, no_healthy_targets, rejection};
 use crate::stats::{self, ProxyStats};
 use crate::table::{self, TableCell, Upstream};
@@ -70,6 +71,8 @@ pub struct Proxy {
     /// Whether the `access` logger is on: read once per request (a relaxed
     /// load), refreshed when logging is reconfigured.
     access_log: AtomicBool,
+    /// `[limits]`: per-client state.
+    clients: Clients,
     stats: Arc<ProxyStats>,
 }
 
@@ -94,6 +97,7 @@ impl Proxy {
             reports,
             tunnels: Arc::default(),
             access_log: AtomicBool::new(access_log_enabled()),
+            clients: Clients::new(stats.clone()),
             stats,
         }
     }
@@ -121,6 +125,11 @@ impl Proxy {
     pub fn refresh_access_log(&self) {
         self.access_log
             .store(access_log_enabled(), Ordering::Relaxed);
+    }
+
+    /// Per-client limits, for the listener to count connections.
+    pub fn clients(&self) -> &Clients {
+        &self.clients
     }
 
     pub fn tunnels(&self) -> &tunnel::Tracker {
@@ -181,6 +190,9 @@ impl Proxy {
         now_ms: u64,
         served_by: &mut Option<Arc<Upstream>>,
     ) -> Response<ProxyBody> {
+        if let Some(limited) = self.clients.check(peer, &s.clients) {
+            return limited;
+        }
         if req.method() == Method::CONNECT {
             // A reverse proxy does not open tunnels to arbitrary authorities.
             return error_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported");

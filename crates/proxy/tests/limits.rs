@@ -1,0 +1,308 @@
+//! `[limits]` through a real `tether-proxy` process: a flood from one
+//! client address is answered `429` beyond its burst and costs another
+//! address nothing; the connection limit; HTTP/2 streams count as
+//! requests; a reload applies new limits; config errors name the key.
+//!
+//! Two clients on one host: sockets bound to 127.0.0.1 and 127.0.0.2
+//! (all of 127/8 is loopback on Linux) before they connect.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::{TcpSocket, TcpStream};
+
+use tether_testkit::{FakeBackend, Proc, TempConfig, eventually, get, run_to_end};
+
+const START: Duration = Duration::from_secs(20);
+const DEADLINE: Duration = Duration::from_secs(10);
+
+const A: [u8; 4] = [127, 0, 0, 1];
+const B: [u8; 4] = [127, 0, 0, 2];
+/// The address the tests wait for the proxy from, so waiting spends
+/// neither A's nor B's tokens.
+const WARM: [u8; 4] = [127, 0, 0, 3];
+
+fn toml(backend: &FakeBackend, limits: &str) -> String {
+    format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n\
+         [health]\ninterval = \"100ms\"\ntimeout = \"200ms\"\nrise = 1\nfall = 1\n\
+         [log]\nlevel = \"info\"\n\
+         [limits]\n{limits}\n\
+         [[targets]]\nurl = \"{}\"\nname = \"{}\"\n",
+        backend.url(),
+        backend.name()
+    )
+}
+
+async fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::new(IpAddr::from(from), 0))
+        .expect("bind a loopback source address");
+    socket.connect(to).await.expect("connect")
+}
+
+/// One answer: status, `Retry-After`, `Connection`, body.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    retry_after: Option<String>,
+    connection: Option<String>,
+    body: String,
+}
+
+/// A keep-alive HTTP/1.1 connection from a chosen source address.
+struct Client {
+    sender: http1::SendRequest<Empty<Bytes>>,
+    conn: tokio::task::JoinHandle<()>,
+}
+
+impl Client {
+    async fn connect(from: [u8; 4], to: SocketAddr) -> Client {
+        let stream = connect_from(from, to).await;
+        let (sender, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        let conn = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Client { sender, conn }
+    }
+
+    async fn get(&mut self) -> Answer {
+        self.sender.ready().await.expect("connection usable");
+        let req = Request::get("/").header("host", "app").body(Empty::new());
+        let res = self
+            .sender
+            .send_request(req.expect("request"))
+            .await
+            .expect("answered");
+        answer(res).await
+    }
+
+    /// Whether the proxy closed the connection.
+    async fn closed(self) -> bool {
+        drop(self.sender);
+        tokio::time::timeout(DEADLINE, self.conn).await.is_ok()
+    }
+}
+
+async fn answer(res: http::Response<hyper::body::Incoming>) -> Answer {
+    let header = |name: &str| {
+        res.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (status, retry_after, connection) = (
+        res.status().as_u16(),
+        header("retry-after"),
+        header("connection"),
+    );
+    let body = res.into_body().collect().await.expect("body").to_bytes();
+    Answer {
+        status,
+        retry_after,
+        connection,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// Starts a proxy with `limits` and waits until it serves (from `WARM`).
+async fn proxy(backend: &FakeBackend, limits: &str) -> (Proc, TempConfig, SocketAddr, SocketAddr) {
+    let config = TempConfig::new(&toml(backend, limits));
+    let proc = Proc::spawn("tether-proxy", &["--config", config.path_str()], &[]);
+    let addr = proc.wait_listening("http", START).await;
+    let admin = proc.wait_listening("admin", START).await;
+    eventually("the proxy serves", DEADLINE, || async {
+        let mut c = Client::connect(WARM, addr).await;
+        (c.get().await.status == 200).then_some(())
+    })
+    .await;
+    (proc, config, addr, admin)
+}
+
+async fn metric(admin: SocketAddr, line: &str) -> Option<u64> {
+    let text = get(admin, "/metrics", &[]).await.expect("metrics").body;
+    text.lines()
+        .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_one_address_costs_another_not_a_request() {
+    let backend = FakeBackend::start("app").await;
+    let (_proc, _config, addr, admin) = proxy(&backend, "client_rate = 1\nclient_burst = 10").await;
+    let hits_before = backend.hits();
+
+    let started = Instant::now();
+    let flood = tokio::spawn(async move {
+        let mut c = Client::connect(A, addr).await;
+        let mut answers = Vec::new();
+        for _ in 0..300 {
+            answers.push(c.get().await);
+        }
+        answers
+    });
+    // B's burst, sent while A floods: every request is served.
+    let mut b = Client::connect(B, addr).await;
+    for i in 0..10 {
+        let got = b.get().await;
+        assert_eq!(got.status, 200, "B's request {i}: {got:?}");
+    }
+    let answers = flood.await.expect("flood");
+    let elapsed = started.elapsed().as_secs();
+
+    let ok = answers.iter().filter(|a| a.status == 200).count();
+    let limited: Vec<_> = answers.iter().filter(|a| a.status == 429).collect();
+    assert_eq!(ok + limited.len(), answers.len(), "only 200 and 429");
+    // The burst, plus one token a second while the flood ran.
+    assert!(ok >= 10, "A's burst is served: {ok}");
+    assert!(ok as u64 <= 10 + elapsed + 1, "A got {ok} in {elapsed} s");
+    for a in &limited {
+        let secs: u64 = a
+            .retry_after
+            .as_deref()
+            .expect("Retry-After on every 429")
+            .parse()
+            .expect("Retry-After in seconds");
+        assert!((1..=1).contains(&secs), "{a:?}");
+        assert_eq!(a.body, "{\"error\":\"Too many requests\"}");
+        assert_ne!(
+            a.connection.as_deref(),
+            Some("close"),
+            "keeps the connection"
+        );
+    }
+    assert_eq!(
+        backend.hits() - hits_before,
+        ok + 10,
+        "a 429 never reaches the backend"
+    );
+    assert_eq!(
+        metric(admin, "tether_limited_total{limit=\"rate\"}").await,
+        Some(limited.len() as u64)
+    );
+    let clients = metric(admin, "tether_limit_clients").await;
+    assert!(clients.is_some_and(|n| (1..=3).contains(&n)), "{clients:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_count_one_request_each() {
+    let backend = FakeBackend::start("app").await;
+    let (_proc, _config, addr, _admin) = proxy(&backend, "client_rate = 1\nclient_burst = 5").await;
+    let stream = connect_from(A, addr).await;
+    let (mut sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        .await
+        .expect("h2c handshake");
+    tokio::spawn(conn);
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        let req = Request::get(format!("http://{addr}/"))
+            .body(Empty::<Bytes>::new())
+            .expect("request");
+        let res = sender.send_request(req).await.expect("answered");
+        statuses.push(answer(res).await.status);
+    }
+    let ok = statuses.iter().filter(|&&s| s == 200).count();
+    assert!((5..=7).contains(&ok), "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_its_connections_is_told_429_and_closed() {
+    let backend = FakeBackend::start("app").await;
+    let (_proc, _config, addr, admin) = proxy(&backend, "client_connections = 2").await;
+    let mut first = Client::connect(A, addr).await;
+    let mut second = Client::connect(A, addr).await;
+    assert_eq!(first.get().await.status, 200);
+    assert_eq!(second.get().await.status, 200);
+
+    let mut third = Client::connect(A, addr).await;
+    let got = third.get().await;
+    assert_eq!(got.status, 429, "{got:?}");
+    assert_eq!(got.retry_after.as_deref(), Some("1"));
+    assert_eq!(got.connection.as_deref(), Some("close"));
+    assert_eq!(got.body, "{\"error\":\"Too many requests\"}");
+    assert!(third.closed().await, "the proxy closes it");
+
+    // Another address is not counted with A.
+    let mut b = Client::connect(B, addr).await;
+    assert_eq!(b.get().await.status, 200);
+    // A closed connection gives its place back.
+    drop(first);
+    eventually("A's closed connection is uncounted", DEADLINE, || async {
+        let mut c = Client::connect(A, addr).await;
+        (c.get().await.status == 200).then_some(())
+    })
+    .await;
+    assert_eq!(
+        second.get().await.status,
+        200,
+        "kept connections are served"
+    );
+    let refused = metric(admin, "tether_limited_total{limit=\"connections\"}").await;
+    assert!(refused.is_some_and(|n| n >= 1), "{refused:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_applies_new_limits_to_new_connections() {
+    let backend = FakeBackend::start("app").await;
+    let (proc, config, addr, _admin) = proxy(&backend, "").await;
+    let mut c = Client::connect(A, addr).await;
+    for _ in 0..20 {
+        assert_eq!(c.get().await.status, 200, "no limits yet");
+    }
+
+    std::fs::write(
+        config.path(),
+        toml(&backend, "client_rate = 1\nclient_burst = 2"),
+    )
+    .expect("rewrite config");
+    proc.reload();
+    proc.wait_for_line("reload #1 applied: settings", DEADLINE)
+        .await;
+    let mut c = Client::connect(A, addr).await;
+    let statuses = [
+        c.get().await.status,
+        c.get().await.status,
+        c.get().await.status,
+    ];
+    assert_eq!(statuses, [200, 200, 429]);
+
+    std::fs::write(config.path(), toml(&backend, "client_rate = 0")).expect("rewrite config");
+    proc.reload();
+    proc.wait_for_line("reload #2 applied: settings", DEADLINE)
+        .await;
+    let mut c = Client::connect(A, addr).await;
+    for _ in 0..20 {
+        assert_eq!(c.get().await.status, 200, "limits off again");
+    }
+}
+
+#[test]
+fn config_errors_name_the_key_and_exit_2() {
+    for (limits, key) in [
+        ("client_burst = 5", "limits.client_burst"),
+        ("client_rate = -1", "limits.client_rate"),
+        ("client_rate = 2000000", "limits.client_rate"),
+        ("client_connections = \"many\"", "limits.client_connections"),
+        ("client_rates = 5", "client_rates"),
+    ] {
+        let config = TempConfig::new(&format!(
+            "[limits]\n{limits}\n[[targets]]\nurl = \"http://127.0.0.1:1\"\n"
+        ));
+        let (code, _out, err) = run_to_end(
+            "tether-proxy",
+            &["--config", config.path_str(), "--check-config"],
+            &[],
+        );
+        assert_eq!(code, 2, "{limits}: {err}");
+        assert!(err.contains(key), "{limits}: {err}");
+    }
+}
