@@ -181,6 +181,34 @@ mod tests {
     }
 
     #[test]
+    fn a_live_pin_comes_before_any_balancer() {
+        let t = table(&[true, true, true]);
+        let pinned = hint("app-2", NOW - 1000);
+        let never = || -> Option<usize> { panic!("a pinned request asked the balancer") };
+        assert_eq!(
+            decide_with(Some(&pinned), NOW, W, false, &t, |_| true, never),
+            Pick::Sticky(2)
+        );
+        // Unpinned, stale, or pinned to a member that is down: the
+        // balancer's choice.
+        let stale = hint("app-2", NOW - 31_000);
+        for h in [None, Some(&stale)] {
+            assert_eq!(
+                decide_with(h, NOW, W, false, &t, |_| true, || Some(0)),
+                Pick::Balanced(0)
+            );
+        }
+        assert_eq!(
+            decide_with(Some(&pinned), NOW, W, false, &t, |i| i != 2, || Some(1)),
+            Pick::Balanced(1)
+        );
+        assert_eq!(
+            decide_with(None, NOW, W, false, &t, |_| true, || None),
+            Pick::NoneHealthy
+        );
+    }
+
+    #[test]
     fn a_draining_member_keeps_its_sticky_clients_and_gets_no_new_ones() {
         let t = draining_table(&[true, true, true], &[false, false, true]);
         let rr = RoundRobin::new();
