@@ -1,6 +1,6 @@
 //! tether-core: the pool model, the health state machine, the merge of
-//! several checkers' views, the routing table, round robin and the sticky
-//! decision.
+//! several checkers' views, the routing table, the balancers (round robin,
+//! least request, slow start) and the sticky decision.
 //!
 //! Everything here is pure computation: time and inputs arrive as arguments,
 //! decisions come back as values. This crate must not depend on tokio, on
@@ -12,12 +12,13 @@ pub mod health;
 pub mod impaired;
 pub mod merge;
 pub mod pool;
+pub mod slow_start;
 pub mod status;
 pub mod sticky;
 pub mod table;
 pub mod target;
 
-pub use balance::RoundRobin;
+pub use balance::{Policy, RoundRobin};
 pub use health::{FailureClass, HealthState, HealthTracker, ProbeOutcome, Transition};
 pub use impaired::{ImpairedThreshold, ImpairmentDetector};
 pub use merge::{CheckerView, merge};

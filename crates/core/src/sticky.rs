@@ -1,5 +1,6 @@
 //! The sticky decision: send a client back to the member it used last, if
-//! that was recent and the member is still healthy; otherwise round robin.
+//! that was recent and the member is still healthy; otherwise the balancer
+//! (round robin unless the caller brings another, see `decide_with`).
 //!
 //! A draining member keeps its sticky clients (that is what draining is
 //! for: they finish their sessions there) but gets no new ones, so a pin
@@ -119,6 +120,23 @@ pub fn decide_pinned<T>(
     rr: &RoundRobin,
     available: impl Fn(usize) -> bool,
 ) -> Pick {
+    decide_with(hint, now_ms, window, strict, table, &available, || {
+        rr.pick_available(table, &available)
+    })
+}
+
+/// Like `decide_pinned`, with the balancer's choice for a request that is
+/// not pinned left to `balance` (round robin or least request, with slow
+/// start): stickiness comes first whatever the policy.
+pub fn decide_with<T>(
+    hint: Option<&StickyHint<'_>>,
+    now_ms: u64,
+    window: Duration,
+    strict: bool,
+    table: &RoutingTable<T>,
+    available: impl Fn(usize) -> bool,
+    balance: impl FnOnce() -> Option<usize>,
+) -> Pick {
     if let Some(hint) = hint
         && hint.is_fresh(now_ms, window)
         && let Some(i) = table.lookup(hint.target)
@@ -130,7 +148,7 @@ pub fn decide_pinned<T>(
             return Pick::PinnedDown;
         }
     }
-    match rr.pick_available(table, available) {
+    match balance() {
         Some(i) => Pick::Balanced(i),
         None => Pick::NoneHealthy,
     }
@@ -160,6 +178,34 @@ mod tests {
             })
             .collect();
         RoutingTable::with_draining(Some(1), members, draining.to_vec())
+    }
+
+    #[test]
+    fn a_live_pin_comes_before_any_balancer() {
+        let t = table(&[true, true, true]);
+        let pinned = hint("app-2", NOW - 1000);
+        let never = || -> Option<usize> { panic!("a pinned request asked the balancer") };
+        assert_eq!(
+            decide_with(Some(&pinned), NOW, W, false, &t, |_| true, never),
+            Pick::Sticky(2)
+        );
+        // Unpinned, stale, or pinned to a member that is down: the
+        // balancer's choice.
+        let stale = hint("app-2", NOW - 31_000);
+        for h in [None, Some(&stale)] {
+            assert_eq!(
+                decide_with(h, NOW, W, false, &t, |_| true, || Some(0)),
+                Pick::Balanced(0)
+            );
+        }
+        assert_eq!(
+            decide_with(Some(&pinned), NOW, W, false, &t, |i| i != 2, || Some(1)),
+            Pick::Balanced(1)
+        );
+        assert_eq!(
+            decide_with(None, NOW, W, false, &t, |_| true, || None),
+            Pick::NoneHealthy
+        );
     }
 
     #[test]

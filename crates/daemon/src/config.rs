@@ -232,6 +232,8 @@ pub struct RawProxy {
     pub max_body_bytes: Option<u64>,
     pub max_connections: Option<usize>,
     pub drain_timeout: Option<String>,
+    /// `"round_robin"` (default) or `"least_request"`.
+    pub balance: Option<String>,
     /// `[proxy.tls]`: TLS to clients.
     pub tls: Option<RawServerTls>,
 }
@@ -307,6 +309,9 @@ pub struct RawHealth {
     /// The checker's: the share of members whose silence makes it
     /// suspect its own network (validated by the checker).
     pub impaired_threshold: Option<f64>,
+    /// The proxy's: how long a member that turns healthy again ramps up
+    /// to its full share (validated by the proxy; absent: off).
+    pub slow_start: Option<String>,
 }
 
 /// One `[[targets]]` entry: a url, an optional name, and probe settings

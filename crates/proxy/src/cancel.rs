@@ -8,6 +8,11 @@
 //! backend's side. Dropped armed, the client went away (or was cut for
 //! `send_timeout`): `tether_requests_cancelled_total{target}` counts it,
 //! and the connection's own tally (HTTP/2, see `h2`) logs it once.
+//!
+//! The same span is the member's count of requests in flight, which least
+//! request balances by: counted in by `new`, out by `done` or by the drop,
+//! whichever comes first, so no path (an error, a cancelled client, a
+//! tunnel, a panic unwinding) leaves a request counted.
 
 use std::sync::Arc;
 
@@ -20,13 +25,16 @@ pub struct Reached(Option<Arc<MemberStats>>);
 impl Reached {
     /// Armed: the request is about to go to the member counted by `stats`.
     pub fn new(stats: &Arc<MemberStats>) -> Reached {
+        stats.begin_request();
         Reached(Some(stats.clone()))
     }
 
     /// The answer is done (read to its end, or failed on the backend's
     /// side): nothing to count.
     pub fn done(&mut self) {
-        self.0 = None;
+        if let Some(stats) = self.0.take() {
+            stats.end_request();
+        }
     }
 
     /// Whether the request still waits for its answer to be done.
@@ -38,6 +46,7 @@ impl Reached {
 impl Drop for Reached {
     fn drop(&mut self) {
         if let Some(stats) = self.0.take() {
+            stats.end_request();
             stats.cancelled.inc();
             crate::h2::note_cancelled();
         }
@@ -58,5 +67,20 @@ mod tests {
         assert!(!done.is_armed());
         drop(done);
         assert_eq!(stats.cancelled.get(), 1);
+    }
+
+    #[test]
+    fn a_request_is_in_flight_until_its_answer_is_done_or_dropped() {
+        let stats = Arc::new(MemberStats::default());
+        let mut a = Reached::new(&stats);
+        let b = Reached::new(&stats);
+        assert_eq!(stats.in_flight(), 2);
+        a.done();
+        assert_eq!(stats.in_flight(), 1);
+        a.done();
+        drop(a);
+        assert_eq!(stats.in_flight(), 1, "counted out once");
+        drop(b);
+        assert_eq!(stats.in_flight(), 0);
     }
 }

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tether_core::PoolEntry;
+use tether_core::{Policy, PoolEntry};
 use tether_daemon::config::RawSticky;
 
 use crate::sticky::{DEFAULT_COOKIE_NAME, Keys, Mode, Rules, is_cookie_name};
@@ -236,6 +236,11 @@ pub struct ProxyConfig {
     pub drain_timeout: Duration,
     pub passive: PassiveConfig,
     pub sticky: StickyConfig,
+    /// `[proxy] balance`: how new clients are spread.
+    pub balance: Policy,
+    /// `[health] slow_start`: the ramp of a member that turns healthy
+    /// again; `None`: off.
+    pub slow_start: Option<Duration>,
     pub source: HealthSource,
     /// `[health_source.tls]`: how to reach `https://` checkers (and report
     /// to them). Only with `HealthSource::Checkers`.
@@ -278,6 +283,9 @@ pub struct Settings {
     pub clients: ClientLimits,
     pub passive: PassiveConfig,
     pub sticky: StickyConfig,
+    pub balance: Policy,
+    /// `None`: slow start off.
+    pub slow_start: Option<Duration>,
     /// New upstream TLS connections verify against this.
     pub upstream_tls: Trust,
 }
@@ -299,6 +307,8 @@ impl ProxyConfig {
             clients: self.clients,
             passive: self.passive,
             sticky: self.sticky.clone(),
+            balance: self.balance,
+            slow_start: self.slow_start,
             upstream_tls: self.upstream_tls.clone(),
         }
     }
@@ -324,6 +334,8 @@ impl ProxyConfig {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             passive: PassiveConfig::default(),
             sticky: StickyConfig::default(),
+            balance: Policy::default(),
+            slow_start: None,
             source,
             health_source_tls: None,
             checker_dns: None,
@@ -427,6 +439,8 @@ impl ProxyConfig {
                 }
             },
             sticky: StickyConfig::from_raw(&file.sticky)?,
+            balance: balance(p.balance.as_deref())?,
+            slow_start: slow_start(file.health.slow_start.as_deref())?,
             source,
             health_source_tls,
             checker_dns,
@@ -468,6 +482,27 @@ fn listener_tls(raw: Option<&RawServerTls>) -> Result<Option<TlsFiles>, ConfigEr
         return Err(ConfigError::new(key, e.to_string()));
     }
     Ok(Some(files))
+}
+
+/// `[proxy] balance`: absent is round robin.
+fn balance(raw: Option<&str>) -> Result<Policy, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(Policy::default());
+    };
+    Policy::parse(raw.trim()).ok_or_else(|| {
+        ConfigError::new(
+            "proxy.balance",
+            format!("{raw:?} is not a policy; expected \"round_robin\" or \"least_request\""),
+        )
+    })
+}
+
+/// `[health] slow_start`: absent is off. The proxy reads it from its own
+/// file (a checker's verdicts carry no such setting), so it applies alike
+/// in embedded mode and behind remote checkers.
+fn slow_start(raw: Option<&str>) -> Result<Option<Duration>, ConfigError> {
+    raw.map(|raw| shared::duration("health.slow_start", raw))
+        .transpose()
 }
 
 /// hyper's read buffer cannot be smaller than this.
@@ -640,6 +675,34 @@ mod tests {
         file.health.dns_refresh = Some("often".into());
         let e = ProxyConfig::from_file(&file).expect_err("invalid");
         assert!(e.to_string().contains("health.dns_refresh"), "{e}");
+    }
+
+    #[test]
+    fn balance_and_slow_start_and_their_errors() {
+        let mut file = RawFile::default();
+        file.health_source.checkers = vec!["http://127.0.0.1:50051".into()];
+        let c = ProxyConfig::from_file(&file).expect("valid");
+        assert_eq!(c.settings().balance, Policy::RoundRobin);
+        assert_eq!(c.settings().slow_start, None);
+
+        file.proxy.balance = Some("least_request".into());
+        file.health.slow_start = Some("30s".into());
+        let c = ProxyConfig::from_file(&file).expect("valid");
+        assert_eq!(c.settings().balance, Policy::LeastRequest);
+        assert_eq!(c.settings().slow_start, Some(Duration::from_secs(30)));
+
+        file.proxy.balance = Some("leastconn".into());
+        let e = ProxyConfig::from_file(&file).expect_err("bad");
+        assert_eq!(e.key, "proxy.balance");
+        assert!(e.reason.contains("least_request"), "{}", e.reason);
+        file.proxy.balance = Some("round_robin".into());
+        for bad in ["slowly", "0s"] {
+            file.health.slow_start = Some(bad.into());
+            assert_eq!(
+                ProxyConfig::from_file(&file).expect_err(bad).key,
+                "health.slow_start"
+            );
+        }
     }
 
     #[test]

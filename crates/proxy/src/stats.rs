@@ -2,7 +2,7 @@
 //! table beside the member, so the request path bumps an atomic it already
 //! holds a reference to, with no lock and no map) and per proxy.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use http::StatusCode;
 use tether_daemon::metrics::{Counter, Gauge, Histogram};
@@ -30,12 +30,32 @@ pub struct MemberStats {
     pub cancelled: Counter,
     /// Epoch ms of the last response, for the status page.
     pub last_response_ms: AtomicU64,
+    /// Requests the member has whose answer is not done: least request
+    /// balances by it. Only `cancel::Reached` moves it, so every request
+    /// counted in is counted out.
+    in_flight: AtomicU32,
 }
 
 impl MemberStats {
     pub fn responded(&self, status: StatusCode, now_ms: u64) {
         self.responses[class(status)].inc();
         self.last_response_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// Requests sent to the member whose answer is not done yet.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// A request goes to the member (see `cancel::Reached`).
+    pub(crate) fn begin_request(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Its answer is done, failed, or abandoned.
+    pub(crate) fn end_request(&self) {
+        let before = self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        debug_assert!(before > 0, "a request ended that never began");
     }
 
     pub fn errors(&self) -> u64 {

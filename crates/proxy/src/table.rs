@@ -40,6 +40,13 @@ pub struct Upstream {
     /// status page.
     pub state: HealthState,
     pub last_change_ms: Option<u64>,
+    /// Epoch ms (this proxy's clock) at which the member turned healthy
+    /// again, as this proxy saw it: where its slow-start ramp begins.
+    /// `None`: not healthy, or healthy since its first verdict here.
+    pub ramp_from_ms: Option<u64>,
+    /// The member has had a real verdict (not `unknown`) since this proxy
+    /// learned it: only then is turning healthy a recovery.
+    pub judged: bool,
 }
 
 /// Members carry their upstream behind an `Arc`, so a request takes it with
@@ -90,7 +97,18 @@ pub fn position(table: &Routes, upstream: &Upstream) -> Option<usize> {
 ///
 /// A draining member stays a member (its sticky clients keep reaching it);
 /// the table leaves it out of the round-robin rotation.
-pub fn build(version: Option<u64>, targets: &[TargetStatus], previous: &Routes) -> Routes {
+///
+/// A member that `previous` had, judged, as not healthy and that is healthy
+/// now turned healthy at `now_ms` (epoch ms): its slow-start ramp begins
+/// there. Its first verdict after the proxy starts, or after it joins the
+/// pool, is no recovery, and neither is a restarted checker's `unknown`
+/// followed by `healthy` for a member that stayed healthy here.
+pub fn build(
+    version: Option<u64>,
+    targets: &[TargetStatus],
+    previous: &Routes,
+    now_ms: u64,
+) -> Routes {
     let (members, draining): (Vec<_>, Vec<bool>) = targets
         .iter()
         .filter_map(|t| {
@@ -124,13 +142,21 @@ pub fn build(version: Option<u64>, targets: &[TargetStatus], previous: &Routes) 
                 .filter(|m| m.name == t.name && m.url == t.url);
             let passive = known.map_or_else(Arc::default, |m| m.data.passive.clone());
             let stats = known.map_or_else(Arc::default, |m| m.data.stats.clone());
+            let healthy = match t.state {
+                HealthState::Unknown => known.is_some_and(|m| m.healthy),
+                state => state.is_healthy(),
+            };
+            let judged =
+                t.state != HealthState::Unknown || known.is_some_and(|m| m.data.judged);
+            let ramp_from_ms = match known {
+                Some(m) if healthy && m.healthy => m.data.ramp_from_ms,
+                Some(m) if healthy && m.data.judged => Some(now_ms),
+                _ => None,
+            };
             let member = Member {
                 name: t.name.clone(),
                 url: t.url.clone(),
-                healthy: match t.state {
-                    HealthState::Unknown => known.is_some_and(|m| m.healthy),
-                    state => state.is_healthy(),
-                },
+                healthy,
                 data: Arc::new(Upstream {
                     name: t.name.clone(),
                     authority,
@@ -141,6 +167,8 @@ pub fn build(version: Option<u64>, targets: &[TargetStatus], previous: &Routes) 
                     stats,
                     state: t.state,
                     last_change_ms: t.last_change_ms,
+                    ramp_from_ms,
+                    judged,
                 }),
             };
             Some((member, t.draining))
@@ -172,7 +200,7 @@ mod tests {
     use tether_core::{HealthUpdate, PoolView, ProbeKind};
 
     fn build_view(view: &PoolView, previous: &Routes) -> Routes {
-        build(view.version(), view.targets(), previous)
+        build(view.version(), view.targets(), previous, 0)
     }
 
     fn status(name: &str, url: &str, state: HealthState) -> TargetStatus {
@@ -267,6 +295,47 @@ mod tests {
         assert_eq!(fixed.authority, "api.internal:8443");
         assert_eq!(fixed.name.to_str(), "api.internal");
         assert!(tls(2).is_none());
+    }
+
+    #[test]
+    fn only_a_member_that_recovers_ramps() {
+        use HealthState::*;
+        let at = |now_ms, states: [HealthState; 2], previous: &Routes| {
+            let mut view = PoolView::new();
+            view.apply(HealthUpdate::snapshot(
+                1,
+                vec![
+                    status("a", "http://127.0.0.1:1", states[0]),
+                    status("b", "http://127.0.0.1:2", states[1]),
+                ],
+            ))
+            .expect("snapshot");
+            build(view.version(), view.targets(), previous, now_ms)
+        };
+        let ramp = |r: &Routes, name| {
+            r.members()[r.lookup(name).expect("member")]
+                .data
+                .ramp_from_ms
+        };
+        // Start: unknown, then the first verdicts. No ramp.
+        let t = at(10, [Unknown, Unknown], &Routes::default());
+        let t = at(20, [Healthy, Unhealthy], &t);
+        assert_eq!((ramp(&t, "a"), ramp(&t, "b")), (None, None));
+        // b recovers: its ramp starts now, and stays while it is healthy.
+        let t = at(30, [Healthy, Healthy], &t);
+        assert_eq!((ramp(&t, "a"), ramp(&t, "b")), (None, Some(30)));
+        let t = at(40, [Healthy, Healthy], &t);
+        assert_eq!(ramp(&t, "b"), Some(30));
+        // A restarted checker knows nothing, then says healthy: no recovery.
+        let t = at(50, [Unknown, Unknown], &t);
+        let t = at(60, [Healthy, Healthy], &t);
+        assert_eq!((ramp(&t, "a"), ramp(&t, "b")), (None, Some(30)));
+        // Down, the checker restarts, then up: a recovery, from then.
+        let t = at(70, [Unhealthy, Healthy], &t);
+        assert_eq!(ramp(&t, "a"), None);
+        let t = at(80, [Unknown, Healthy], &t);
+        let t = at(90, [Healthy, Healthy], &t);
+        assert_eq!(ramp(&t, "a"), Some(90));
     }
 
     #[test]

@@ -586,6 +586,38 @@ fn check_config_accepts_valid_and_names_unknown_keys() {
             Some("checker.bogus"),
         ),
         ("tether-proxy", proxy("bogus = 1"), 2, Some("proxy.bogus")),
+        (
+            "tether-proxy",
+            proxy("balance = \"least_request\""),
+            0,
+            None,
+        ),
+        (
+            "tether-proxy",
+            proxy("balance = \"fastest\""),
+            2,
+            Some("proxy.balance"),
+        ),
+        (
+            "tether-proxy",
+            proxy("[health]\nslow_start = \"30s\""),
+            0,
+            None,
+        ),
+        (
+            "tether-proxy",
+            proxy("[health]\nslow_start = \"soon\""),
+            2,
+            Some("health.slow_start"),
+        ),
+        // The proxy's key in the shared [health] section: the checker
+        // reads past it.
+        (
+            "tether-checker",
+            checker("[health]\nslow_start = \"30s\""),
+            0,
+            None,
+        ),
     ];
     for (bin, toml, want_code, key) in cases {
         let config = TempConfig::new(&toml);

@@ -33,6 +33,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use log::info;
 use tether_core::{CheckerView, HealthState, TargetStatus};
+use tether_daemon::clock;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -214,7 +215,12 @@ impl Merger {
             && self.merged.as_ref() != Some(&merged)
         {
             self.generation += 1;
-            let routes = table::build(Some(self.generation), &merged, &self.cell.load());
+            let routes = table::build(
+                Some(self.generation),
+                &merged,
+                &self.cell.load(),
+                clock::now_ms(),
+            );
             info!(
                 target: "proxy",
                 "routing table v{} from {live} of {} checkers: {}/{} healthy [{}]",

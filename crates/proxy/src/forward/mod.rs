@@ -480,7 +480,7 @@ mod tests {
         let mut view = PoolView::new();
         view.apply(HealthUpdate::snapshot(version, statuses))
             .expect("snapshot");
-        table::build(view.version(), view.targets(), previous)
+        table::build(view.version(), view.targets(), previous, 1)
     }
 
     fn proxy() -> (Proxy, Arc<TableCell>, mpsc::Receiver<String>) {

@@ -1,5 +1,7 @@
 //! Which member a request goes to: what the table says, read once, and the
-//! sticky claim the request carries, decided by core. Kept apart from the
+//! sticky claim the request carries, decided by core; an unpinned request
+//! goes where the balance policy says (round robin or least request), with
+//! slow start weighing members that turned healthy again. Kept apart from the
 //! head edits because it only reads the request: the claim it looks at
 //! (the proxy's cookie) is taken out afterwards, by `rewrite`.
 //!
@@ -8,7 +10,7 @@
 
 use http::request::Parts;
 use log::debug;
-use tether_core::{Pick, sticky};
+use tether_core::{Pick, Policy, slow_start, sticky};
 
 use super::{Attempt, Proxy};
 use crate::config::Settings;
@@ -18,7 +20,7 @@ use crate::table::{self, Routes};
 
 impl Proxy {
     /// The first target: the member the request's sticky claim names when
-    /// core honours it, else round robin over available members. `None`:
+    /// core honours it, else the balancer's choice among available members. `None`:
     /// nothing to send to (also strict stickiness's answer when the pinned
     /// member is down: to the client that is the same as none).
     pub(super) fn route(&self, s: &Settings, parts: &Parts, now_ms: u64) -> Option<Attempt> {
@@ -36,14 +38,21 @@ impl Proxy {
             }
             Read::Absent => None,
         };
-        let pick = sticky::decide_pinned(
+        let available = |i| available(&table, i, now_ms);
+        let weight = |i| weight(&table, i, now_ms, s);
+        let pick = sticky::decide_with(
             claim.as_ref(),
             now_ms,
             s.sticky.window,
             s.sticky.strict,
             &table,
-            &self.rr,
-            |i| available(&table, i, now_ms),
+            available,
+            || match s.balance {
+                Policy::RoundRobin => self.rr.pick_weighted(&table, available, weight),
+                Policy::LeastRequest => self
+                    .rr
+                    .least_request(&table, available, weight, |i| in_flight(&table, i)),
+            },
         );
         if claim.is_some() {
             self.stats.sticky(match pick {
@@ -85,4 +94,21 @@ pub(super) fn available(table: &Routes, index: usize, now_ms: u64) -> bool {
     table
         .member(index)
         .is_some_and(|m| !m.data.passive.is_ejected(now_ms))
+}
+
+/// The member's slow-start weight (full unless it is ramping and slow start
+/// is on).
+fn weight(table: &Routes, index: usize, now_ms: u64, s: &Settings) -> u32 {
+    if s.slow_start.is_none() {
+        return slow_start::FULL;
+    }
+    let since = table.member(index).and_then(|m| m.data.ramp_from_ms);
+    slow_start::weight(since, now_ms, s.slow_start)
+}
+
+/// Requests the member has whose answer is not done.
+fn in_flight(table: &Routes, index: usize) -> u32 {
+    table
+        .member(index)
+        .map_or(u32::MAX, |m| m.data.stats.in_flight())
 }
