@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use http::{Request, Response};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -19,7 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use tether_daemon::Drain;
 
-use crate::body::ClientBody;
+use crate::body::{ClientBody, ProxyBody};
 use crate::config::{ProxyConfig, Settings};
 use crate::conn::{ConnInfo, Stream};
 use crate::forward::Proxy;
@@ -197,6 +198,28 @@ struct Connection {
     open: Arc<tunnel::Tracker>,
 }
 
+/// The proxy as a connection's HTTP/1 handler, under the settings the
+/// connection was accepted with.
+#[derive(Debug)]
+struct Serving {
+    proxy: Arc<Proxy>,
+    settings: Arc<Settings>,
+}
+
+impl http1::Handler for Serving {
+    fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn handle(
+        &self,
+        req: Request<ClientBody>,
+        peer: &Peer,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send {
+        self.proxy.handle(req, peer, &self.settings)
+    }
+}
+
 /// What counts a connection while it lives: its place under
 /// `max_connections`, and `tether_open_connections`.
 struct Held {
@@ -266,7 +289,7 @@ impl Connection {
         io: Stream,
         info: &ConnInfo,
         held: Held,
-    ) -> Plain<impl Future<Output = http1::Ended> + use<>> {
+    ) -> Plain<impl Future<Output = http1::Ended<Serving>> + use<>> {
         let Connection {
             proxy,
             settings,
@@ -275,8 +298,7 @@ impl Connection {
             open,
         } = self;
         let conn = http1::Conn {
-            proxy,
-            settings,
+            handler: Serving { proxy, settings },
             peer: held.peer(info),
             stop,
         };
@@ -310,7 +332,7 @@ struct Rest {
     builder: Arc<auto::Builder<h2::Streams>>,
 }
 
-impl<F: Future<Output = http1::Ended>> Future for Plain<F> {
+impl<F: Future<Output = http1::Ended<Serving>>> Future for Plain<F> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -326,8 +348,7 @@ impl<F: Future<Output = http1::Ended>> Future for Plain<F> {
                 tracked,
             } = rest;
             let http1::Conn {
-                proxy,
-                settings,
+                handler: Serving { proxy, settings },
                 peer,
                 stop,
             } = conn;
@@ -362,7 +383,7 @@ async fn serve_h2<I>(
         let settings = settings.clone();
         async move {
             let stream = h2::current();
-            let Ok(res) = proxy
+            let res = proxy
                 .handle(req.map(ClientBody::Hyper), &client, &settings)
                 .await;
             Ok::<_, std::convert::Infallible>(h2::watched(res, stream))
@@ -460,6 +481,7 @@ mod tests {
         let info = ConnInfo { peer, tls: None };
         let task = conn.plain(Stream::Plain(stream), &info, held);
         let size = std::mem::size_of_val(&task);
+        println!("connection task: {size} bytes");
         assert!(size <= 1024, "the connection task's future is {size} bytes");
     }
 }

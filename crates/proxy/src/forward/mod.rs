@@ -21,7 +21,6 @@ mod retry;
 mod rewrite;
 mod route;
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -142,7 +141,7 @@ impl Proxy {
         req: Request<ClientBody>,
         peer: &Peer,
         settings: &Settings,
-    ) -> Result<Response<ProxyBody>, Infallible> {
+    ) -> Response<ProxyBody> {
         // One await point, so the future (boxed per request by the HTTP/1
         // loop and by hyper's HTTP/2 server) holds one `forward` state, not
         // two.
@@ -176,7 +175,7 @@ impl Proxy {
                 started.elapsed().as_micros()
             );
         }
-        Ok(res)
+        res
     }
 
     /// Forwards `req`; `served_by` names the member the answer is counted

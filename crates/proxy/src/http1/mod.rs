@@ -1,11 +1,11 @@
 //! HTTP/1.1, both roles: the server loop that serves a client connection
-//! (`server`) and the client that exchanges a request with a backend on
-//! an upstream connection (`client`), over one codec: request and
-//! response heads (`head`), one description of a body's framing
-//! (`framing`), the chunked coding both ways (`chunked`), the response
-//! writer (`write`),
-//! a streamed request body (`body`), read buffers lent per thread
-//! (`pool`) and a connection with bytes put back in front (`rewind`).
+//! with a [`Handler`] (`server`) and the client that exchanges a request
+//! with a backend on an upstream connection (`client`), over one codec:
+//! request and response heads (`head`), one description of a body's
+//! framing (`framing`), the chunked coding both ways (`chunked`), the
+//! response writer (`write`), a streamed request body (`body`), read
+//! buffers lent per thread (`pool`) and a connection with bytes put back
+//! in front (`rewind`).
 
 mod body;
 mod chunked;
@@ -22,4 +22,4 @@ pub use chunked::{Decoded, Decoder, Invalid};
 pub use framing::Framing;
 pub use head::{BadHead, Head, Parsed, parse, parse_response};
 pub use rewind::Rewind;
-pub use server::{Conn, Ended, Upgrade, serve};
+pub use server::{Conn, Ended, Handler, Upgrade, serve};

@@ -1,6 +1,8 @@
 //! The server role of the HTTP/1 codec: one loop per client connection
-//! that reads a request head, hands the request to the proxy, writes the
-//! answer, and waits for the next, holding nothing while it waits.
+//! that reads a request head, hands the request to its [`Handler`] (the
+//! proxy: `crate::server` passes it in, so this loop does not name
+//! `forward`), writes the answer, and waits for the next, holding nothing
+//! while it waits.
 //!
 //! Idle, a plain connection is its socket, a few words of state and a
 //! readiness wait: the read buffer comes from a per-thread pool when bytes
@@ -34,7 +36,6 @@ use super::{Rewind, chunked, pool};
 use crate::body::{ClientBody, ProxyBody};
 use crate::config::Settings;
 use crate::conn::Stream;
-use crate::forward::Proxy;
 use crate::headers::Peer;
 use crate::respond::rejection;
 use crate::validate::Reject;
@@ -43,11 +44,27 @@ use crate::validate::Reject;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
+/// What answers a connection's requests. One per connection, held for its
+/// life: keep it a few words, since every idle connection holds one.
+pub trait Handler: Send + Sync {
+    /// The settings the connection was accepted under: the loop reads its
+    /// timeouts and head limits.
+    fn settings(&self) -> &Settings;
+
+    /// Answers one request. Never fails: every problem is a response. The
+    /// loop boxes the future with the rest of the request's state, so it
+    /// costs an idle connection nothing.
+    fn handle(
+        &self,
+        req: Request<ClientBody>,
+        peer: &Peer,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send;
+}
+
 /// What a connection needs from the server.
 #[derive(Debug)]
-pub struct Conn {
-    pub proxy: Arc<Proxy>,
-    pub settings: Arc<Settings>,
+pub struct Conn<H> {
+    pub handler: H,
     pub peer: Peer,
     /// Becomes `true` when the drain starts.
     pub stop: watch::Receiver<bool>,
@@ -55,11 +72,11 @@ pub struct Conn {
 
 /// How the loop let go of the connection.
 #[derive(Debug)]
-pub enum Ended {
+pub enum Ended<H> {
     Closed,
     /// The client speaks HTTP/2: the connection, with what was read, and
     /// what the loop was given to serve it.
-    H2(Rewind, Conn),
+    H2(Rewind, Conn<H>),
 }
 
 /// The waiting end of an upgrade (WebSocket): the connection once the
@@ -92,11 +109,11 @@ enum Next {
 }
 
 /// Serves HTTP/1 requests on `io` until the client or the proxy closes it.
-pub async fn serve(mut conn: Conn, mut io: Stream) -> Ended {
+pub async fn serve<H: Handler>(mut conn: Conn<H>, mut io: Stream) -> Ended<H> {
     let mut buf: Option<BytesMut> = None;
     let mut first = true;
     loop {
-        let deadline = Instant::now() + conn.settings.header_read_timeout;
+        let deadline = Instant::now() + conn.handler.settings().header_read_timeout;
         let mut head = match read_head(&mut conn, &mut io, &mut buf, deadline, first).await {
             Ok(Next::Head(head)) => head,
             Ok(Next::H2) => {
@@ -119,7 +136,7 @@ pub async fn serve(mut conn: Conn, mut io: Stream) -> Ended {
                     &mut io,
                     res,
                     asked,
-                    conn.settings.send_timeout,
+                    conn.handler.settings().send_timeout,
                 ))
                 .await;
                 match written {
@@ -159,16 +176,16 @@ pub async fn serve(mut conn: Conn, mut io: Stream) -> Ended {
 
 /// Reads until a whole head is in `buf`, the client leaves, the header
 /// read timeout passes, or the drain finds the connection idle.
-async fn read_head(
-    conn: &mut Conn,
+async fn read_head<H: Handler>(
+    conn: &mut Conn<H>,
     io: &mut Stream,
     buf: &mut Option<BytesMut>,
     deadline: Instant,
     first: bool,
 ) -> Result<Next, Reject> {
     let (max_bytes, max_headers) = (
-        conn.settings.limits.max_header_bytes,
-        conn.settings.limits.max_headers,
+        conn.handler.settings().limits.max_header_bytes,
+        conn.handler.settings().limits.max_headers,
     );
     loop {
         if let Some(b) = buf.as_mut().filter(|b| !b.is_empty()) {
@@ -194,8 +211,8 @@ async fn read_head(
 
 /// One read into `buf`; `false` when the connection should close (the
 /// client left, the deadline passed, or the drain started while idle).
-async fn read_more(
-    conn: &mut Conn,
+async fn read_more<H: Handler>(
+    conn: &mut Conn<H>,
     io: &mut Stream,
     buf: &mut Option<BytesMut>,
     deadline: Instant,
@@ -238,8 +255,8 @@ async fn read_more(
 
 /// Polls `ready` until it is ready (`Some`), the deadline passes or, for
 /// an idle connection, the drain starts (`None`).
-async fn wait<T>(
-    conn: &mut Conn,
+async fn wait<H, T>(
+    conn: &mut Conn<H>,
     deadline: Instant,
     idle: bool,
     mut ready: impl FnMut(&mut Context<'_>) -> Poll<T>,
@@ -260,8 +277,8 @@ async fn wait<T>(
 }
 
 /// One request and its answer.
-async fn exchange(
-    conn: &Conn,
+async fn exchange<H: Handler>(
+    conn: &Conn<H>,
     io: &mut Stream,
     buf: &mut Option<BytesMut>,
     head: Box<Head>,
@@ -293,7 +310,7 @@ async fn exchange(
             http10,
             keep_alive: false,
         };
-        let _ = write::response(io, res, asked, conn.settings.send_timeout).await;
+        let _ = write::response(io, res, asked, conn.handler.settings().send_timeout).await;
         return Outcome::Close;
     }
     let buffered = buf.as_ref().map_or(0, |b| b.len() as u64);
@@ -310,7 +327,7 @@ async fn exchange(
         }
     };
     let req = Request::from_parts(parts, ClientBody::H1(body));
-    let send = conn.settings.send_timeout;
+    let send = conn.handler.settings().send_timeout;
     let asked = |pumped: bool| Asked {
         head: asked_head,
         http10,
@@ -319,7 +336,7 @@ async fn exchange(
 
     let written = match feed {
         None => {
-            let Ok(res) = conn.proxy.handle(req, &conn.peer, &conn.settings).await;
+            let res = conn.handler.handle(req, &conn.peer).await;
             if let Some(to) = upgrade
                 && switched(&res, &to)
             {
@@ -337,8 +354,8 @@ async fn exchange(
             let (mut reader, mut writer) = tokio::io::split(&mut *io);
             let pump = body::pump(&mut reader, buf, feed);
             tokio::pin!(pump);
-            let forward = conn.proxy.handle(req, &conn.peer, &conn.settings);
-            tokio::pin!(forward);
+            let handle = conn.handler.handle(req, &conn.peer);
+            tokio::pin!(handle);
             let mut wanted = expect_continue.then_some(wanted);
             let mut pumped = None;
             // Until the answer's head: feed the body, and say `100
@@ -346,7 +363,7 @@ async fn exchange(
             let res = loop {
                 tokio::select! {
                     biased;
-                    res = &mut forward => { let Ok(res) = res; break res }
+                    res = &mut handle => break res,
                     p = &mut pump, if pumped.is_none() => pumped = Some(p),
                     first = async { wanted.as_mut().expect("guarded").await }, if wanted.is_some() => {
                         wanted = None;
@@ -390,7 +407,7 @@ fn from_backend(res: &Response<ProxyBody>) -> bool {
 
 /// Logs a backend's answer the client did not take to its end: one line
 /// per connection, since the connection closes.
-fn note_cut(conn: &Conn, from_backend: bool, written: &std::io::Result<Written>) {
+fn note_cut<H: Handler>(conn: &Conn<H>, from_backend: bool, written: &std::io::Result<Written>) {
     let Err(e) = written else {
         return;
     };
@@ -402,7 +419,7 @@ fn note_cut(conn: &Conn, from_backend: bool, written: &std::io::Result<Written>)
         info!(
             target: "proxy",
             "client {peer} took no bytes of its answer for {:?}: closed it and its backend connection",
-            conn.settings.send_timeout
+            conn.handler.settings().send_timeout
         );
     } else {
         info!(target: "proxy", "client {peer} went away before its answer was done: {e}");
