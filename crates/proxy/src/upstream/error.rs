@@ -130,18 +130,9 @@ impl ErrorKind {
     /// A failed TLS handshake, keeping rustls's error when the I/O error
     /// carries one.
     pub(crate) fn tls(e: io::Error) -> ErrorKind {
-        let tls = if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
-            match e
-                .into_inner()
-                .map(|inner| inner.downcast::<rustls::Error>())
-            {
-                Some(Ok(rustls)) => Tls::Rustls(*rustls),
-                // Checked just above; an `io::Error` again all the same.
-                Some(Err(inner)) => Tls::Io(io::Error::other(inner)),
-                None => Tls::Io(io::Error::other("TLS handshake failed")),
-            }
-        } else {
-            Tls::Io(e)
+        let tls = match e.downcast::<rustls::Error>() {
+            Ok(rustls) => Tls::Rustls(rustls),
+            Err(e) => Tls::Io(e),
         };
         ErrorKind::Tls(Box::new(tls))
     }
