@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use http::uri::Authority;
 use tether_checker::dns::{Lookup, Resolve};
-use tether_proxy::upstream::{ConnectError, Connection, Connector, Trust};
+use tether_proxy::upstream::{Connection, Connector, Error, ErrorKind, Trust};
 use tether_testkit::wait::POLL_EVERY;
 use tether_testkit::{FakeBackend, eventually};
 
@@ -61,7 +61,7 @@ async fn connect(
     connector: &Connector,
     authority: &Authority,
     refresh: Duration,
-) -> Result<Connection, ConnectError> {
+) -> Result<Connection, Error> {
     let trust = Trust::default();
     connector
         .connect(authority, None, &trust, TIMEOUT, refresh)
@@ -148,7 +148,9 @@ async fn a_cached_address_that_refuses_fails_the_connect() {
     let e = connect(&connector, &authority, refresh)
         .await
         .expect_err("refused");
-    assert!(e.0.starts_with("connect: "), "{}", e.0);
+    assert!(matches!(e.kind(), ErrorKind::Connect(_)), "{e:?}");
+    assert!(e.to_string().starts_with("connect: "), "{e}");
+    assert!(!e.reused());
     assert_eq!(fake.lookups(), 1);
 }
 

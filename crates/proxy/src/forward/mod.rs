@@ -46,7 +46,7 @@ use crate::respond::{error_response, no_healthy_targets, rejection};
 use crate::stats::{self, ProxyStats};
 use crate::table::{self, TableCell, Upstream};
 use crate::tunnel::{self, ClientUpgrade};
-use crate::upstream::Connector;
+use crate::upstream::{self, Connector};
 use crate::validate;
 
 /// Pooled upstream connections idle longer than this are not reused: below
@@ -364,12 +364,16 @@ impl Proxy {
                 {
                     Ok(Ok(c)) => (c, false),
                     Ok(Err(e)) => {
-                        return Err(Failure::from_upstream(
-                            retry::Upstream::Connect(e, Box::new(req)),
-                            false,
-                        ));
+                        return Err(Failure::from_upstream(retry::Upstream::Connect(
+                            e,
+                            Box::new(req),
+                        )));
                     }
-                    Err(_) => return Err(Failure::Timeout),
+                    Err(_) => {
+                        // The response timeout ran out while connecting.
+                        let waited = upstream::ErrorKind::Timeout(s.response_timeout);
+                        return Err(Failure::Timeout(upstream::Error::new(waited, false)));
+                    }
                 },
             };
             // From here the backend may have the request: a client that
@@ -384,7 +388,7 @@ impl Proxy {
             }
             match exchanged {
                 Ok(res) => return Ok((res, reached)),
-                Err(e) => match Failure::from_upstream(retry::Upstream::Exchange(e), pooled) {
+                Err(e) => match Failure::from_upstream(retry::Upstream::Exchange(e)) {
                     Failure::NotSent(back, reason) if pooled => {
                         debug!(target: "proxy", "pooled connection to {} was dead: {reason}", upstream.authority);
                         req = *back;
@@ -410,12 +414,8 @@ impl Proxy {
             Failure::Sent { reason, .. } => {
                 warn!(target: "proxy", "{authority} failed after the request was sent: {reason}");
             }
-            Failure::Timeout => {
-                warn!(
-                    target: "proxy",
-                    "{authority} gave no response head within {:?}",
-                    s.response_timeout
-                );
+            Failure::Timeout(reason) => {
+                warn!(target: "proxy", "{authority} gave {reason}");
             }
             Failure::Body(_) => {}
         }

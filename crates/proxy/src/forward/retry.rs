@@ -6,7 +6,9 @@
 //! request path does what it says (count, log, resend, answer).
 //!
 //! [`Failure`] is the typed failure the policy reads, made from
-//! `upstream`'s errors in one place ([`Failure::from_upstream`]).
+//! `upstream`'s errors in one place ([`Failure::from_upstream`]); its
+//! [`Kind`] is a function of the [`upstream::Error`] it carries
+//! ([`Kind::of`]).
 
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
@@ -14,7 +16,7 @@ use http::{Request, Response, StatusCode};
 use crate::body::{BodyError, ProxyBody};
 use crate::http1::client::Failed;
 use crate::respond::{error_response, rejection};
-use crate::upstream::ConnectError;
+use crate::upstream::{self, ErrorKind};
 use crate::validate::Reject;
 
 /// Where an attempt failed, as the retry policy sees it.
@@ -36,6 +38,32 @@ pub(super) enum Kind {
 }
 
 impl Kind {
+    /// Where `error` left the request, as the policy sees it: before a
+    /// byte was sent, after (on a pooled or a new connection), or waiting
+    /// for the answer.
+    pub(super) fn of(error: &upstream::Error) -> Kind {
+        match error.kind() {
+            ErrorKind::Dns(_)
+            | ErrorKind::Connect(_)
+            | ErrorKind::ConnectTimeout(_)
+            | ErrorKind::Tls(_)
+            | ErrorKind::NotSent(_) => Kind::NotSent,
+            ErrorKind::PartlySent(_)
+            | ErrorKind::ResetAfterSending(_)
+            | ErrorKind::ClosedBeforeResponse
+            | ErrorKind::StoppedReading
+            | ErrorKind::BadHead(_)
+            | ErrorKind::HeadTooLarge => {
+                if error.reused() {
+                    Kind::SentReused
+                } else {
+                    Kind::SentFresh
+                }
+            }
+            ErrorKind::Timeout(_) => Kind::Timeout,
+        }
+    }
+
     /// Whether the failure counts against the target (passive health); a
     /// broken client body does not.
     pub(super) fn blames_target(self) -> bool {
@@ -121,74 +149,72 @@ impl Answer {
 
 // === impl Failure ===
 
-/// Why an attempt produced no response.
+/// Why an attempt produced no response. `upstream`'s error is moved here,
+/// not copied: the policy reads its kind, the log prints it.
 pub(super) enum Failure {
     /// Nothing reached the target; the request comes back untouched
     /// (boxed: failures are rare, and the result stays small).
-    NotSent(Box<Request<ProxyBody>>, Reason),
-    /// The request was (perhaps partly) written, then the exchange failed.
-    /// `reused`: on a pooled connection. `head`: a bodyless request's
-    /// head, to send again where that is safe.
+    NotSent(Box<Request<ProxyBody>>, upstream::Error),
+    /// The request was (perhaps partly) written, then the exchange failed
+    /// (on a pooled connection or a new one: the error says). `head`: a
+    /// bodyless request's head, to send again where that is safe.
     Sent {
-        reused: bool,
-        reason: Reason,
+        reason: upstream::Error,
         head: Option<Box<Parts>>,
     },
     /// The client's request body broke the proxy's rules (not the
     /// target's fault).
     Body(BodyError),
     /// The response head did not come in time.
-    Timeout,
-}
-
-/// What the log says about a failed attempt; the policy never reads it.
-///
-/// `upstream` says why in words (`ConnectError`, `Failed`); they are moved
-/// here, not copied, and printed as they came.
-#[derive(Debug)]
-pub(super) enum Reason {
-    /// No connection could be had: resolve, connect, TLS or the connect
-    /// timeout.
-    Connect(ConnectError),
-    /// Writing the request, or reading or parsing the answer, failed.
-    Exchange(String),
+    Timeout(upstream::Error),
 }
 
 /// `upstream`'s errors as they reach the request path.
 pub(super) enum Upstream {
     /// Connecting failed; the request was never handed over (boxed as
     /// `Failure::NotSent` keeps it).
-    Connect(ConnectError, Box<Request<ProxyBody>>),
+    Connect(upstream::Error, Box<Request<ProxyBody>>),
     /// The exchange on a connection failed.
     Exchange(Failed),
 }
 
 impl Failure {
-    /// The boundary: the one place `upstream`'s errors are read. `reused`:
-    /// the exchange ran on a pooled connection.
-    pub(super) fn from_upstream(error: Upstream, reused: bool) -> Failure {
-        match error {
-            Upstream::Connect(e, req) => Failure::NotSent(req, Reason::Connect(e)),
-            Upstream::Exchange(Failed::NotSent(req, e)) => {
-                Failure::NotSent(req, Reason::Exchange(e))
+    /// The boundary: the one place `upstream`'s errors are read.
+    pub(super) fn from_upstream(error: Upstream) -> Failure {
+        let failure = match error {
+            Upstream::Connect(e, req) | Upstream::Exchange(Failed::NotSent(req, e)) => {
+                Failure::NotSent(req, e)
             }
             Upstream::Exchange(Failed::Sent { error, head }) => Failure::Sent {
-                reused,
-                reason: Reason::Exchange(error),
+                reason: error,
                 head,
             },
             Upstream::Exchange(Failed::Body(e)) => Failure::Body(e),
-            Upstream::Exchange(Failed::Timeout) => Failure::Timeout,
-        }
+            Upstream::Exchange(Failed::Timeout(e)) => Failure::Timeout(e),
+        };
+        debug_assert!(failure.consistent(), "{:?}", failure.kind());
+        failure
     }
 
     pub(super) fn kind(&self) -> Kind {
         match self {
-            Failure::NotSent(..) => Kind::NotSent,
-            Failure::Sent { reused: true, .. } => Kind::SentReused,
-            Failure::Sent { reused: false, .. } => Kind::SentFresh,
+            Failure::NotSent(_, e) | Failure::Sent { reason: e, .. } | Failure::Timeout(e) => {
+                Kind::of(e)
+            }
             Failure::Body(e) => Kind::Body(*e),
-            Failure::Timeout => Kind::Timeout,
+        }
+    }
+
+    /// Whether the variant agrees with its error's kind: a request comes
+    /// back whole only when nothing of it was sent.
+    fn consistent(&self) -> bool {
+        match self {
+            Failure::NotSent(_, e) => Kind::of(e) == Kind::NotSent,
+            Failure::Sent { reason, .. } => {
+                matches!(Kind::of(reason), Kind::SentReused | Kind::SentFresh)
+            }
+            Failure::Timeout(e) => Kind::of(e) == Kind::Timeout,
+            Failure::Body(_) => true,
         }
     }
 
@@ -209,16 +235,7 @@ impl Failure {
             Failure::Sent { head, .. } => {
                 head.map(|head| Request::from_parts(*head, ProxyBody::empty()))
             }
-            Failure::Body(_) | Failure::Timeout => None,
-        }
-    }
-}
-
-impl std::fmt::Display for Reason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Reason::Connect(e) => f.write_str(&e.0),
-            Reason::Exchange(words) => f.write_str(words),
+            Failure::Body(_) | Failure::Timeout(_) => None,
         }
     }
 }
@@ -303,8 +320,7 @@ mod tests {
     #[test]
     fn a_sent_request_without_its_head_cannot_go_again() {
         let sent = |head| Failure::Sent {
-            reused: true,
-            reason: Reason::Exchange(String::new()),
+            reason: upstream::Error::new(ErrorKind::ClosedBeforeResponse, true),
             head,
         };
         assert!(!sent(None).replayable(true));
@@ -314,5 +330,52 @@ mod tests {
         assert!(!with_head.replayable(false));
         assert_eq!(with_head.kind(), SentReused);
         assert!(with_head.into_request().is_some());
+    }
+
+    /// Each upstream error kind, on a new connection and a pooled one,
+    /// lands where the policy expects: not sent, sent (reused or fresh),
+    /// or a timeout.
+    #[test]
+    fn each_upstream_error_has_its_kind() {
+        use crate::upstream::error_kinds;
+        for reused in [false, true] {
+            for (error_kind, shown) in error_kinds() {
+                let debug = format!("{error_kind:?}");
+                let want = match &error_kind {
+                    ErrorKind::Dns(_)
+                    | ErrorKind::Connect(_)
+                    | ErrorKind::ConnectTimeout(_)
+                    | ErrorKind::Tls(_)
+                    | ErrorKind::NotSent(_) => NotSent,
+                    ErrorKind::Timeout(_) => Timeout,
+                    _ if reused => SentReused,
+                    _ => SentFresh,
+                };
+                let error = upstream::Error::new(error_kind, reused);
+                assert_eq!(Kind::of(&error), want, "{debug} reused={reused}");
+                assert_eq!(error.not_sent(), want == NotSent, "{debug}");
+                assert!(want.blames_target());
+                // The failure made from it agrees, and logs what it says.
+                let failure = match want {
+                    NotSent => Failure::from_upstream(Upstream::Connect(
+                        error,
+                        Box::new(Request::new(ProxyBody::empty())),
+                    )),
+                    Timeout => Failure::from_upstream(Upstream::Exchange(Failed::Timeout(error))),
+                    _ => Failure::from_upstream(Upstream::Exchange(Failed::Sent {
+                        error,
+                        head: None,
+                    })),
+                };
+                assert_eq!(failure.kind(), want, "{debug}");
+                let logged = match &failure {
+                    Failure::NotSent(_, e)
+                    | Failure::Sent { reason: e, .. }
+                    | Failure::Timeout(e) => e.to_string(),
+                    Failure::Body(_) => unreachable!(),
+                };
+                assert_eq!(logged, shown);
+            }
+        }
     }
 }

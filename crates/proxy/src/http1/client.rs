@@ -30,7 +30,7 @@ use super::head::{BadHead, ResponseHead, head_end, is_interim, parse_response};
 use super::{Framing, Rewind, pool};
 use crate::body::{BodyError, BoxError, ProxyBody, body_error};
 use crate::conn::Stream;
-use crate::upstream::{self, Connection};
+use crate::upstream::{self, Connection, Error, ErrorKind};
 
 /// A response head larger than this is refused (`502`).
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -46,28 +46,33 @@ const COPY_BELOW: usize = pool::READ_SIZE / 2;
 #[derive(Debug)]
 pub enum Failed {
     /// Not one byte was written: the request is whole and can go
-    /// elsewhere.
-    NotSent(Box<Request<ProxyBody>>, String),
+    /// elsewhere. (The error's kind is [`ErrorKind::NotSent`].)
+    NotSent(Box<Request<ProxyBody>>, Error),
     /// The request was (perhaps partly) written, then the exchange failed.
     /// `head`: the request's head when it had no body, so that it can be
     /// sent again where that is safe, without a copy made up front.
     Sent {
-        error: String,
+        error: Error,
         head: Option<Box<http::request::Parts>>,
     },
     /// The request body broke the proxy's rules.
     Body(BodyError),
     /// No response head within the response timeout of the request's last
-    /// progress (its head or body written, or its end).
-    Timeout,
+    /// progress (its head or body written, or its end). (The error's kind
+    /// is [`ErrorKind::Timeout`].)
+    Timeout(Error),
 }
 
 impl Failed {
-    fn sent(error: impl Into<String>) -> Failed {
+    fn sent(kind: ErrorKind, reused: bool) -> Failed {
         Failed::Sent {
-            error: error.into(),
+            error: Error::new(kind, reused),
             head: None,
         }
+    }
+
+    fn timeout(after: Duration, reused: bool) -> Failed {
+        Failed::Timeout(Error::new(ErrorKind::Timeout(after), reused))
     }
 
     /// Gives a failed bodiless request its head back.
@@ -99,6 +104,7 @@ impl Connection {
         // long, a backend that stops reading it or never answers is.
         let timer = tokio::time::sleep(response_timeout);
         tokio::pin!(timer);
+        let reused = self.reused;
         let (parts, body) = req.into_parts();
         let outgoing = outgoing(&parts, &body);
         let mut buf = pool::take();
@@ -116,15 +122,16 @@ impl Connection {
                 }
                 self.io.flush().await
             } => wrote,
-            () = &mut timer => return Err(Failed::Timeout),
+            () = &mut timer => return Err(Failed::timeout(response_timeout, reused)),
         };
         if let Err(e) = wrote {
             if written == 0 {
                 let req = Request::from_parts(parts, body);
-                return Err(Failed::NotSent(Box::new(req), format!("write: {e}")));
+                let error = Error::new(ErrorKind::NotSent(e), reused);
+                return Err(Failed::NotSent(Box::new(req), error));
             }
             let kept = body.is_end_stream().then_some(parts);
-            return Err(Failed::sent(format!("write: {e}")).with_head(kept));
+            return Err(Failed::sent(ErrorKind::PartlySent(e), reused).with_head(kept));
         }
         buf.clear();
         // The backend may take a while to answer; the buffer goes back to
@@ -156,6 +163,7 @@ impl Connection {
                     timeout: response_timeout,
                     head_request,
                     copy_out,
+                    reused,
                 },
             )
         })
@@ -341,6 +349,8 @@ struct Due<'a> {
     timeout: Duration,
     head_request: bool,
     copy_out: bool,
+    /// The connection came from the pool (for the error).
+    reused: bool,
 }
 
 /// Sends what it can of the request body and reads until a final response
@@ -359,6 +369,7 @@ fn poll_head(
         timeout,
         head_request,
         copy_out,
+        reused,
     } = due;
     if let Some(s) = send {
         let polled = s.poll(io, cx);
@@ -384,36 +395,36 @@ fn poll_head(
             // The fields may outlive the read buffer's turn (see
             // `COPY_BELOW`); a head is a few hundred bytes.
             let head = take_front(buf, len, copy_out);
-            let built =
-                parse_response(&head, head_request).map_err(|e| Failed::sent(e.to_string()))?;
+            let built = parse_response(&head, head_request)
+                .map_err(|e| Failed::sent(ErrorKind::BadHead(e), reused))?;
             if is_interim(built.0.status()) {
                 continue;
             }
             return Poll::Ready(Ok(built));
         }
         if buf.len() >= MAX_RESPONSE_HEAD {
-            return Poll::Ready(Err(Failed::sent("response head too large")));
+            return Poll::Ready(Err(Failed::sent(ErrorKind::HeadTooLarge, reused)));
         }
         let read = match read_some(io, cx, buf) {
             Poll::Ready(read) => read,
             Poll::Pending => {
                 return match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Err(Failed::Timeout)),
+                    Poll::Ready(()) => Poll::Ready(Err(Failed::timeout(timeout, reused))),
                     Poll::Pending => Poll::Pending,
                 };
             }
         };
         match read {
             Ok(0) if *write_failed => {
-                return Poll::Ready(Err(Failed::sent(
-                    "the backend stopped reading the request and closed",
-                )));
+                return Poll::Ready(Err(Failed::sent(ErrorKind::StoppedReading, reused)));
             }
             Ok(0) => {
-                return Poll::Ready(Err(Failed::sent("connection closed before a response")));
+                return Poll::Ready(Err(Failed::sent(ErrorKind::ClosedBeforeResponse, reused)));
             }
             Ok(_) => {}
-            Err(e) => return Poll::Ready(Err(Failed::sent(format!("read: {e}")))),
+            Err(e) => {
+                return Poll::Ready(Err(Failed::sent(ErrorKind::ResetAfterSending(e), reused)));
+            }
         }
     }
 }
@@ -688,7 +699,10 @@ mod tests {
         let switching = b"HTTP/1.1 101 Switching Protocols\r\n\r\nHTTP/1.1 200 OK\r\n\r\n";
         assert_eq!(view(switching), Ok(StatusCode::SWITCHING_PROTOCOLS));
         // Nine bytes and a `1` are not an interim answer.
-        assert!(view(b"GARBAGE! 100 x\r\n\r\nHTTP/1.1 200 OK\r\n\r\n").is_err());
+        assert_eq!(
+            view(b"GARBAGE! 100 x\r\n\r\nHTTP/1.1 200 OK\r\n\r\n"),
+            Err(BadHead("invalid HTTP version"))
+        );
         assert!(read_head(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200", false).is_none());
     }
 
@@ -714,5 +728,109 @@ mod tests {
         put_decimal(&mut out, 0);
         put_decimal(&mut out, u64::MAX);
         assert_eq!(&out[..], b"018446744073709551615");
+    }
+
+    /// What the backend does after reading the request head.
+    enum Backend {
+        Close,
+        Answer(&'static [u8]),
+        Silent,
+    }
+
+    /// One GET exchange against a local backend that does `then`, on a
+    /// new connection or (`reused`) one back from the pool.
+    async fn failed_exchange(then: Backend, reused: bool) -> Failed {
+        use tokio::io::AsyncReadExt;
+        let wait = Duration::from_secs(5);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let authority: http::uri::Authority = listener
+            .local_addr()
+            .expect("addr")
+            .to_string()
+            .parse()
+            .expect("authority");
+        let backend = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8; 1];
+                if s.read(&mut byte).await.expect("read") == 0 {
+                    return;
+                }
+                head.push(byte[0]);
+            }
+            match then {
+                Backend::Close => {}
+                Backend::Answer(bytes) => {
+                    let _ = s.write_all(bytes).await;
+                    let _ = s.read(&mut [0u8; 1]).await;
+                }
+                Backend::Silent => {
+                    let _ = s.read(&mut [0u8; 1]).await;
+                }
+            }
+        });
+        let connector = upstream::Connector::new(wait);
+        let mut conn = connector
+            .connect(&authority, None, &upstream::Trust::default(), wait, wait)
+            .await
+            .expect("connect");
+        conn.reused = reused;
+        let req = Request::get("/").body(ProxyBody::empty()).expect("request");
+        let timeout = Duration::from_millis(200);
+        let failed = conn
+            .exchange(req, false, timeout)
+            .await
+            .expect_err("no response");
+        backend.abort();
+        failed
+    }
+
+    /// The error a sent request failed with.
+    fn sent_error(failed: Failed) -> Error {
+        match failed {
+            Failed::Sent { error, head } => {
+                assert!(head.is_some(), "a bodyless request keeps its head");
+                error
+            }
+            other => panic!("not a failure after sending: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn each_way_an_exchange_fails_has_its_kind() {
+        let closed = sent_error(failed_exchange(Backend::Close, false).await);
+        assert!(
+            matches!(closed.kind(), ErrorKind::ClosedBeforeResponse),
+            "{closed:?}"
+        );
+        assert!(!closed.reused());
+        let closed = sent_error(failed_exchange(Backend::Close, true).await);
+        assert!(closed.reused(), "the pooled connection is named");
+
+        let bad = sent_error(failed_exchange(Backend::Answer(b"GARBAGE!\r\n\r\n"), false).await);
+        assert!(
+            matches!(bad.kind(), ErrorKind::BadHead(BadHead(_))),
+            "{bad:?}"
+        );
+
+        let mut huge = b"HTTP/1.1 200 OK\r\nx: ".to_vec();
+        huge.resize(MAX_RESPONSE_HEAD + 16, b'a');
+        let huge: &'static [u8] = huge.leak();
+        let large = sent_error(failed_exchange(Backend::Answer(huge), false).await);
+        assert!(matches!(large.kind(), ErrorKind::HeadTooLarge), "{large:?}");
+
+        match failed_exchange(Backend::Silent, true).await {
+            Failed::Timeout(e) => {
+                assert!(
+                    matches!(e.kind(), ErrorKind::Timeout(d) if *d == Duration::from_millis(200)),
+                    "{e:?}"
+                );
+                assert!(e.reused());
+            }
+            other => panic!("not a timeout: {other:?}"),
+        }
     }
 }

@@ -20,6 +20,7 @@
 //! [`DnsCache`] when a new connection is opened, at most once per
 //! `dns_refresh`; taking a pooled connection never looks anything up.
 
+mod error;
 mod pool;
 
 use std::collections::HashMap;
@@ -37,6 +38,9 @@ use tether_checker::dns::{Resolve, SystemResolver};
 
 use crate::conn::Stream;
 use crate::dns::DnsCache;
+#[cfg(test)]
+pub(crate) use error::tests::each_kind as error_kinds;
+pub use error::{Error, ErrorKind, Tls as TlsError};
 pub(crate) use pool::checkin;
 
 /// Who a TLS upstream must prove to be.
@@ -157,11 +161,10 @@ pub struct Connection {
     pub(crate) io: Stream,
     /// Its key and the pool it goes back to.
     home: Arc<pool::Home>,
+    /// Taken from the pool (it served an exchange before), so its errors
+    /// say so.
+    pub(crate) reused: bool,
 }
-
-/// Why no connection could be had. Nothing was sent.
-#[derive(Debug)]
-pub struct ConnectError(pub String);
 
 /// Opens and pools upstream connections.
 #[derive(Clone, Debug)]
@@ -200,7 +203,9 @@ impl Connector {
             authority: authority.clone(),
             tls: tls.cloned(),
         };
-        self.pool.checkout(&key)
+        let mut conn = self.pool.checkout(&key)?;
+        conn.reused = true;
+        Some(conn)
     }
 
     /// Opens a new connection: the authority's addresses (a host name's
@@ -217,18 +222,18 @@ impl Connector {
         trust: &Trust,
         timeout: Duration,
         dns_refresh: Duration,
-    ) -> Result<Connection, ConnectError> {
+    ) -> Result<Connection, Error> {
         let opened = async {
             let addrs = self
                 .dns
                 .addrs(authority, dns_refresh)
                 .await
-                .map_err(|e| ConnectError(format!("resolve: {e}")))?;
+                .map_err(ErrorKind::Dns)?;
             // A slice of addresses: tokio tries them in order and never
             // calls the resolver.
             let stream = TcpStream::connect(&*addrs)
                 .await
-                .map_err(|e| ConnectError(format!("connect: {e}")))?;
+                .map_err(ErrorKind::Connect)?;
             let _ = stream.set_nodelay(true);
             let Some(peer) = tls else {
                 return Ok(Stream::Plain(stream));
@@ -239,18 +244,20 @@ impl Connector {
                 .connector(&peer.authority)
                 .connect(peer.name.clone(), stream)
                 .await
-                .map_err(|e| ConnectError(format!("TLS: {e}")))?;
-            Ok(Stream::Tls(Box::new(stream.into())))
+                .map_err(ErrorKind::tls)?;
+            Ok::<_, ErrorKind>(Stream::Tls(Box::new(stream.into())))
         };
         let io = tokio::time::timeout(timeout, opened)
             .await
-            .map_err(|_| ConnectError(format!("connect timed out after {timeout:?}")))??;
+            .map_err(|_| Error::connect(ErrorKind::ConnectTimeout(timeout)))?
+            .map_err(Error::connect)?;
         Ok(Connection {
             io,
             home: self.pool.home(PoolKey {
                 authority: authority.clone(),
                 tls: tls.cloned(),
             }),
+            reused: false,
         })
     }
 }
@@ -281,7 +288,7 @@ mod tests {
             listener.accept()
         );
         let (mut backend, _) = accepted.expect("accept");
-        checkin(conn.map_err(|e| e.0).expect("connect"));
+        checkin(conn.expect("connect"));
         assert!(
             b.checkout(&authority, None).is_none(),
             "b took a's connection"
