@@ -136,7 +136,8 @@ pub async fn get_body(target: &Target) -> anyhow::Result<(u16, String)> {
         .map_err(|e| anyhow!("{url}: {e}"))
 }
 
-async fn fetch(target: &Target) -> anyhow::Result<(u16, String)> {
+/// A connection to `target` with the request written on it.
+async fn send_request(target: &Target) -> anyhow::Result<TcpStream> {
     let mut stream = TcpStream::connect(&target.addr)
         .await
         .map_err(|e| anyhow!("cannot connect: {e}"))?;
@@ -144,6 +145,11 @@ async fn fetch(target: &Target) -> anyhow::Result<(u16, String)> {
         .write_all(request(target).as_bytes())
         .await
         .map_err(|e| anyhow!("cannot send the request: {e}"))?;
+    Ok(stream)
+}
+
+async fn fetch(target: &Target) -> anyhow::Result<(u16, String)> {
+    let mut stream = send_request(target).await?;
     let mut answer = Vec::with_capacity(4096);
     (&mut stream)
         .take(MAX_ANSWER as u64 + 1)
@@ -180,13 +186,7 @@ pub fn split_answer(answer: &[u8]) -> anyhow::Result<(u16, String)> {
 }
 
 async fn exchange(target: &Target) -> anyhow::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(&target.addr)
-        .await
-        .map_err(|e| anyhow!("cannot connect: {e}"))?;
-    stream
-        .write_all(request(target).as_bytes())
-        .await
-        .map_err(|e| anyhow!("cannot send the request: {e}"))?;
+    let mut stream = send_request(target).await?;
     let mut head = Vec::with_capacity(256);
     let mut buf = [0u8; 1024];
     let line_end = loop {
