@@ -260,12 +260,12 @@ fi
 # Offline: no download of Prisma Cloud's guidelines, no version check.
 set +e
 out=$(BC_SKIP_MAPPING=TRUE CHECKOV_NO_VERSION_CHECK=1 LOG_LEVEL=ERROR \
-  "$checkov_venv/bin/checkov" -d "$dir" --framework kubernetes --skip-download --compact 2>&1)
+  "$checkov_venv/bin/checkov" -d "$dir" --framework kubernetes --skip-download --compact --quiet 2>&1)
 rc=$?
 set -e
 summary=$(grep -E '^Passed checks' <<<"$out" || true)
 if ((rc != 0)); then
-  # The findings: each check, resource and file.
+  # The findings (--quiet: failed checks only): each check and resource.
   grep -E 'Check:|FAILED for|File:' <<<"$out" | head -n 90
   echo "k8s-validate: checkov: $summary" >&2
   echo "k8s-validate: fix each finding, or skip it in the manifest with a one-line reason" >&2
