@@ -86,7 +86,7 @@ compose-image:
 compose-up: compose-image
 	TETHER_BUILD_TARGET=runtime-host TETHER_BASE_IMAGE=tether-base:bookworm $(COMPOSE) up -d
 	@echo "tether: curl -i localhost:$${TETHER_PORT_A:-8080}/  and  $(COMPOSE) exec checker-a tetherctl health"
-	@echo "prometheus: http://127.0.0.1:$${TETHER_PORT_PROMETHEUS:-9090}/alerts  (docs/OPERATING.md)"
+	@echo "prometheus: http://127.0.0.1:$${TETHER_PORT_PROMETHEUS:-9090}/classic/alerts  (docs/OPERATING.md)"
 
 compose-down:
 	$(COMPOSE) down -v --remove-orphans
