@@ -25,9 +25,11 @@ switch their health.
 """
 
 import argparse
+import datetime
 import http.client
 import json
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -35,6 +37,7 @@ import subprocess
 import sys
 import threading
 import time
+from urllib.parse import quote
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN_STAGE = os.path.join(ROOT, "deploy", "compose", ".bin")
@@ -310,8 +313,6 @@ def prometheus_get(stack, path):
 
 def prometheus_query(stack, expr):
     """An instant query: {frozenset(labels.items()): value}."""
-    from urllib.parse import quote
-
     data = prometheus_get(stack, f"/api/v1/query?query={quote(expr)}")
     return {frozenset(r["metric"].items()): float(r["value"][1]) for r in data["result"]}
 
@@ -319,9 +320,6 @@ def prometheus_query(stack, expr):
 def proxies_scraped_since(stack, wall):
     """Whether Prometheus's last scrape of each proxy began after `wall`
     (time.time()) and succeeded."""
-    import datetime
-    import re
-
     active = prometheus_get(stack, "/api/v1/targets?state=active")["activeTargets"]
     proxies = [t for t in active if t["labels"]["job"] == "tether-proxy"]
     check(len(proxies) == 2, f"Prometheus scrapes {len(proxies)} proxies")
