@@ -95,6 +95,17 @@ async fn serve_on(
 ) -> Result<(), Error> {
     let table = table::TableCell::new();
     let stats = Arc::new(stats::ProxyStats::default());
+    let config_state = reload.as_ref().map(Reload::state).unwrap_or_default();
+    if let Some(files) = &config.tls {
+        config_state.certificate_file("proxy.tls", &files.cert);
+    }
+    if let Some(identity) = config
+        .health_source_tls
+        .as_ref()
+        .and_then(|t| t.identity.as_ref())
+    {
+        config_state.certificate_file("health_source.tls", &identity.cert);
+    }
     let (trigger, drain) = tether_daemon::drain::channel();
     // Bind everything before serving anything: a port in use is an error
     // at start, not a half-running proxy.
@@ -166,6 +177,7 @@ async fn serve_on(
             table: table.clone(),
             stats: stats.clone(),
             checkers,
+            config: config_state,
         });
         tokio::spawn(tether_daemon::admin::serve(
             admin,
