@@ -16,9 +16,11 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tether_testkit::grpc::{Ask, CANCELLED_LINE, EchoClient, Msg};
 use tether_testkit::raw::RawConn;
-use tether_testkit::{Proc, TempConfig, eventually};
+use tether_testkit::{Issued, Proc, TempConfig, TestCa, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tonic::Code;
@@ -497,26 +499,7 @@ async fn h2c_server() -> H2cServer {
         while let Ok((s, _)) = listener.accept().await {
             let counted = counted.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-                    let counted = counted.clone();
-                    async move {
-                        counted.fetch_add(1, Ordering::SeqCst);
-                        if req.uri().path().ends_with("/Wait") {
-                            std::future::pending::<()>().await;
-                        }
-                        let head = format!(
-                            "{:?} {} {} host={}\n",
-                            req.version(),
-                            req.method(),
-                            req.uri().path(),
-                            req.uri().authority().map_or("-", |a| a.as_str())
-                        );
-                        let body = req.into_body().collect().await.map(|b| b.to_bytes());
-                        let mut out = head.into_bytes();
-                        out.extend_from_slice(&body.unwrap_or_default());
-                        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(out))))
-                    }
-                });
+                let service = answering(counted);
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(s), service)
                     .await;
@@ -524,6 +507,132 @@ async fn h2c_server() -> H2cServer {
         }
     });
     H2cServer { addr, seen }
+}
+
+/// The test servers' service: each request's version, method, path and
+/// `:authority`, then its body; the test service's `Wait` never answers.
+fn answering(
+    counted: Arc<AtomicUsize>,
+) -> impl hyper::service::Service<
+    http::Request<Incoming>,
+    Response = http::Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<http::Response<Full<Bytes>>, Infallible>> + Send,
+> + Clone {
+    hyper::service::service_fn(move |req: http::Request<Incoming>| {
+        let counted = counted.clone();
+        async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+            if req.uri().path().ends_with("/Wait") {
+                std::future::pending::<()>().await;
+            }
+            let head = format!(
+                "{:?} {} {} host={}\n",
+                req.version(),
+                req.method(),
+                req.uri().path(),
+                req.uri().authority().map_or("-", |a| a.as_str())
+            );
+            let body = req.into_body().collect().await.map(|b| b.to_bytes());
+            let mut out = head.into_bytes();
+            out.extend_from_slice(&body.unwrap_or_default());
+            Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(out))))
+        }
+    })
+}
+
+/// A TLS server offering ALPN `alpn` alone (`None`: no ALPN at all, as
+/// older HTTP/1.1 servers), serving [`answering`] in HTTP/2 when `h2` was
+/// agreed, else HTTP/1.1.
+async fn tls_server(cert: &Issued, alpn: Option<&[u8]>) -> SocketAddr {
+    let chain = CertificateDer::pem_file_iter(&cert.cert)
+        .expect("cert file")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("certs");
+    let key = PrivateKeyDer::from_pem_file(&cert.key).expect("key");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server config");
+    tls.alpn_protocols = alpn.into_iter().map(<[u8]>::to_vec).collect();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                let service = answering(Arc::default());
+                let io = TokioIo::new(stream);
+                if h2 {
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(io, service)
+                        .await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_target_is_reached_over_tls_by_alpn_and_one_without_h2_is_refused() {
+    let ca = TestCa::new("h2 targets CA");
+    let cert = ca.issue("target", &["localhost"]);
+    let h2 = tls_server(&cert, Some(b"h2")).await;
+    let h1_only = tls_server(&cert, None).await;
+    let config = |port: u16| {
+        TempConfig::new(&format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\nretries = 0\n[admin]\nlisten = \"\"\n\
+             [upstream_tls]\nca = \"{}\"\n\
+             [health]\ninterval = \"100ms\"\ntimeout = \"500ms\"\nrise = 1\nfall = 1\n\
+             [[targets]]\nurl = \"https://localhost:{port}\"\nname = \"t\"\nprotocol = \"h2\"\n",
+            ca.ca_path().display()
+        ))
+    };
+    let get = |addr: SocketAddr| async move {
+        let mut c = RawConn::connect(addr, DEADLINE).await.ok()?;
+        c.send(b"GET /over-tls HTTP/1.1\r\nhost: t\r\n\r\n")
+            .await
+            .ok()?;
+        c.read_response().await.ok()
+    };
+
+    let good = config(h2.port());
+    let proc = Proc::spawn("tether-proxy", &["--config", good.path_str()], &[]);
+    let addr = proc.wait_listening("http", START).await;
+    let res = eventually("the h2 target answers", DEADLINE, || async {
+        get(addr).await.filter(|r| r.status == 200)
+    })
+    .await;
+    let body = String::from_utf8_lossy(&res.body);
+    assert_eq!(
+        body,
+        format!("HTTP/2.0 GET /over-tls host=localhost:{}\n", h2.port())
+    );
+
+    // A target that only agrees to HTTP/1.1: a connect failure, never an
+    // HTTP/1.1 request sent where HTTP/2 was configured.
+    let bad = config(h1_only.port());
+    let proc = Proc::spawn("tether-proxy", &["--config", bad.path_str()], &[]);
+    let addr = proc.wait_listening("http", START).await;
+    eventually("the proxy answers 502", DEADLINE, || async {
+        get(addr).await.filter(|r| r.status == 502)
+    })
+    .await;
+    proc.wait_for_line("did not agree to HTTP/2 (ALPN h2)", DEADLINE)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
