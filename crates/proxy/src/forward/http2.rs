@@ -43,7 +43,6 @@ impl Proxy {
             Some(deadline) => deadline.min(s.response_timeout),
             None => s.response_timeout,
         };
-        let deadline = tokio::time::Instant::now() + wait;
         self.h2
             .exchange(
                 &self.connector,
@@ -53,7 +52,7 @@ impl Proxy {
                 protocol,
                 fresh_only,
                 grpc,
-                deadline,
+                wait,
             )
             .await
             .map_err(|failed| Failure::from_upstream(retry::Upstream::Exchange(failed)))

@@ -180,9 +180,11 @@ impl Client {
         }
     }
 
-    /// Sends `req` to `upstream` and waits for the response head until
-    /// `deadline`. `fresh_only`: on a new connection (a reused one died
-    /// under the request). `grpc`: the request is a gRPC call.
+    /// Sends `req` to `upstream` and waits up to `wait` for the response
+    /// head. `fresh_only`: on a new connection (a reused one died under
+    /// the request). `grpc`: the request is a gRPC call. A connection
+    /// found closing before it took the request is passed over for another
+    /// (as a dead pooled HTTP/1 connection is): not the target's fault.
     #[allow(clippy::too_many_arguments)]
     pub async fn exchange(
         &self,
@@ -193,68 +195,14 @@ impl Client {
         protocol: Protocol,
         fresh_only: bool,
         grpc: bool,
-        deadline: Instant,
+        wait: Duration,
     ) -> Result<(Response<ResponseBody>, Reached), Failed> {
+        let deadline = Instant::now() + wait;
         let key = Key {
             authority: upstream.authority.clone(),
             tls: upstream.tls.clone(),
         };
         let target = self.target(&key);
-        let conn = if fresh_only {
-            None
-        } else {
-            match self.pick(&target) {
-                Pick::Use(c) => Some(c),
-                Pick::Open => None,
-            }
-        };
-        let conn = match conn {
-            Some(c) => c,
-            None => {
-                let asked = Instant::now();
-                let _opening = target.opening.lock().await;
-                match (fresh_only, self.pick(&target)) {
-                    (false, Pick::Use(c)) => c,
-                    _ => {
-                        let recent = lock(&target.failed)
-                            .as_ref()
-                            .filter(|(at, _)| *at >= asked)
-                            .map(|(_, why)| why.clone());
-                        if let Some(why) = recent {
-                            let e = ErrorKind::Connect(io::Error::other(why));
-                            return Err(Failed::NotSent(Box::new(req), Error::new(e, false)));
-                        }
-                        let opened = tokio::time::timeout_at(
-                            deadline,
-                            self.open(connector, s, &key, protocol),
-                        )
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(Error::new(
-                                ErrorKind::ConnectTimeout(s.response_timeout),
-                                false,
-                            ))
-                        });
-                        match opened {
-                            Ok(c) => {
-                                lock(&target.conns).push(c.clone());
-                                c
-                            }
-                            Err(e) => {
-                                *lock(&target.failed) = Some((Instant::now(), e.to_string()));
-                                return Err(Failed::NotSent(Box::new(req), e));
-                            }
-                        }
-                    }
-                }
-            }
-        };
-        let reused = conn.used.swap(true, Ordering::Relaxed);
-        conn.streams.fetch_add(1, Ordering::AcqRel);
-        let slot = Slot {
-            conn: conn.clone(),
-            start: self.start,
-        };
 
         // Absolute form: h2 takes :scheme and :authority from the target.
         let host = req.headers_mut().remove(header::HOST);
@@ -300,54 +248,127 @@ impl Client {
         };
         let (parts, body) = req.into_parts();
         let outgoing = Outgoing::new(body);
-        let req = Request::from_parts(parts, outgoing.clone());
+        let mut req = Request::from_parts(parts, outgoing.clone());
+        // Nothing was sent: the request goes back whole.
+        let not_sent = |e: Error| match outgoing.take_back() {
+            Some(body) => Failed::NotSent(Box::new(head.clone().request(body)), e),
+            None => Failed::Sent {
+                error: e,
+                head: None,
+            },
+        };
 
-        let mut reached = Reached::new(&upstream.stats);
-        let mut send = conn.send.clone();
-        let sent = tokio::time::timeout_at(deadline, send.try_send_request(req)).await;
-        match sent {
-            Ok(Ok(res)) => {
-                outgoing.answered();
-                let res = res.map(|b| ResponseBody::new(b, grpc, slot));
-                Ok((res, reached))
+        let mut fresh = fresh_only;
+        let mut passed_over = 0;
+        loop {
+            let conn = match self
+                .connection(connector, s, &key, &target, protocol, fresh, deadline)
+                .await
+            {
+                Ok(c) => c,
+                Err(Some(e)) => return Err(not_sent(e)),
+                Err(None) => {
+                    // The wait ran out while connecting.
+                    let e = Error::new(ErrorKind::Timeout(wait), false);
+                    return Err(Failed::Timeout(e));
+                }
+            };
+            let reused = conn.used.swap(true, Ordering::Relaxed);
+            conn.streams.fetch_add(1, Ordering::AcqRel);
+            let slot = Slot {
+                conn: conn.clone(),
+                start: self.start,
+            };
+            let mut reached = Reached::new(&upstream.stats);
+            let mut send = conn.send.clone();
+            let sent = tokio::time::timeout_at(deadline, send.try_send_request(req)).await;
+            let mut e = match sent {
+                Ok(Ok(res)) => {
+                    outgoing.answered();
+                    let res = res.map(|b| ResponseBody::new(b, grpc, slot));
+                    return Ok((res, reached));
+                }
+                Ok(Err(e)) => e,
+                Err(_) => {
+                    // Dropping the send reset the stream (CANCEL).
+                    reached.done();
+                    let e = Error::new(ErrorKind::Timeout(wait), reused);
+                    return Err(Failed::Timeout(e));
+                }
+            };
+            reached.done();
+            if let Some(back) = e.take_message() {
+                // Never handed to the connection: it was closing.
+                conn.closed.store(true, Ordering::Relaxed);
+                passed_over += 1;
+                if passed_over <= MAX_CONNECTIONS {
+                    req = back;
+                    fresh = false;
+                    continue;
+                }
+                let kind = ErrorKind::NotSent(io::Error::other(e.into_error()));
+                drop(back);
+                return Err(not_sent(Error::new(kind, reused)));
             }
-            Ok(Err(mut e)) => {
-                reached.done();
-                if let Some(back) = e.take_message() {
-                    // Never handed to the connection: it was closing.
-                    conn.closed.store(true, Ordering::Relaxed);
-                    drop(back);
-                    let e = e.into_error();
-                    return Err(match outgoing.take_back() {
-                        Some(body) => {
-                            let kind = ErrorKind::NotSent(io::Error::other(e));
-                            Failed::NotSent(Box::new(head.request(body)), Error::new(kind, reused))
-                        }
-                        None => sent_failure(e, reused),
-                    });
-                }
-                let e = e.into_error();
-                if let Some(body) = outgoing.failed() {
-                    return Err(Failed::Body(body));
-                }
-                if let Some(reason) = unprocessed(&e)
-                    && let Some(body) = outgoing.take_back()
-                {
-                    debug!(target: "proxy", "{}: HTTP/2 stream not processed: {e}", upstream.authority);
-                    return Err(Failed::NotSent(
-                        Box::new(head.request(body)),
-                        Error::new(ErrorKind::Refused(reason), reused),
-                    ));
-                }
-                Err(sent_failure(e, reused))
+            let e = e.into_error();
+            if let Some(body) = outgoing.failed() {
+                return Err(Failed::Body(body));
             }
-            Err(_) => {
-                // Dropping the send reset the stream (CANCEL).
-                reached.done();
-                Err(Failed::Timeout(Error::new(
-                    ErrorKind::Timeout(s.response_timeout),
-                    reused,
-                )))
+            if let Some(reason) = unprocessed(&e) {
+                debug!(target: "proxy", "{}: HTTP/2 stream not processed: {e}", upstream.authority);
+                return Err(not_sent(Error::new(ErrorKind::Refused(reason), reused)));
+            }
+            return Err(Failed::Sent {
+                error: Error::new(ErrorKind::Http2(e), reused),
+                head: None,
+            });
+        }
+    }
+
+    /// A connection for the next stream to `key`: the least busy, or a new
+    /// one (see the module doc). `Err(None)`: `deadline` passed.
+    #[allow(clippy::too_many_arguments)]
+    async fn connection(
+        &self,
+        connector: &Connector,
+        s: &Settings,
+        key: &Key,
+        target: &Target,
+        protocol: Protocol,
+        fresh: bool,
+        deadline: Instant,
+    ) -> Result<Arc<Conn>, Option<Error>> {
+        if !fresh && let Pick::Use(c) = self.pick(target) {
+            return Ok(c);
+        }
+        let asked = Instant::now();
+        let _opening = tokio::time::timeout_at(deadline, target.opening.lock())
+            .await
+            .map_err(|_| None)?;
+        if !fresh && let Pick::Use(c) = self.pick(target) {
+            return Ok(c);
+        }
+        let recent = lock(&target.failed)
+            .as_ref()
+            .filter(|(at, _)| *at >= asked)
+            .map(|(_, why)| why.clone());
+        if let Some(why) = recent {
+            // The open this request waited for failed: so does this one,
+            // at once, rather than each waiter its own connect timeout.
+            let e = ErrorKind::Connect(io::Error::other(why));
+            return Err(Some(Error::new(e, false)));
+        }
+        let opened = tokio::time::timeout_at(deadline, self.open(connector, s, key, protocol))
+            .await
+            .map_err(|_| None)?;
+        match opened {
+            Ok(c) => {
+                lock(&target.conns).push(c.clone());
+                Ok(c)
+            }
+            Err(e) => {
+                *lock(&target.failed) = Some((Instant::now(), e.to_string()));
+                Err(Some(e))
             }
         }
     }
@@ -421,6 +442,7 @@ impl Client {
 }
 
 /// A request's head as it was sent, to send it again elsewhere.
+#[derive(Clone)]
 struct Head {
     method: http::Method,
     uri: Uri,
@@ -445,26 +467,22 @@ impl Head {
     }
 }
 
-/// Whether the target did not process the stream: it refused it, or it
-/// went away with a last stream id below it (h2 reports such a stream's
-/// end as the remote GOAWAY). Its reason, then.
+/// Whether the target certainly did not process the stream, and why: it
+/// refused it (`REFUSED_STREAM`, RFC 9113 section 8.7), or its graceful
+/// GOAWAY (`NO_ERROR`) had a last stream id below it (h2 ends exactly
+/// those streams with the remote GOAWAY). A GOAWAY with an error code is
+/// not taken as proof: h2 ends every stream still open with it when the
+/// connection closes, processed or not.
 fn unprocessed(e: &hyper::Error) -> Option<h2::Reason> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if let Some(h2) = err.downcast_ref::<h2::Error>() {
             let reason = h2.reason()?;
             let refused = h2.is_reset() && reason == h2::Reason::REFUSED_STREAM;
-            let above_goaway = h2.is_go_away() && h2.is_remote();
+            let above_goaway = h2.is_go_away() && h2.is_remote() && reason == h2::Reason::NO_ERROR;
             return (refused || above_goaway).then_some(reason);
         }
         cur = err.source();
     }
     None
-}
-
-fn sent_failure(e: hyper::Error, reused: bool) -> Failed {
-    Failed::Sent {
-        error: Error::new(ErrorKind::Http2(e), reused),
-        head: None,
-    }
 }
