@@ -200,6 +200,35 @@ async fn thousands_of_calls_on_one_connection_are_spread_round_robin() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_headers_pin_each_call_they_are_sent_with() {
+    let a = grpc_backend("g1").await;
+    let b = grpc_backend("g2").await;
+    let (_proxy, addr, _config) = proxy(&[("g1", a.addr), ("g2", b.addr)], "").await;
+    let mut c = client(addr).await;
+    all_serving(&c, &["g1", "g2"]).await;
+    for _ in 0..10 {
+        let now = tether_daemon::clock::now_ms().to_string();
+        let mut req = tonic::Request::new(msg(1, 1));
+        let m = req.metadata_mut();
+        m.insert("x-target-server", "g2".parse().expect("value"));
+        m.insert("x-target-server-last-use", now.parse().expect("value"));
+        let res = c.unary(req).await.expect("call");
+        assert_eq!(res.get_ref().server, "g2");
+        // The answer says where to stick, in its head (gRPC metadata).
+        assert_eq!(
+            res.metadata()
+                .get("x-target-server")
+                .and_then(|v| v.to_str().ok()),
+            Some("g2")
+        );
+        // A call without them on the same connection is balanced anew.
+        let first = c.unary(msg(1, 1)).await.expect("call").into_inner().server;
+        let second = c.unary(msg(1, 1)).await.expect("call").into_inner().server;
+        assert_ne!(first, second, "round robin per call");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_cancelling_a_stream_cancels_it_at_the_backend() {
     let a = grpc_backend("g1").await;
     let (_proxy, addr, _config) = proxy(&[("g1", a.addr)], "").await;
