@@ -96,7 +96,7 @@ pub fn status_trailers(code: u8, message: &'static str) -> HeaderMap {
 }
 
 /// A trailers-only gRPC answer: HTTP 200, the status in the head, no
-/// body. `Retry-After` is kept (harmless, and says when to come back).
+/// body.
 pub fn status_response(code: u8, message: &'static str) -> Response<ProxyBody> {
     let mut res = Response::new(ProxyBody::empty());
     let h = res.headers_mut();
@@ -117,9 +117,13 @@ pub fn answer(res: Response<ProxyBody>) -> Response<ProxyBody> {
         .get::<Message>()
         .map_or("proxy error", |m| m.0);
     let mut out = status_response(code_for(status), message);
-    if let Some(retry_after) = res.headers().get(header::RETRY_AFTER) {
-        out.headers_mut()
-            .insert(header::RETRY_AFTER, retry_after.clone());
+    // `Retry-After` says when to come back; `Connection: close` that the
+    // client's connection is not to be trusted further (an HTTP/1 framing
+    // error): both stay.
+    for name in [header::RETRY_AFTER, header::CONNECTION] {
+        if let Some(v) = res.headers().get(&name) {
+            out.headers_mut().insert(name, v.clone());
+        }
     }
     out
 }
@@ -192,6 +196,14 @@ mod tests {
             let res = answer(crate::respond::error_response(status, "x"));
             assert_eq!(res.headers()[&GRPC_STATUS], code.to_string().as_str());
         }
+        // The close of a connection in doubt is kept.
+        let closing = answer(crate::respond::rejection(crate::validate::Reject {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: "Request body too large",
+            close: true,
+        }));
+        assert_eq!(closing.headers()[&GRPC_STATUS], "8");
+        assert_eq!(closing.headers()[header::CONNECTION], "close");
         // A target's own answer passes untouched.
         let mut theirs = Response::new(ProxyBody::empty());
         *theirs.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
