@@ -519,19 +519,42 @@ struct H2cServer {
     seen: Arc<AtomicUsize>,
 }
 
+/// Requests to `/together` wait until this many have arrived.
+const TOGETHER: usize = 20;
+
+/// As [`answering`], and `/together`: held until [`TOGETHER`] such
+/// requests are in, then answered with the number of connections open to
+/// the server at that moment.
 async fn h2c_server() -> H2cServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let seen = Arc::new(AtomicUsize::new(0));
+    let open = Arc::new(AtomicUsize::new(0));
+    let together = Arc::new(tokio::sync::Barrier::new(TOGETHER));
     let counted = seen.clone();
     tokio::spawn(async move {
         while let Ok((s, _)) = listener.accept().await {
-            let counted = counted.clone();
+            let (counted, open, together) = (counted.clone(), open.clone(), together.clone());
+            open.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
-                let service = answering(counted);
+                let plain = answering(counted);
+                let still_open = open.clone();
+                let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                    let (plain, open, together) =
+                        (plain.clone(), still_open.clone(), together.clone());
+                    async move {
+                        if req.uri().path() == "/together" {
+                            together.wait().await;
+                            let n = open.load(Ordering::SeqCst).to_string();
+                            return Ok(http::Response::new(Full::new(Bytes::from(n))));
+                        }
+                        hyper::service::Service::call(&plain, req).await
+                    }
+                });
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(s), service)
                     .await;
+                open.fetch_sub(1, Ordering::SeqCst);
             });
         }
     });
@@ -696,5 +719,25 @@ async fn an_http1_client_reaches_an_h2c_target() {
         assert_eq!(res.status, 200);
         assert!(res.body.starts_with(b"HTTP/2.0 POST /c "), "{res:?}");
         assert!(res.body.ends_with(b"\nabc"), "{res:?}");
+    }
+    // Requests in flight together from many client connections share one
+    // multiplexed connection to the target.
+    let mut held = Vec::new();
+    for _ in 0..TOGETHER {
+        held.push(tokio::spawn(async move {
+            let mut c = RawConn::connect(addr, DEADLINE).await.expect("connect");
+            c.send(b"GET /together HTTP/1.1\r\nhost: t\r\n\r\n")
+                .await
+                .expect("send");
+            c.read_response().await.expect("response")
+        }));
+    }
+    for h in held {
+        let res = h.await.expect("request");
+        assert_eq!(
+            (res.status, &res.body[..]),
+            (200, &b"1"[..]),
+            "connections open"
+        );
     }
 }
