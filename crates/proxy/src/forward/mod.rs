@@ -158,12 +158,9 @@ impl Proxy {
             .then(|| (req.method().clone(), req.uri().clone()));
         let mut served_by = None;
         let grpc = grpc::is_grpc(req.headers());
-        let mut res = self
+        let res = self
             .forward(req, peer, settings, now_ms, &mut served_by, grpc)
             .await;
-        if grpc {
-            res = grpc::answer(res);
-        }
         self.stats.request_duration.observe(started.elapsed());
         match served_by {
             Some(upstream) => upstream.stats.responded(res.status(), now_ms),
@@ -184,7 +181,9 @@ impl Proxy {
                 started.elapsed().as_micros()
             );
         }
-        res
+        // Counted and logged above with the status the proxy meant (a 502
+        // is a 5xx even when a gRPC caller gets it as UNAVAILABLE).
+        if grpc { grpc::answer(res) } else { res }
     }
 
     /// Forwards `req`; `served_by` names the member the answer is counted
