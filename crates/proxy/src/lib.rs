@@ -19,6 +19,7 @@ pub mod forward;
 pub mod h2;
 pub mod headers;
 pub mod http1;
+pub mod http2;
 pub mod limits;
 pub mod passive;
 pub mod reload;
