@@ -104,7 +104,10 @@ async fn least_request_keeps_load_off_a_slow_member() {
     config.balance = Policy::LeastRequest;
     let least_request = Running::start(config).await;
     wait_routes(&least_request, &["app-1", "app-2", "app-3"]).await;
-    b[1].set_latency(Duration::from_millis(40));
+    // Far slower than any scheduling delay on a loaded machine (CI shares
+    // two cores with builds): at 40 ms the in-flight counts P2C compares
+    // were once level often enough to send 93 of 480 to the slow member.
+    b[1].set_latency(Duration::from_millis(200));
 
     let mut counts = Vec::new();
     for (policy, proxy) in [
