@@ -36,9 +36,10 @@ use tokio::sync::mpsc;
 
 use self::retry::{Decision, Failure};
 use self::route::available;
-use crate::body::{ClientBody, Guard, ProxyBody};
+use crate::body::{ClientBody, ProxyBody};
 use crate::cancel::Reached;
 use crate::config::{ProxyConfig, Settings};
+use crate::guard::Guard;
 use crate::headers::{Peer, X_TARGET_SERVER};
 use crate::http1::client::ResponseBody;
 use crate::limits::Clients;

@@ -26,11 +26,12 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::Sleep;
 
 use super::chunked::{Decoded, Decoder, LAST_CHUNK, SizeLine};
-use super::head::{BadHead, ResponseHead, head_end, is_interim, parse_response};
+use super::head::{ResponseHead, head_end, is_interim, parse_response};
 use super::{Framing, Rewind, pool};
-use crate::body::{BodyError, BoxError, ProxyBody, body_error};
+use crate::body::ProxyBody;
 use crate::conn::Stream;
-use crate::upstream::{self, Connection, Error, ErrorKind};
+use crate::guard::{BodyError, BoxError, body_error};
+use crate::upstream::{self, BadHead, Connection, Error, ErrorKind};
 
 /// A response head larger than this is refused (`502`).
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;

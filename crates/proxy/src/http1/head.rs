@@ -38,6 +38,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 
 use super::Framing;
 use crate::headers;
+use crate::upstream::BadHead;
 use crate::validate::{BAD_LENGTH, BAD_TARGET, BAD_TE, Reject, TE_HTTP10};
 
 /// Heads with more fields than this are parsed with a heap scratch array;
@@ -334,18 +335,6 @@ fn fields(
     }
     Ok(f)
 }
-
-/// Why a backend's response head was refused: a fixed reason.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BadHead(pub &'static str);
-
-impl std::fmt::Display for BadHead {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "invalid response head: {}", self.0)
-    }
-}
-
-impl std::error::Error for BadHead {}
 
 /// A response head, its body's framing, and whether the backend keeps the
 /// connection open after it.

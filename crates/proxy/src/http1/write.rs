@@ -207,7 +207,7 @@ fn short() -> io::Error {
 
 /// The answer's body broke: the backend's doing, not the client's.
 #[derive(Debug)]
-struct UpstreamError(crate::body::BoxError);
+struct UpstreamError(crate::guard::BoxError);
 
 impl std::fmt::Display for UpstreamError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
