@@ -1330,7 +1330,7 @@ def dhat_blocks(path: str) -> int:
     """Heap blocks allocated over a process's life, from a dhat output file
     (the sum of every allocation site's total blocks)."""
     with open(path) as f:
-        return sum(pp["tb"] for pp in json.load(f)["pps"])
+        return sum(pp["tbk"] for pp in json.load(f)["pps"])
 
 
 def instructions_per_request(ctx: "Ctx", key: str, tag: str, binary: str | None = None,
