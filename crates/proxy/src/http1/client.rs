@@ -145,7 +145,7 @@ impl Connection {
         let (kept, mut send) = if body.is_end_stream() {
             (Some(parts), None)
         } else {
-            drop(parts);
+            pool::give_map(parts.headers);
             (None, Some(Sending::new(body, outgoing)))
         };
         let mut write_failed = false;
@@ -169,7 +169,15 @@ impl Connection {
             )
         })
         .await;
-        let (res, framing, keep_alive) = built.map_err(|f| f.with_head(kept))?;
+        let (res, framing, keep_alive) = match built {
+            Ok(built) => {
+                if let Some(parts) = kept {
+                    pool::give_map(parts.headers);
+                }
+                built
+            }
+            Err(f) => return Err(f.with_head(kept)),
+        };
         let reusable = !write_failed;
         let live = Live {
             conn: self,

@@ -36,7 +36,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 
-use super::Framing;
+use super::{Framing, pool};
 use crate::headers;
 use crate::upstream::BadHead;
 use crate::validate::{BAD_LENGTH, BAD_TARGET, BAD_TE, Reject, TE_HTTP10};
@@ -193,7 +193,7 @@ fn build(whole: &Bytes, req: &httparse::Request<'_, '_>) -> Result<Head, Reject>
 
     // Room for the forwarding headers the proxy adds, so they do not make
     // the map grow.
-    let mut headers = HeaderMap::with_capacity(req.headers.len() + 6);
+    let mut headers = pool::header_map(req.headers.len() + 6);
     let f =
         fields(whole, req.headers, version, Role::Request, &mut headers).map_err(|e| match e {
             FieldError::Name | FieldError::Value => BAD_REQUEST,
@@ -393,7 +393,7 @@ pub fn parse_response(head: &Bytes, head_request: bool) -> Result<ResponseHead, 
     } else {
         Version::HTTP_10
     };
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len() + 4);
+    let mut headers = pool::header_map(parsed.headers.len() + 4);
     let f = fields(head, parsed.headers, version, Role::Response, &mut headers).map_err(
         |e| match e {
             FieldError::Name => BadHead("field name"),
