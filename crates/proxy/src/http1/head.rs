@@ -29,6 +29,7 @@
 //! applies the rules that need the whole head (Host,
 //! target forms, the sticky headers' twins, the codings it can carry).
 
+use std::cell::RefCell;
 use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
@@ -64,6 +65,54 @@ pub struct Head {
     /// The buffer the parts are slices of; once they are all dropped it
     /// can be reused (see `pool::recycle`).
     pub storage: Bytes,
+}
+
+/// Boxes for heads kept per thread: a head is boxed so that an idle
+/// connection's future does not hold its room, and the box is one of an
+/// HTTP/1 request's allocations unless it is reused (see [`unbox`]).
+const BOXES_KEPT: usize = 64;
+
+thread_local! {
+    // The boxes are what is kept: their allocations are reused.
+    #[allow(clippy::vec_box)]
+    static BOXES: RefCell<Vec<Box<Head>>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Head {
+    /// A head of nothing, left in a box whose head was taken out.
+    fn vacant() -> Head {
+        let (parts, ()) = Request::new(()).into_parts();
+        Head {
+            parts,
+            framing: Framing::Empty,
+            keep_alive: false,
+            expect_continue: false,
+            storage: Bytes::new(),
+        }
+    }
+}
+
+/// `head` in a box, one from this thread's spares if there is one.
+fn boxed(head: Head) -> Box<Head> {
+    match BOXES.try_with(|b| b.borrow_mut().pop()).ok().flatten() {
+        Some(mut spare) => {
+            *spare = head;
+            spare
+        }
+        None => Box::new(head),
+    }
+}
+
+/// Takes the head out of its box and keeps the box for the next one.
+pub fn unbox(mut boxed: Box<Head>) -> Head {
+    let head = std::mem::replace(&mut *boxed, Head::vacant());
+    let _ = BOXES.try_with(|b| {
+        let mut b = b.borrow_mut();
+        if b.len() < BOXES_KEPT {
+            b.push(boxed);
+        }
+    });
+    head
 }
 
 /// The result of looking at the bytes read so far.
@@ -114,7 +163,7 @@ pub fn parse(buf: &mut BytesMut, max_bytes: usize, max_headers: usize) -> Result
                 // Pipelined requests or body bytes: rare enough to copy.
                 *buf = BytesMut::from(&whole[len..]);
             }
-            Ok(Parsed::Head(Box::new(Head {
+            Ok(Parsed::Head(boxed(Head {
                 storage: whole,
                 ..head
             })))
@@ -482,6 +531,24 @@ mod tests {
     fn head(raw: &[u8]) -> Result<Parsed, Reject> {
         let mut buf = BytesMut::from(raw);
         parse(&mut buf, 32 * 1024, 100)
+    }
+
+    #[test]
+    fn a_heads_box_is_reused_by_the_next_head() {
+        let first = match head(b"GET /a HTTP/1.1\r\nhost: a\r\n\r\n") {
+            Ok(Parsed::Head(h)) => h,
+            other => panic!("{other:?}"),
+        };
+        let at = &*first as *const Head;
+        let taken = unbox(first);
+        assert_eq!(taken.parts.uri, "/a");
+        let second = match head(b"GET /b HTTP/1.1\r\nhost: b\r\n\r\n") {
+            Ok(Parsed::Head(h)) => h,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(&*second as *const Head, at, "the same box");
+        assert_eq!(second.parts.uri, "/b");
+        assert_eq!(second.parts.headers["host"], "b");
     }
 
     fn whole(raw: &[u8]) -> Head {

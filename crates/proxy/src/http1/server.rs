@@ -30,7 +30,7 @@ use tokio::time::Instant;
 
 use super::Framing;
 use super::body::{self, Pumped, RequestBody};
-use super::head::{Head, Parsed, parse};
+use super::head::{Head, Parsed, parse, unbox};
 use super::write::{self, Asked, Written};
 use super::{Rewind, chunked, pool};
 use crate::body::{ClientBody, ProxyBody};
@@ -318,7 +318,7 @@ fn prepare(buf: &mut Option<BytesMut>, head: Box<Head>) -> Result<Ready, Broken>
         keep_alive,
         expect_continue,
         storage: _,
-    } = *head;
+    } = unbox(head);
     let asked_head = parts.method == Method::HEAD;
     let http10 = parts.version == Version::HTTP_10;
     if framing == Framing::Chunked && buf.as_deref().is_some_and(chunked::broken_from_the_start) {
