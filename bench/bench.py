@@ -74,6 +74,10 @@ Settings come from the environment:
                        quick 6) and waits before its load (4; quick 2)
   BENCH_PROXY_CPU, BENCH_LOAD_CPU   the two CPUs (default: the first two
                        this process may run on; the proxy gets the second)
+  BENCH_ALLOCS=0       part "instructions" without Tether's allocation count
+                       (valgrind's dhat, the same two-count method)
+  BENCH_KEEP_CG        a directory: keep part "instructions"' cachegrind outputs
+                       there (cg_annotate --diff shows the cost by function)
   BENCH_OUT            where to write the report (default bench/RESULTS.md)
   BENCH_TETHER_A       path of the tether-proxy build under test (default
                        target/release/tether-proxy); the report's commit is
@@ -1296,13 +1300,18 @@ class NotAllAnswered(RuntimeError):
     """A counted run's load saw errors: its count would not compare."""
 
 
-def counted_run(ctx: "Ctx", key: str, n: int, hold: float, tag: str, binary: str | None = None) -> tuple[int, float]:
+def counted_run(ctx: "Ctx", key: str, n: int, hold: float, tag: str, binary: str | None = None,
+                tool: str = "cachegrind") -> tuple[int, float]:
     """One fresh proxy under cachegrind serving n requests, living `hold`
-    seconds from its start (longer if the load needs it): its instructions,
-    and how long it lived."""
+    seconds from its start (longer if the load needs it): its instructions
+    (`tool` "dhat": its heap allocations), and how long it lived."""
     s = ctx.settings
-    out = os.path.join(ctx.workdir, f"cg.{tag}.out")
-    wrap = [ctx.tools["valgrind"], "--tool=cachegrind", "--cache-sim=no", f"--cachegrind-out-file={out}"]
+    if tool == "dhat":
+        out = os.path.join(ctx.workdir, f"dhat.{tag}.json")
+        wrap = [ctx.tools["valgrind"], "--tool=dhat", f"--dhat-out-file={out}"]
+    else:
+        out = os.path.join(ctx.workdir, f"cg.{tag}.out")
+        wrap = [ctx.tools["valgrind"], "--tool=cachegrind", "--cache-sim=no", f"--cachegrind-out-file={out}"]
     (port,) = free_ports(1)
     t0 = time.monotonic()
     p = launch(ctx, key, f"cg-{tag}", port, wrap=wrap, binary=binary)
@@ -1320,10 +1329,23 @@ def counted_run(ctx: "Ctx", key: str, n: int, hold: float, tag: str, binary: str
         time.sleep(left)
     lived = time.monotonic() - t0
     ctx.procs.stop(p, grace=120.0)
-    return cachegrind_total(out), lived
+    keep = os.environ.get("BENCH_KEEP_CG")
+    if keep:
+        # For `cg_annotate --diff`: where the instructions went, by function.
+        os.makedirs(keep, exist_ok=True)
+        shutil.copy(out, os.path.join(keep, os.path.basename(out)))
+    return (dhat_blocks(out) if tool == "dhat" else cachegrind_total(out)), lived
 
 
-def instructions_per_request(ctx: "Ctx", key: str, tag: str, binary: str | None = None) -> dict:
+def dhat_blocks(path: str) -> int:
+    """Heap blocks allocated over a process's life, from a dhat output file
+    (the sum of every allocation site's total blocks)."""
+    with open(path) as f:
+        return sum(pp["tbk"] for pp in json.load(f)["pps"])
+
+
+def instructions_per_request(ctx: "Ctx", key: str, tag: str, binary: str | None = None,
+                             tool: str = "cachegrind") -> dict:
     """(I(n2) - I(n1)) / (n2 - n1) over two fresh processes that live equally
     long, so start-up, shutdown, the first connects and timers (health
     probes) cancel out. The n2 run goes first: if its load outlasts the
@@ -1331,8 +1353,8 @@ def instructions_per_request(ctx: "Ctx", key: str, tag: str, binary: str | None 
     s = ctx.settings
     for attempt in range(1, 4):
         try:
-            i2, lived = counted_run(ctx, key, s.ins_n2, s.ins_hold, f"{tag}-n2", binary)
-            i1, lived1 = counted_run(ctx, key, s.ins_n1, lived, f"{tag}-n1", binary)
+            i2, lived = counted_run(ctx, key, s.ins_n2, s.ins_hold, f"{tag}-n2", binary, tool)
+            i1, lived1 = counted_run(ctx, key, s.ins_n1, lived, f"{tag}-n1", binary, tool)
             break
         except NotAllAnswered as e:
             # Under valgrind on a busy machine a health probe can time out
@@ -1377,6 +1399,25 @@ def run_instructions(ctx: Ctx) -> None:
         "HAProxy with `nbthread 1` and `-db`. Mean of the repetitions.\n"
     )
     rep_.append("```\n" + table + "\n```\n")
+    if os.environ.get("BENCH_ALLOCS", "1") != "0":
+        run_allocations(ctx)
+
+
+def run_allocations(ctx: Ctx) -> None:
+    """Tether's heap allocations per request, by the same two-count method
+    under valgrind's dhat (every block malloc'd, whatever its size)."""
+    s = ctx.settings
+    r = instructions_per_request(ctx, "tether", "tether-alloc", tool="dhat")
+    ctx.figures["allocations"] = r["per_request"]
+    line = (f"Allocations per request (dhat, tether): (A({s.ins_n2:,}) - A({s.ins_n1:,})) / "
+            f"{s.ins_n2 - s.ins_n1:,} = {r['per_request']:.2f} (A({s.ins_n1:,})={r['i1']:,}, "
+            f"A({s.ins_n2:,})={r['i2']:,})")
+    say(line)
+    ctx.report.append("## Heap allocations per request (dhat)\n")
+    ctx.report.append(
+        "Tether under valgrind's dhat, the same two fresh processes and load as the instruction "
+        "count; blocks allocated over each process's life, differenced. `BENCH_ALLOCS=0` skips it.\n\n"
+        + line + "\n")
 
 
 # === part: RSS after a burst, then idle ===

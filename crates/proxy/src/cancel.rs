@@ -7,7 +7,8 @@
 //! and disarmed when its answer has been read to the end, or failed on the
 //! backend's side. Dropped armed, the client went away (or was cut for
 //! `send_timeout`): `tether_requests_cancelled_total{target}` counts it,
-//! and the connection's own tally (HTTP/2, see `h2`) logs it once.
+//! and the tally of the connection it came on, when one is in scope
+//! ([`tallied`]: HTTP/2, see `h2`), logs it once.
 //!
 //! The same span is the member's count of requests in flight, which least
 //! request balances by: counted in by `new`, out by `done` or by the drop,
@@ -15,8 +16,21 @@
 //! tunnel, a panic unwinding) leaves a request counted.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::stats::MemberStats;
+
+tokio::task_local! {
+    /// The client connection's count of cancelled requests, where the
+    /// code polling a request set one (`h2`'s stream tasks). Kept here,
+    /// not there, so the count needs no import up into the server.
+    static TALLY: Arc<AtomicU64>;
+}
+
+/// Runs `f` with requests dropped armed inside it also counted in `tally`.
+pub fn tallied<R>(tally: &Arc<AtomicU64>, f: impl FnOnce() -> R) -> R {
+    TALLY.sync_scope(tally.clone(), f)
+}
 
 /// A request a backend has, until its answer is done.
 #[derive(Debug)]
@@ -48,7 +62,7 @@ impl Drop for Reached {
         if let Some(stats) = self.0.take() {
             stats.end_request();
             stats.cancelled.inc();
-            crate::h2::note_cancelled();
+            let _ = TALLY.try_with(|t| t.fetch_add(1, Ordering::Relaxed));
         }
     }
 }
@@ -82,5 +96,16 @@ mod tests {
         assert_eq!(stats.in_flight(), 1, "counted out once");
         drop(b);
         assert_eq!(stats.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_cancel_inside_a_tally_counts_there_too() {
+        let stats = Arc::new(MemberStats::default());
+        let tally = Arc::new(AtomicU64::new(0));
+        tallied(&tally, || drop(Reached::new(&stats)));
+        drop(Reached::new(&stats));
+        tallied(&tally, || Reached::new(&stats).done());
+        assert_eq!(tally.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.cancelled.get(), 2);
     }
 }

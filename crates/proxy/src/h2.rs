@@ -40,7 +40,9 @@ use log::info;
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
-use crate::body::{BoxError, ProxyBody};
+use crate::body::ProxyBody;
+use crate::cancel;
+use crate::guard::BoxError;
 use crate::stats::{Goaway, ProxyStats};
 
 tokio::task_local! {
@@ -60,7 +62,9 @@ pub struct Conn {
     /// Milliseconds after `start` when a client last took bytes of any
     /// answer on this connection.
     progress: AtomicU64,
-    cancelled: AtomicU64,
+    /// Requests cancelled after they reached a backend (`cancel` counts
+    /// into it while a stream of this connection is polled).
+    cancelled: Arc<AtomicU64>,
     cut: AtomicU64,
     /// The [`Goaway`] sent, as its index; [`NO_GOAWAY`] if none.
     goaway: AtomicU8,
@@ -76,7 +80,7 @@ impl Conn {
             send_timeout,
             start: Instant::now(),
             progress: AtomicU64::new(0),
-            cancelled: AtomicU64::new(0),
+            cancelled: Arc::new(AtomicU64::new(0)),
             cut: AtomicU64::new(0),
             goaway: AtomicU8::new(NO_GOAWAY),
             stalled: Notify::new(),
@@ -138,7 +142,7 @@ impl Conn {
 impl Drop for Conn {
     /// The last stream is gone: one line for the whole connection.
     fn drop(&mut self) {
-        let cancelled = *self.cancelled.get_mut();
+        let cancelled = self.cancelled.load(Ordering::Relaxed);
         let cut = *self.cut.get_mut();
         let goaway = Goaway::ALL.get(usize::from(*self.goaway.get_mut()));
         if cancelled == 0 && cut == 0 && goaway.is_none_or(|g| *g == Goaway::Drain) {
@@ -182,12 +186,6 @@ impl Stream {
             since => Some(self.conn.at(since - 1) + self.conn.send_timeout),
         }
     }
-}
-
-/// A request the client cancelled after it reached a backend (see
-/// `cancel`), on the connection of the stream being polled, if any.
-pub(crate) fn note_cancelled() {
-    let _ = STREAM.try_with(|s| s.conn.cancelled.fetch_add(1, Ordering::Relaxed));
 }
 
 /// hyper's executor for HTTP/2 streams: each under its connection's watch.
@@ -244,15 +242,18 @@ impl<F: Future<Output = ()>> Future for Watched<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.project();
         let mut task = this.task;
+        let tally = &this.stream.conn.cancelled;
         let ended = STREAM.sync_scope(this.stream.clone(), || {
-            let TaskProj::Running { fut } = task.as_mut().project() else {
-                return true;
-            };
-            if fut.poll(cx).is_pending() {
-                return false;
-            }
-            task.set(Task::Done);
-            true
+            cancel::tallied(tally, || {
+                let TaskProj::Running { fut } = task.as_mut().project() else {
+                    return true;
+                };
+                if fut.poll(cx).is_pending() {
+                    return false;
+                }
+                task.set(Task::Done);
+                true
+            })
         });
         if ended {
             return Poll::Ready(());

@@ -16,6 +16,7 @@ pub mod dns;
 pub mod error;
 pub mod feed;
 pub mod forward;
+pub mod guard;
 pub mod h2;
 pub mod headers;
 pub mod http1;

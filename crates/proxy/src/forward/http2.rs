@@ -8,9 +8,10 @@ use http::{Request, Response};
 
 use super::retry::{self, Failure};
 use super::{Attempt, Proxy, rewrite};
-use crate::body::{Guard, ProxyBody};
+use crate::body::ProxyBody;
 use crate::cancel::Reached;
 use crate::config::Settings;
+use crate::guard::Guard;
 use crate::headers::Peer;
 use crate::http2::body::ResponseBody;
 use crate::http2::{Protocol, grpc};

@@ -13,7 +13,8 @@
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 
-use crate::body::{BodyError, ProxyBody};
+use crate::body::ProxyBody;
+use crate::guard::BodyError;
 use crate::http1::client::Failed;
 use crate::respond::{error_response, rejection};
 use crate::upstream::{self, ErrorKind};

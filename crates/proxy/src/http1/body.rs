@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::Framing;
 use super::chunked::{Decoded, Decoder};
 use super::pool;
-use crate::body::{BodyError, BoxError};
+use crate::guard::{BodyError, BoxError};
 
 /// One step of a streamed body.
 #[derive(Debug)]

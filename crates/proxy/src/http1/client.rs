@@ -26,11 +26,12 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::Sleep;
 
 use super::chunked::{Decoded, Decoder, LAST_CHUNK, SizeLine};
-use super::head::{BadHead, ResponseHead, head_end, is_interim, parse_response};
+use super::head::{ResponseHead, head_end, is_interim, parse_response};
 use super::{Framing, Rewind, pool};
-use crate::body::{BodyError, BoxError, ProxyBody, body_error};
+use crate::body::ProxyBody;
 use crate::conn::Stream;
-use crate::upstream::{self, Connection, Error, ErrorKind};
+use crate::guard::{BodyError, BoxError, body_error};
+use crate::upstream::{self, BadHead, Connection, Error, ErrorKind};
 
 /// A response head larger than this is refused (`502`).
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -144,7 +145,7 @@ impl Connection {
         let (kept, mut send) = if body.is_end_stream() {
             (Some(parts), None)
         } else {
-            drop(parts);
+            pool::give_map(parts.headers);
             (None, Some(Sending::new(body, outgoing)))
         };
         let mut write_failed = false;
@@ -168,7 +169,15 @@ impl Connection {
             )
         })
         .await;
-        let (res, framing, keep_alive) = built.map_err(|f| f.with_head(kept))?;
+        let (res, framing, keep_alive) = match built {
+            Ok(built) => {
+                if let Some(parts) = kept {
+                    pool::give_map(parts.headers);
+                }
+                built
+            }
+            Err(f) => return Err(f.with_head(kept)),
+        };
         let reusable = !write_failed;
         let live = Live {
             conn: self,

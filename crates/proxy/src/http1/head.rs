@@ -29,6 +29,7 @@
 //! applies the rules that need the whole head (Host,
 //! target forms, the sticky headers' twins, the codings it can carry).
 
+use std::cell::RefCell;
 use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
@@ -36,13 +37,17 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 
-use super::Framing;
+use super::{Framing, pool};
 use crate::headers;
+use crate::upstream::BadHead;
 use crate::validate::{BAD_LENGTH, BAD_TARGET, BAD_TE, Reject, TE_HTTP10};
 
-/// Heads with more fields than this are parsed with a heap scratch array;
-/// the usual case stays on the stack (uninitialised: nothing to clear).
-const STACK_HEADERS: usize = 64;
+/// Heads are parsed with a scratch array on the stack (uninitialised:
+/// nothing to clear) when `max_headers` is at most this, on the heap above
+/// it. Above the default `max_headers` (100): at 64, every request under
+/// the default paid one 3 KiB allocation for it (dhat). 4 KiB of stack in a
+/// plain function, never in a future.
+const STACK_HEADERS: usize = 128;
 /// The longest target accepted at all (hyper's figure, kept).
 const MAX_TARGET: usize = 65_534;
 /// As many response header fields as hyper's client took.
@@ -60,6 +65,54 @@ pub struct Head {
     /// The buffer the parts are slices of; once they are all dropped it
     /// can be reused (see `pool::recycle`).
     pub storage: Bytes,
+}
+
+/// Boxes for heads kept per thread: a head is boxed so that an idle
+/// connection's future does not hold its room, and the box is one of an
+/// HTTP/1 request's allocations unless it is reused (see [`unbox`]).
+const BOXES_KEPT: usize = 64;
+
+thread_local! {
+    // The boxes are what is kept: their allocations are reused.
+    #[allow(clippy::vec_box)]
+    static BOXES: RefCell<Vec<Box<Head>>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Head {
+    /// A head of nothing, left in a box whose head was taken out.
+    fn vacant() -> Head {
+        let (parts, ()) = Request::new(()).into_parts();
+        Head {
+            parts,
+            framing: Framing::Empty,
+            keep_alive: false,
+            expect_continue: false,
+            storage: Bytes::new(),
+        }
+    }
+}
+
+/// `head` in a box, one from this thread's spares if there is one.
+fn boxed(head: Head) -> Box<Head> {
+    match BOXES.try_with(|b| b.borrow_mut().pop()).ok().flatten() {
+        Some(mut spare) => {
+            *spare = head;
+            spare
+        }
+        None => Box::new(head),
+    }
+}
+
+/// Takes the head out of its box and keeps the box for the next one.
+pub fn unbox(mut boxed: Box<Head>) -> Head {
+    let head = std::mem::replace(&mut *boxed, Head::vacant());
+    let _ = BOXES.try_with(|b| {
+        let mut b = b.borrow_mut();
+        if b.len() < BOXES_KEPT {
+            b.push(boxed);
+        }
+    });
+    head
 }
 
 /// The result of looking at the bytes read so far.
@@ -110,7 +163,7 @@ pub fn parse(buf: &mut BytesMut, max_bytes: usize, max_headers: usize) -> Result
                 // Pipelined requests or body bytes: rare enough to copy.
                 *buf = BytesMut::from(&whole[len..]);
             }
-            Ok(Parsed::Head(Box::new(Head {
+            Ok(Parsed::Head(boxed(Head {
                 storage: whole,
                 ..head
             })))
@@ -189,7 +242,7 @@ fn build(whole: &Bytes, req: &httparse::Request<'_, '_>) -> Result<Head, Reject>
 
     // Room for the forwarding headers the proxy adds, so they do not make
     // the map grow.
-    let mut headers = HeaderMap::with_capacity(req.headers.len() + 6);
+    let mut headers = pool::header_map(req.headers.len() + 6);
     let f =
         fields(whole, req.headers, version, Role::Request, &mut headers).map_err(|e| match e {
             FieldError::Name | FieldError::Value => BAD_REQUEST,
@@ -335,18 +388,6 @@ fn fields(
     Ok(f)
 }
 
-/// Why a backend's response head was refused: a fixed reason.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BadHead(pub &'static str);
-
-impl std::fmt::Display for BadHead {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "invalid response head: {}", self.0)
-    }
-}
-
-impl std::error::Error for BadHead {}
-
 /// A response head, its body's framing, and whether the backend keeps the
 /// connection open after it.
 pub type ResponseHead = (Response<()>, Framing, bool);
@@ -401,7 +442,7 @@ pub fn parse_response(head: &Bytes, head_request: bool) -> Result<ResponseHead, 
     } else {
         Version::HTTP_10
     };
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len() + 4);
+    let mut headers = pool::header_map(parsed.headers.len() + 4);
     let f = fields(head, parsed.headers, version, Role::Response, &mut headers).map_err(
         |e| match e {
             FieldError::Name => BadHead("field name"),
@@ -490,6 +531,24 @@ mod tests {
     fn head(raw: &[u8]) -> Result<Parsed, Reject> {
         let mut buf = BytesMut::from(raw);
         parse(&mut buf, 32 * 1024, 100)
+    }
+
+    #[test]
+    fn a_heads_box_is_reused_by_the_next_head() {
+        let first = match head(b"GET /a HTTP/1.1\r\nhost: a\r\n\r\n") {
+            Ok(Parsed::Head(h)) => h,
+            other => panic!("{other:?}"),
+        };
+        let at = &*first as *const Head;
+        let taken = unbox(first);
+        assert_eq!(taken.parts.uri, "/a");
+        let second = match head(b"GET /b HTTP/1.1\r\nhost: b\r\n\r\n") {
+            Ok(Parsed::Head(h)) => h,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(&*second as *const Head, at, "the same box");
+        assert_eq!(second.parts.uri, "/b");
+        assert_eq!(second.parts.headers["host"], "b");
     }
 
     fn whole(raw: &[u8]) -> Head {

@@ -20,6 +20,6 @@ mod write;
 pub use body::RequestBody;
 pub use chunked::{Decoded, Decoder, Invalid};
 pub use framing::Framing;
-pub use head::{BadHead, Head, Parsed, parse, parse_response};
+pub use head::{Head, Parsed, parse, parse_response};
 pub use rewind::Rewind;
 pub use server::{Conn, Ended, Handler, Upgrade, serve};

@@ -30,7 +30,7 @@ use tokio::time::Instant;
 
 use super::Framing;
 use super::body::{self, Pumped, RequestBody};
-use super::head::{Head, Parsed, parse};
+use super::head::{Head, Parsed, parse, unbox};
 use super::write::{self, Asked, Written};
 use super::{Rewind, chunked, pool};
 use crate::body::{ClientBody, ProxyBody};
@@ -276,22 +276,54 @@ async fn wait<H, T>(
     .await
 }
 
-/// One request and its answer.
-async fn exchange<H: Handler>(
-    conn: &Conn<H>,
-    io: &mut Stream,
-    buf: &mut Option<BytesMut>,
-    head: Box<Head>,
-) -> Outcome {
+/// The size of the future the loop boxes for one request on `conn`: what
+/// every request allocates and moves, for the guard in `crate::server`.
+#[cfg(test)]
+pub(crate) fn request_future_size<H: Handler>(conn: &Conn<H>, io: &mut Stream) -> usize {
+    let mut raw = BytesMut::from(&b"GET / HTTP/1.1\r\nhost: a\r\n\r\n"[..]);
+    let Ok(Parsed::Head(head)) = parse(&mut raw, 8192, 64) else {
+        unreachable!("a plain head parses");
+    };
+    let mut buf = None;
+    std::mem::size_of_val(&exchange(conn, io, &mut buf, head))
+}
+
+/// A request made ready for its handler.
+struct Ready {
+    req: Request<ClientBody>,
+    /// The body's feed and its first want, when it streams.
+    feed: Option<(body::Feed, oneshot::Receiver<()>)>,
+    /// The waiting end of an upgrade the client asked for.
+    upgrade: Option<oneshot::Sender<Rewind>>,
+    asked_head: bool,
+    http10: bool,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+/// A chunked body broken from its first byte: answered `400` and the
+/// connection closed.
+struct Broken {
+    http10: bool,
+}
+
+/// Turns a parsed head into the handler's request. A plain function, not
+/// part of `exchange`: the head's parts are borrowed while they are
+/// prepared, and a borrowed local of an `async fn` keeps its room in the
+/// future for as long as it is in scope, moved or not.
+fn prepare(buf: &mut Option<BytesMut>, head: Box<Head>) -> Result<Ready, Broken> {
     let Head {
         mut parts,
         framing,
         keep_alive,
         expect_continue,
         storage: _,
-    } = *head;
+    } = unbox(head);
     let asked_head = parts.method == Method::HEAD;
     let http10 = parts.version == Version::HTTP_10;
+    if framing == Framing::Chunked && buf.as_deref().is_some_and(chunked::broken_from_the_start) {
+        return Err(Broken { http10 });
+    }
     let upgrade = parts.headers.contains_key(header::UPGRADE).then(|| {
         let (to, from) = oneshot::channel();
         parts
@@ -299,20 +331,6 @@ async fn exchange<H: Handler>(
             .insert(Upgrade(Arc::new(Mutex::new(Some(from)))));
         to
     });
-    if framing == Framing::Chunked && buf.as_deref().is_some_and(chunked::broken_from_the_start) {
-        let res = rejection(Reject {
-            status: StatusCode::BAD_REQUEST,
-            message: "Invalid request body",
-            close: true,
-        });
-        let asked = Asked {
-            head: false,
-            http10,
-            keep_alive: false,
-        };
-        let _ = write::response(io, res, asked, conn.handler.settings().send_timeout).await;
-        return Outcome::Close;
-    }
     let buffered = buf.as_ref().map_or(0, |b| b.len() as u64);
     let (body, feed) = match framing {
         // A request head never says `Close` or `Upgrade`.
@@ -326,7 +344,49 @@ async fn exchange<H: Handler>(
             (body, Some((feed, wanted)))
         }
     };
-    let req = Request::from_parts(parts, ClientBody::H1(body));
+    Ok(Ready {
+        req: Request::from_parts(parts, ClientBody::H1(body)),
+        feed,
+        upgrade,
+        asked_head,
+        http10,
+        keep_alive,
+        expect_continue,
+    })
+}
+
+/// One request and its answer.
+async fn exchange<H: Handler>(
+    conn: &Conn<H>,
+    io: &mut Stream,
+    buf: &mut Option<BytesMut>,
+    head: Box<Head>,
+) -> Outcome {
+    let Ready {
+        req,
+        feed,
+        upgrade,
+        asked_head,
+        http10,
+        keep_alive,
+        expect_continue,
+    } = match prepare(buf, head) {
+        Ok(ready) => ready,
+        Err(Broken { http10 }) => {
+            let res = rejection(Reject {
+                status: StatusCode::BAD_REQUEST,
+                message: "Invalid request body",
+                close: true,
+            });
+            let asked = Asked {
+                head: false,
+                http10,
+                keep_alive: false,
+            };
+            let _ = write::response(io, res, asked, conn.handler.settings().send_timeout).await;
+            return Outcome::Close;
+        }
+    };
     let send = conn.handler.settings().send_timeout;
     let asked = |pumped: bool| Asked {
         head: asked_head,
@@ -354,37 +414,52 @@ async fn exchange<H: Handler>(
             let (mut reader, mut writer) = tokio::io::split(&mut *io);
             let pump = body::pump(&mut reader, buf, feed);
             tokio::pin!(pump);
-            let handle = conn.handler.handle(req, &conn.peer);
-            tokio::pin!(handle);
-            let mut wanted = expect_continue.then_some(wanted);
             let mut pumped = None;
+            // Each phase is an `async` block awaited once: a value held
+            // across several awaits gets room of its own in this (boxed)
+            // future, one held across a single await shares it with the
+            // other phases'. So the handler's future and the writer's take
+            // the same bytes, not the sum.
+            //
             // Until the answer's head: feed the body, and say `100
             // Continue` when it is first wanted.
-            let res = loop {
-                tokio::select! {
-                    biased;
-                    res = &mut handle => break res,
-                    p = &mut pump, if pumped.is_none() => pumped = Some(p),
-                    first = async { wanted.as_mut().expect("guarded").await }, if wanted.is_some() => {
-                        wanted = None;
-                        if first.is_ok() && writer.write_all(CONTINUE).await.is_err() {
-                            return Outcome::Close;
+            let res = async {
+                let handle = conn.handler.handle(req, &conn.peer);
+                tokio::pin!(handle);
+                let mut wanted = expect_continue.then_some(wanted);
+                loop {
+                    tokio::select! {
+                        biased;
+                        res = &mut handle => break Some(res),
+                        p = &mut pump, if pumped.is_none() => pumped = Some(p),
+                        first = async { wanted.as_mut().expect("guarded").await }, if wanted.is_some() => {
+                            wanted = None;
+                            if first.is_ok() && writer.write_all(CONTINUE).await.is_err() {
+                                break None;
+                            }
                         }
                     }
                 }
+            }
+            .await;
+            let Some(res) = res else {
+                return Outcome::Close;
             };
             // The answer goes out while the rest of the body still comes
             // in: a backend may answer as it reads.
             let from_backend = from_backend(&res);
-            let write = write::response(&mut writer, res, asked(true), send);
-            tokio::pin!(write);
-            let written = loop {
-                tokio::select! {
-                    biased;
-                    written = &mut write => break written,
-                    p = &mut pump, if pumped.is_none() => pumped = Some(p),
+            let written = async {
+                let write = write::response(&mut writer, res, asked(true), send);
+                tokio::pin!(write);
+                loop {
+                    tokio::select! {
+                        biased;
+                        written = &mut write => break written,
+                        p = &mut pump, if pumped.is_none() => pumped = Some(p),
+                    }
                 }
-            };
+            }
+            .await;
             note_cut(conn, from_backend, &written);
             if pumped != Some(Pumped::Complete) {
                 // The body was not read to its end: the next bytes on the

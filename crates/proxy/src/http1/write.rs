@@ -15,8 +15,8 @@ use http::{Response, StatusCode};
 use hyper::body::Body;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::Framing;
 use super::chunked::{CRLF, LAST_CHUNK, SizeLine};
+use super::{Framing, pool};
 use crate::body::ProxyBody;
 
 /// What the request said that shapes the response.
@@ -92,6 +92,8 @@ where
         head.extend_from_slice(b"\r\n");
     }
     head.extend_from_slice(b"\r\n");
+    // The fields are in `head`; the map can serve the next head.
+    pool::give_map(std::mem::take(&mut parts.headers));
 
     let mut out = Out {
         w,
@@ -207,7 +209,7 @@ fn short() -> io::Error {
 
 /// The answer's body broke: the backend's doing, not the client's.
 #[derive(Debug)]
-struct UpstreamError(crate::body::BoxError);
+struct UpstreamError(crate::guard::BoxError);
 
 impl std::fmt::Display for UpstreamError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

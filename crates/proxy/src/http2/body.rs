@@ -27,7 +27,8 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::client::Slot;
 use super::grpc;
-use crate::body::{BodyError, BoxError, ProxyBody, body_error};
+use crate::body::ProxyBody;
+use crate::guard::{BodyError, BoxError, body_error};
 
 /// What a request body may have sent and still be sent again elsewhere.
 pub const KEEP_BYTES: usize = 64 * 1024;

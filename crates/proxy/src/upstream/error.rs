@@ -10,8 +10,6 @@
 use std::io;
 use std::time::Duration;
 
-use crate::http1::BadHead;
-
 /// An upstream attempt's failure: what went wrong ([`ErrorKind`]) and
 /// whether it was on a pooled connection.
 #[derive(Debug)]
@@ -90,6 +88,20 @@ pub enum Tls {
     #[error(transparent)]
     Io(io::Error),
 }
+
+/// Why a backend's response head was refused: a fixed reason. Defined
+/// here, beside the failure that carries it; the parser
+/// (`crate::http1::head`) sits above and returns it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BadHead(pub &'static str);
+
+impl std::fmt::Display for BadHead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid response head: {}", self.0)
+    }
+}
+
+impl std::error::Error for BadHead {}
 
 // === impl Error ===
 

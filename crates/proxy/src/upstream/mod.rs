@@ -40,7 +40,7 @@ use crate::conn::Stream;
 use crate::dns::DnsCache;
 #[cfg(test)]
 pub(crate) use error::tests::each_kind as error_kinds;
-pub use error::{Error, ErrorKind, Tls as TlsError};
+pub use error::{BadHead, Error, ErrorKind, Tls as TlsError};
 pub(crate) use pool::checkin;
 
 /// Who a TLS upstream must prove to be.
