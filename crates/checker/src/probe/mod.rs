@@ -1,15 +1,16 @@
 //! Active probes: one attempt against one target, bounded by its timeout.
 //!
-//! A [`Prober`] belongs to one target's probe task and keeps what probes
-//! can share between them: the HTTP or gRPC connection (see `http.rs`,
-//! `grpc.rs`) and the
-//! addresses of a target given by host name, looked up again every
+//! A [`Prober`] belongs to one target (the hub's scheduler holds it between
+//! probes) and keeps what probes can share between them: the HTTP or gRPC
+//! connection (see `http.rs`, `grpc.rs`) and the addresses of a target
+//! given by host name, looked up again every
 //! `[health] dns_refresh` (see [`Prober::with_resolver`]; by default
 //! [`DEFAULT_DNS_REFRESH`]) rather than at every probe (10,000 names probed
 //! every second would be 10,000 lookups a second against the cluster's
 //! DNS).
 
 mod grpc;
+mod head;
 mod http;
 mod tcp;
 
@@ -190,8 +191,8 @@ impl std::fmt::Debug for Tls {
 }
 
 impl Tls {
-    /// System roots plus the target's CA files (read now: a probe task is
-    /// started once per member, not per probe). gRPC probes offer only
+    /// System roots plus the target's CA files (read now: a prober is
+    /// made once per member, not per probe). gRPC probes offer only
     /// `h2` by ALPN.
     fn new(tls_ca: &[PathBuf], kind: ProbeKind) -> Tls {
         let pems: Result<Vec<Vec<u8>>, String> = tls_ca
@@ -292,22 +293,27 @@ impl Prober {
             addrs,
             ..
         } = self;
+        // Each kind's future is boxed: held inline, the largest (a TLS or
+        // HTTP/2 handshake) would size every probe's task, and at start-up
+        // all 10,000 of a large pool may be in flight at once.
         let attempt = async {
             match (*kind, tls, name) {
-                (ProbeKind::Tcp, ..) => tcp::probe(&addrs.get().await?).await,
+                (ProbeKind::Tcp, ..) => Box::pin(tcp::probe(&addrs.get().await?)).await,
                 (ProbeKind::Http, Some(tls), Some(name)) => {
                     let connector = tls.connector.as_ref().map_err(Clone::clone)?;
                     let tls = Some((connector, name?));
-                    http::probe(&mut kept, addrs, authority, path, tls).await
+                    Box::pin(http::probe(&mut kept, addrs, authority, path, tls)).await
                 }
-                (ProbeKind::Http, ..) => http::probe(&mut kept, addrs, authority, path, None).await,
+                (ProbeKind::Http, ..) => {
+                    Box::pin(http::probe(&mut kept, addrs, authority, path, None)).await
+                }
                 (ProbeKind::Grpc, Some(tls), Some(name)) => {
                     let connector = tls.connector.as_ref().map_err(Clone::clone)?;
                     let tls = Some((connector, name?));
-                    grpc::probe(&mut kept_grpc, addrs, authority, path, tls).await
+                    Box::pin(grpc::probe(&mut kept_grpc, addrs, authority, path, tls)).await
                 }
                 (ProbeKind::Grpc, ..) => {
-                    grpc::probe(&mut kept_grpc, addrs, authority, path, None).await
+                    Box::pin(grpc::probe(&mut kept_grpc, addrs, authority, path, None)).await
                 }
             }
         };
