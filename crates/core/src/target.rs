@@ -29,6 +29,9 @@ pub enum ProbeKind {
     Tcp,
     /// `GET {path}` answered with a status in 200-399.
     Http,
+    /// `grpc.health.v1.Health/Check` for a service name, answered
+    /// `SERVING`.
+    Grpc,
 }
 
 impl ProbeKind {
@@ -36,6 +39,7 @@ impl ProbeKind {
         match self {
             ProbeKind::Tcp => "tcp",
             ProbeKind::Http => "http",
+            ProbeKind::Grpc => "grpc",
         }
     }
 
@@ -43,6 +47,7 @@ impl ProbeKind {
         match s {
             "tcp" => Some(ProbeKind::Tcp),
             "http" => Some(ProbeKind::Http),
+            "grpc" => Some(ProbeKind::Grpc),
             _ => None,
         }
     }
@@ -58,12 +63,23 @@ impl fmt::Display for ProbeKind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProbeSpec {
     pub kind: ProbeKind,
-    /// Request path for HTTP probes; starts with `/`.
+    /// What a probe asks for: the request path of an HTTP probe (starts
+    /// with `/`), or the service name of a gRPC probe (`[health] service`,
+    /// default `""`); see [`ProbeSpec::grpc_service`]. One field for both
+    /// because a probe asks for one or the other, never both.
     pub path: String,
     pub interval: Duration,
     pub timeout: Duration,
     pub rise: NonZeroU32,
     pub fall: NonZeroU32,
+}
+
+impl ProbeSpec {
+    /// The service name a gRPC probe asks `grpc.health.v1.Health/Check`
+    /// about (`""`: the server as a whole).
+    pub fn grpc_service(&self) -> &str {
+        &self.path
+    }
 }
 
 impl Default for ProbeSpec {

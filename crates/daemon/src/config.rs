@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use tether_core::target::DEFAULT_DNS_REFRESH;
+use tether_core::target::{DEFAULT_DNS_REFRESH, DEFAULT_PATH};
 use tether_core::{PoolEntry, ProbeKind, ProbeSpec, Target};
 
 pub use crate::error::ConfigError;
@@ -300,6 +300,8 @@ pub struct RawAdmin {
 pub struct RawHealth {
     pub kind: Option<String>,
     pub path: Option<String>,
+    /// The service name gRPC probes ask about.
+    pub service: Option<String>,
     pub interval: Option<String>,
     pub timeout: Option<String>,
     pub rise: Option<u32>,
@@ -324,6 +326,7 @@ pub struct RawTarget {
     pub name: Option<String>,
     pub kind: Option<String>,
     pub path: Option<String>,
+    pub service: Option<String>,
     pub interval: Option<String>,
     pub timeout: Option<String>,
     pub rise: Option<u32>,
@@ -541,7 +544,9 @@ pub const EXPAND_DNS: &str = "dns";
 /// [`DEFAULT_DNS_REFRESH`]). An empty pool is an error: nothing could ever
 /// be served.
 pub fn targets(health: &RawHealth, raw: &[RawTarget]) -> Result<Vec<PoolEntry>, ConfigError> {
-    let defaults = probe_spec("health", &ProbeSpec::default(), &health.into())?;
+    let defaults = ProbeFields::from(health);
+    // Validated on their own, so that a bad default is named as such.
+    probe_spec("health", &defaults)?;
     let default_refresh = duration_or(
         "health.dns_refresh",
         health.dns_refresh.as_deref(),
@@ -573,7 +578,8 @@ pub fn targets(health: &RawHealth, raw: &[RawTarget]) -> Result<Vec<PoolEntry>, 
                 ),
             ));
         }
-        let probe = probe_spec(&key, &defaults, &t.into())?;
+        // Every field the target leaves out is [health]'s, already valid.
+        let probe = probe_spec(&key, &ProbeFields::from(t).or(&defaults))?;
         if let Some(raw) = &t.protocol {
             TargetProtocol::parse(&format!("{key}.protocol"), raw, &url)?;
         }
@@ -625,10 +631,26 @@ pub fn targets(health: &RawHealth, raw: &[RawTarget]) -> Result<Vec<PoolEntry>, 
 struct ProbeFields<'a> {
     kind: Option<&'a str>,
     path: Option<&'a str>,
+    service: Option<&'a str>,
     interval: Option<&'a str>,
     timeout: Option<&'a str>,
     rise: Option<u32>,
     fall: Option<u32>,
+}
+
+impl<'a> ProbeFields<'a> {
+    /// These fields, each one unset taken from `defaults`.
+    fn or(self, defaults: &ProbeFields<'a>) -> ProbeFields<'a> {
+        ProbeFields {
+            kind: self.kind.or(defaults.kind),
+            path: self.path.or(defaults.path),
+            service: self.service.or(defaults.service),
+            interval: self.interval.or(defaults.interval),
+            timeout: self.timeout.or(defaults.timeout),
+            rise: self.rise.or(defaults.rise),
+            fall: self.fall.or(defaults.fall),
+        }
+    }
 }
 
 impl<'a> From<&'a RawHealth> for ProbeFields<'a> {
@@ -636,6 +658,7 @@ impl<'a> From<&'a RawHealth> for ProbeFields<'a> {
         ProbeFields {
             kind: h.kind.as_deref(),
             path: h.path.as_deref(),
+            service: h.service.as_deref(),
             interval: h.interval.as_deref(),
             timeout: h.timeout.as_deref(),
             rise: h.rise,
@@ -649,6 +672,7 @@ impl<'a> From<&'a RawTarget> for ProbeFields<'a> {
         ProbeFields {
             kind: t.kind.as_deref(),
             path: t.path.as_deref(),
+            service: t.service.as_deref(),
             interval: t.interval.as_deref(),
             timeout: t.timeout.as_deref(),
             rise: t.rise,
@@ -657,30 +681,40 @@ impl<'a> From<&'a RawTarget> for ProbeFields<'a> {
     }
 }
 
-fn probe_spec(
-    section: &str,
-    base: &ProbeSpec,
-    f: &ProbeFields<'_>,
-) -> Result<ProbeSpec, ConfigError> {
+/// A probe spec from `f`, each field validated and named under `section`.
+fn probe_spec(section: &str, f: &ProbeFields<'_>) -> Result<ProbeSpec, ConfigError> {
     let key = |k: &str| format!("{section}.{k}");
-    let mut spec = base.clone();
+    let mut spec = ProbeSpec::default();
     if let Some(kind) = f.kind {
         spec.kind = ProbeKind::parse(kind.trim()).ok_or_else(|| {
             ConfigError::new(
                 key("kind"),
-                format!("unknown probe kind {kind:?}, expected \"tcp\" or \"http\""),
+                format!("unknown probe kind {kind:?}, expected \"tcp\", \"http\" or \"grpc\""),
             )
         })?;
     }
-    if let Some(path) = f.path {
-        if !path.starts_with('/') || path.bytes().any(|b| b.is_ascii_whitespace() || b < 0x20) {
-            return Err(ConfigError::new(
-                key("path"),
-                format!("{path:?} must start with '/' and contain no spaces"),
-            ));
-        }
-        spec.path = path.to_owned();
+    if let Some(path) = f.path
+        && (!path.starts_with('/') || path.bytes().any(|b| b.is_ascii_whitespace() || b < 0x20))
+    {
+        return Err(ConfigError::new(
+            key("path"),
+            format!("{path:?} must start with '/' and contain no spaces"),
+        ));
     }
+    if let Some(service) = f.service
+        && service.bytes().any(|b| b.is_ascii_control())
+    {
+        return Err(ConfigError::new(
+            key("service"),
+            format!("{service:?} must contain no control characters"),
+        ));
+    }
+    // `path` carries what the probe asks for (see `ProbeSpec::path`); the
+    // other kind's setting, a default for targets of that kind, is unused.
+    spec.path = match spec.kind {
+        ProbeKind::Grpc => f.service.unwrap_or("").to_owned(),
+        ProbeKind::Tcp | ProbeKind::Http => f.path.unwrap_or(DEFAULT_PATH).to_owned(),
+    };
     if let Some(raw) = f.interval {
         spec.interval = duration(&key("interval"), raw)?;
     }
@@ -864,6 +898,53 @@ mod tests {
         assert_eq!(got[1].name, "two");
         assert_eq!(got[1].probe.rise.get(), 5);
         assert_eq!(got[1].probe.path, "/health");
+    }
+
+    #[test]
+    fn grpc_probes_ask_for_a_service() {
+        let health = RawHealth {
+            kind: Some("http".into()),
+            path: Some("/health".into()),
+            service: Some("app.v1.Api".into()),
+            ..RawHealth::default()
+        };
+        let mut grpc = raw_target("http://127.0.0.1:2");
+        grpc.kind = Some("grpc".into());
+        let mut named = grpc.clone();
+        named.url = "http://127.0.0.1:3".into();
+        named.service = Some(String::new());
+        let got =
+            targets(&health, &[raw_target("http://127.0.0.1:1"), grpc, named]).expect("valid");
+        let probes: Vec<(ProbeKind, &str)> = got
+            .iter()
+            .map(|e| (e.target.probe.kind, e.target.probe.grpc_service()))
+            .collect();
+        // An HTTP target keeps its path; gRPC ones ask for [health]'s
+        // service or their own ("": the server as a whole).
+        assert_eq!(
+            probes,
+            [
+                (ProbeKind::Http, "/health"),
+                (ProbeKind::Grpc, "app.v1.Api"),
+                (ProbeKind::Grpc, ""),
+            ]
+        );
+        let default = RawHealth {
+            kind: Some("grpc".into()),
+            ..RawHealth::default()
+        };
+        let got = targets(&default, &[raw_target("http://127.0.0.1:1")]).expect("valid");
+        assert_eq!(got[0].target.probe.grpc_service(), "");
+        let bad = RawHealth {
+            service: Some("a\nb".into()),
+            ..RawHealth::default()
+        };
+        let err = targets(&bad, &[raw_target("http://127.0.0.1:1")]).expect_err("invalid");
+        assert_eq!(err.key, "health.service");
+        let mut bad = raw_target("http://127.0.0.1:1");
+        bad.service = Some("\u{7f}".into());
+        let err = targets(&RawHealth::default(), &[bad]).expect_err("invalid");
+        assert_eq!(err.key, "targets[0].service");
     }
 
     #[test]

@@ -1178,12 +1178,13 @@ pub async fn slow_clients(size: Size) -> Outcome {
         summary(Attack::SlowBody)
     ));
     // Memory per attacking connection, one kind per fresh proxy, on the
-    // binaries this suite runs (debug binaries hold several times what
-    // release ones do: `FAULTS_PROFILE=release make faults`).
+    // binaries this suite runs: release by default (`make faults`); debug
+    // ones hold several times as much, so their figure says so.
     let profile = if cfg!(debug_assertions) {
-        "debug"
+        "debug binaries, not a memory figure: several times a release build's; \
+         `make faults` measures release"
     } else {
-        "release"
+        "release binaries"
     };
     let mut per_kind = Vec::new();
     for kind in [Attack::Slowloris, Attack::SlowBody, Attack::SlowReader] {
@@ -1191,7 +1192,7 @@ pub async fn slow_clients(size: Size) -> Outcome {
         per_kind.push(format!("{kind:?} {} ({fds} fds)", kib(per)));
     }
     o.note(format!(
-        "RSS per attacking connection ({profile} binaries, {} of a kind alone on a fresh proxy): {}",
+        "RSS per attacking connection ({profile}; {} of a kind alone on a fresh proxy): {}",
         per_kind_n(size),
         per_kind.join(", ")
     ));

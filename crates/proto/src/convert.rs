@@ -54,6 +54,7 @@ impl From<ProbeKind> for pb::ProbeKind {
         match k {
             ProbeKind::Tcp => pb::ProbeKind::Tcp,
             ProbeKind::Http => pb::ProbeKind::Http,
+            ProbeKind::Grpc => pb::ProbeKind::Grpc,
         }
     }
 }
@@ -62,6 +63,7 @@ fn kind_from_wire(raw: i32) -> Result<ProbeKind, ConvertError> {
     match pb::ProbeKind::try_from(raw) {
         Ok(pb::ProbeKind::Tcp) => Ok(ProbeKind::Tcp),
         Ok(pb::ProbeKind::Http) => Ok(ProbeKind::Http),
+        Ok(pb::ProbeKind::Grpc) => Ok(ProbeKind::Grpc),
         Ok(pb::ProbeKind::Unspecified) => Err(invalid("probe_kind", "unspecified")),
         Err(_) => Err(invalid("probe_kind", format!("unknown value {raw}"))),
     }

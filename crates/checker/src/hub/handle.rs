@@ -88,9 +88,9 @@ impl HubHandle {
 
     /// Makes `entries` the pool (a reload). Members are matched by name:
     /// a new name joins (`unknown`, probed within a second), a name no
-    /// longer there leaves and its probe task stops, a name whose url
+    /// longer there leaves and its probing stops, a name whose url
     /// changed leaves and joins again, and a name whose url stayed but
-    /// whose probe settings changed is reset (new probe task, `unknown`,
+    /// whose probe settings changed is reset (new schedule slot, `unknown`,
     /// counters kept). Each of these bumps the version by one and goes out
     /// on Watch. A DNS entry that is new or changed is resolved at once;
     /// its members join when the answer arrives, so they are not in the
@@ -149,7 +149,7 @@ impl HubHandle {
 
     /// Passive health: someone (a proxy) saw `name` fail and asks for it to
     /// be re-probed now. This never changes state by itself: when it answers
-    /// [`ReportOutcome::Scheduled`], the target's probe task runs up to
+    /// [`ReportOutcome::Scheduled`], the target's scheduler runs up to
     /// `fall` probes back to back ([`BURST_GAP`](super::BURST_GAP) apart, stopping at the first
     /// success) and their results count like any scheduled probe's, so a
     /// confirmed failure is published as a change and an unconfirmed report

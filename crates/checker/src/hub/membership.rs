@@ -1,7 +1,7 @@
 //! Who is in the pool. A reload ([`HubHandle::set_pool`](super::HubHandle::set_pool)) and the
 //! resolving tasks of `expand = "dns"` entries say what the pool should be;
 //! `reconcile` brings the members in line, one published change per member
-//! that joins, leaves or is reset, each with a fresh probe task under a new
+//! that joins, leaves or is reset, each with a fresh schedule slot under a new
 //! generation id so a late result of a replaced task is dropped.
 
 use std::collections::{HashMap, HashSet};
@@ -12,8 +12,8 @@ use std::time::Duration;
 use log::{debug, info, warn};
 use tether_core::{HealthState, HealthTracker, PoolEntry, Target, TargetStatus, UpdateKind};
 
-use super::probe_loop::{Trigger, probe_loop};
 use super::report::MIN_REPORT_WINDOW;
+use super::schedule::Slot;
 use super::{Entry, Hub, Owned};
 use crate::dns::{self, Resolved};
 use tether_daemon::clock;
@@ -191,24 +191,16 @@ impl Hub {
         change
     }
 
-    fn spawn_probe(&mut self, member: &Wanted) -> (u64, Arc<Trigger>, Owned) {
+    fn spawn_probe(&mut self, member: &Wanted) -> (u64, Slot) {
         self.next_id += 1;
         let id = self.next_id;
-        // One burst at a time: `bursting` keeps a second from being asked.
-        let trigger = Arc::new(Trigger::default());
-        let task = tokio::spawn(probe_loop(
-            id,
-            member.clone(),
-            self.results_tx.clone(),
-            trigger.clone(),
-            self.resolver.clone(),
-        ));
+        let slot = self.schedulers.add(id, member, self.resolver.clone());
         self.ids.insert(id, member.target.name.clone());
-        (id, trigger, Owned(task))
+        (id, slot)
     }
 
     fn add(&mut self, member: Wanted) {
-        let (id, trigger, task) = self.spawn_probe(&member);
+        let (id, probe) = self.spawn_probe(&member);
         let status = member.status();
         let target = member.target;
         let entry = Entry {
@@ -216,14 +208,13 @@ impl Hub {
             tracker: HealthTracker::new(target.probe.rise, target.probe.fall),
             status,
             report_window: target.probe.interval.max(MIN_REPORT_WINDOW),
-            trigger,
+            probe,
             bursting: false,
             last_burst: None,
             probes_succeeded: 0,
             probes_failed: 0,
             probe_duration: Arc::default(),
             reprobe: false,
-            _task: task,
             lookup: member.lookup,
             target,
         };
@@ -255,13 +246,13 @@ impl Hub {
         }
         let v = self.publish(UpdateKind::Removed(name.to_owned()));
         info!(target: "hc", "{name} left the pool ({}) v{v}", entry.target.url);
-        // Dropping `entry` stops its probe task.
+        // Dropping `entry` takes it out of the probe schedule.
     }
 
-    /// Same name and url, new probe settings: a new probe task and tracker,
+    /// Same name and url, new probe settings: a new schedule slot and tracker,
     /// state unknown; the counters stay (the member never left).
     fn reset(&mut self, member: Wanted) {
-        let (id, trigger, task) = self.spawn_probe(&member);
+        let (id, probe) = self.spawn_probe(&member);
         let status = member.status();
         let (target, lookup) = (member.target, member.lookup);
         let Some(entry) = self.entries.get_mut(&target.name) else {
@@ -272,8 +263,7 @@ impl Hub {
             self.unprobed += 1;
         }
         entry.id = id;
-        entry.trigger = trigger;
-        entry._task = task;
+        entry.probe = probe;
         entry.bursting = false;
         entry.last_burst = None;
         entry.report_window = target.probe.interval.max(MIN_REPORT_WINDOW);

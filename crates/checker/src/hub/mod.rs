@@ -1,6 +1,6 @@
 //! The hub: the one task that owns the pool's health and its version.
 //!
-//! Probe tasks send it results; it feeds each result to the target's
+//! The probe schedulers send it results; it feeds each result to the target's
 //! `HealthTracker`, keeps the published record current, and on every state
 //! change bumps the version by one and broadcasts the change. Subscribers,
 //! queries and the embedded proxy all ask the hub through its handle, so a
@@ -8,13 +8,14 @@
 //!
 //! Members are keyed by name. [`HubHandle::set_pool`] (a reload) and the
 //! DNS tasks change membership at runtime; every member that joins or
-//! leaves is published as one change too. Each member's probe task carries
-//! a generation id, so a result from a member that left, or from a probe
-//! task that was replaced, is dropped rather than counted for someone else.
+//! leaves is published as one change too. Each member's place in the probe
+//! schedule carries a generation id, so a result from a member that left,
+//! or from a schedule slot that was replaced, is dropped rather than
+//! counted for someone else.
 //!
 //! Passive health: [`HubHandle::report`] asks the hub to re-probe a target
-//! now. The hub rate-limits reports and wakes the target's probe task, which
-//! runs a short burst of probes; their results go through the same path as
+//! now. The hub rate-limits reports and asks the target's scheduler for a
+//! short burst of probes; their results go through the same path as
 //! scheduled ones (the target's tracker decides), so only probes ever change
 //! state.
 //!
@@ -25,7 +26,7 @@
 //! change is a new member). It lives in memory only, so a restarted
 //! checker starts with nothing draining.
 //!
-//! One file per job: `handle` (the API), `probe_loop` (the probe tasks),
+//! One file per job: `handle` (the API), `schedule` (when probes run),
 //! `results` (what a result does), `impaired` (the checker's own state),
 //! `membership` (reloads, DNS groups, reconcile), `report`, `drain` and
 //! `metrics`; this file holds the state and the task that owns it.
@@ -35,9 +36,9 @@ mod handle;
 mod impaired;
 mod membership;
 mod metrics;
-mod probe_loop;
 mod report;
 mod results;
+mod schedule;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -60,13 +61,13 @@ pub use drain::DrainOutcome;
 pub use handle::{HubClosed, HubHandle, Subscription};
 pub use membership::MembershipChange;
 pub use metrics::{HubMetrics, TargetMetrics, WatcherGuard};
-pub use probe_loop::BURST_GAP;
 pub(crate) use report::cap;
 pub use report::{MAX_REPORT_FIELD, MIN_REPORT_WINDOW, ReportOutcome};
+pub use schedule::BURST_GAP;
 
 use handle::Command;
 use membership::DnsGroup;
-use probe_loop::{Probed, Trigger};
+use schedule::{Probed, Schedulers, Slot};
 
 /// How many changes a slow subscriber may fall behind before it is sent a
 /// fresh snapshot instead.
@@ -80,7 +81,7 @@ const COMMAND_BUFFER: usize = 256;
 const RESULT_BUFFER: usize = 1024;
 const RESOLVED_BUFFER: usize = 64;
 
-/// A running checker: the hub, which owns one probe task per member and one
+/// A running checker: the hub, which owns the probe schedulers of its members and one
 /// resolving task per DNS entry. Dropping it stops them all. per DNS entry. Dropping it stops them all.
 #[derive(Debug)]
 pub struct Checker {
@@ -89,7 +90,7 @@ pub struct Checker {
 }
 
 impl Checker {
-    /// Starts the hub and the probe tasks, resolving DNS entries with the
+    /// Starts the hub and the probe schedulers, resolving DNS entries with the
     /// system resolver. Takes `Target`s (static members) or `PoolEntry`s.
     /// Must be called inside a tokio runtime.
     pub fn start<E: Into<PoolEntry>>(entries: impl IntoIterator<Item = E>) -> Checker {
@@ -156,13 +157,14 @@ impl Drop for Owned {
 
 /// One member of the pool.
 struct Entry {
-    /// Generation id: its probe task's results carry it.
+    /// Generation id: its probes' results carry it.
     id: u64,
     target: Target,
     tracker: HealthTracker,
     status: TargetStatus,
-    /// Wakes the probe task for a burst.
-    trigger: Arc<Trigger>,
+    /// Its place in the probe schedule: asks for bursts, and ends its
+    /// probing when dropped.
+    probe: Slot,
     /// A burst was asked for and its last result is not in yet.
     bursting: bool,
     /// Bursts of this target are at least this far apart.
@@ -175,7 +177,6 @@ struct Entry {
     /// The checker recovered from impairment and this member has not been
     /// probed afresh since: its silence is still held.
     reprobe: bool,
-    _task: Owned,
     /// See [`membership::Wanted::lookup`].
     lookup: Option<Duration>,
 }
@@ -194,8 +195,9 @@ struct Hub {
     /// DNS entries by entry name.
     dns: HashMap<String, DnsGroup>,
     changes: broadcast::Sender<Arc<HealthUpdate>>,
-    results_tx: mpsc::Sender<Probed>,
     results: mpsc::Receiver<Probed>,
+    /// Who probes the members, and sends `results`.
+    schedulers: Schedulers,
     resolved_tx: mpsc::Sender<Resolved>,
     answers: mpsc::Receiver<Resolved>,
     resolver: Arc<dyn Resolve>,
@@ -240,7 +242,7 @@ impl Hub {
             pool: Vec::new(),
             dns: HashMap::new(),
             changes,
-            results_tx,
+            schedulers: Schedulers::start(&results_tx),
             results,
             resolved_tx,
             answers,

@@ -1,6 +1,6 @@
 //! Passive health: a proxy saw a member fail and asks for a re-probe. The
 //! hub decides here whether a burst runs (rate limit, state) and wakes the
-//! member's probe task; what the burst finds goes the way of every probe
+//! member's scheduler; what the burst finds goes the way of every probe
 //! result, so a report alone never changes a state.
 
 use std::time::Duration;
@@ -62,7 +62,7 @@ pub(super) struct Report {
 // === impl Hub ===
 
 impl Hub {
-    /// Decides on a report and, if it passes, wakes the probe task.
+    /// Decides on a report and, if it passes, asks for the burst.
     ///
     /// A healthy target gets a burst of the failures it still lacks to
     /// fall, at most one burst per `report_window`. A target still unknown
@@ -93,7 +93,7 @@ impl Hub {
         if entry.bursting || (counted && recent) {
             return ReportOutcome::RateLimited;
         }
-        entry.trigger.burst(probes);
+        entry.probe.burst(probes);
         entry.bursting = true;
         if counted {
             entry.last_burst = Some(now);

@@ -14,7 +14,7 @@ use tether_core::{HealthState, HealthUpdate, ProbeOutcome, UpdateKind};
 use tether_daemon::clock;
 use tokio::sync::broadcast;
 
-use super::probe_loop::Probed;
+use super::schedule::Probed;
 use super::{Entry, Hub};
 use crate::probe::ProbeResult;
 
@@ -23,7 +23,7 @@ use crate::probe::ProbeResult;
 impl Hub {
     pub(super) fn probed(&mut self, probed: Probed) {
         let Some(name) = self.ids.get(&probed.id) else {
-            // From a member that left or a probe task that was replaced.
+            // From a member that left or a schedule slot that was replaced.
             return;
         };
         let Some(entry) = self.entries.get_mut(name) else {

@@ -1,13 +1,16 @@
 //! Active probes: one attempt against one target, bounded by its timeout.
 //!
-//! A [`Prober`] belongs to one target's probe task and keeps what probes
-//! can share between them: the HTTP connection (see `http.rs`) and the
-//! addresses of a target given by host name, looked up again every
+//! A [`Prober`] belongs to one target (the hub's scheduler holds it between
+//! probes) and keeps what probes can share between them: the HTTP or gRPC
+//! connection (see `http.rs`, `grpc.rs`) and the addresses of a target
+//! given by host name, looked up again every
 //! `[health] dns_refresh` (see [`Prober::with_resolver`]; by default
 //! [`DEFAULT_DNS_REFRESH`]) rather than at every probe (10,000 names probed
 //! every second would be 10,000 lookups a second against the cluster's
 //! DNS).
 
+mod grpc;
+mod head;
 mod http;
 mod tcp;
 
@@ -94,6 +97,8 @@ pub struct Prober {
     addrs: Addrs,
     /// The HTTP connection kept from the last successful probe.
     conn: Option<http::Conn>,
+    /// The same for gRPC probes.
+    grpc: Option<grpc::Conn>,
 }
 
 /// Where the target is: an IP literal once and for all, or a host name
@@ -186,9 +191,10 @@ impl std::fmt::Debug for Tls {
 }
 
 impl Tls {
-    /// System roots plus the target's CA files (read now: a probe task is
-    /// started once per member, not per probe).
-    fn new(tls_ca: &[PathBuf]) -> Tls {
+    /// System roots plus the target's CA files (read now: a prober is
+    /// made once per member, not per probe). gRPC probes offer only
+    /// `h2` by ALPN.
+    fn new(tls_ca: &[PathBuf], kind: ProbeKind) -> Tls {
         let pems: Result<Vec<Vec<u8>>, String> = tls_ca
             .iter()
             .map(|path| {
@@ -196,7 +202,11 @@ impl Tls {
             })
             .collect();
         let connector = pems.map(|pems| {
-            let config = tether_daemon::tls::target_client_config(pems.iter().map(Vec::as_slice));
+            let mut config =
+                tether_daemon::tls::target_client_config(pems.iter().map(Vec::as_slice));
+            if kind == ProbeKind::Grpc {
+                config.alpn_protocols = vec![b"h2".to_vec()];
+            }
             TlsConnector::from(Arc::new(config))
         });
         Tls { connector }
@@ -218,8 +228,9 @@ impl Prober {
             .strip_prefix('[')
             .and_then(|h| h.strip_suffix(']'))
             .map_or(host.clone(), str::to_owned);
-        let tls = (target.is_tls() && target.probe.kind == ProbeKind::Http)
-            .then(|| Tls::new(&target.tls_ca));
+        let kind = target.probe.kind;
+        let tls =
+            (target.is_tls() && kind != ProbeKind::Tcp).then(|| Tls::new(&target.tls_ca, kind));
         Prober {
             kind: target.probe.kind,
             authority,
@@ -228,6 +239,7 @@ impl Prober {
             tls,
             addrs: Addrs::new(host, port),
             conn: None,
+            grpc: None,
         }
     }
 
@@ -270,6 +282,7 @@ impl Prober {
         let start = Instant::now();
         // Taken out for the attempt: a timeout drops it with the attempt.
         let mut kept = self.conn.take();
+        let mut kept_grpc = self.grpc.take();
         let timeout = self.timeout;
         let name = self.tls.as_ref().map(|_| self.server_name());
         let Prober {
@@ -280,15 +293,28 @@ impl Prober {
             addrs,
             ..
         } = self;
+        // Each kind's future is boxed: held inline, the largest (a TLS or
+        // HTTP/2 handshake) would size every probe's task, and at start-up
+        // all 10,000 of a large pool may be in flight at once.
         let attempt = async {
             match (*kind, tls, name) {
-                (ProbeKind::Tcp, ..) => tcp::probe(&addrs.get().await?).await,
+                (ProbeKind::Tcp, ..) => Box::pin(tcp::probe(&addrs.get().await?)).await,
                 (ProbeKind::Http, Some(tls), Some(name)) => {
                     let connector = tls.connector.as_ref().map_err(Clone::clone)?;
                     let tls = Some((connector, name?));
-                    http::probe(&mut kept, addrs, authority, path, tls).await
+                    Box::pin(http::probe(&mut kept, addrs, authority, path, tls)).await
                 }
-                (ProbeKind::Http, ..) => http::probe(&mut kept, addrs, authority, path, None).await,
+                (ProbeKind::Http, ..) => {
+                    Box::pin(http::probe(&mut kept, addrs, authority, path, None)).await
+                }
+                (ProbeKind::Grpc, Some(tls), Some(name)) => {
+                    let connector = tls.connector.as_ref().map_err(Clone::clone)?;
+                    let tls = Some((connector, name?));
+                    Box::pin(grpc::probe(&mut kept_grpc, addrs, authority, path, tls)).await
+                }
+                (ProbeKind::Grpc, ..) => {
+                    Box::pin(grpc::probe(&mut kept_grpc, addrs, authority, path, None)).await
+                }
             }
         };
         let result = match tokio::time::timeout(timeout, attempt).await {
@@ -300,6 +326,7 @@ impl Prober {
         };
         if result.is_ok() {
             self.conn = kept;
+            self.grpc = kept_grpc;
         }
         let latency = start.elapsed();
         match result {
