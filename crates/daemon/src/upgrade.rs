@@ -556,7 +556,7 @@ async fn hand_over(
     }
     info!(
         target: logger,
-        "upgrade: handed {} listening sockets to pid {pid}; it serves them beside this process until it says it is ready",
+        "upgrade: handed {} listening sockets to pid {pid}; serving on until it says it serves",
         listeners.len()
     );
     let mut ack = String::new();
