@@ -240,6 +240,9 @@ async fn an_upgrade_under_load_refuses_nothing_and_fails_nothing() {
 
     let load = Load::start(proxy);
     load.answers(ANSWERS, "answers before the upgrade").await;
+    let mut h2 = h2_on_the_old(proxy).await;
+    // Read (and PINGs answered) throughout, as a live client would.
+    let h2 = tokio::spawn(async move { frames_until_closed(&mut h2).await });
 
     let started = Instant::now();
     let mut new = upgrade(&config);
@@ -254,6 +257,13 @@ async fn an_upgrade_under_load_refuses_nothing_and_fails_nothing() {
     load.answers(ANSWERS, "answers after the old proxy exited")
         .await;
     let tally = load.stop().await;
+    // The HTTP/2 client on the old process was told to go, not cut.
+    let frames = h2.await.expect("h2 reader");
+    assert_eq!(
+        goaway_code(&frames),
+        Some(0),
+        "GOAWAY (NO_ERROR): {frames:?}"
+    );
 
     let refused = tally.refused.load(Ordering::Relaxed);
     let failed = tally.failed.lock().expect("tally").clone();
@@ -458,4 +468,91 @@ async fn a_new_config_binds_what_is_new_and_drops_what_is_gone() {
     })
     .await;
     new.wait_exit(DRAIN + START).await.expect("exits");
+}
+
+// === a raw HTTP/2 connection, to see the GOAWAY itself ===
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const SETTINGS: u8 = 0x4;
+const PING: u8 = 0x6;
+const GOAWAY: u8 = 0x7;
+const ACK: u8 = 0x1;
+
+/// (type, stream, payload, flags).
+type Frame = (u8, u32, Vec<u8>, u8);
+
+/// An h2c connection (prior knowledge) past the exchange of SETTINGS: the
+/// process serving it when this returns is the old one.
+async fn h2_on_the_old(proxy: SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(proxy)
+        .await
+        .expect("connect");
+    let mut hello = PREFACE.to_vec();
+    hello.extend_from_slice(&[0, 0, 0, SETTINGS, 0, 0, 0, 0, 0]);
+    // Its SETTINGS acknowledged, as a client does.
+    hello.extend_from_slice(&[0, 0, 0, SETTINGS, ACK, 0, 0, 0, 0]);
+    tcp.write_all(&hello).await.expect("preface");
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !parse(&bytes).iter().any(|f| f.0 == SETTINGS) {
+        let n = tokio::time::timeout(START, tcp.read(&mut buf))
+            .await
+            .expect("the proxy's SETTINGS")
+            .expect("read");
+        assert!(n > 0, "closed before SETTINGS");
+        bytes.extend_from_slice(&buf[..n]);
+    }
+    tcp
+}
+
+/// Every frame the proxy sends until it closes the connection, answering
+/// its PINGs as a client does (a graceful HTTP/2 shutdown waits for one).
+async fn frames_until_closed(tcp: &mut tokio::net::TcpStream) -> Vec<Frame> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut acked = 0;
+    loop {
+        match tokio::time::timeout(START, tcp.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => bytes.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("the connection stayed open: {:?}", parse(&bytes)),
+        }
+        let pings: Vec<Vec<u8>> = parse(&bytes)
+            .into_iter()
+            .filter(|f| f.0 == PING && f.3 & ACK == 0)
+            .map(|f| f.2)
+            .collect();
+        for payload in pings.iter().skip(acked) {
+            let mut ack = vec![0, 0, 8, PING, ACK, 0, 0, 0, 0];
+            ack.extend_from_slice(payload);
+            let _ = tcp.write_all(&ack).await;
+        }
+        acked = pings.len();
+    }
+    parse(&bytes)
+}
+
+/// Frames as (type, stream, payload, flags).
+fn parse(mut bytes: &[u8]) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    while bytes.len() >= 9 {
+        let len = u32::from_be_bytes([0, bytes[0], bytes[1], bytes[2]]) as usize;
+        if bytes.len() < 9 + len {
+            break;
+        }
+        let stream = u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) & 0x7fff_ffff;
+        frames.push((bytes[3], stream, bytes[9..9 + len].to_vec(), bytes[4]));
+        bytes = &bytes[9 + len..];
+    }
+    frames
+}
+
+/// The error code of the GOAWAY among `frames`, if any.
+fn goaway_code(frames: &[Frame]) -> Option<u32> {
+    frames
+        .iter()
+        .find(|f| f.0 == GOAWAY && f.2.len() >= 8)
+        .map(|f| u32::from_be_bytes([f.2[4], f.2[5], f.2[6], f.2[7]]))
 }
