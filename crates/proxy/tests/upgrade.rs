@@ -3,8 +3,8 @@
 //! while clients keep coming, on new connections and on keep-alive ones.
 //! Nothing is refused, nothing fails, the old process drains and exits,
 //! and the new one answers. Then the edges: no running proxy, a second
-//! upgrade while one runs, a new process that never says it serves, and a
-//! new config that adds and drops listeners.
+//! upgrade while one runs, a new process that never says it serves, a
+//! reload between upgrades, and a new config that adds and drops listeners.
 //!
 //! Needs `cargo build --workspace --bins` first; `bin_path` says so if not.
 //! Every wait is a poll with a deadline, never a sleep.
@@ -408,7 +408,11 @@ async fn a_second_upgrade_is_refused_and_one_that_never_serves_changes_nothing()
     assert!(old.try_exit().is_none(), "the old proxy kept running");
     assert_eq!(get(proxy, "/", &[]).await.expect("old").status, 200);
 
-    // And a real upgrade still works afterwards.
+    // A reload keeps the upgrade socket, and a real upgrade still works.
+    let mark = old.line_count();
+    old.reload();
+    old.wait_for_line_after(mark, "reload #1 applied", START)
+        .await;
     let mut new = upgrade(&config);
     new.wait_for_line("upgrade: serving", START).await;
     let mut old = old;
