@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tether_testkit::raw::RawConn;
 use tether_testkit::{Client, FakeBackend, Proc, TempConfig, eventually, get, run_to_end};
 
 /// A process starting and printing its listening line.
@@ -359,6 +360,58 @@ async fn blocking_run(args: &[&str]) -> (i32, String, String) {
     })
     .await
     .expect("runner")
+}
+
+/// A connection the old process accepted just before the hand-over, whose
+/// request comes only once the old one drains, is answered (and then
+/// closed), not closed unread.
+#[tokio::test]
+async fn a_connection_accepted_just_before_the_hand_over_is_served() {
+    let backends = backends().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket = dir.path().join("upgrade.sock");
+    let config = TempConfig::new(&proxy_toml(&backends, &socket, "127.0.0.1:0", ""));
+    let Running {
+        proc: mut old,
+        proxy,
+    } = start(&config).await;
+    let admin = old.wait_listening("admin listening", START).await;
+
+    let mut conn = RawConn::connect(proxy, START).await.expect("connect");
+    eventually("the old proxy holds the connection", START, || async {
+        let metrics = get(admin, "/metrics", &[]).await.ok()?;
+        metrics
+            .body
+            .lines()
+            .any(|l| l == "tether_open_connections 1")
+            .then_some(())
+    })
+    .await;
+    let mut new = upgrade(&config);
+    old.wait_for_line(
+        &format!("pid {} serves; this process stops accepting", new.pid()),
+        START,
+    )
+    .await;
+    conn.send(format!("GET / HTTP/1.1\r\nHost: {proxy}\r\n\r\n").as_bytes())
+        .await
+        .expect("send");
+    let answer = conn
+        .read_response()
+        .await
+        .expect("answered by the draining proxy");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.header("connection"), Some("close"));
+    old.wait_exit(DRAIN + START)
+        .await
+        .expect("the old proxy exits");
+    assert!(
+        !old.output().contains("drain deadline passed"),
+        "{}",
+        old.output()
+    );
+    new.terminate();
+    new.wait_exit(DRAIN + START).await;
 }
 
 /// Speaks the protocol's first half by hand: takes the listeners, never
