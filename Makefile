@@ -3,7 +3,7 @@
 CARGO ?= cargo
 COMPOSE ?= $(shell command -v docker-compose >/dev/null 2>&1 && echo docker-compose || echo docker compose)
 
-.PHONY: build test lint fmt demo check-configs k8s-validate status-page differential faults fuzz bench compose-image compose-up compose-down compose-test
+.PHONY: build test lint fmt demo check-configs prom-check k8s-validate status-page differential faults fuzz bench compose-image compose-up compose-down compose-test
 
 build:
 	$(CARGO) build --locked --workspace --bins
@@ -14,6 +14,7 @@ build:
 test: build
 	$(CARGO) test --locked --workspace
 	$(MAKE) check-configs
+	$(MAKE) prom-check
 	$(MAKE) k8s-validate
 	$(MAKE) status-page
 	$(MAKE) compose-test
@@ -28,9 +29,17 @@ check-configs: build
 	target/debug/tether-checker --config deploy/compose/checker.toml --check-config
 	target/debug/tether-proxy --config deploy/compose/proxy.toml --check-config
 
+# Prometheus's config and Tether's rules with promtool: check config, check
+# rules, every rule's unit test, and the Kubernetes ConfigMap holding the same
+# rules (scripts/prom-check.sh --update rewrites it). Installs Debian's
+# prometheus package (for promtool) if missing, about 40 s.
+prom-check:
+	./scripts/prom-check.sh
+
 # The Kubernetes manifests, offline: API schemas (k8s 1.30, strict),
-# cross-checks, and the ConfigMap's configs through --check-config. The
-# first run installs kubernetes-validate from PyPI into target/venv-k8s.
+# cross-checks, the ConfigMap's configs through --check-config, and checkov.
+# The first run installs kubernetes-validate and checkov from PyPI into
+# target/venv-k8s and target/venv-checkov.
 k8s-validate: build
 	./scripts/k8s-validate.sh
 
@@ -72,10 +81,12 @@ compose-image:
 	TETHER_BUILD_TARGET=runtime-host TETHER_BASE_IMAGE=tether-base:bookworm $(COMPOSE) build
 
 # The full stack: three backends (one DNS pool), two checkers, two proxies on
-# localhost:8080 and :8081 (TETHER_PORT_A / TETHER_PORT_B to change them).
+# localhost:8080 and :8081 (TETHER_PORT_A / TETHER_PORT_B to change them),
+# Prometheus on localhost:9090 (TETHER_PORT_PROMETHEUS).
 compose-up: compose-image
 	TETHER_BUILD_TARGET=runtime-host TETHER_BASE_IMAGE=tether-base:bookworm $(COMPOSE) up -d
 	@echo "tether: curl -i localhost:$${TETHER_PORT_A:-8080}/  and  $(COMPOSE) exec checker-a tetherctl health"
+	@echo "prometheus: http://127.0.0.1:$${TETHER_PORT_PROMETHEUS:-9090}/classic/alerts  (docs/OPERATING.md)"
 
 compose-down:
 	$(COMPOSE) down -v --remove-orphans

@@ -61,10 +61,12 @@ Settings come from the environment:
   BENCH_WINDOW         override single settings
   BENCH_HANDSHAKES     new TLS connections per proxy and round (default 500,
                        quick 300)
-  BENCH_ONLY=proxies|burst|instructions|tls|checker|balance   run some parts
+  BENCH_ONLY=proxies|burst|instructions|tls|checker|h2up|balance   run some parts
                        (comma-separated list); the goals table at the end
                        quotes what was run
   BENCH_BURST          requests of part "burst" (default 300,000, quick 30,000)
+  BENCH_H2UP           requests per run of part "h2up" (default 100,000,
+                       quick 10,000)
   BENCH_INS_N1, BENCH_INS_N2, BENCH_INS_REPS, BENCH_HOLD, BENCH_SETTLE
                        part "instructions": the two request counts (2,000
                        and 12,000; quick 500 and 2,500), repetitions (2;
@@ -146,7 +148,7 @@ def env_float(name: str, default: float) -> float:
     return float(raw) if raw else default
 
 
-PARTS = ("proxies", "burst", "instructions", "tls", "checker", "balance")
+PARTS = ("proxies", "burst", "instructions", "tls", "checker", "h2up", "balance")
 
 
 @dataclass
@@ -172,6 +174,7 @@ class Settings:
     burst: int = 300_000
     burst_conns: int = 100
     burst_streams: int = 10  # h2 streams in flight per connection
+    h2up: int = 100_000  # requests per run of part "h2up"
     # part "instructions": cachegrind, (I(n2) - I(n1)) / (n2 - n1)
     ins_n1: int = 2000
     ins_n2: int = 12000
@@ -197,6 +200,7 @@ class Settings:
             handshakes=env_int("BENCH_HANDSHAKES", 300 if quick else 500),
             only=os.environ.get("BENCH_ONLY", ""),
             burst=env_int("BENCH_BURST", 30_000 if quick else 300_000),
+            h2up=env_int("BENCH_H2UP", 10_000 if quick else 100_000),
             ins_n1=env_int("BENCH_INS_N1", 500 if quick else 2000),
             ins_n2=env_int("BENCH_INS_N2", 2500 if quick else 12000),
             ins_reps=env_int("BENCH_INS_REPS", 1 if quick else 2),
@@ -557,11 +561,16 @@ def start_backends(procs: Procs, workdir: str, ports: list[int], cpu: int) -> su
 
 def start_tether(procs: Procs, workdir: str, name: str, port: int, backends: list[int], cpu: str,
                  binary: str | None = None, tls: tuple[str, str] | None = None,
-                 wrap: list[str] | None = None, proxy_extra: str = "",
-                 admin: str = "127.0.0.1:0") -> subprocess.Popen:
+                 wrap: list[str] | None = None, protocol: str | None = None,
+                 proxy_extra: str = "", admin: str = "127.0.0.1:0") -> subprocess.Popen:
+    # protocol: the targets' (part "h2up": "h2c", probed by TCP, since an
+    # h2c-only backend takes no HTTP/1.1 probe)
+    proto_line = f'protocol = "{protocol}"\n' if protocol else ""
     targets = "\n".join(
-        f'[[targets]]\nurl = "http://127.0.0.1:{b}"\nname = "app-{i + 1}"\n' for i, b in enumerate(backends)
+        f'[[targets]]\nurl = "http://127.0.0.1:{b}"\nname = "app-{i + 1}"\n{proto_line}'
+        for i, b in enumerate(backends)
     )
+    health = 'kind = "tcp"' if protocol else 'kind = "http"\npath = "/health"'
     tls_block = f'[proxy.tls]\ncert = "{tls[0]}"\nkey = "{tls[1]}"\n\n' if tls else ""
     path = os.path.join(workdir, f"{name}.toml")
     with open(path, "w") as f:
@@ -576,8 +585,7 @@ header_read_timeout = "60s"
 listen = "{admin}"
 
 [health]
-kind = "http"
-path = "/health"
+{health}
 interval = "1s"
 timeout = "1s"
 
@@ -980,6 +988,9 @@ def estimate(s: Settings) -> float:
         # two processes per proxy and repetition, each living the hold
         # (valgrind's start-up included), plus valgrind's shutdown
         total += 3 * s.ins_reps * 2 * (s.ins_hold + 3)
+    if "h2up" in s.parts:
+        # three proxies per round at ~20,000 requests/s, plus start-up
+        total += 5 + s.rounds * 3 * (s.h2up / 20000 + 0.2)
     if "balance" in s.parts:
         total += 2 * (3 + s.warmup + s.rounds * (s.secs + 0.15))
     if "checker" in s.parts:
@@ -1477,6 +1488,147 @@ def run_burst(ctx: Ctx) -> None:
         "in clear text on one port). Then the load closes its connections; once none is left at the proxy "
         "(/proc/net/tcp) the RSS of the serving process (nginx: the worker) is polled until it has stayed "
         "the same for 2 s. MiB.\n"
+    )
+    ctx.report.append("```\n" + table + "\n```\n")
+
+
+# === part "h2up": HTTP/2 to the backends ===
+
+
+def start_h2_backends(procs: Procs, workdir: str, ports: list[int], cpu: int) -> subprocess.Popen:
+    """Three h2c-only (prior knowledge) backends in one nginx worker."""
+    servers = "\n".join(
+        f"""  server {{
+    listen 127.0.0.1:{port} http2 backlog=4096;
+    default_type text/plain;
+    location / {{ return 200 "app-{i + 1}\\n"; }}
+  }}"""
+        for i, port in enumerate(ports)
+    )
+    conf = nginx_conf(workdir, "h2backends", servers)
+    p = start_nginx(procs, workdir, "h2backends", conf, cpu)
+    for port in ports:
+        wait_port(port, p)
+    return p
+
+
+def start_h2up_proxy(ctx: Ctx, key: str, port: int, b_ports: list[int]) -> subprocess.Popen:
+    """A proxy taking h2c from clients and speaking HTTP/2 (h2c) to the
+    backends: Tether `protocol = "h2c"`, nginx `grpc_pass` (its only
+    HTTP/2 upstream), HAProxy `proto h2`. One worker each, on the proxy CPU."""
+    cpu = ctx.proxy_cpu
+    name = f"h2up-{key}"
+    if key == "tether":
+        return start_tether(ctx.procs, ctx.workdir, name, port, b_ports, str(cpu), protocol="h2c")
+    if key == "nginx":
+        upstream = "\n".join(f"    server 127.0.0.1:{b};" for b in b_ports)
+        block = f"""  upstream h2pool {{
+{upstream}
+    keepalive 256;
+    keepalive_requests 1000000;
+    keepalive_timeout 60s;
+  }}
+  server {{
+    listen 127.0.0.1:{port} http2 backlog=4096;
+    location / {{
+      grpc_pass grpc://h2pool;
+      grpc_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    }}
+  }}"""
+        return start_nginx(ctx.procs, ctx.workdir, name, nginx_conf(ctx.workdir, name, block), cpu)
+    if key == "haproxy":
+        servers = "\n".join(
+            f"  server app-{i + 1} 127.0.0.1:{b} proto h2 check inter 1s" for i, b in enumerate(b_ports)
+        )
+        path = os.path.join(ctx.workdir, f"{name}.cfg")
+        with open(path, "w") as f:
+            f.write(
+                f"""# generated by bench/bench.py
+global
+  nbthread 1
+  maxconn 4096
+
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 60s
+  timeout server 30s
+  timeout http-keep-alive 60s
+  option http-keep-alive
+  option forwardfor
+  http-reuse safe
+
+frontend fe
+  bind 127.0.0.1:{port} proto h2
+  default_backend pool
+
+backend pool
+  balance roundrobin
+{servers}
+"""
+            )
+        return ctx.procs.start(["haproxy", "-db", "-f", path], cpu, name, ctx.workdir)
+    raise ValueError(key)
+
+
+def run_h2up(ctx: Ctx) -> None:
+    """h2load (h2c) through each proxy to h2c backends: requests/s and the
+    proxy's CPU per request, every proxy once per round, order rotated."""
+    s = ctx.settings
+    b_ports = free_ports(3)
+    backends = start_h2_backends(ctx.procs, ctx.workdir, b_ports, ctx.load_cpu)
+    say(f"h2up: backends: nginx, one worker, h2c-only ports {', '.join(map(str, b_ports))} (CPU {ctx.load_cpu})")
+    entries: list[Entry] = []
+    for key in PEERS:
+        (port,) = free_ports(1)
+        p = start_h2up_proxy(ctx, key, port, b_ports)
+        wait_h2load(ctx, port, p, True)
+        entries.append(Entry(key, key, port, p))
+    conns, streams = 16, 10
+    rounds: list[dict[str, dict]] = []
+    for r in range(s.rounds):
+        got: dict[str, dict] = {}
+        for i in range(len(entries)):
+            e = entries[(r + i) % len(entries)]
+            t0 = cpu_ticks(e.pids())
+            res = h2load(ctx, e.port, s.h2up, conns, True, streams)
+            t1 = cpu_ticks(e.pids())
+            if res["ok"] != s.h2up:
+                raise RuntimeError(f"h2up {e.key}: {res['ok']} of {s.h2up} requests answered 2xx:\n"
+                                   f"{res['out'][-2000:]}")
+            cpu_s = (t1 - t0) / HZ
+            got[e.key] = {"rps": s.h2up / res["secs"] if res["secs"] else float("nan"),
+                          "cpu_us": cpu_s * 1e6 / s.h2up}
+        rounds.append(got)
+        say(f"h2up round {r + 1}/{s.rounds}: " + ", ".join(
+            f"{k} {v['rps']:,.0f} req/s {v['cpu_us']:.1f} us/req" for k, v in got.items()))
+    for e in entries:
+        ctx.procs.stop(e.proc)
+    ctx.procs.stop(backends)
+    rows: list[tuple[str, list[str]]] = [
+        ("requests/s (median)", [fmt_num(med([rd[k]["rps"] for rd in rounds])) for k in PEERS]),
+        ("proxy CPU us per request (median)", [fmt_num(med([rd[k]["cpu_us"] for rd in rounds]), 1) for k in PEERS]),
+    ]
+    ratio = {peer: [rd["tether"]["cpu_us"] / rd[peer]["cpu_us"] for rd in rounds if rd[peer]["cpu_us"]]
+             for peer in ("nginx", "haproxy")}
+    rows.append(("tether's CPU per request / theirs, same round",
+                 [""] + [fmt_sig(med(ratio[p])) for p in ("nginx", "haproxy")]))
+    rows.append(("  range over rounds", [""] + [spread(ratio[p]) for p in ("nginx", "haproxy")]))
+    table = render_table(list(PEERS), rows)
+    say()
+    say(f"HTTP/2 to the backends: {s.h2up:,} requests per run, h2c, {conns} connections x {streams} streams")
+    say(table)
+    ctx.figures["h2up"] = {k: med([rd[k]["cpu_us"] for rd in rounds]) for k in PEERS}
+    ctx.report.append("## HTTP/2 to the backends\n")
+    ctx.report.append(
+        f"Three h2c-only backends (one nginx worker, `listen ... http2`, CPU {ctx.load_cpu}). Each proxy takes "
+        "h2c from the client and speaks HTTP/2 to the backends, one worker, alone on CPU "
+        f"{ctx.proxy_cpu}: Tether with `protocol = \"h2c\"` targets (TCP probes), nginx `grpc_pass` (its only "
+        "HTTP/2 upstream; one stream per upstream connection, kept alive), HAProxy `server ... proto h2`. "
+        f"Per round every proxy serves {s.h2up:,} requests from h2load (one thread, {conns} connections, "
+        f"{streams} streams each, CPU {ctx.load_cpu}), order rotated; {s.rounds} rounds. CPU per request is "
+        "the proxy's utime+stime over the run divided by the requests. On this shared machine CPU figures "
+        "swing by a third between runs: read the same-round ratios, not the absolute numbers.\n"
     )
     ctx.report.append("```\n" + table + "\n```\n")
 
@@ -2138,7 +2290,7 @@ def main() -> int:
         tools["oha"] = find_tool("oha")
     if "tls" in s.parts:
         tools["openssl"] = find_tool("openssl")
-    if "burst" in s.parts or "instructions" in s.parts:
+    if "burst" in s.parts or "instructions" in s.parts or "h2up" in s.parts:
         tools["h2load"] = find_tool("h2load")
     if "instructions" in s.parts:
         tools["valgrind"] = find_tool("valgrind")
@@ -2192,6 +2344,8 @@ def main() -> int:
         if "checker" in s.parts:
             for kind in s.check_kinds:
                 run_checker(ctx, kind)
+        if "h2up" in s.parts:
+            run_h2up(ctx)
         if "balance" in s.parts:
             run_balance(ctx)
         report_goals(ctx)

@@ -4,10 +4,16 @@
 #      strict: unknown fields are errors), at a fixed Kubernetes version;
 #   2. what the schemas cannot see: kustomization lists every file, selectors
 #      match pod labels, every container is locked down and has limits, config
-#      paths exist in the ConfigMap, the proxy's grace period covers its drain
+#      paths exist in the ConfigMap, the proxy's grace period covers its drain,
+#      images name the workspace version, every pod has a pod-level security
+#      context and a NetworkPolicy of its own besides the default deny
 #      (and `kubectl kustomize` renders, when kubectl happens to be installed);
 #   3. the TOML files inside the ConfigMap with the real binaries'
-#      --check-config (skipped, with a note, when they are not built).
+#      --check-config (skipped, with a note, when they are not built);
+#   4. checkov (PyPI, pinned), the scanner a new user is likely to run:
+#      every finding is either fixed or skipped in the manifest with a
+#      one-line reason (`checkov.io/skipN` annotations), so any new one
+#      fails this.
 #
 # Usage: scripts/k8s-validate.sh [DIR]     (default deploy/k8s)
 # Exits non-zero on the first stage that finds a problem.
@@ -20,6 +26,9 @@ dir=${1:-deploy/k8s}
 k8s_version=1.30.0
 validator_version=1.37.0
 venv=target/venv-k8s
+checkov_version=3.3.30
+# Its own venv: checkov pins many packages of its own.
+checkov_venv=target/venv-checkov
 bin_dir=${K8S_BIN_DIR:-target/debug}
 
 # Reuse the venv when it already holds the pinned version: repeat runs make
@@ -109,6 +118,11 @@ def duration_s(v):
     return int(m[1]) * {"ms": 0.001, "s": 1, "m": 60}[m[2]]
 
 configmaps = {doc["metadata"]["name"]: doc.get("data", {}) for _, doc in of_kind("ConfigMap")}
+# The image tag is the release: the workspace version in Cargo.toml.
+with open("Cargo.toml", "rb") as fh:
+    version = tomllib.load(fh)["workspace"]["package"]["version"]
+policies = [doc for _, doc in of_kind("NetworkPolicy")]
+required_pod_sc = {"runAsNonRoot": True, "runAsUser": 10001}
 deployments = of_kind("Deployment")
 pod_labels = []
 required_sc = {
@@ -124,6 +138,16 @@ for f, dep in deployments:
     if not matches(spec["selector"].get("matchLabels"), labels):
         err(f"{f}: {name(dep)} selector does not match its pod labels")
     pod = spec["template"]["spec"]
+    pod_sc = pod.get("securityContext", {})
+    for k, v in required_pod_sc.items():
+        if pod_sc.get(k) != v:
+            err(f"{f}: {name(dep)} pod securityContext.{k} must be {str(v).lower()}")
+    if pod_sc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+        err(f"{f}: {name(dep)} pod seccompProfile must be RuntimeDefault")
+    own = [p for p in policies if p["spec"].get("podSelector", {}).get("matchLabels")
+           and matches(p["spec"]["podSelector"]["matchLabels"], labels)]
+    if not own:
+        err(f"{f}: {name(dep)}: no NetworkPolicy selects its pods")
     if pod.get("enableServiceLinks") is not False:
         err(f"{f}: {name(dep)} must set enableServiceLinks: false")
     volumes = {v["name"]: v for v in pod.get("volumes", [])}
@@ -146,6 +170,8 @@ for f, dep in deployments:
                 # The schemas take any string here; the API server would not.
                 elif not QUANTITY.fullmatch(str(q)):
                     err(f"{where}: resources.{part}.{r}: {q!r} is not a quantity")
+        if c.get("image") != f"tether:{version}":
+            err(f"{where}: image must be tether:{version} (the version in Cargo.toml)")
         if c.get("imagePullPolicy") != "IfNotPresent":
             err(f"{where}: imagePullPolicy must be IfNotPresent")
         # --config PATH must be a key of the ConfigMap mounted at its dir.
@@ -221,4 +247,28 @@ for pair in checker:tether-checker proxy:tether-proxy; do
     rc=1
   fi
 done
-exit $rc
+((rc == 0)) || exit $rc
+
+echo "== 4. checkov $checkov_version"
+if ! "$checkov_venv/bin/checkov" --version 2>/dev/null | grep -qx "$checkov_version"; then
+  echo "k8s-validate: installing checkov $checkov_version into $checkov_venv"
+  start=$SECONDS
+  python3 -m venv "$checkov_venv"
+  "$checkov_venv/bin/pip" install --quiet --disable-pip-version-check "checkov==$checkov_version"
+  echo "k8s-validate: checkov installed in $((SECONDS - start))s"
+fi
+# Offline: no download of Prisma Cloud's guidelines, no version check.
+set +e
+out=$(BC_SKIP_MAPPING=TRUE CHECKOV_NO_VERSION_CHECK=1 LOG_LEVEL=ERROR \
+  "$checkov_venv/bin/checkov" -d "$dir" --framework kubernetes --skip-download --compact --quiet 2>&1)
+rc=$?
+set -e
+summary=$(grep -E '^Passed checks' <<<"$out" || true)
+if ((rc != 0)); then
+  # The findings (--quiet: failed checks only): each check and resource.
+  grep -E 'Check:|FAILED for|File:' <<<"$out" | head -n 90
+  echo "k8s-validate: checkov: $summary" >&2
+  echo "k8s-validate: fix each finding, or skip it in the manifest with a one-line reason" >&2
+  exit 1
+fi
+echo "ok: checkov: ${summary:-no output}"

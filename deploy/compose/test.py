@@ -11,8 +11,11 @@ static), one checker cut off the backend network only (it says it is
 impaired; the proxies follow the other, which still takes out a backend that
 really fails, and the one killed after it) and then cut off every network,
 each with 0 failed requests, also after it comes back, scaling the backends
-3 -> 4, and `down -v` leaving nothing behind. The stack is always torn
-down.
+3 -> 4, Prometheus (every proxy and checker scraped and `up`,
+`tether_requests_total` counting exactly the requests sent, and
+TetherNoHealthyMember firing in /api/v1/alerts once every backend fails its
+health check), and `down -v` leaving nothing behind. The stack is always
+torn down.
 
     python3 deploy/compose/test.py [--bin-dir target/debug] [--skip STEP,..]
 
@@ -22,9 +25,11 @@ switch their health.
 """
 
 import argparse
+import datetime
 import http.client
 import json
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -32,6 +37,7 @@ import subprocess
 import sys
 import threading
 import time
+from urllib.parse import quote
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN_STAGE = os.path.join(ROOT, "deploy", "compose", ".bin")
@@ -45,9 +51,21 @@ LEAVE_BOUND = INTERVAL * FALL + 1.0  # traffic leaves a failed backend within th
 BACKEND_PORT = 8080
 REQUEST_TIMEOUT = 5.0
 
+# deploy/prometheus/prometheus.yml: the jobs and what they scrape.
+PROM_TARGETS = {
+    ("tether-proxy", "proxy-a:9901"),
+    ("tether-proxy", "proxy-b:9901"),
+    ("tether-checker", "checker-a:9902"),
+    ("tether-checker", "checker-b:9902"),
+}
+# deploy/prometheus/rules/tether-alerts.yml: TetherNoHealthyMember's `for`.
+NO_HEALTHY_FOR = 30.0
+CONTAINERS = 8  # 3 backends, 2 checkers, 2 proxies, Prometheus
+
 STEPS = (
     "pool-names",
     "round-robin",
+    "prometheus",
     "sticky",
     "backend-fail",
     "backend-stop",
@@ -55,6 +73,7 @@ STEPS = (
     "checker-backend-cut",
     "checker-partition",
     "scale",
+    "alert",
     "down",
 )
 
@@ -206,7 +225,7 @@ class Stack:
         self.stopped = None  # a backend container the steps left stopped
         self.network = f"{self.project}_default"
         self.backend_network = f"{self.project}_backends"
-        self.ports = free_ports(2)
+        *self.ports, self.prometheus_port = free_ports(3)
         self.compose = shlex.split(args.compose) + ["-p", self.project, "-f", "docker-compose.yml"]
         for extra in args.override:
             self.compose += ["-f", os.path.abspath(extra)]
@@ -216,6 +235,7 @@ class Stack:
             TETHER_BASE_IMAGE=args.base_image,
             TETHER_PORT_A=str(self.ports[0]),
             TETHER_PORT_B=str(self.ports[1]),
+            TETHER_PORT_PROMETHEUS=str(self.prometheus_port),
         )
 
     def dc(self, *args, timeout=120, check_rc=True):
@@ -276,6 +296,49 @@ class Stack:
         cs = self.containers()
         running = [c for cs_ in cs.values() for c in cs_ if c["running"]]
         return len(running) == expected and all(c["health"] == "healthy" for c in running)
+
+
+def prometheus_get(stack, path):
+    """GET from the stack's Prometheus API; the `data` of a success."""
+    conn = http.client.HTTPConnection("127.0.0.1", stack.prometheus_port, timeout=REQUEST_TIMEOUT)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = json.loads(resp.read())
+    finally:
+        conn.close()
+    check(resp.status == 200 and body.get("status") == "success", f"GET {path}: {resp.status} {body}")
+    return body["data"]
+
+
+def prometheus_query(stack, expr):
+    """An instant query: {frozenset(labels.items()): value}."""
+    data = prometheus_get(stack, f"/api/v1/query?query={quote(expr)}")
+    return {frozenset(r["metric"].items()): float(r["value"][1]) for r in data["result"]}
+
+
+def proxies_scraped_since(stack, wall):
+    """Whether Prometheus's last scrape of each proxy began after `wall`
+    (time.time()) and succeeded."""
+    active = prometheus_get(stack, "/api/v1/targets?state=active")["activeTargets"]
+    proxies = [t for t in active if t["labels"]["job"] == "tether-proxy"]
+    check(len(proxies) == 2, f"Prometheus scrapes {len(proxies)} proxies")
+    for t in proxies:
+        # RFC 3339 with nanoseconds; Python reads microseconds.
+        stamp = re.sub(r"(\.\d{6})\d*", r"\1", t["lastScrape"]).replace("Z", "+00:00")
+        if t["health"] != "up" or datetime.datetime.fromisoformat(stamp).timestamp() <= wall:
+            return False
+    return True
+
+
+def firing(stack, alertname):
+    """The instances for which `alertname` is firing."""
+    alerts = prometheus_get(stack, "/api/v1/alerts")["alerts"]
+    return {
+        a["labels"].get("instance")
+        for a in alerts
+        if a["labels"].get("alertname") == alertname and a["state"] == "firing"
+    }
 
 
 def is_backend(target, c):
@@ -402,6 +465,82 @@ def step_sticky(stack):
             seen.append(a.target)
         check(set(seen) == {pin.target}, f":{first} pinned {pin.target}, :{second} answered {seen}")
         log(f"  pinned by :{first} to {pin.target}: 6/6 on :{second}")
+
+
+def step_prometheus(stack):
+    """Prometheus scrapes every proxy and checker, and tether_requests_total
+    counts exactly the requests sent through each proxy."""
+    def all_up():
+        active = prometheus_get(stack, "/api/v1/targets?state=active")["activeTargets"]
+        seen = {(t["labels"]["job"], t["labels"]["instance"]): t["health"] for t in active}
+        missing = PROM_TARGETS - set(seen)
+        check(not missing, f"Prometheus does not scrape {sorted(missing)}")
+        return all(seen[t] == "up" for t in PROM_TARGETS) and seen
+
+    _, took = wait_for("every proxy and checker to be up in Prometheus", all_up, 30, poll=0.5)
+    log(f"  Prometheus scrapes {sorted(i for _, i in PROM_TARGETS)}, all up ({took:.1f}s)")
+
+    expr = 'sum by (instance) (tether_requests_total{job="tether-proxy"})'
+    # Nothing else sends requests through the proxies: a scrape taken after
+    # this moment and before the requests below is the baseline.
+    mark = time.time()
+    wait_for("a scrape of both proxies", lambda: proxies_scraped_since(stack, mark), 20, poll=0.5)
+    before = prometheus_query(stack, expr)
+    check(len(before) == 2, f"{expr}: {before}")
+    per_proxy = 25
+    for port in stack.ports:
+        answers = [request("127.0.0.1", port) for _ in range(per_proxy)]
+        check(all(a.ok for a in answers), f"proxy :{port}: failed requests")
+    sent = time.time()
+
+    def counted():
+        if not proxies_scraped_since(stack, sent):
+            return False
+        now = prometheus_query(stack, expr)
+        return all(now.get(k, 0) >= before[k] + per_proxy for k in before) and now
+
+    after, took = wait_for("a scrape of both proxies that counts the requests", counted, 20, poll=0.5)
+    for k in sorted(before, key=sorted):
+        instance = dict(k)["instance"]
+        delta = after[k] - before[k]
+        check(delta == per_proxy, f"{instance}: tether_requests_total moved by {delta}, sent {per_proxy}")
+        log(f"  {instance}: tether_requests_total {before[k]:.0f} -> {after[k]:.0f} (+{per_proxy}, as sent; {took:.1f}s)")
+
+
+def step_alert(stack):
+    """Every backend fails its health check: TetherNoHealthyMember fires
+    for both proxies in Prometheus, after its `for`, and clears when they
+    recover."""
+    backends = [c for c in stack.containers()["backend"] if c["running"]]
+    want = {"proxy-a:9901", "proxy-b:9901"}
+    check(not firing(stack, "TetherNoHealthyMember"), "TetherNoHealthyMember fires before the test")
+    t = time.monotonic()
+    for c in backends:
+        set_health(c, False)
+    _, took = wait_for(
+        "both proxies to answer 503 (no healthy member)",
+        lambda: all(request("127.0.0.1", p).status == 503 for p in stack.ports),
+        15,
+    )
+    log(f"  every backend failing; both proxies answer 503 after {took:.1f}s")
+    _, took = wait_for(
+        "TetherNoHealthyMember firing for both proxies in /api/v1/alerts",
+        lambda: firing(stack, "TetherNoHealthyMember") >= want,
+        NO_HEALTHY_FOR + 30,
+        poll=0.5,
+    )
+    took = time.monotonic() - t
+    log(f"  TetherNoHealthyMember firing for {sorted(want)} {took:.1f}s after the failure (for: {NO_HEALTHY_FOR:.0f}s)")
+    check(took >= NO_HEALTHY_FOR, f"fired after {took:.1f}s, before its for: {NO_HEALTHY_FOR}s")
+    for c in backends:
+        set_health(c, True)
+    _, took = wait_for(
+        "TetherNoHealthyMember to clear",
+        lambda: not firing(stack, "TetherNoHealthyMember"),
+        30,
+        poll=0.5,
+    )
+    log(f"  backends recovered; the alert cleared after {took:.1f}s")
 
 
 def step_backend_fail(stack):
@@ -606,9 +745,13 @@ def step_down(stack):
     ).split()
     nets = run(["docker", "network", "ls", "--format", "{{.Name}}"]).split()
     ours = [n for n in nets if n.startswith(f"{stack.project}_")]
+    volumes = run(
+        ["docker", "volume", "ls", "-q", "--filter", f"label=com.docker.compose.project={stack.project}"]
+    ).split()
     check(not left, f"containers left behind: {left}")
     check(not ours, f"networks left behind: {ours}")
-    log(f"  down -v in {time.monotonic() - t:.1f}s: no container, no network left")
+    check(not volumes, f"volumes left behind: {volumes}")
+    log(f"  down -v in {time.monotonic() - t:.1f}s: no container, network or volume left")
 
 
 # -------------------------------------------------------------------- main
@@ -629,6 +772,10 @@ def build(args, stack):
     # One service builds the image all services use.
     stack.dc("build", "backend", timeout=600)
     log(f"image {IMAGE} built from {bin_dir} ({time.monotonic() - t:.1f}s)")
+    t = time.monotonic()
+    # Debian's prometheus package on the same base; cached after the first.
+    stack.dc("build", "prometheus", timeout=900)
+    log(f"image tether-prometheus:latest built ({time.monotonic() - t:.1f}s)")
 
 
 def main():
@@ -652,7 +799,8 @@ def main():
         parser.error(f"unknown steps {sorted(unknown)}; steps are {', '.join(STEPS)}")
 
     stack = Stack(args)
-    log(f"project {stack.project}, proxies on 127.0.0.1:{stack.ports[0]} and :{stack.ports[1]}")
+    log(f"project {stack.project}, proxies on 127.0.0.1:{stack.ports[0]} and :{stack.ports[1]}, "
+        f"Prometheus on :{stack.prometheus_port}")
     failed = False
     try:
         build(args, stack)
@@ -660,8 +808,10 @@ def main():
         t = time.monotonic()
         stack.dc("up", "-d", timeout=180)
         log(f"up -d returned ({time.monotonic() - t:.1f}s)")
-        _, took = wait_for("all seven containers healthy", lambda: stack.all_healthy(7), 60, poll=0.5)
-        log(f"all seven containers healthy ({time.monotonic() - t:.1f}s)")
+        _, took = wait_for(
+            f"all {CONTAINERS} containers healthy", lambda: stack.all_healthy(CONTAINERS), 60, poll=0.5
+        )
+        log(f"all {CONTAINERS} containers healthy ({time.monotonic() - t:.1f}s)")
         for name in STEPS:
             if name in skip:
                 log(f"{name}: skipped")

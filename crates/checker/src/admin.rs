@@ -16,6 +16,8 @@ use crate::hub::{HubHandle, HubMetrics};
 #[derive(Debug)]
 pub struct CheckerStatus {
     pub hub: HubHandle,
+    /// Reload outcomes and certificate expiry.
+    pub config: std::sync::Arc<tether_daemon::config_state::ConfigState>,
 }
 
 impl Status for CheckerStatus {
@@ -51,6 +53,7 @@ impl Status for CheckerStatus {
             };
             let impaired = self.hub.checker_state().is_impaired();
             write_metrics(&mut out, &hub, &targets, impaired);
+            self.config.write_metrics(&mut out);
             out
         })
     }

@@ -92,6 +92,12 @@ async fn serve_on(
         config.impaired_threshold,
     );
     let (trigger, drain) = tether_daemon::drain::channel();
+    let config_state = reload.as_ref().map(Reload::state).unwrap_or_default();
+    // The listener reads its identity once, at start (a new one takes a
+    // restart), so its expiry is the file's now.
+    if let Some(tls) = &config.tls {
+        config_state.certificate_file(&tls.section, &tls.identity.cert);
+    }
     if let Some(reload) = reload {
         let task = reload::run(reload, config.clone(), checker.handle());
         let drain = drain.clone();
@@ -105,6 +111,7 @@ async fn serve_on(
     if let Some(admin) = admin {
         let status = std::sync::Arc::new(admin::CheckerStatus {
             hub: checker.handle(),
+            config: config_state,
         });
         tokio::spawn(tether_daemon::admin::serve(
             admin,

@@ -17,6 +17,7 @@ pub async fn run(mut reload: Reload, mut current: CheckerConfig, hub: HubHandle)
             Ok(new) => new,
             Err(e) => {
                 error!(target: "hc", "reload #{n} refused, keeping the running config: {e}");
+                reload.state().reloaded(false);
                 continue;
             }
         };
@@ -29,21 +30,32 @@ pub async fn run(mut reload: Reload, mut current: CheckerConfig, hub: HubHandle)
         if new.tls != current.tls {
             warn!(target: "hc", "reload #{n}: checker.tls changed; that takes a restart");
         }
+        // Whether every part applied; a part that failed keeps the old one.
+        let mut whole = true;
         let mut applied = Vec::new();
         match hub.set_pool(new.targets.clone()).await {
             Ok(change) => applied.extend(change.summary()),
-            Err(e) => error!(target: "hc", "reload #{n}: {e}"),
+            Err(e) => {
+                whole = false;
+                error!(target: "hc", "reload #{n}: {e}");
+            }
         }
         if new.impaired_threshold != current.impaired_threshold {
             match hub.set_impaired_threshold(new.impaired_threshold).await {
                 Ok(()) => applied.push("health.impaired_threshold".to_owned()),
-                Err(e) => error!(target: "hc", "reload #{n}: {e}"),
+                Err(e) => {
+                    whole = false;
+                    error!(target: "hc", "reload #{n}: {e}");
+                }
             }
         }
         if new.log != current.log {
             match reload.logging().apply(&new.log) {
                 Ok(()) => applied.push("log levels".to_owned()),
-                Err(e) => error!(target: "hc", "reload #{n}: {e}"),
+                Err(e) => {
+                    whole = false;
+                    error!(target: "hc", "reload #{n}: {e}");
+                }
             }
         }
         let what = if applied.is_empty() {
@@ -51,6 +63,7 @@ pub async fn run(mut reload: Reload, mut current: CheckerConfig, hub: HubHandle)
         } else {
             applied.join(", ")
         };
+        reload.state().reloaded(whole);
         info!(target: "hc", "reload #{n} applied: {what}");
         current = CheckerConfig {
             grpc_listen: current.grpc_listen,

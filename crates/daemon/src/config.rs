@@ -338,6 +338,10 @@ pub struct RawTarget {
     /// Only with an `https://` url: a CA (PEM) trusted for this target
     /// alone, beside the system roots and `[upstream_tls] ca`.
     pub tls_ca: Option<PathBuf>,
+    /// What the proxy speaks to it: `"h1"` (default), `"h2"` (HTTP/2 over
+    /// TLS by ALPN, an `https://` url) or `"h2c"` (cleartext HTTP/2 with
+    /// prior knowledge, an `http://` url). Validated by [`target_protocols`].
+    pub protocol: Option<String>,
 }
 
 /// `[log]`: a root level and per-logger levels, or a whole log4rs file.
@@ -446,6 +450,90 @@ fn tls_ca_needs_https(i: usize) -> ConfigError {
     )
 }
 
+/// What the proxy speaks to a target (`[[targets]] protocol`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum TargetProtocol {
+    /// HTTP/1.1 (over TLS for an `https://` url).
+    #[default]
+    H1,
+    /// HTTP/2 over TLS, agreed by ALPN.
+    H2,
+    /// Cleartext HTTP/2 with prior knowledge (RFC 9113 section 3.3).
+    H2c,
+}
+
+impl TargetProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetProtocol::H1 => "h1",
+            TargetProtocol::H2 => "h2",
+            TargetProtocol::H2c => "h2c",
+        }
+    }
+
+    /// `raw` for a target whose url is `url` (normalized); `key` names the
+    /// setting in errors.
+    fn parse(key: &str, raw: &str, url: &str) -> Result<TargetProtocol, ConfigError> {
+        let tls = url.starts_with("https://");
+        match raw.trim() {
+            "h1" => Ok(TargetProtocol::H1),
+            "h2" if tls => Ok(TargetProtocol::H2),
+            "h2" => Err(ConfigError::new(
+                key,
+                "\"h2\" is HTTP/2 over TLS and needs an https:// url; cleartext HTTP/2 is \"h2c\"",
+            )),
+            "h2c" if !tls => Ok(TargetProtocol::H2c),
+            "h2c" => Err(ConfigError::new(
+                key,
+                "\"h2c\" is cleartext HTTP/2 and needs an http:// url; over TLS it is \"h2\"",
+            )),
+            other => Err(ConfigError::new(
+                key,
+                format!("unknown protocol {other:?}, expected \"h1\", \"h2\" or \"h2c\""),
+            )),
+        }
+    }
+}
+
+/// Every `[[targets]] protocol` other than `h1`, by the `host:port` of the
+/// target's url (a DNS entry's template host, which its members keep as
+/// their Host): what the proxy speaks to each member. A proxy fed by
+/// checkers reads the `[[targets]]` it lists only for this (as for
+/// `tls_ca`). Two entries for one `host:port` must agree.
+pub fn target_protocols(file: &RawFile) -> Result<BTreeMap<String, TargetProtocol>, ConfigError> {
+    let mut out: BTreeMap<String, (usize, TargetProtocol)> = BTreeMap::new();
+    for (i, t) in file.targets.iter().enumerate() {
+        let url = target_url(&format!("targets[{i}].url"), &t.url)?;
+        let key = format!("targets[{i}].protocol");
+        let protocol = match &t.protocol {
+            Some(raw) => TargetProtocol::parse(&key, raw, &url)?,
+            None => TargetProtocol::H1,
+        };
+        let authority = url.split_once("://").map_or(url.as_str(), |(_, a)| a);
+        match out.get(authority) {
+            Some(&(j, other)) if other != protocol => {
+                return Err(ConfigError::new(
+                    key,
+                    format!(
+                        "{:?} for {authority}, but targets[{j}] speaks {:?} to it",
+                        protocol.as_str(),
+                        other.as_str()
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                out.insert(authority.to_owned(), (i, protocol));
+            }
+        }
+    }
+    Ok(out
+        .into_iter()
+        .filter(|(_, (_, p))| *p != TargetProtocol::H1)
+        .map(|(a, (_, p))| (a, p))
+        .collect())
+}
+
 /// The only value of `[[targets]] expand`.
 pub const EXPAND_DNS: &str = "dns";
 
@@ -489,6 +577,9 @@ pub fn targets(health: &RawHealth, raw: &[RawTarget]) -> Result<Vec<PoolEntry>, 
             ));
         }
         let probe = probe_spec(&key, &defaults, &t.into())?;
+        if let Some(raw) = &t.protocol {
+            TargetProtocol::parse(&format!("{key}.protocol"), raw, &url)?;
+        }
         let mut tls_ca = Vec::new();
         if let Some(path) = &t.tls_ca {
             if !url.starts_with("https://") {
@@ -807,6 +898,56 @@ mod tests {
             key(targets(&bad_kind, &[raw_target("http://x:1")])),
             "health.kind"
         );
+    }
+
+    #[test]
+    fn target_protocols_match_the_scheme_and_errors_name_the_key() {
+        let with = |url: &str, p: &str| RawTarget {
+            protocol: Some(p.into()),
+            ..raw_target(url)
+        };
+        let file = |targets| RawFile {
+            targets,
+            ..RawFile::default()
+        };
+        let got = target_protocols(&file(vec![
+            raw_target("http://a:1"),
+            with("http://b:2", "h2c"),
+            with("https://c", "h2"),
+            with("http://d:4", "h1"),
+            with("http://b:2/", " h2c "),
+        ]))
+        .expect("valid");
+        assert_eq!(
+            got.into_iter().collect::<Vec<_>>(),
+            [
+                ("b:2".to_owned(), TargetProtocol::H2c),
+                ("c:443".to_owned(), TargetProtocol::H2),
+            ]
+        );
+        for (targets, key) in [
+            (vec![with("http://a:1", "h2")], "targets[0].protocol"),
+            (
+                vec![raw_target("http://b:1"), with("https://a:1", "h2c")],
+                "targets[1].protocol",
+            ),
+            (vec![with("http://a:1", "http2")], "targets[0].protocol"),
+            (
+                vec![with("http://a:1", "h2c"), raw_target("http://a:1")],
+                "targets[1].protocol",
+            ),
+        ] {
+            let e = target_protocols(&file(targets.clone())).expect_err("invalid");
+            assert_eq!(e.key, key, "{}", e.reason);
+            if targets.len() == 1 {
+                let e = targets_of(&targets).expect_err("invalid");
+                assert_eq!(e.key, key, "{}", e.reason);
+            }
+        }
+    }
+
+    fn targets_of(raw: &[RawTarget]) -> Result<Vec<PoolEntry>, ConfigError> {
+        targets(&RawHealth::default(), raw)
     }
 
     #[test]

@@ -8,8 +8,10 @@
 //! or the proxy, which both depend on it.
 
 pub mod admin;
+pub mod cert_expiry;
 pub mod clock;
 pub mod config;
+pub mod config_state;
 pub mod drain;
 pub mod error;
 pub mod logging;

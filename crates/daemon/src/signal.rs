@@ -63,6 +63,8 @@ pub struct Reload {
     logging: crate::logging::Logging,
     signals: Reloads,
     count: u64,
+    /// Outcomes for `/metrics`; the daemon's admin endpoint shares it.
+    state: std::sync::Arc<crate::config_state::ConfigState>,
 }
 
 impl Reload {
@@ -73,6 +75,7 @@ impl Reload {
             logging,
             signals: Reloads::listen(),
             count: 0,
+            state: std::sync::Arc::default(),
         }
     }
 
@@ -93,5 +96,11 @@ impl Reload {
 
     pub fn logging(&self) -> &crate::logging::Logging {
         &self.logging
+    }
+
+    /// Where the reload task records each outcome (and certificates it
+    /// loads), for the admin endpoint.
+    pub fn state(&self) -> std::sync::Arc<crate::config_state::ConfigState> {
+        self.state.clone()
     }
 }

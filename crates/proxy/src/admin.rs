@@ -11,6 +11,7 @@ use serde::Serialize;
 use tether_core::HealthState;
 use tether_daemon::admin::{BoxFuture, Status, escape};
 use tether_daemon::clock;
+use tether_daemon::config_state::ConfigState;
 use tether_daemon::metrics::{Kind, Text};
 
 use crate::feed::FeedCell;
@@ -25,6 +26,8 @@ pub struct ProxyStatus {
     pub stats: Arc<ProxyStats>,
     /// Every checker's view, as the feed last merged them.
     pub checkers: Arc<FeedCell>,
+    /// Reload outcomes and certificate expiry.
+    pub config: Arc<ConfigState>,
 }
 
 impl Status for ProxyStatus {
@@ -236,6 +239,7 @@ impl ProxyStatus {
             "Clients the [limits] table holds state for (at most 32768; the oldest out).",
         )
         .sample("tether_limit_clients", &[], s.limit_clients.get());
+        self.config.write_metrics(out);
     }
 
     fn write_page(&self, out: &mut String) {

@@ -20,6 +20,7 @@ use tokio::time::{Instant, Sleep};
 use crate::cancel::Reached;
 use crate::http1::RequestBody;
 use crate::http1::client::ResponseBody;
+use crate::http2::body as http2;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -159,6 +160,16 @@ pub enum ProxyBody {
     },
     /// The bytes, until they have been sent once.
     Full(Option<Bytes>),
+    /// An HTTP/2 target's response body (`crate::http2`), trailers and
+    /// all; `reached` as for [`ProxyBody::Upstream`].
+    Http2 {
+        body: http2::ResponseBody,
+        guard: Guard,
+        reached: Reached,
+    },
+    /// A request body sent again after an HTTP/2 target refused it
+    /// unprocessed: what it had, then the rest.
+    Replayed(Box<http2::Replayed>),
 }
 
 impl ProxyBody {
@@ -173,6 +184,18 @@ impl ProxyBody {
 
     pub fn stream(body: ClientBody, guard: Guard) -> Self {
         ProxyBody::Stream { body, guard }
+    }
+
+    /// Wraps an HTTP/2 target's response body, as [`ProxyBody::upstream`].
+    pub fn http2(body: http2::ResponseBody, guard: Guard, mut reached: Reached) -> Self {
+        if body.is_end_stream() {
+            reached.done();
+        }
+        ProxyBody::Http2 {
+            body,
+            guard,
+            reached,
+        }
     }
 
     /// Wraps an upstream response body; `reached` is disarmed once the
@@ -220,6 +243,18 @@ impl Body for ProxyBody {
                 polled
             }
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Http2 {
+                body,
+                guard,
+                reached,
+            } => {
+                let polled = guard.poll(Pin::new(&mut *body), cx);
+                if matches!(polled, Poll::Ready(None | Some(Err(_)))) || body.is_end_stream() {
+                    reached.done();
+                }
+                polled
+            }
+            ProxyBody::Replayed(body) => Pin::new(&mut **body).poll_frame(cx),
         }
     }
 
@@ -228,6 +263,8 @@ impl Body for ProxyBody {
             ProxyBody::Stream { body, .. } => body.is_end_stream(),
             ProxyBody::Upstream { body, .. } => body.is_end_stream(),
             ProxyBody::Full(b) => b.is_none(),
+            ProxyBody::Http2 { body, .. } => body.is_end_stream(),
+            ProxyBody::Replayed(body) => body.is_end_stream(),
         }
     }
 
@@ -236,6 +273,8 @@ impl Body for ProxyBody {
             ProxyBody::Stream { body, .. } => body.size_hint(),
             ProxyBody::Upstream { body, .. } => body.size_hint(),
             ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ProxyBody::Http2 { body, .. } => body.size_hint(),
+            ProxyBody::Replayed(body) => body.size_hint(),
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::sticky::{DEFAULT_COOKIE_NAME, Keys, Mode, Rules, is_cookie_name};
 use tether_daemon::config::{self as shared, ConfigError, LogConfig, RawFile, RawServerTls};
 use tether_daemon::tls::{ClientTls, ServerTls};
 
+use crate::http2::Protocols;
 use crate::limits::ClientLimits;
 use crate::source::Resolver;
 use crate::tls::{self, TlsFiles};
@@ -259,6 +260,8 @@ pub struct ProxyConfig {
     /// whom `https://` members are verified against, besides the system
     /// roots.
     pub upstream_tls: Trust,
+    /// `[[targets]] protocol`: what the proxy speaks to each member.
+    pub protocols: Protocols,
     /// `None`: no admin endpoint.
     pub admin_listen: Option<SocketAddr>,
     pub log: LogConfig,
@@ -291,6 +294,8 @@ pub struct Settings {
     pub slow_start: Option<Duration>,
     /// New upstream TLS connections verify against this.
     pub upstream_tls: Trust,
+    /// HTTP/1.1, or HTTP/2 over TLS or cleartext, per member.
+    pub protocols: Protocols,
 }
 
 impl ProxyConfig {
@@ -313,6 +318,7 @@ impl ProxyConfig {
             balance: self.balance,
             slow_start: self.slow_start,
             upstream_tls: self.upstream_tls.clone(),
+            protocols: self.protocols.clone(),
         }
     }
 
@@ -346,6 +352,7 @@ impl ProxyConfig {
             embedded_checker_tls: None,
             tls: None,
             upstream_tls: Trust::default(),
+            protocols: Protocols::default(),
             admin_listen: None,
             log: LogConfig::default(),
         }
@@ -456,6 +463,7 @@ impl ProxyConfig {
             embedded_checker_tls,
             tls: listener_tls(file.proxy.tls.as_ref())?,
             upstream_tls: Trust::new(shared::target_trust(file)?),
+            protocols: Protocols::new(shared::target_protocols(file)?),
             admin_listen: file.admin.validate(DEFAULT_ADMIN_LISTEN)?,
             log: file.log.validate()?,
         })

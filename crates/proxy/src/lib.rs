@@ -19,6 +19,7 @@ pub mod forward;
 pub mod h2;
 pub mod headers;
 pub mod http1;
+pub mod http2;
 pub mod limits;
 pub mod listeners;
 pub mod passive;
@@ -104,6 +105,17 @@ async fn serve_on(
 ) -> Result<(), Error> {
     let table = table::TableCell::new();
     let stats = Arc::new(stats::ProxyStats::default());
+    let config_state = reload.as_ref().map(Reload::state).unwrap_or_default();
+    if let Some(files) = &config.tls {
+        config_state.certificate_file("proxy.tls", &files.cert);
+    }
+    if let Some(identity) = config
+        .health_source_tls
+        .as_ref()
+        .and_then(|t| t.identity.as_ref())
+    {
+        config_state.certificate_file("health_source.tls", &identity.cert);
+    }
     let (trigger, drain) = tether_daemon::drain::channel();
     let acceptor = match &config.tls {
         Some(files) => Some(tls::Acceptor::new(files).map_err(Error::Tls)?),
@@ -161,6 +173,7 @@ async fn serve_on(
             table: table.clone(),
             stats: stats.clone(),
             checkers,
+            config: config_state,
         });
         tokio::spawn(tether_daemon::admin::serve(
             admin,

@@ -251,6 +251,10 @@ fn too_many(retry_after: HeaderValue, close: bool) -> Response<ProxyBody> {
     if close {
         h.insert(header::CONNECTION, CLOSE.clone());
     }
+    // The proxy's own answer: a gRPC call gets it as RESOURCE_EXHAUSTED.
+    res.extensions_mut().insert(crate::http2::grpc::Local);
+    res.extensions_mut()
+        .insert(crate::http2::grpc::Message("Too many requests"));
     res
 }
 

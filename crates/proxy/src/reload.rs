@@ -31,9 +31,12 @@ pub async fn run(
             Ok(new) => new,
             Err(e) => {
                 error!(target: "proxy", "reload #{n} refused, keeping the running config: {e}");
+                reload.state().reloaded(false);
                 continue;
             }
         };
+        // Whether every part applied; a part that failed keeps the old one.
+        let mut whole = true;
         for what in needs_restart(&current, &new) {
             warn!(target: "proxy", "reload #{n}: {what} changed; that takes a restart");
         }
@@ -42,8 +45,12 @@ pub async fn run(
         // rewrites the same paths.
         if let (Some(acceptor), Some(files)) = (&tls, &new.tls) {
             match acceptor.reload(files) {
-                Ok(()) => applied.push("certificate".to_owned()),
+                Ok(()) => {
+                    reload.state().certificate_file("proxy.tls", &files.cert);
+                    applied.push("certificate".to_owned());
+                }
                 Err(e) => {
+                    whole = false;
                     error!(target: "proxy", "reload #{n}: keeping the running certificate: {e}")
                 }
             }
@@ -56,13 +63,19 @@ pub async fn run(
         if let (Some(hub), HealthSource::Embedded { targets, .. }) = (&hub, &new.source) {
             match hub.set_pool(targets.clone()).await {
                 Ok(change) => applied.extend(change.summary()),
-                Err(e) => error!(target: "proxy", "reload #{n}: embedded checker: {e}"),
+                Err(e) => {
+                    whole = false;
+                    error!(target: "proxy", "reload #{n}: embedded checker: {e}");
+                }
             }
         }
         if new.log != current.log {
             match reload.logging().apply(&new.log) {
                 Ok(()) => applied.push("log levels".to_owned()),
-                Err(e) => error!(target: "proxy", "reload #{n}: {e}"),
+                Err(e) => {
+                    whole = false;
+                    error!(target: "proxy", "reload #{n}: {e}");
+                }
             }
             proxy.refresh_access_log();
         }
@@ -71,6 +84,17 @@ pub async fn run(
         } else {
             applied.join(", ")
         };
+        if let Some(identity) = new
+            .health_source_tls
+            .as_ref()
+            .and_then(|t| t.identity.as_ref())
+        {
+            // The health channel reads its files at each reconnect.
+            reload
+                .state()
+                .certificate_file("health_source.tls", &identity.cert);
+        }
+        reload.state().reloaded(whole);
         info!(target: "proxy", "reload #{n} applied: {what}");
         current = keep_bound(current, new);
     }

@@ -6,6 +6,7 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
 use crate::body::ProxyBody;
+use crate::http2::grpc;
 use crate::validate::Reject;
 
 static JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -34,11 +35,15 @@ pub fn no_healthy_targets() -> Response<ProxyBody> {
 }
 
 /// A short JSON error. The message is fixed text: it never carries an
-/// upstream address (those go to the `proxy` log).
+/// upstream address (those go to the `proxy` log). Marked as the proxy's
+/// own, so that a gRPC call gets it as a gRPC status instead
+/// (`crate::http2::grpc::answer`).
 pub fn error_response(status: StatusCode, message: &'static str) -> Response<ProxyBody> {
     let body = Bytes::from(format!("{{\"error\":\"{message}\"}}"));
     let mut res = Response::new(ProxyBody::full(body));
     *res.status_mut() = status;
     res.headers_mut().insert(header::CONTENT_TYPE, JSON.clone());
+    res.extensions_mut().insert(grpc::Local);
+    res.extensions_mut().insert(grpc::Message(message));
     res
 }

@@ -15,6 +15,7 @@ pub mod backend;
 pub mod blackhole;
 pub mod body;
 pub mod checker;
+pub mod grpc;
 pub mod headers;
 pub mod http;
 mod net;

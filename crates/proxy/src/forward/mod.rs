@@ -17,6 +17,7 @@
 //! failed attempt leads to. Only the sends await; the phases are plain
 //! functions, so what they compute does not live in the request's future.
 
+mod http2;
 mod retry;
 mod rewrite;
 mod route;
@@ -41,6 +42,7 @@ use crate::cancel::Reached;
 use crate::config::{ProxyConfig, Settings};
 use crate::headers::{Peer, X_TARGET_SERVER};
 use crate::http1::client::ResponseBody;
+use crate::http2::{Protocol, grpc};
 use crate::limits::Clients;
 use crate::respond::{error_response, no_healthy_targets, rejection};
 use crate::stats::{self, ProxyStats};
@@ -60,6 +62,8 @@ pub struct Proxy {
     table: Arc<TableCell>,
     rr: RoundRobin,
     connector: Connector,
+    /// Connections to `protocol = "h2" | "h2c"` targets.
+    h2: crate::http2::client::Client,
     /// The current settings; each connection takes them once (see
     /// [`Settings`]) and a reload swaps in new ones.
     settings: ArcSwap<Settings>,
@@ -92,6 +96,7 @@ impl Proxy {
             table,
             rr: RoundRobin::new(),
             connector: Connector::new(POOL_IDLE_TIMEOUT),
+            h2: crate::http2::client::Client::new(POOL_IDLE_TIMEOUT),
             settings: ArcSwap::from_pointee(config.settings()),
             reports,
             tunnels: Arc::default(),
@@ -152,8 +157,9 @@ impl Proxy {
             .load(Ordering::Relaxed)
             .then(|| (req.method().clone(), req.uri().clone()));
         let mut served_by = None;
+        let grpc = grpc::is_grpc(req.headers());
         let res = self
-            .forward(req, peer, settings, now_ms, &mut served_by)
+            .forward(req, peer, settings, now_ms, &mut served_by, grpc)
             .await;
         self.stats.request_duration.observe(started.elapsed());
         match served_by {
@@ -175,7 +181,9 @@ impl Proxy {
                 started.elapsed().as_micros()
             );
         }
-        res
+        // Counted and logged above with the status the proxy meant (a 502
+        // is a 5xx even when a gRPC caller gets it as UNAVAILABLE).
+        if grpc { grpc::answer(res) } else { res }
     }
 
     /// Forwards `req`; `served_by` names the member the answer is counted
@@ -188,6 +196,7 @@ impl Proxy {
         s: &Settings,
         now_ms: u64,
         served_by: &mut Option<Arc<Upstream>>,
+        grpc: bool,
     ) -> Response<ProxyBody> {
         if let Some(limited) = self.clients.check(peer, &s.clients) {
             return limited;
@@ -227,15 +236,35 @@ impl Proxy {
         // An HTTP/2 client's answer waits in hyper's send queue; an HTTP/1
         // client's is written at once (see `upstream::Connection::exchange`).
         let copy_out = matches!(body, ClientBody::Hyper(_));
-        let guard = Guard::new(s.body_timeout, s.limits.max_body_bytes);
+        let guard = Guard::new(http2::body_idle(s, grpc), s.limits.max_body_bytes);
         let mut req = Request::from_parts(parts, ProxyBody::stream(body, guard));
         let mut retries_left = s.retries;
         loop {
             rewrite::address(s, &mut req, &attempt.upstream, &path);
-            let failure = match self
-                .exchange(s, req, &attempt.upstream, fresh_only, copy_out)
-                .await
-            {
+            // The one dispatch by what the target speaks.
+            let exchanged = match s.protocols.of(&attempt.upstream) {
+                Protocol::H1 => {
+                    self.exchange(s, req, &attempt.upstream, fresh_only, copy_out)
+                        .await
+                }
+                protocol @ (Protocol::H2 | Protocol::H2c) => {
+                    let sent = Box::pin(self.exchange_h2(
+                        s,
+                        req,
+                        &attempt.upstream,
+                        protocol,
+                        fresh_only,
+                        grpc,
+                    ));
+                    match sent.await {
+                        Ok((res, reached)) => {
+                            return self.answer_h2(res, reached, &attempt, s, peer, now_ms, grpc);
+                        }
+                        Err(f) => Err(f),
+                    }
+                }
+            };
+            let failure = match exchanged {
                 Ok((res, reached)) => {
                     return self.answer(res, reached, client_upgrade, &attempt, s, peer, now_ms);
                 }

@@ -47,8 +47,11 @@ impl Kind {
             | ErrorKind::Connect(_)
             | ErrorKind::ConnectTimeout(_)
             | ErrorKind::Tls(_)
+            | ErrorKind::NoH2
+            | ErrorKind::Refused(_)
             | ErrorKind::NotSent(_) => Kind::NotSent,
-            ErrorKind::PartlySent(_)
+            ErrorKind::Http2(_)
+            | ErrorKind::PartlySent(_)
             | ErrorKind::ResetAfterSending(_)
             | ErrorKind::ClosedBeforeResponse
             | ErrorKind::StoppedReading
@@ -346,6 +349,8 @@ mod tests {
                     | ErrorKind::Connect(_)
                     | ErrorKind::ConnectTimeout(_)
                     | ErrorKind::Tls(_)
+                    | ErrorKind::NoH2
+                    | ErrorKind::Refused(_)
                     | ErrorKind::NotSent(_) => NotSent,
                     ErrorKind::Timeout(_) => Timeout,
                     _ if reused => SentReused,

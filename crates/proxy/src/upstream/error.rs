@@ -22,8 +22,10 @@ pub struct Error {
 }
 
 /// What went wrong, in the order an attempt meets it. The first five
-/// leave the request unsent; the next six happen once it may have been
-/// (partly) written; [`Timeout`](ErrorKind::Timeout) is neither's fault.
+/// leave the request unsent, and so do the HTTP/2 target's refusals
+/// ([`NoH2`](ErrorKind::NoH2), [`Refused`](ErrorKind::Refused)); the
+/// others happen once it may have been (partly) written;
+/// [`Timeout`](ErrorKind::Timeout) is neither's fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ErrorKind {
     /// The member's host name did not resolve.
@@ -40,6 +42,14 @@ pub enum ErrorKind {
     /// ("invalid peer certificate: UnknownIssuer").
     #[error("TLS: {0}")]
     Tls(#[source] Box<Tls>),
+    /// A `protocol = "h2"` target's TLS did not agree to ALPN `h2`.
+    #[error("TLS: the target did not agree to HTTP/2 (ALPN h2)")]
+    NoH2,
+    /// An HTTP/2 target did not process the stream: it refused it
+    /// (`REFUSED_STREAM`) or went away below it (GOAWAY's last stream id),
+    /// and what was sent of it is kept to send again (`crate::http2`).
+    #[error("HTTP/2 stream not processed ({0})")]
+    Refused(h2::Reason),
     /// Writing the request failed before one byte of it went out.
     #[error("write: {0}")]
     NotSent(#[source] io::Error),
@@ -62,6 +72,10 @@ pub enum ErrorKind {
     /// The response head went past the proxy's limit.
     #[error("response head too large")]
     HeadTooLarge,
+    /// The HTTP/2 exchange failed once the request may have been
+    /// processed (a reset stream, a lost connection).
+    #[error("HTTP/2: {0}")]
+    Http2(#[source] hyper::Error),
     /// No response head within the response timeout.
     #[error("no response head within {0:?}")]
     Timeout(Duration),
@@ -145,6 +159,8 @@ impl ErrorKind {
                 | ErrorKind::Connect(_)
                 | ErrorKind::ConnectTimeout(_)
                 | ErrorKind::Tls(_)
+                | ErrorKind::NoH2
+                | ErrorKind::Refused(_)
                 | ErrorKind::NotSent(_)
         )
     }
@@ -177,6 +193,14 @@ pub(crate) mod tests {
                     rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
                 )),
                 "TLS: invalid peer certificate: UnknownIssuer",
+            ),
+            (
+                ErrorKind::NoH2,
+                "TLS: the target did not agree to HTTP/2 (ALPN h2)",
+            ),
+            (
+                ErrorKind::Refused(h2::Reason::REFUSED_STREAM),
+                "HTTP/2 stream not processed (refused stream before processing any application logic)",
             ),
             (
                 ErrorKind::NotSent(io(io::ErrorKind::BrokenPipe)),

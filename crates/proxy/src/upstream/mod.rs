@@ -88,6 +88,9 @@ pub struct Trust {
 struct TrustInner {
     trust: TargetTrust,
     built: OnceLock<Connectors>,
+    /// The same trust offering ALPN `h2` alone (`protocol = "h2"`
+    /// targets); built on the first such connect.
+    built_h2: OnceLock<Connectors>,
 }
 
 struct Connectors {
@@ -106,15 +109,24 @@ impl Trust {
             inner: Arc::new(TrustInner {
                 trust,
                 built: OnceLock::new(),
+                built_h2: OnceLock::new(),
             }),
         }
     }
 
-    /// The connector for a peer whose certificate is for `authority`.
-    fn connector(&self, authority: &str) -> TlsConnector {
+    /// The connector for a peer whose certificate is for `authority`,
+    /// offering ALPN `h2` alone when `h2` (else `http/1.1`).
+    fn connector(&self, authority: &str, h2: bool) -> TlsConnector {
         let inner = &*self.inner;
-        let built = inner.built.get_or_init(|| {
-            let build = |a: &str| TlsConnector::from(Arc::new(inner.trust.client_config(a)));
+        let cell = if h2 { &inner.built_h2 } else { &inner.built };
+        let built = cell.get_or_init(|| {
+            let build = |a: &str| {
+                let mut config = inner.trust.client_config(a);
+                if h2 {
+                    config.alpn_protocols = vec![b"h2".to_vec()];
+                }
+                TlsConnector::from(Arc::new(config))
+            };
             Connectors {
                 // No target's own CA matches "": the shared trust only.
                 shared: build(""),
@@ -223,6 +235,31 @@ impl Connector {
         timeout: Duration,
         dns_refresh: Duration,
     ) -> Result<Connection, Error> {
+        let io = self
+            .open(authority, tls, trust, timeout, dns_refresh, false)
+            .await?;
+        Ok(Connection {
+            io,
+            home: self.pool.home(PoolKey {
+                authority: authority.clone(),
+                tls: tls.cloned(),
+            }),
+            reused: false,
+        })
+    }
+
+    /// The socket of [`connect`](Connector::connect), unpooled: HTTP/2
+    /// targets (`crate::http2`) keep their own connections. `h2`: offer
+    /// ALPN `h2` alone over TLS, and fail when the peer does not take it.
+    pub(crate) async fn open(
+        &self,
+        authority: &Authority,
+        tls: Option<&Arc<TlsPeer>>,
+        trust: &Trust,
+        timeout: Duration,
+        dns_refresh: Duration,
+        h2: bool,
+    ) -> Result<Stream, Error> {
         let opened = async {
             let addrs = self
                 .dns
@@ -241,24 +278,19 @@ impl Connector {
             // rustls says why a certificate was refused ("invalid peer
             // certificate: UnknownIssuer").
             let stream = trust
-                .connector(&peer.authority)
+                .connector(&peer.authority, h2)
                 .connect(peer.name.clone(), stream)
                 .await
                 .map_err(ErrorKind::tls)?;
+            if h2 && stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+                return Err(ErrorKind::NoH2);
+            }
             Ok::<_, ErrorKind>(Stream::Tls(Box::new(stream.into())))
         };
-        let io = tokio::time::timeout(timeout, opened)
+        tokio::time::timeout(timeout, opened)
             .await
             .map_err(|_| Error::connect(ErrorKind::ConnectTimeout(timeout)))?
-            .map_err(Error::connect)?;
-        Ok(Connection {
-            io,
-            home: self.pool.home(PoolKey {
-                authority: authority.clone(),
-                tls: tls.cloned(),
-            }),
-            reused: false,
-        })
+            .map_err(Error::connect)
     }
 }
 
