@@ -234,6 +234,9 @@ pub struct RawProxy {
     pub drain_timeout: Option<String>,
     /// `"round_robin"` (default) or `"least_request"`.
     pub balance: Option<String>,
+    /// Unix socket a new binary takes the listeners over through; `""` or
+    /// absent: off.
+    pub upgrade_socket: Option<String>,
     /// `[proxy.tls]`: TLS to clients.
     pub tls: Option<RawServerTls>,
 }

@@ -17,6 +17,7 @@ pub mod relay;
 pub mod report;
 pub mod scenarios;
 pub mod setup;
+mod upgrade;
 
 pub use load::{Figures, Load, LoadSpec, Sample};
 pub use report::{Check, Outcome};

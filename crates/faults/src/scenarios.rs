@@ -27,6 +27,7 @@ use crate::setup::{
     DEADLINE, Echo, Proxy, START, checker_toml, embedded_toml, fed_proxy_toml, free_port,
     wait_serving,
 };
+pub use crate::upgrade::binary_upgrade;
 
 /// How long descriptors get to return to their baseline after a scenario:
 /// the proxy closes an upstream connection idle for its pool timeout (4 s)
@@ -48,6 +49,7 @@ pub fn all() -> Vec<(&'static str, Scenario)> {
         ("F9", |s| Box::pin(checker_hung(s))),
         ("F10", |s| Box::pin(outside_pool(s))),
         ("F11", |s| Box::pin(reloads(s))),
+        ("F12", |s| Box::pin(binary_upgrade(s))),
         ("F13", |s| Box::pin(idle_clients(s))),
         ("F14", |s| Box::pin(slow_clients(s))),
         ("F15", |s| Box::pin(large_bodies(s))),
@@ -70,10 +72,6 @@ pub const NOT_DONE: &[(&str, &str)] = &[
     (
         "F8 (checker restarts empty)",
         "checked inside F7: no routing table below the pre-kill health after the restart",
-    ),
-    (
-        "F12 (bad config / binary upgrade)",
-        "bad config: crates/proxy/tests/reload.rs; binary upgrade with fd hand-off is not implemented",
     ),
 ];
 

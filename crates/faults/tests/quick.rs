@@ -58,6 +58,11 @@ async fn f11_twenty_reloads_under_load() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f12_binary_upgrade_under_load() {
+    assert_within_bounds(&scenarios::binary_upgrade(Size::Quick).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn f16_http2_windows_never_opened() {
     assert_within_bounds(&scenarios::shut_windows(Size::Quick).await);
 }

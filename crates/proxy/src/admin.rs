@@ -372,6 +372,7 @@ impl ProxyStatus {
             })
             .collect();
         StatusDoc {
+            pid: std::process::id(),
             table_version: table.version(),
             live: checkers.iter().filter(|c| c.live).count(),
             checkers,
@@ -386,6 +387,8 @@ impl ProxyStatus {
 /// `tetherctl checkers` reads it; fields are only ever added.
 #[derive(Debug, Serialize)]
 struct StatusDoc {
+    /// The process answering: after a binary upgrade, which one serves.
+    pid: u32,
     /// The merged table's version: how many tables the feed has built.
     table_version: Option<u64>,
     /// Checkers whose verdicts count now.

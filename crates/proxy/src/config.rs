@@ -235,6 +235,9 @@ pub struct ProxyConfig {
     /// `None`: unlimited.
     pub max_connections: Option<usize>,
     pub drain_timeout: Duration,
+    /// `[proxy] upgrade_socket`: where a new binary (`--upgrade`) takes the
+    /// listening sockets over; `None`: off.
+    pub upgrade_socket: Option<std::path::PathBuf>,
     pub passive: PassiveConfig,
     pub sticky: StickyConfig,
     /// `[proxy] balance`: how new clients are spread.
@@ -338,6 +341,7 @@ impl ProxyConfig {
             clients: ClientLimits::default(),
             max_connections: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            upgrade_socket: None,
             passive: PassiveConfig::default(),
             sticky: StickyConfig::default(),
             balance: Policy::default(),
@@ -419,6 +423,11 @@ impl ProxyConfig {
                 &p.drain_timeout,
                 DEFAULT_DRAIN_TIMEOUT,
             )?,
+            upgrade_socket: p
+                .upgrade_socket
+                .as_deref()
+                .filter(|path| !path.is_empty())
+                .map(std::path::PathBuf::from),
             passive: {
                 let base = dur(
                     "passive.base_ejection",

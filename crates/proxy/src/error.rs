@@ -17,6 +17,13 @@ pub enum Error {
     Checker(#[from] tether_checker::Error),
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::LoadError),
+    #[error("{0}")]
+    Upgrade(#[from] tether_daemon::upgrade::UpgradeError),
+    #[error("--upgrade needs proxy.upgrade_socket, the running proxy's upgrade socket")]
+    NoUpgradeSocket,
+    /// An upgrading process that cannot route gives up; the old one serves on.
+    #[error("upgrade: no health round within {0:?}; the running proxy keeps serving")]
+    NotReady(std::time::Duration),
 }
 
 /// An error and its sources on one line, for logs.

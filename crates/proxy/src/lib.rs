@@ -22,6 +22,7 @@ pub mod headers;
 pub mod http1;
 pub mod http2;
 pub mod limits;
+pub mod listeners;
 pub mod passive;
 pub mod reload;
 pub mod report;
@@ -33,15 +34,17 @@ pub mod sticky;
 pub mod table;
 pub mod tls;
 pub mod tunnel;
+pub mod upgrade;
 pub mod upstream;
 pub mod validate;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use log::info;
 use tokio::net::TcpListener;
+
+use listeners::Listeners;
 
 pub use config::{HealthSource, ProxyConfig};
 pub use error::Error;
@@ -54,14 +57,18 @@ const REPORT_QUEUE: usize = 64;
 const ACCESS_LOG_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Runs the proxy until `shutdown` completes, applying `reload`s (SIGHUP)
-/// when given.
+/// when given. `upgrading` (`--upgrade`): take the listening sockets over
+/// from the proxy at `proxy.upgrade_socket` instead of binding them.
 pub async fn run(
     config: ProxyConfig,
     shutdown: impl Future<Output = ()>,
     reload: Option<Reload>,
+    upgrading: bool,
 ) -> Result<(), Error> {
-    let listener = bind("proxy.listen", config.listen).await?;
-    serve_on(listener, None, config, shutdown, reload).await
+    let mut plan = upgrade::Plan::start(&config, upgrading).await?;
+    let listeners = Listeners::acquire(&config, plan.inherited()).await?;
+    plan.log_untaken();
+    serve_on(listeners, config, shutdown, reload, plan).await
 }
 
 /// Like `run`, on a listener the caller bound (tests bind port 0).
@@ -74,7 +81,8 @@ pub async fn run_on(
     config: ProxyConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
-    serve_on(listener, None, config, shutdown, None).await
+    let listeners = Listeners::around(listener, None, &config).await?;
+    serve_on(listeners, config, shutdown, None, upgrade::Plan::none()).await
 }
 
 /// Like `run_on`, with the admin endpoint on a listener the caller bound
@@ -85,15 +93,16 @@ pub async fn run_on_with_admin(
     config: ProxyConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
-    serve_on(listener, Some(admin), config, shutdown, None).await
+    let listeners = Listeners::around(listener, Some(admin), &config).await?;
+    serve_on(listeners, config, shutdown, None, upgrade::Plan::none()).await
 }
 
 async fn serve_on(
-    listener: TcpListener,
-    admin: Option<TcpListener>,
+    listeners: Listeners,
     config: ProxyConfig,
     shutdown: impl Future<Output = ()>,
     reload: Option<Reload>,
+    plan: upgrade::Plan,
 ) -> Result<(), Error> {
     let table = table::TableCell::new();
     let stats = Arc::new(stats::ProxyStats::default());
@@ -109,17 +118,22 @@ async fn serve_on(
         config_state.certificate_file("health_source.tls", &identity.cert);
     }
     let (trigger, drain) = tether_daemon::drain::channel();
-    // Bind everything before serving anything: a port in use is an error
-    // at start, not a half-running proxy.
     let acceptor = match &config.tls {
         Some(files) => Some(tls::Acceptor::new(files).map_err(Error::Tls)?),
         None => None,
     };
-    let admin = match (admin, config.admin_listen) {
-        (Some(bound), _) => Some(bound),
-        (None, Some(addr)) => Some(bind("admin.listen", addr).await?),
-        (None, None) => None,
+    // Copies for the process that may replace this one, taken before the
+    // servers own the sockets.
+    let offer = if plan.offers() {
+        listeners.offer()
+    } else {
+        Ok(Vec::new())
     };
+    let Listeners {
+        proxy: listener,
+        admin,
+        grpc,
+    } = listeners;
     // The embedded checker (and its optional gRPC listener) live exactly as
     // long as this function.
     let mut embedded = None;
@@ -130,34 +144,9 @@ async fn serve_on(
             config.health_source_tls.clone(),
             config.checker_dns.clone(),
         ),
-        HealthSource::Embedded {
-            targets,
-            grpc_listen,
-        } => {
+        HealthSource::Embedded { targets, .. } => {
             let checker = tether_checker::Checker::start(targets.clone());
             let hub = checker.handle();
-            if let Some(addr) = grpc_listen {
-                let grpc = bind("checker.grpc_listen", *addr).await?;
-                let local = grpc.local_addr().unwrap_or(*addr);
-                let tls = config.embedded_checker_tls.clone();
-                let note = tether_checker::tls_note(tls.as_ref());
-                info!(target: "grpc", "embedded checker: grpc listening on {local}{note}");
-                let hub = hub.clone();
-                let drain = drain.clone();
-                tokio::spawn(async move {
-                    let stop = drain.clone();
-                    let served = tether_checker::service::serve_with_tls(
-                        grpc,
-                        hub,
-                        tls.as_ref(),
-                        async move { stop.signaled().await },
-                    );
-                    if let Err(e) = served.await {
-                        log::error!(target: "grpc", "embedded checker's gRPC server: {e}");
-                    }
-                    drain.release();
-                });
-            }
             embedded = Some(checker);
             hub_handle = Some(hub.clone());
             source::Source::Hub(hub)
@@ -174,6 +163,12 @@ async fn serve_on(
         &drain,
         feed::run(source, checkers.clone(), table.clone(), stats.clone()),
     );
+    // In an upgrade nothing accepts before the table can route; the old
+    // process serves meanwhile.
+    plan.until_ready(&table, &stats).await?;
+    if let (Some(grpc), Some(hub)) = (grpc, &hub_handle) {
+        serve_grpc(grpc, hub.clone(), &config, &drain);
+    }
     if let Some(admin) = admin {
         let status = Arc::new(admin::ProxyStatus {
             table: table.clone(),
@@ -218,12 +213,26 @@ async fn serve_on(
     }
     let serving = server::serve(listener, proxy, &config, acceptor, drain.clone());
     tokio::pin!(serving);
-    tokio::select! {
-        () = &mut serving => {}
-        () = shutdown => {
-            trigger.start();
-            serving.await;
+    let ended = {
+        // Dropped before the drain: it holds copies of the listening
+        // sockets, which must close with the servers'.
+        let upgraded = plan.serve(offer);
+        tokio::pin!(upgraded);
+        tokio::select! {
+            // The accept loop first: it is running before the old process
+            // hears that this one serves.
+            biased;
+            () = &mut serving => None,
+            () = shutdown => Some(None),
+            pid = &mut upgraded => Some(Some(pid)),
         }
+    };
+    if let Some(upgraded) = ended {
+        if let Some(pid) = upgraded {
+            info!(target: "proxy", "upgrade: pid {pid} serves; this process stops accepting");
+        }
+        trigger.start();
+        serving.await;
     }
     drop(drain);
     trigger.drained().await;
@@ -246,27 +255,28 @@ fn spawn_until_drained(
     });
 }
 
-/// Connections the kernel may queue before the proxy accepts them. tokio's
-/// `TcpListener::bind` asks for 128: a burst of new clients overflows that,
-/// the kernel falls back to SYN cookies, and a client whose final ACK then
-/// meets a full queue thinks it is connected while the proxy never sees it
-/// (the fault suite's F13 lost 1,500 of 10,000). The kernel caps this at
-/// `net.core.somaxconn` (4096 on current Linux).
-const LISTEN_BACKLOG: u32 = 4096;
-
-/// Binds the listener `key` configures.
-async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, Error> {
-    let bound = || -> std::io::Result<TcpListener> {
-        let socket = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        // As TcpListener::bind does: a restarted proxy can bind at once
-        // while its old connections sit in TIME_WAIT.
-        socket.set_reuseaddr(true)?;
-        socket.bind(addr)?;
-        socket.listen(LISTEN_BACKLOG)
-    };
-    bound().map_err(|source| Error::Bind { key, addr, source })
+/// The embedded checker's gRPC API on `grpc`, until the drain.
+fn serve_grpc(
+    grpc: TcpListener,
+    hub: tether_checker::HubHandle,
+    config: &ProxyConfig,
+    drain: &tether_daemon::Drain,
+) {
+    let local = grpc
+        .local_addr()
+        .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+    let tls = config.embedded_checker_tls.clone();
+    let note = tether_checker::tls_note(tls.as_ref());
+    info!(target: "grpc", "embedded checker: grpc listening on {local}{note}");
+    let drain = drain.clone();
+    tokio::spawn(async move {
+        let stop = drain.clone();
+        let served = tether_checker::service::serve_with_tls(grpc, hub, tls.as_ref(), async move {
+            stop.signaled().await
+        });
+        if let Err(e) = served.await {
+            log::error!(target: "grpc", "embedded checker's gRPC server: {e}");
+        }
+        drain.release();
+    });
 }

@@ -24,10 +24,18 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 struct Args {
     #[command(flatten)]
     service: ServiceArgs,
+    /// Take the listening sockets over from the proxy running at
+    /// `proxy.upgrade_socket`, serve, and let it drain: a binary upgrade
+    /// without a refused connection.
+    #[arg(long)]
+    upgrade: bool,
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse().service;
+    let Args {
+        service: args,
+        upgrade,
+    } = Args::parse();
     let loaded = config::load(args.config.as_deref(), &Env::process());
     let config = match loaded.and_then(|f| ProxyConfig::from_file(&f)) {
         Ok(c) => c,
@@ -36,6 +44,12 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if upgrade && config.upgrade_socket.is_none() {
+        eprintln!(
+            "tether-proxy: proxy.upgrade_socket: --upgrade needs the running proxy's upgrade socket (unset here)"
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
     if args.check_config {
         let source = match &config.source {
             HealthSource::Checkers(c) => match &config.checker_dns {
@@ -80,6 +94,11 @@ fn main() -> ExitCode {
             "unset (plain HTTP)"
         };
         println!("tether-proxy: proxy.tls: {listener}");
+        let upgrade = config
+            .upgrade_socket
+            .as_ref()
+            .map_or_else(|| "off".to_owned(), |p| p.display().to_string());
+        println!("tether-proxy: proxy.upgrade_socket: {upgrade}");
         println!("tether-proxy: {}", config.upstream_tls.summary());
         // Key ids only: the first 8 hex of each key's SHA-256, never a key.
         let keys = config.sticky.keys.ids();
@@ -97,6 +116,12 @@ fn main() -> ExitCode {
     let log = config.log.clone();
     process::serve("tether-proxy", "proxy", &log, |logging| async move {
         let reload = tether_proxy::Reload::new(args.config.clone(), logging);
-        tether_proxy::run(config, tether_daemon::signal::shutdown(), Some(reload)).await
+        tether_proxy::run(
+            config,
+            tether_daemon::signal::shutdown(),
+            Some(reload),
+            upgrade,
+        )
+        .await
     })
 }

@@ -3,8 +3,8 @@
 //! Settings (timeouts, limits, retries, sticky, passive) go to connections
 //! accepted from now on; the embedded checker's pool changes by identity
 //! (members added, removed, re-probed); log levels change at once. What is
-//! bound at start (listen addresses, the connection cap, the health source)
-//! is logged as needing a restart. A config that fails validation is
+//! bound at start (listen addresses, the upgrade socket, the connection cap,
+//! the health source) is logged as needing a restart (or an upgrade). A config that fails validation is
 //! refused with one line naming the key, and the running config stays.
 
 use std::sync::Arc;
@@ -115,6 +115,9 @@ fn needs_restart(old: &ProxyConfig, new: &ProxyConfig) -> Vec<&'static str> {
     if old.drain_timeout != new.drain_timeout {
         out.push("proxy.drain_timeout");
     }
+    if old.upgrade_socket != new.upgrade_socket {
+        out.push("proxy.upgrade_socket");
+    }
     if old.tls.is_some() != new.tls.is_some() {
         out.push("proxy.tls (on or off)");
     }
@@ -157,6 +160,7 @@ fn keep_bound(old: ProxyConfig, new: ProxyConfig) -> ProxyConfig {
         admin_listen: old.admin_listen,
         max_connections: old.max_connections,
         drain_timeout: old.drain_timeout,
+        upgrade_socket: old.upgrade_socket,
         source: old.source,
         tls: old.tls,
         health_source_tls: old.health_source_tls,

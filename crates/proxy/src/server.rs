@@ -16,7 +16,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use log::{debug, info, warn};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 
 use tether_daemon::Drain;
 
@@ -377,10 +377,20 @@ async fn serve_h2<I>(
 {
     let peer = client.addr;
     let watch = h2::Conn::new(peer, settings.send_timeout, proxy.stats_handle());
+    // Over `client_connections`: each stream is answered 429, and the first
+    // one (the handshake done by then) starts a GOAWAY so the client opens
+    // no more here.
+    let over_limit = client
+        .over_connection_limit
+        .then(|| Arc::new(Notify::new()));
+    let seen = over_limit.clone();
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let proxy = proxy.clone();
         let client = client.clone();
         let settings = settings.clone();
+        if let Some(seen) = &seen {
+            seen.notify_one();
+        }
         async move {
             let stream = h2::current();
             let res = proxy
@@ -406,6 +416,10 @@ async fn serve_h2<I>(
                     goaway = Some(Goaway::SendTimeout);
                     conn.as_mut().graceful_shutdown();
                 }
+                () = stream_over_limit(over_limit.as_deref()), if goaway.is_none() => {
+                    goaway = Some(Goaway::ClientLimit);
+                    conn.as_mut().graceful_shutdown();
+                }
             }
         };
         ended.map_err(|e| (e, goaway)).map(|()| goaway)
@@ -419,6 +433,15 @@ async fn serve_h2<I>(
             }
             debug!(target: "proxy", "connection from {peer}: {e}");
         }
+    }
+}
+
+/// Completes when a connection over the client's connection limit has
+/// sent a stream; never for one within it.
+async fn stream_over_limit(seen: Option<&Notify>) {
+    match seen {
+        Some(seen) => seen.notified().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -120,6 +120,8 @@ pub enum Goaway {
     Drain,
     /// Every stream of the connection took no bytes for `send_timeout`.
     SendTimeout,
+    /// The connection is over `[limits] client_connections` (NO_ERROR).
+    ClientLimit,
     /// Abuse: too many resets (Rapid Reset) and the like.
     EnhanceYourCalm,
     Protocol,
@@ -131,9 +133,10 @@ pub enum Goaway {
 }
 
 impl Goaway {
-    pub const ALL: [Goaway; 8] = [
+    pub const ALL: [Goaway; 9] = [
         Goaway::Drain,
         Goaway::SendTimeout,
+        Goaway::ClientLimit,
         Goaway::EnhanceYourCalm,
         Goaway::Protocol,
         Goaway::FlowControl,
@@ -146,6 +149,7 @@ impl Goaway {
         match self {
             Goaway::Drain => "drain",
             Goaway::SendTimeout => "send_timeout",
+            Goaway::ClientLimit => "client_connections",
             Goaway::EnhanceYourCalm => "enhance_your_calm",
             Goaway::Protocol => "protocol_error",
             Goaway::FlowControl => "flow_control_error",

@@ -1,7 +1,8 @@
 //! `[limits]` through a real `tether-proxy` process: a flood from one
 //! client address is answered `429` beyond its burst and costs another
 //! address nothing; the connection limit; HTTP/2 streams count as
-//! requests; a reload applies new limits; config errors name the key.
+//! requests, and an HTTP/2 connection over the limit gets a GOAWAY; a
+//! reload applies new limits; config errors name the key.
 //!
 //! Two clients on one host: sockets bound to 127.0.0.1 and 127.0.0.2
 //! (all of 127/8 is loopback on Linux) before they connect.
@@ -248,6 +249,47 @@ async fn a_client_over_its_connections_is_told_429_and_closed() {
     );
     let refused = metric(admin, "tether_limited_total{limit=\"connections\"}").await;
     assert!(refused.is_some_and(|n| n >= 1), "{refused:?}");
+}
+
+/// An HTTP/2 connection over the limit has its stream answered 429, then a
+/// GOAWAY (NO_ERROR): the client is told to open no more streams there,
+/// not cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_over_the_limit_gets_429_then_a_goaway() {
+    let backend = FakeBackend::start("app").await;
+    let (_proc, _config, addr, admin) = proxy(&backend, "client_connections = 1").await;
+    let mut first = Client::connect(A, addr).await;
+    assert_eq!(first.get().await.status, 200);
+
+    let stream = connect_from(A, addr).await;
+    let (mut sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        .await
+        .expect("h2c handshake");
+    let conn = tokio::spawn(conn);
+    let req = Request::get(format!("http://{addr}/"))
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let res = sender.send_request(req).await.expect("answered");
+    let got = answer(res).await;
+    assert_eq!(got.status, 429, "{got:?}");
+    assert_eq!(got.retry_after.as_deref(), Some("1"));
+    // The client's side of the connection ends without an error: a
+    // graceful GOAWAY, which the proxy counts under its reason.
+    tokio::time::timeout(DEADLINE, conn)
+        .await
+        .expect("the connection ends")
+        .expect("connection task")
+        .expect("ended gracefully");
+    eventually("the GOAWAY is counted", DEADLINE, || async {
+        let key = "tether_goaways_total{reason=\"client_connections\"}";
+        (metric(admin, key).await >= Some(1)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        first.get().await.status,
+        200,
+        "the kept connection is served"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -199,7 +199,11 @@ async fn read_head<H: Handler>(
                 return Ok(Next::Head(h));
             }
         }
-        let idle = buf.as_ref().is_none_or(BytesMut::is_empty);
+        // A connection's first request is read even once the drain has
+        // started: the client connected to a listener that accepted it
+        // (in a binary upgrade, the moment before the new process took
+        // over), and closing it unread would fail that request.
+        let idle = !first && buf.as_ref().is_none_or(BytesMut::is_empty);
         if idle && *conn.stop.borrow() {
             return Ok(Next::Close);
         }

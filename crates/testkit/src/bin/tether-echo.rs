@@ -1,6 +1,7 @@
 //! tether-echo: the demo backend. Answers every request with its name, and
 //! `GET /health` with 200 or 503; `POST /_echo/fail` and `POST
-//! /_echo/recover` switch its health. Runs until SIGINT or SIGTERM.
+//! /_echo/recover` switch its health; `--latency-ms` makes it slow. Runs
+//! until SIGINT or SIGTERM.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -24,6 +25,10 @@ struct Args {
     /// Name sent back in every body and in the `x-backend` header.
     #[arg(long, default_value = "echo")]
     name: String,
+    /// Milliseconds every answer but the health path's waits: a slow
+    /// member that stays healthy, for the balancing benchmark.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -36,6 +41,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(EXIT_BIND);
         }
     };
+    backend.set_latency(std::time::Duration::from_millis(args.latency_ms));
     let mut stdout = std::io::stdout().lock();
     // Tests and scripts wait for this exact line, so it must leave at once.
     let _ = writeln!(
