@@ -248,6 +248,7 @@ impl Proxy {
         // again on a fresh one (see `retry::Decision::ResendFresh`).
         let mut fresh_only = false;
         let mut retries_left = s.retries;
+        let mut tried: Vec<Arc<Upstream>> = Vec::new();
         loop {
             rewrite::address(s, &mut req, &attempt.upstream, &path);
             // The one dispatch by what the target speaks.
@@ -315,7 +316,9 @@ impl Proxy {
             };
             // `decide` tries another target only while retries are left.
             retries_left = retries_left.saturating_sub(1);
-            let Some(next) = self.other_target(&attempt.upstream, now_ms) else {
+            // Allocates only when a request is retried.
+            tried.push(attempt.upstream.clone());
+            let Some(next) = self.other_target(&tried, now_ms) else {
                 return error_response(StatusCode::BAD_GATEWAY, "Bad gateway");
             };
             self.stats.retries.inc();
@@ -657,7 +660,33 @@ mod tests {
         let b = attempt_on(&cell, "b");
         cell.store(routes(2, &["c", "a", "b"], &cell.load()));
         for _ in 0..20 {
-            let next = proxy.other_target(&b.upstream, 1).expect("another member");
+            let next = proxy
+                .other_target(std::slice::from_ref(&b.upstream), 1)
+                .expect("another member");
+            assert_ne!(next.upstream.name, "b");
+        }
+    }
+
+    #[test]
+    fn a_retry_goes_to_a_member_not_yet_tried() {
+        let (proxy, cell, _reports) = proxy();
+        cell.store(routes(1, &["a", "b", "c"], &Routes::default()));
+        let tried = [
+            attempt_on(&cell, "a").upstream,
+            attempt_on(&cell, "b").upstream,
+        ];
+        for _ in 0..20 {
+            let next = proxy.other_target(&tried, 1).expect("another member");
+            assert_eq!(next.upstream.name, "c");
+        }
+        // Every member tried: any but the last failure.
+        let tried = [
+            attempt_on(&cell, "a").upstream,
+            attempt_on(&cell, "c").upstream,
+            attempt_on(&cell, "b").upstream,
+        ];
+        for _ in 0..20 {
+            let next = proxy.other_target(&tried, 1).expect("another member");
             assert_ne!(next.upstream.name, "b");
         }
     }

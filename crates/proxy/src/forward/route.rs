@@ -8,6 +8,8 @@
 //! No guard on the table outlives a call here, so none is held across an
 //! `.await`.
 
+use std::sync::Arc;
+
 use http::request::Parts;
 use log::debug;
 use tether_core::{Pick, Policy, slow_start, sticky};
@@ -67,19 +69,30 @@ impl Proxy {
         })
     }
 
-    /// A healthy, available member other than `avoid`, round robin.
-    pub(super) fn other_target(&self, avoid: &table::Upstream, now_ms: u64) -> Option<Attempt> {
+    /// A healthy, available member for a retry, round robin: one this
+    /// request has not tried yet while there is one, else any but the one
+    /// that just failed (the last of `tried`). Without the first rule a
+    /// request could go A, B, A and spend its retries on members already
+    /// known to turn it away while a third waits.
+    pub(super) fn other_target(
+        &self,
+        tried: &[Arc<table::Upstream>],
+        now_ms: u64,
+    ) -> Option<Attempt> {
         let table = self.table.load();
-        let avoid = table::position(&table, avoid);
-        let index = self.rr.pick_other(&table, avoid).map(|first| {
-            if available(&table, first, now_ms) {
+        let last = tried.last().and_then(|u| table::position(&table, u));
+        let untried = |i: usize| !tried.iter().any(|t| table::position(&table, t) == Some(i));
+        let usable = |i: usize| Some(i) != last && available(&table, i, now_ms);
+        let index = self.rr.pick_other(&table, last).map(|first| {
+            if available(&table, first, now_ms) && untried(first) {
                 return first;
             }
-            table
-                .healthy()
+            let healthy = table.healthy();
+            healthy
                 .iter()
                 .copied()
-                .find(|&i| Some(i) != avoid && available(&table, i, now_ms))
+                .find(|&i| usable(i) && untried(i))
+                .or_else(|| healthy.iter().copied().find(|&i| usable(i)))
                 .unwrap_or(first)
         })?;
         let member = table.member(index)?;
