@@ -189,7 +189,7 @@ impl Proxy {
         now_ms: u64,
         served_by: &mut Option<Arc<Upstream>>,
     ) -> Response<ProxyBody> {
-        if let Some(limited) = self.clients.check(peer, &s.clients) {
+        if let Some(limited) = self.clients.check(peer, req.headers(), &s.clients) {
             return limited;
         }
         if req.method() == Method::CONNECT {
