@@ -31,7 +31,9 @@ proxies, counted with valgrind's cachegrind (no hardware counters here):
 two fresh processes under valgrind serve N1 and N2 requests (h2load, 16
 keep-alive connections) and live equally long, and the figure is
 (I(N2) - I(N1)) / (N2 - N1). bench/metrics_ab.sh runs the same method for
-two Tether builds (`bench.py --ab BEFORE AFTER`).
+two Tether builds (`bench.py --ab BEFORE AFTER`); AB_EXTRA_A and AB_EXTRA_B
+append TOML to one side's config, so the same build can be priced with and
+without a feature (`[limits]`, say).
 
 Part 2, TLS. The same proxies again, each terminating TLS on its own port
 with one self-signed ECDSA P-256 certificate made per run with the openssl
@@ -566,9 +568,11 @@ def start_backends(procs: Procs, workdir: str, ports: list[int], cpu: int) -> su
 def start_tether(procs: Procs, workdir: str, name: str, port: int, backends: list[int], cpu: str,
                  binary: str | None = None, tls: tuple[str, str] | None = None,
                  wrap: list[str] | None = None, protocol: str | None = None,
-                 proxy_extra: str = "", admin: str = "127.0.0.1:0") -> subprocess.Popen:
+                 proxy_extra: str = "", admin: str = "127.0.0.1:0",
+                 extra: str = "") -> subprocess.Popen:
     # protocol: the targets' (part "h2up": "h2c", probed by TCP, since an
-    # h2c-only backend takes no HTTP/1.1 probe)
+    # h2c-only backend takes no HTTP/1.1 probe); proxy_extra: lines in
+    # [proxy]; extra: TOML appended at the end (--ab's AB_EXTRA_A/B)
     proto_line = f'protocol = "{protocol}"\n' if protocol else ""
     targets = "\n".join(
         f'[[targets]]\nurl = "http://127.0.0.1:{b}"\nname = "app-{i + 1}"\n{proto_line}'
@@ -601,7 +605,7 @@ enabled = true
 level = "warn"
 [log.loggers]
 access = "off"
-"""
+{extra}"""
         )
     env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
     binary = binary or tether_binary()
@@ -700,7 +704,8 @@ def launch(ctx: "Ctx", key: str, name: str, port: int, h2c: bool = False, wrap: 
     b_ports, _ = ensure_backends(ctx)
     cpu = ctx.proxy_cpu
     if key == "tether":
-        return start_tether(ctx.procs, ctx.workdir, name, port, b_ports, str(cpu), binary, wrap=wrap)
+        return start_tether(ctx.procs, ctx.workdir, name, port, b_ports, str(cpu), binary, wrap=wrap,
+                            extra=ctx.tether_extra)
     if key == "nginx":
         return start_nginx_proxy(ctx.procs, ctx.workdir, port, b_ports, cpu, name=name, h2c=h2c,
                                  master=wrap is None, wrap=wrap)
@@ -934,6 +939,7 @@ class Ctx:
     backends: tuple | None = None  # (ports, process), shared by the parts
     plain: dict = field(default_factory=dict)  # plain part's medians, for the TLS table
     figures: dict = field(default_factory=dict)  # each part's figures for the goals table
+    tether_extra: str = ""  # TOML appended to Tether's config (--ab's AB_EXTRA_A/B)
 
 
 def med(values: list[float]) -> float:
@@ -2631,12 +2637,17 @@ def main_ab(before: str, after: str) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    extras = {side: os.environ.get(f"AB_EXTRA_{side}", "").replace("\\n", "\n") for side in bins}
+    for side, extra in extras.items():
+        if extra:
+            say(f"metrics_ab: {side}'s config adds: {extra!r}")
     say(f"metrics_ab: N1={s.ins_n1} N2={s.ins_n2} CONNS={s.ins_conns} REPS={s.ins_reps} HOLD={s.ins_hold:g}s; "
         f"proxy on CPU {proxy_cpu}, nginx and h2load on CPU {load_cpu}")
     per: dict[str, list[float]] = {"A": [], "B": []}
     try:
         for rep in range(1, s.ins_reps + 1):
             for side, b in bins.items():
+                ctx.tether_extra = extras[side]
                 r = instructions_per_request(ctx, "tether", f"{side}{rep}", b)
                 per[side].append(r["per_request"])
                 say(f"metrics_ab: {side} rep {rep}: I({s.ins_n1})={r['i1']} I({s.ins_n2})={r['i2']} -> "

@@ -27,6 +27,8 @@
 # REPS (2), HOLD (seconds each proxy lives, 20), SETTLE (seconds between
 # start and load, 4), PROXY_CPU (1), LOAD_CPU (0), KEEP=1 keeps the
 # cachegrind files and logs (cg_annotate them) in the work dir it prints.
+# AB_EXTRA_A / AB_EXTRA_B: TOML appended to that side's config (`\n` for a
+# newline), to price a feature on one build: pass the same binary twice.
 # Needs: valgrind, nginx, h2load (Debian: nghttp2-client), taskset, python3.
 set -euo pipefail
 

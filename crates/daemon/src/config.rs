@@ -288,6 +288,11 @@ pub struct RawLimits {
     pub client_rate: Option<u32>,
     /// The bucket's capacity; 0 or absent: `client_rate`.
     pub client_burst: Option<u32>,
+    /// A header naming the client (e.g. `x-forwarded-for`), believed only
+    /// from `trusted_proxies`; empty or absent: the peer address.
+    pub client_header: Option<String>,
+    /// CIDRs of the proxies in front whose `client_header` is believed.
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 /// `[admin]`: the operator's endpoint (`/metrics`, `/healthz`, `/readyz`).

@@ -312,7 +312,7 @@ impl ProxyConfig {
             body_timeout: self.body_timeout,
             send_timeout: self.send_timeout,
             limits: self.limits,
-            clients: self.clients,
+            clients: self.clients.clone(),
             passive: self.passive,
             sticky: self.sticky.clone(),
             balance: self.balance,

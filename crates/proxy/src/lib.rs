@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod body;
 pub mod cancel;
+pub mod client_ip;
 pub mod config;
 pub mod conn;
 pub mod dns;

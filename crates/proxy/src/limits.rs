@@ -28,6 +28,10 @@
 //! `client_rate`). A request takes a token or is answered `429` with
 //! `Retry-After` set to the whole seconds until the next token.
 //!
+//! Behind another proxy, `client_header` from `trusted_proxies` names the
+//! client of each request's rate (see `client_ip`). Connections are counted
+//! at accept, before any header, so always by the peer's address.
+//!
 //! Connections are counted at accept. A connection over `client_connections`
 //! is not cut: its requests are answered `429` with `Retry-After: 1` and
 //! (HTTP/1) `Connection: close`, which a client can read and act on, where
@@ -41,11 +45,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Response, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
 use tether_daemon::config::{ConfigError, RawLimits};
 use tokio::time::Instant;
 
 use crate::body::ProxyBody;
+use crate::client_ip::ClientIdentity;
 use crate::headers::Peer;
 use crate::stats::ProxyStats;
 
@@ -87,10 +92,12 @@ impl Limit {
 // === config ===
 
 /// `[limits]`, validated. `None`: that limit is off.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientLimits {
     pub connections: Option<NonZeroU32>,
     pub rate: Option<Rate>,
+    /// Whose bucket a request's rate takes from.
+    pub identity: ClientIdentity,
 }
 
 /// A token bucket: `per_second` refill, `burst` capacity.
@@ -133,6 +140,7 @@ impl ClientLimits {
         Ok(ClientLimits {
             connections: raw.client_connections.and_then(NonZeroU32::new),
             rate,
+            identity: ClientIdentity::from_raw(raw)?,
         })
     }
 
@@ -202,15 +210,25 @@ impl Clients {
     }
 
     /// The answer to a request that is over a limit, or `None` to serve
-    /// it. Takes a token when the rate is limited.
-    pub fn check(&self, peer: &Peer, limits: &ClientLimits) -> Option<Response<ProxyBody>> {
+    /// it. Takes a token when the rate is limited, from the bucket of the
+    /// client `headers` name if `limits.identity` believes them.
+    pub fn check(
+        &self,
+        peer: &Peer,
+        headers: &HeaderMap,
+        limits: &ClientLimits,
+    ) -> Option<Response<ProxyBody>> {
         if peer.over_connection_limit {
             return Some(too_many(ONE.clone(), true));
         }
         let rate = limits.rate?;
         let table = self.table();
         let wait_ns = table
-            .take(client_key(peer.addr.ip()), rate, table.now())
+            .take(
+                client_key(limits.identity.client(peer.addr.ip(), headers)),
+                rate,
+                table.now(),
+            )
             .err()?;
         self.stats.limited[Limit::Rate as usize].inc();
         let secs = wait_ns.div_ceil(NANOS_PER_SEC).max(1);
@@ -511,6 +529,7 @@ mod tests {
             client_connections: c,
             client_rate: r,
             client_burst: b,
+            ..RawLimits::default()
         };
         let off = ClientLimits::from_raw(&RawLimits::default()).expect("valid");
         assert!(off.is_off());

@@ -7,6 +7,10 @@
 //! calls it healthy. The ejection is also reported to the checker, which
 //! re-probes and, if it confirms, tells every proxy.
 //!
+//! A member whose ejection ended is back: with slow start on, it ramps from
+//! that moment as one that turned healthy does ([`Passive::back_at_ms`]),
+//! since an ejected member is as cold as one the checker took out.
+//!
 //! State is per member, shared by all requests through atomics (no lock);
 //! the success path only reads unless a failure streak was running.
 
@@ -27,6 +31,15 @@ pub struct Passive {
 impl Passive {
     pub fn is_ejected(&self, now_ms: u64) -> bool {
         now_ms < self.ejected_until_ms.load(Ordering::Relaxed)
+    }
+
+    /// Epoch ms at which the member's last ejection ends or ended: where its
+    /// slow-start ramp begins once it is back. `None`: never ejected.
+    pub fn back_at_ms(&self) -> Option<u64> {
+        match self.ejected_until_ms.load(Ordering::Relaxed) {
+            0 => None,
+            until => Some(until),
+        }
     }
 
     /// A request to the member got a response head.
@@ -92,6 +105,19 @@ mod tests {
         assert_eq!(p.failure(2, &c, true), Some(Duration::from_secs(10)));
         assert!(p.is_ejected(3));
         assert!(!p.is_ejected(10_002));
+        assert_eq!(
+            p.back_at_ms(),
+            Some(10_002),
+            "its ramp starts when it is back"
+        );
+    }
+
+    #[test]
+    fn a_member_never_ejected_has_no_ramp() {
+        let p = Passive::default();
+        assert_eq!(p.back_at_ms(), None);
+        p.failure(0, &config(), true);
+        assert_eq!(p.back_at_ms(), None);
     }
 
     #[test]

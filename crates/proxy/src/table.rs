@@ -49,6 +49,15 @@ pub struct Upstream {
     pub judged: bool,
 }
 
+impl Upstream {
+    /// Where the member's slow-start ramp begins: the later of turning
+    /// healthy again and coming back from a passive ejection (both leave it
+    /// cold). `None`: it is doing neither.
+    pub fn ramp_from(&self) -> Option<u64> {
+        self.ramp_from_ms.max(self.passive.back_at_ms())
+    }
+}
+
 /// Members carry their upstream behind an `Arc`, so a request takes it with
 /// one reference count rather than one per field.
 pub type Routes = RoutingTable<Arc<Upstream>>;

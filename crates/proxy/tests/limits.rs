@@ -2,7 +2,9 @@
 //! client address is answered `429` beyond its burst and costs another
 //! address nothing; the connection limit; HTTP/2 streams count as
 //! requests, and an HTTP/2 connection over the limit gets a GOAWAY; a
-//! reload applies new limits; config errors name the key.
+//! reload applies new limits; config errors name the key. Behind a trusted
+//! proxy, `client_header` names the client; from any other peer it names no
+//! one.
 //!
 //! Two clients on one host: sockets bound to 127.0.0.1 and 127.0.0.2
 //! (all of 127/8 is loopback on Linux) before they connect.
@@ -77,8 +79,16 @@ impl Client {
     }
 
     async fn get(&mut self) -> Answer {
+        self.get_with(&[]).await
+    }
+
+    async fn get_with(&mut self, headers: &[(&str, &str)]) -> Answer {
         self.sender.ready().await.expect("connection usable");
-        let req = Request::get("/").header("host", "app").body(Empty::new());
+        let mut req = Request::get("/").header("host", "app");
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req.body(Empty::new());
         let res = self
             .sender
             .send_request(req.expect("request"))
@@ -327,6 +337,81 @@ async fn a_reload_applies_new_limits_to_new_connections() {
     }
 }
 
+/// Behind another proxy: A (127.0.0.1) is a trusted proxy, B (127.0.0.2)
+/// a client that is not.
+const BEHIND: &str = "client_rate = 1\nclient_burst = 5\n\
+    client_header = \"x-forwarded-for\"\ntrusted_proxies = [\"127.0.0.1/32\"]";
+
+/// `n` requests on `c` with `X-Forwarded-For: xff(i)`: how many were served,
+/// and how many whole seconds they took.
+async fn flood(c: &mut Client, n: usize, xff: impl Fn(usize) -> String) -> (usize, u64) {
+    let started = Instant::now();
+    let mut ok = 0;
+    for i in 0..n {
+        let got = c.get_with(&[("x-forwarded-for", &xff(i))]).await;
+        match got.status {
+            200 => ok += 1,
+            429 => {}
+            _ => panic!("request {i}: {got:?}"),
+        }
+    }
+    (ok, started.elapsed().as_secs())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_a_trusted_proxy_each_forwarded_client_has_its_own_rate() {
+    let backend = FakeBackend::start("app").await;
+    let (_proc, _config, addr, admin) = proxy(&backend, BEHIND).await;
+    let mut a = Client::connect(A, addr).await;
+
+    // Ten clients behind the proxy, each within its burst: all served,
+    // though the peer address alone would have been limited after five.
+    for client in 1..=10 {
+        let (ok, _) = flood(&mut a, 5, |_| format!("203.0.113.{client}")).await;
+        assert_eq!(ok, 5, "client 203.0.113.{client}");
+    }
+    // One client flooding, forging a different left-most entry each time:
+    // the proxy's own entry (the right-most) is the client, so it is
+    // limited to its burst and one token a second.
+    let (ok, secs) = flood(&mut a, 40, |i| format!("198.51.100.{i}, 203.0.113.77")).await;
+    assert!(
+        (5..=5 + secs as usize + 1).contains(&ok),
+        "{ok} served in {secs} s"
+    );
+    assert_eq!(
+        metric(admin, "tether_limited_total{limit=\"rate\"}").await,
+        Some(40 - ok as u64)
+    );
+    // Another client behind the same proxy still has its whole burst.
+    let (ok, _) = flood(&mut a, 5, |_| "203.0.113.200".into()).await;
+    assert_eq!(ok, 5, "the flood cost another forwarded client nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_peer_cannot_name_another_client() {
+    let backend = FakeBackend::start("app").await;
+    let (_proc, _config, addr, _admin) = proxy(&backend, BEHIND).await;
+
+    // B, not a trusted proxy, floods in 203.0.113.1's name: B's own
+    // address is the client, and B is limited...
+    let mut b = Client::connect(B, addr).await;
+    let (ok, secs) = flood(&mut b, 40, |_| "203.0.113.1".into()).await;
+    assert!(
+        (5..=5 + secs as usize + 1).contains(&ok),
+        "{ok} served in {secs} s"
+    );
+    // ...whatever name it gives next...
+    let (ok, secs) = flood(&mut b, 10, |i| format!("203.0.113.{}", 100 + i)).await;
+    assert!(
+        ok <= secs as usize + 1,
+        "B escaped its limit: {ok} in {secs} s"
+    );
+    // ...while 203.0.113.1, behind the trusted proxy, lost not a token.
+    let mut a = Client::connect(A, addr).await;
+    let (ok, _) = flood(&mut a, 5, |_| "203.0.113.1".into()).await;
+    assert_eq!(ok, 5, "B spent 203.0.113.1's tokens");
+}
+
 #[test]
 fn config_errors_name_the_key_and_exit_2() {
     for (limits, key) in [
@@ -335,6 +420,22 @@ fn config_errors_name_the_key_and_exit_2() {
         ("client_rate = 2000000", "limits.client_rate"),
         ("client_connections = \"many\"", "limits.client_connections"),
         ("client_rates = 5", "client_rates"),
+        (
+            "client_header = \"x-forwarded-for\"",
+            "limits.trusted_proxies",
+        ),
+        (
+            "client_header = \"x f\"\ntrusted_proxies = [\"10.0.0.0/8\"]",
+            "limits.client_header",
+        ),
+        (
+            "client_header = \"x-forwarded-for\"\ntrusted_proxies = [\"10.0.0.0/33\"]",
+            "limits.trusted_proxies",
+        ),
+        (
+            "trusted_proxies = [\"10.0.0.0/8\"]",
+            "limits.trusted_proxies",
+        ),
     ] {
         let config = TempConfig::new(&format!(
             "[limits]\n{limits}\n[[targets]]\nurl = \"http://127.0.0.1:1\"\n"

@@ -342,7 +342,7 @@ impl Proxy {
         served_by: &mut Option<Arc<Upstream>>,
         grpc: bool,
     ) -> Admission {
-        if let Some(limited) = self.clients.check(peer, &s.clients) {
+        if let Some(limited) = self.clients.check(peer, req.headers(), &s.clients) {
             return Admission::Answer(limited);
         }
         if req.method() == Method::CONNECT {

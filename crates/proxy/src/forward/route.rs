@@ -115,7 +115,7 @@ fn weight(table: &Routes, index: usize, now_ms: u64, s: &Settings) -> u32 {
     if s.slow_start.is_none() {
         return slow_start::FULL;
     }
-    let since = table.member(index).and_then(|m| m.data.ramp_from_ms);
+    let since = table.member(index).and_then(|m| m.data.ramp_from());
     slow_start::weight(since, now_ms, s.slow_start)
 }
 
