@@ -28,6 +28,7 @@ check-configs: build
 	done
 	target/debug/tether-checker --config deploy/compose/checker.toml --check-config
 	target/debug/tether-proxy --config deploy/compose/proxy.toml --check-config
+	target/debug/tether-proxy --config deploy/compose/proxy-grpc.toml --check-config
 
 # Prometheus's config and Tether's rules with promtool: check config, check
 # rules, every rule's unit test, and the Kubernetes ConfigMap holding the same

@@ -60,12 +60,13 @@ PROM_TARGETS = {
 }
 # deploy/prometheus/rules/tether-alerts.yml: TetherNoHealthyMember's `for`.
 NO_HEALTHY_FOR = 30.0
-CONTAINERS = 8  # 3 backends, 2 checkers, 2 proxies, Prometheus
+CONTAINERS = 9  # 3 backends, 2 checkers, 2 proxies, proxy-grpc, Prometheus
 
 STEPS = (
     "pool-names",
     "round-robin",
     "prometheus",
+    "grpc-proxy",
     "sticky",
     "backend-fail",
     "backend-stop",
@@ -225,7 +226,7 @@ class Stack:
         self.stopped = None  # a backend container the steps left stopped
         self.network = f"{self.project}_default"
         self.backend_network = f"{self.project}_backends"
-        *self.ports, self.prometheus_port = free_ports(3)
+        *self.ports, self.prometheus_port, self.grpc_port = free_ports(4)
         self.compose = shlex.split(args.compose) + ["-p", self.project, "-f", "docker-compose.yml"]
         for extra in args.override:
             self.compose += ["-f", os.path.abspath(extra)]
@@ -236,6 +237,7 @@ class Stack:
             TETHER_PORT_A=str(self.ports[0]),
             TETHER_PORT_B=str(self.ports[1]),
             TETHER_PORT_PROMETHEUS=str(self.prometheus_port),
+            TETHER_PORT_GRPC=str(self.grpc_port),
         )
 
     def dc(self, *args, timeout=120, check_rc=True):
@@ -447,6 +449,31 @@ def step_round_robin(stack):
             f"(targets {[a.target for a in answers]})",
         )
         log(f"  proxy :{port}: 12 requests -> {counts} (round robin)")
+
+
+def step_grpc_proxy(stack):
+    """gRPC through Tether: proxy-grpc's members are the checkers' gRPC API
+    (h2c), probed with grpc.health.v1. Its own view has both checkers
+    healthy by those probes, and the pool read through it (tetherctl's
+    List call, from another container: nothing but the proxy listens on
+    proxy-grpc:8080) is the pool a checker gives directly."""
+
+    def both_serving():
+        text = stack.dc("exec", "-T", "proxy-grpc", "tetherctl", "checkers",
+                        "http://127.0.0.1:9901", "--json", timeout=20)
+        merged = {m["name"]: m for m in json.loads(text)["merged"]}
+        return set(merged) == {"checker-a", "checker-b"} and all(
+            m["healthy"] for m in merged.values())
+
+    _, took = wait_for("proxy-grpc to find both checkers SERVING", both_serving, 20)
+    log(f"  proxy-grpc: both checkers SERVING by gRPC probe ({took:.1f}s)")
+    direct = {name: t["state"] for name, t in stack.members().items()}
+    for _ in range(4):
+        text = stack.dc("exec", "-T", "checker-a", "tetherctl", "--checker",
+                        "http://proxy-grpc:8080", "health", "--json", timeout=20)
+        through = {t["name"]: t["state"] for t in json.loads(text)["targets"]}
+        check(through == direct, f"through proxy-grpc {through}, from checker-a {direct}")
+    log(f"  4 List calls through proxy-grpc: {len(direct)} members, as checker-a says")
 
 
 def step_sticky(stack):
