@@ -538,7 +538,9 @@ mod tests {
         let size = http1::server::request_future_size(&conn, &mut Stream::Plain(stream));
         println!("HTTP/1 request future: {size} bytes");
         assert!(
-            size <= 5520 * 105 / 100,
+            // 5,520 after issue 17's cuts; 5,816 with HTTP/2 targets and
+            // the retry's list of members tried (see forward's guard).
+            size <= 5816 * 105 / 100,
             "an HTTP/1 request's future is {size} bytes"
         );
     }

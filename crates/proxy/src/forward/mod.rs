@@ -710,7 +710,10 @@ mod tests {
         let size = std::mem::size_of_val(&handle);
         println!("Proxy::handle future: {size} bytes");
         assert!(
-            size <= 3616 * 105 / 100,
+            // 3,616 after issue 17's cuts; 3,912 once HTTP/2 targets (the
+            // protocol dispatch, the gRPC flag) and the retry's list of
+            // members tried came in.
+            size <= 3912 * 105 / 100,
             "Proxy::handle's future is {size} bytes"
         );
     }
