@@ -194,7 +194,13 @@ impl Hub {
     fn spawn_probe(&mut self, member: &Wanted) -> (u64, Slot) {
         self.next_id += 1;
         let id = self.next_id;
-        let slot = self.schedulers.add(id, member, self.resolver.clone());
+        let slot = self.schedulers.add(
+            id,
+            &member.target,
+            member.host.as_deref(),
+            member.lookup,
+            self.resolver.clone(),
+        );
         self.ids.insert(id, member.target.name.clone());
         (id, slot)
     }

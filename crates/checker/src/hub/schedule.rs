@@ -34,14 +34,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use log::warn;
-use tether_core::ProbeOutcome;
 use tether_core::target::DEFAULT_DNS_REFRESH;
+use tether_core::{ProbeOutcome, Target};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
 use super::Owned;
-use super::membership::Wanted;
 use crate::dns::Resolve;
 use crate::probe::{ProbeResult, Prober};
 
@@ -102,14 +101,17 @@ impl Schedulers {
         }
     }
 
-    /// Starts probing `member` under generation `id`; the returned slot
-    /// stops it when dropped.
-    pub(super) fn add(&self, id: u64, member: &Wanted, resolver: Arc<dyn Resolve>) -> Slot {
-        let Wanted {
-            target,
-            host,
-            lookup,
-        } = member;
+    /// Starts probing `target` under generation `id` (with `host` as its
+    /// Host when that is not the url's, and its name looked up every
+    /// `lookup`); the returned slot stops it when dropped.
+    pub(super) fn add(
+        &self,
+        id: u64,
+        target: &Target,
+        host: Option<&str>,
+        lookup: Option<Duration>,
+        resolver: Arc<dyn Resolve>,
+    ) -> Slot {
         let refresh = lookup.unwrap_or(DEFAULT_DNS_REFRESH);
         let prober = Prober::new(target).with_resolver(resolver, refresh);
         let prober = match host {
