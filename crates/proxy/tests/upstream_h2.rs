@@ -387,12 +387,17 @@ async fn refusing_backend(goaway: bool) -> SocketAddr {
                         4 if flags & 1 == 0 => {
                             let _ = s.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await;
                         }
-                        // HEADERS: turn the stream away.
+                        // HEADERS: turn the stream away with a graceful
+                        // GOAWAY that processed nothing (last id 0), and
+                        // keep the connection open until the client closes
+                        // it, as a draining server does. Closing right
+                        // behind the GOAWAY races the client's own writes:
+                        // when the write fails first, whether the stream
+                        // was processed is unknown, and a POST is then
+                        // (rightly) not sent again.
                         1 if goaway => {
                             let frame = [0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
                             let _ = s.write_all(&frame).await;
-                            let _ = s.shutdown().await;
-                            return;
                         }
                         1 => {
                             let mut frame = vec![0, 0, 4, 3, 0];
