@@ -41,7 +41,7 @@ use self::route::available;
 use crate::body::{ClientBody, ProxyBody};
 use crate::cancel::Reached;
 use crate::config::{ProxyConfig, Settings};
-use crate::guard::Guard;
+use crate::guard::{Guard, Pace};
 use crate::headers::{Peer, X_TARGET_SERVER};
 use crate::http1::client::ResponseBody;
 use crate::http2::{Protocol, grpc};
@@ -380,7 +380,7 @@ impl Proxy {
         // An HTTP/2 client's answer waits in hyper's send queue; an HTTP/1
         // client's is written at once (see `upstream::Connection::exchange`).
         let copy_out = matches!(body, ClientBody::Hyper(_));
-        let guard = Guard::new(http2::body_idle(s, grpc), s.limits.max_body_bytes);
+        let guard = Guard::new(http2::request_pace(s, grpc), s.limits.max_body_bytes);
         Admission::Go(Admitted {
             attempt,
             req: Request::from_parts(parts, ProxyBody::stream(body, guard)),
@@ -423,7 +423,7 @@ impl Proxy {
             let res = res.map(|_| ProxyBody::empty());
             return rewrite::response(res, &attempt.upstream, s, peer.is_tls(), now_ms);
         }
-        let guard = Guard::new(s.body_timeout, None);
+        let guard = Guard::new(Pace::idle(s.body_timeout), None);
         let res = res.map(|b| ProxyBody::upstream(b, guard, reached));
         rewrite::response(res, &attempt.upstream, s, peer.is_tls(), now_ms)
     }
