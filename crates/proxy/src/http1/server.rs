@@ -13,13 +13,18 @@
 //!
 //! The head is parsed by `httparse` and checked in `head` (then
 //! `validate`), limits and the header read timeout (which also bounds the
-//! keep-alive gap) apply, `Expect: 100-continue` is answered when the body
-//! is first wanted, pipelined requests are answered in order, a connection
-//! whose framing is in doubt is closed, and a drain closes idle
-//! connections at once and the others after their current answer.
+//! keep-alive gap) apply. A request's body is read ahead up to
+//! [`READ_AHEAD`] bytes before its handler sees it, so a body trickled in
+//! holds no backend (`Expect: 100-continue` is answered when that reading
+//! starts; a body still coming after it streams on and the handler's
+//! reading of it is what moves it). Pipelined requests are answered in
+//! order, a connection whose framing is in doubt is closed, and a drain
+//! closes idle connections at once and the others after their current
+//! answer.
 
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use http::{Method, Request, Response, StatusCode, Version, header};
@@ -30,12 +35,14 @@ use tokio::time::Instant;
 
 use super::Framing;
 use super::body::{self, Pumped, RequestBody};
+use super::chunked::{self, Scan};
 use super::head::{Head, Parsed, parse, unbox};
 use super::write::{self, Asked, Written};
-use super::{Rewind, chunked, pool};
+use super::{Rewind, pool};
 use crate::body::{ClientBody, ProxyBody};
 use crate::config::Settings;
 use crate::conn::Stream;
+use crate::guard::Progress;
 use crate::headers::Peer;
 use crate::respond::rejection;
 use crate::validate::Reject;
@@ -195,7 +202,15 @@ async fn read_head<H: Handler>(
                 if b.len() >= H2_PREFACE.len() {
                     return Ok(Next::H2);
                 }
-            } else if let Parsed::Head(h) = parse(b, max_bytes, max_headers)? {
+            } else if let Parsed::Head(mut h) = parse(b, max_bytes, max_headers)? {
+                // The body is read ahead here, boxed and only when it is
+                // not all in yet: its state would otherwise live in every
+                // idle connection's future.
+                if needs_read_ahead(&h, buf.as_ref())
+                    && !Box::pin(read_ahead(conn, io, buf, &mut h)).await
+                {
+                    return Ok(Next::Close);
+                }
                 return Ok(Next::Head(h));
             }
         }
@@ -280,6 +295,144 @@ async fn wait<H, T>(
     .await
 }
 
+/// Body bytes read before a request goes to its handler, and so before a
+/// backend is chosen. A body up to this size (nearly every form and API
+/// call) reaches the backend whole, in one write, however slowly the
+/// client sent it: a client trickling its body holds its own connection
+/// and this much buffer, never a backend connection. A larger body streams
+/// on from here.
+const READ_AHEAD: usize = 16 * 1024;
+
+/// Why a body was not read ahead to its end or [`READ_AHEAD`].
+#[derive(Debug)]
+enum Cut {
+    /// The client left.
+    Gone,
+    /// Slower than the request body's pace (`body_timeout`,
+    /// `min_body_rate`): `408`.
+    Stalled,
+    /// A chunked framing broken in its first bytes: `400`.
+    Broken,
+}
+
+/// Whether `head`'s body is to be read ahead: it has one, and what is in
+/// `buf` may not be all of it (or, chunked, has not been looked at).
+fn needs_read_ahead(head: &Head, buf: Option<&BytesMut>) -> bool {
+    match head.framing {
+        Framing::Length(n) => buf.is_none_or(|b| (b.len() as u64) < n),
+        Framing::Chunked => true,
+        Framing::Empty | Framing::Close | Framing::Upgrade => false,
+    }
+}
+
+/// [`fill_ahead`], and the answer to a body it cut: `false` when the
+/// connection is to close (the client left, or was answered `408` or
+/// `400`).
+async fn read_ahead<H: Handler>(
+    conn: &mut Conn<H>,
+    io: &mut Stream,
+    buf: &mut Option<BytesMut>,
+    head: &mut Head,
+) -> bool {
+    let reject = match fill_ahead(conn, io, buf, head).await {
+        Ok(()) => return true,
+        Err(Cut::Gone) => return false,
+        Err(Cut::Stalled) => Reject {
+            status: StatusCode::REQUEST_TIMEOUT,
+            message: "Request body timeout",
+            close: true,
+        },
+        Err(Cut::Broken) => Reject {
+            status: StatusCode::BAD_REQUEST,
+            message: "Invalid request body",
+            close: true,
+        },
+    };
+    debug!(target: "proxy", "refused a request body from {}: {}", conn.peer.addr, reject.message);
+    let asked = Asked {
+        head: false,
+        http10: head.parts.version == Version::HTTP_10,
+        keep_alive: false,
+    };
+    let send = conn.handler.settings().send_timeout;
+    let _ = write::response(io, rejection(reject), asked, send).await;
+    let _ = io.shutdown().await;
+    false
+}
+
+/// Reads `head`'s body into `buf` until it is whole or [`READ_AHEAD`]
+/// bytes of it are in, under the request body's pace. A body longer than
+/// `max_body_bytes` is not read: its handler refuses it unread.
+///
+/// What it did is written into `head`, so the rest of the exchange needs
+/// nothing more: `100 Continue` sent clears `expect_continue`, and a
+/// chunked body read whole is decoded in `buf` and framed by its length.
+async fn fill_ahead<H: Handler>(
+    conn: &mut Conn<H>,
+    io: &mut Stream,
+    buf: &mut Option<BytesMut>,
+    head: &mut Head,
+) -> Result<(), Cut> {
+    let settings = conn.handler.settings();
+    let mut progress = Progress::new(settings.request_pace);
+    let max_body = settings.limits.max_body_bytes;
+    loop {
+        let have = buf.as_deref().unwrap_or_default();
+        match head.framing {
+            Framing::Length(n) => {
+                let want = n.min(READ_AHEAD as u64) as usize;
+                if have.len() >= want || max_body.is_some_and(|max| n > max) {
+                    return Ok(());
+                }
+            }
+            Framing::Chunked => match chunked::scan(have) {
+                Scan::Whole { data, framed } => {
+                    if let Some(b) = buf.as_mut() {
+                        unchunk(b, &data, framed);
+                    }
+                    head.framing = Framing::Length(data.len() as u64);
+                    return Ok(());
+                }
+                Scan::Broken => return Err(Cut::Broken),
+                Scan::Partial if have.len() >= READ_AHEAD => return Ok(()),
+                Scan::Partial => {}
+            },
+            Framing::Empty | Framing::Close | Framing::Upgrade => return Ok(()),
+        }
+        let had = have.len();
+        if head.expect_continue {
+            // The proxy takes the body itself now, so it says go on.
+            io.write_all(CONTINUE).await.map_err(|_| Cut::Gone)?;
+            head.expect_continue = false;
+        }
+        let waited = Instant::now();
+        let left = progress.left().unwrap_or(FOR_EVER);
+        let read = read_more(conn, io, buf, waited + left, false).await;
+        progress.waited(waited.elapsed());
+        if !read {
+            return Err(if progress.stalled() {
+                Cut::Stalled
+            } else {
+                Cut::Gone
+            });
+        }
+        let now = buf.as_ref().map_or(0, BytesMut::len);
+        progress.arrived(now.saturating_sub(had) as u64);
+    }
+}
+
+/// Puts a whole chunked body's `data` in place of the `framed` bytes at
+/// the front of `b`, before what follows them.
+fn unchunk(b: &mut BytesMut, data: &[u8], framed: usize) {
+    let rest = b.split_off(framed);
+    b.clear();
+    b.extend_from_slice(data);
+    b.extend_from_slice(&rest);
+}
+
+/// A wait with no end, as a deadline tokio can hold.
+const FOR_EVER: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// The size of the future the loop boxes for one request on `conn`: what
 /// every request allocates and moves, for the guard in `crate::server`.
 #[cfg(test)]
@@ -305,17 +458,11 @@ struct Ready {
     expect_continue: bool,
 }
 
-/// A chunked body broken from its first byte: answered `400` and the
-/// connection closed.
-struct Broken {
-    http10: bool,
-}
-
 /// Turns a parsed head into the handler's request. A plain function, not
 /// part of `exchange`: the head's parts are borrowed while they are
 /// prepared, and a borrowed local of an `async fn` keeps its room in the
 /// future for as long as it is in scope, moved or not.
-fn prepare(buf: &mut Option<BytesMut>, head: Box<Head>) -> Result<Ready, Broken> {
+fn prepare(buf: &mut Option<BytesMut>, head: Box<Head>) -> Ready {
     let Head {
         mut parts,
         framing,
@@ -325,9 +472,6 @@ fn prepare(buf: &mut Option<BytesMut>, head: Box<Head>) -> Result<Ready, Broken>
     } = unbox(head);
     let asked_head = parts.method == Method::HEAD;
     let http10 = parts.version == Version::HTTP_10;
-    if framing == Framing::Chunked && buf.as_deref().is_some_and(chunked::broken_from_the_start) {
-        return Err(Broken { http10 });
-    }
     let upgrade = parts.headers.contains_key(header::UPGRADE).then(|| {
         let (to, from) = oneshot::channel();
         parts
@@ -339,6 +483,9 @@ fn prepare(buf: &mut Option<BytesMut>, head: Box<Head>) -> Result<Ready, Broken>
     let (body, feed) = match framing {
         // A request head never says `Close` or `Upgrade`.
         Framing::Empty | Framing::Close | Framing::Upgrade => (RequestBody::Empty, None),
+        // A body that came whole (a chunked one decoded by the read-ahead
+        // goes on as its data: the writer upstream frames what it sends).
+        Framing::Length(0) => (RequestBody::Empty, None),
         Framing::Length(n) if n <= buffered => {
             let b = buf.as_mut().map(|b| b.split_to(n as usize).freeze());
             (RequestBody::Buffered(b), None)
@@ -348,7 +495,7 @@ fn prepare(buf: &mut Option<BytesMut>, head: Box<Head>) -> Result<Ready, Broken>
             (body, Some((feed, wanted)))
         }
     };
-    Ok(Ready {
+    Ready {
         req: Request::from_parts(parts, ClientBody::H1(body)),
         feed,
         upgrade,
@@ -356,7 +503,7 @@ fn prepare(buf: &mut Option<BytesMut>, head: Box<Head>) -> Result<Ready, Broken>
         http10,
         keep_alive,
         expect_continue,
-    })
+    }
 }
 
 /// One request and its answer.
@@ -374,23 +521,7 @@ async fn exchange<H: Handler>(
         http10,
         keep_alive,
         expect_continue,
-    } = match prepare(buf, head) {
-        Ok(ready) => ready,
-        Err(Broken { http10 }) => {
-            let res = rejection(Reject {
-                status: StatusCode::BAD_REQUEST,
-                message: "Invalid request body",
-                close: true,
-            });
-            let asked = Asked {
-                head: false,
-                http10,
-                keep_alive: false,
-            };
-            let _ = write::response(io, res, asked, conn.handler.settings().send_timeout).await;
-            return Outcome::Close;
-        }
-    };
+    } = prepare(buf, head);
     let send = conn.handler.settings().send_timeout;
     let asked = |pumped: bool| Asked {
         head: asked_head,
