@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Response, StatusCode, Version, header};
 use log::{debug, info};
 use tokio::io::AsyncWriteExt;
@@ -121,7 +121,7 @@ pub async fn serve<H: Handler>(mut conn: Conn<H>, mut io: Stream) -> Ended<H> {
     let mut first = true;
     loop {
         let deadline = Instant::now() + conn.handler.settings().header_read_timeout;
-        let mut head = match read_head(&mut conn, &mut io, &mut buf, deadline, first).await {
+        let head = match read_head(&mut conn, &mut io, &mut buf, deadline, first).await {
             Ok(Next::Head(head)) => head,
             Ok(Next::H2) => {
                 let read = buf.take().map(BytesMut::freeze).unwrap_or_default();
@@ -159,10 +159,8 @@ pub async fn serve<H: Handler>(mut conn: Conn<H>, mut io: Stream) -> Ended<H> {
             }
         };
         first = false;
-        let storage = std::mem::take(&mut head.storage);
         // Boxed: the request's state exists only while there is a request.
         let outcome = Box::pin(exchange(&conn, &mut io, &mut buf, head)).await;
-        pool::recycle(storage);
         match outcome {
             Outcome::KeepAlive => {}
             Outcome::Close => {
@@ -456,6 +454,8 @@ struct Ready {
     http10: bool,
     keep_alive: bool,
     expect_continue: bool,
+    /// The buffer the head was read into (see [`done_with_head`]).
+    storage: Option<Bytes>,
 }
 
 /// Turns a parsed head into the handler's request. A plain function, not
@@ -468,7 +468,7 @@ fn prepare(buf: &mut Option<BytesMut>, head: Box<Head>) -> Ready {
         framing,
         keep_alive,
         expect_continue,
-        storage: _,
+        storage,
     } = unbox(head);
     let asked_head = parts.method == Method::HEAD;
     let http10 = parts.version == Version::HTTP_10;
@@ -503,6 +503,7 @@ fn prepare(buf: &mut Option<BytesMut>, head: Box<Head>) -> Ready {
         http10,
         keep_alive,
         expect_continue,
+        storage: Some(storage),
     }
 }
 
@@ -521,6 +522,7 @@ async fn exchange<H: Handler>(
         http10,
         keep_alive,
         expect_continue,
+        mut storage,
     } = prepare(buf, head);
     let send = conn.handler.settings().send_timeout;
     let asked = |pumped: bool| Asked {
@@ -532,6 +534,7 @@ async fn exchange<H: Handler>(
     let written = match feed {
         None => {
             let res = conn.handler.handle(req, &conn.peer).await;
+            done_with_head(buf, &mut storage);
             if let Some(to) = upgrade
                 && switched(&res, &to)
             {
@@ -604,10 +607,29 @@ async fn exchange<H: Handler>(
             written
         }
     };
+    // A body that streamed kept the head's buffer to the end (the pump
+    // reads into the memory the head came in).
+    if let Some(head) = storage {
+        pool::recycle(head);
+    }
     match written {
         Ok(Written::KeepAlive) => Outcome::KeepAlive,
         Ok(Written::Close) | Err(_) => Outcome::Close,
     }
+}
+
+/// The request's head is done with once its answer is in: the buffer it
+/// was read into goes back to the pool now, not after a slow client has
+/// read all of the answer. The connection's buffer, empty, shares that
+/// memory, so it goes too (one is taken again when the next bytes come).
+fn done_with_head(buf: &mut Option<BytesMut>, storage: &mut Option<Bytes>) {
+    let Some(head) = storage.take() else {
+        return;
+    };
+    if buf.as_ref().is_some_and(BytesMut::is_empty) {
+        *buf = None;
+    }
+    pool::recycle(head);
 }
 
 /// Whether `res` is a backend's answer (rather than the proxy's own).
