@@ -79,7 +79,8 @@ pub enum ProxyBody {
         reached: Reached,
     },
     /// A request body sent again after an HTTP/2 target refused it
-    /// unprocessed: what it had, then the rest.
+    /// unprocessed, or read ahead before a target was chosen: what it
+    /// had, then the rest.
     Replayed(Box<http2::Replayed>),
 }
 

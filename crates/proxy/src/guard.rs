@@ -46,6 +46,14 @@ impl fmt::Display for BodyError {
 
 impl std::error::Error for BodyError {}
 
+/// Bytes of a request body read before a backend is chosen (HTTP/1 in
+/// `http1::server`, HTTP/2 in `forward`). A body up to this size (nearly
+/// every form and API call) reaches the backend whole, in one write,
+/// however slowly the client sent it: a client trickling its body holds
+/// its own connection and this much buffer, never a backend connection. A
+/// larger body streams on from there.
+pub const READ_AHEAD: usize = 16 * 1024;
+
 /// How fast a body must come while the proxy waits for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pace {

@@ -1,7 +1,7 @@
-//! A request body is read ahead (up to 16 KiB) before a backend is chosen,
-//! under the request body's pace (`body_timeout`, `min_body_rate`): a
-//! client trickling its body holds its own connection for one
-//! `body_timeout` and never a backend's.
+//! A request body (HTTP/1 or HTTP/2) is read ahead, up to 16 KiB, before a
+//! backend is chosen, under the request body's pace (`body_timeout`,
+//! `min_body_rate`): a client trickling its body holds its own connection
+//! for one `body_timeout` and never a backend's.
 
 mod common;
 
@@ -196,5 +196,94 @@ async fn a_body_over_max_body_bytes_is_refused_unread_without_a_100() {
     );
     assert!(!text.contains(" 100 "), "{text}");
     assert_eq!(b[0].hits(), hits);
+    proxy.stop().await;
+}
+
+// === HTTP/2 clients ===
+
+async fn h2_client(addr: std::net::SocketAddr) -> h2::client::SendRequest<bytes::Bytes> {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    client.ready().await.expect("stream slot")
+}
+
+fn post(addr: std::net::SocketAddr, path: &str, length: Option<usize>) -> http::Request<()> {
+    let mut req = http::Request::post(format!("http://{addr}{path}"));
+    if let Some(n) = length {
+        req = req.header("content-length", n);
+    }
+    req.body(()).expect("request")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_body_within_the_read_ahead_goes_upstream_whole_with_a_length() {
+    let (b, _checker, proxy) = proxy().await;
+    let mut client = h2_client(proxy.addr).await;
+    let (res, mut body) = client
+        .send_request(post(proxy.addr, "/h2form", None), false)
+        .expect("send");
+    body.send_data(bytes::Bytes::from(vec![b'a'; 8192]), false)
+        .expect("first piece");
+    body.send_data(bytes::Bytes::from(vec![b'b'; 4096]), true)
+        .expect("last piece");
+    let res = tokio::time::timeout(DEADLINE, res)
+        .await
+        .expect("an answer in time")
+        .expect("an answer");
+    assert_eq!(res.status(), 200);
+    let got = b[0].requests().pop().expect("the backend got it");
+    assert_eq!(
+        (got.uri.as_str(), got.body_len, got.complete),
+        ("/h2form", 12288, true)
+    );
+    assert_eq!(
+        got.header("content-length"),
+        Some("12288"),
+        "the client gave no length: read whole before it went upstream"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_http2_body_never_reaches_a_backend_and_is_cut_after_body_timeout() {
+    let (b, _checker, proxy) = proxy().await;
+    let (hits, conns) = (b[0].hits(), b[0].connections());
+    let mut client = h2_client(proxy.addr).await;
+    let (res, mut body) = client
+        .send_request(post(proxy.addr, "/h2slow", Some(1_000_000)), false)
+        .expect("send");
+    let started = Instant::now();
+    // Ten bytes a second against the default minimum of 1 KiB a second
+    // (pacing, not synchronisation: the answer is what is waited for).
+    let feeder = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        for _ in 0..100 {
+            tick.tick().await;
+            if body
+                .send_data(bytes::Bytes::from_static(b"x"), false)
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let res = tokio::time::timeout(DEADLINE, res)
+        .await
+        .expect("an answer in time")
+        .expect("an answer");
+    let took = started.elapsed();
+    feeder.abort();
+    assert_eq!(res.status(), 408);
+    assert!(
+        took >= BODY_TIMEOUT,
+        "cut after {took:?}, before body_timeout"
+    );
+    assert!(took < BODY_TIMEOUT * 4, "cut only after {took:?}");
+    assert_eq!(
+        (b[0].hits(), b[0].connections()),
+        (hits, conns),
+        "the backend never saw the request"
+    );
     proxy.stop().await;
 }

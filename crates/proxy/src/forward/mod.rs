@@ -17,6 +17,7 @@
 //! failed attempt leads to. Only the sends await; the phases are plain
 //! functions, so what they compute does not live in the request's future.
 
+mod ahead;
 mod http2;
 mod retry;
 mod rewrite;
@@ -244,6 +245,16 @@ impl Proxy {
             Admission::Go(admitted) => admitted,
             Admission::Answer(res) => return res,
         };
+        // An HTTP/2 client's body is read ahead before a target is asked,
+        // as the HTTP/1 loop reads its clients' (see `ahead`). Boxed: only
+        // requests with a body still coming pay for its state.
+        if copy_out && !grpc && client_upgrade.is_none() && !req.body().is_end_stream() {
+            let body = std::mem::replace(req.body_mut(), ProxyBody::empty());
+            match Box::pin(ahead::read_ahead(body)).await {
+                Ok(body) => *req.body_mut() = body,
+                Err(e) => return retry::body_answer(e).response(),
+            }
+        }
         // Set once a reused connection died under the request and it went
         // again on a fresh one (see `retry::Decision::ResendFresh`).
         let mut fresh_only = false;

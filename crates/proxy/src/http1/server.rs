@@ -14,7 +14,7 @@
 //! The head is parsed by `httparse` and checked in `head` (then
 //! `validate`), limits and the header read timeout (which also bounds the
 //! keep-alive gap) apply. A request's body is read ahead up to
-//! [`READ_AHEAD`] bytes before its handler sees it, so a body trickled in
+//! `READ_AHEAD` bytes before its handler sees it, so a body trickled in
 //! holds no backend (`Expect: 100-continue` is answered when that reading
 //! starts; a body still coming after it streams on and the handler's
 //! reading of it is what moves it). Pipelined requests are answered in
@@ -42,7 +42,7 @@ use super::{Rewind, pool};
 use crate::body::{ClientBody, ProxyBody};
 use crate::config::Settings;
 use crate::conn::Stream;
-use crate::guard::Progress;
+use crate::guard::{Progress, READ_AHEAD};
 use crate::headers::Peer;
 use crate::respond::rejection;
 use crate::validate::Reject;
@@ -292,14 +292,6 @@ async fn wait<H, T>(
     })
     .await
 }
-
-/// Body bytes read before a request goes to its handler, and so before a
-/// backend is chosen. A body up to this size (nearly every form and API
-/// call) reaches the backend whole, in one write, however slowly the
-/// client sent it: a client trickling its body holds its own connection
-/// and this much buffer, never a backend connection. A larger body streams
-/// on from here.
-const READ_AHEAD: usize = 16 * 1024;
 
 /// Why a body was not read ahead to its end or [`READ_AHEAD`].
 #[derive(Debug)]
