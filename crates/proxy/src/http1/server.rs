@@ -40,7 +40,8 @@ use super::head::{Head, Parsed, parse, unbox};
 use super::write::{self, Asked, Written};
 use super::{Rewind, pool};
 use crate::body::{ClientBody, ProxyBody};
-use crate::config::Settings;
+use crate::config::{Limits, Settings};
+
 use crate::conn::Stream;
 use crate::guard::{Progress, READ_AHEAD};
 use crate::headers::Peer;
@@ -365,7 +366,11 @@ async fn fill_ahead<H: Handler>(
 ) -> Result<(), Cut> {
     let settings = conn.handler.settings();
     let mut progress = Progress::new(settings.request_pace);
-    let max_body = settings.limits.max_body_bytes;
+    let limits = settings.limits;
+    let max_body = limits.max_body_bytes;
+    // The head's own bytes: what it was parsed from, less what followed it
+    // (copied into `buf`).
+    let mut head_len = Some(head.storage.len() - buf.as_ref().map_or(0, BytesMut::len));
     loop {
         let have = buf.as_deref().unwrap_or_default();
         match head.framing {
@@ -395,6 +400,12 @@ async fn fill_ahead<H: Handler>(
             io.write_all(CONTINUE).await.map_err(|_| Cut::Gone)?;
             head.expect_continue = false;
         }
+        // The body makes the request wait: what it holds meanwhile is
+        // sized to what arrived, not to the reads it came in.
+        if let Some(len) = head_len.take() {
+            compact_head(head, len, &limits);
+        }
+        shrink(buf);
         let waited = Instant::now();
         let left = progress.left().unwrap_or(FOR_EVER);
         let read = read_more(conn, io, buf, waited + left, false).await;
@@ -409,6 +420,51 @@ async fn fill_ahead<H: Handler>(
         let now = buf.as_ref().map_or(0, BytesMut::len);
         progress.arrived(now.saturating_sub(had) as u64);
     }
+}
+
+/// Gives a head whose body is slow to come bytes of its own, sized to it,
+/// so the request does not hold the read buffer the head arrived in (that
+/// goes back to the pool). The head is parsed again from the copy, since
+/// its parts are slices of the bytes they were parsed from: a cost only
+/// requests that wait for their body pay.
+fn compact_head(head: &mut Head, len: usize, limits: &Limits) {
+    let Some(bytes) = head.storage.get(..len) else {
+        return;
+    };
+    let mut copy = BytesMut::from(bytes);
+    let Ok(Parsed::Head(fresh)) = parse(&mut copy, limits.max_header_bytes, limits.max_headers)
+    else {
+        // It parsed once; it parses again. Keep it as it is if not.
+        return;
+    };
+    let Head { parts, storage, .. } = unbox(fresh);
+    let mut old = std::mem::replace(&mut head.parts, parts);
+    let old_storage = std::mem::replace(&mut head.storage, storage);
+    pool::give_map(std::mem::take(&mut old.headers));
+    // Every slice of the old bytes gone, they can go back to the pool.
+    drop(old);
+    pool::recycle(old_storage);
+}
+
+/// Below this much spare room a buffer is not worth a copy.
+const SPARE: usize = 1024;
+
+/// What has arrived of a body, in a buffer sized to it while the request
+/// waits for more; the read buffer goes back to the pool.
+fn shrink(buf: &mut Option<BytesMut>) {
+    let Some(b) = buf.as_mut() else {
+        return;
+    };
+    if b.capacity() <= b.len() + SPARE {
+        return;
+    }
+    let mut read = if b.is_empty() {
+        buf.take().unwrap_or_default()
+    } else {
+        std::mem::replace(b, BytesMut::from(&b[..]))
+    };
+    read.clear();
+    pool::give(read);
 }
 
 /// Puts a whole chunked body's `data` in place of the `framed` bytes at
@@ -653,4 +709,52 @@ fn note_cut<H: Handler>(conn: &Conn<H>, from_backend: bool, written: &std::io::R
 /// Whether `res` switches protocols for an upgrade the proxy took up.
 fn switched(res: &Response<ProxyBody>, to: &oneshot::Sender<Rewind>) -> bool {
     res.status() == StatusCode::SWITCHING_PROTOCOLS && !to.is_closed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_compacted_head_is_the_same_head_in_bytes_of_its_own() {
+        let limits = Limits::default();
+        let wire =
+            b"POST /up?x=1 HTTP/1.1\r\nHost: a\r\nX-Thing: b\r\nContent-Length: 9\r\n\r\nabc";
+        let mut read = pool::take();
+        read.extend_from_slice(wire);
+        let Ok(Parsed::Head(mut head)) = parse(&mut read, 8192, 64) else {
+            panic!("a plain head parses");
+        };
+        assert_eq!(&read[..], b"abc", "what followed the head");
+        let len = head.storage.len() - read.len();
+        let before = (
+            head.parts.method.clone(),
+            head.parts.uri.clone(),
+            head.parts.headers.clone(),
+        );
+        compact_head(&mut head, len, &limits);
+        assert_eq!(
+            (
+                head.parts.method.clone(),
+                head.parts.uri.clone(),
+                head.parts.headers.clone()
+            ),
+            before
+        );
+        assert_eq!(&head.storage[..], &wire[..len], "only the head's bytes");
+        assert_eq!(head.framing, Framing::Length(9));
+    }
+
+    #[test]
+    fn a_waiting_body_keeps_a_buffer_sized_to_what_came() {
+        let mut buf = Some(pool::take());
+        buf.as_mut().expect("a buffer").extend_from_slice(b"xy");
+        shrink(&mut buf);
+        let b = buf.as_ref().expect("the bytes stay");
+        assert_eq!(&b[..], b"xy");
+        assert!(b.capacity() < SPARE, "{} bytes of room", b.capacity());
+        let mut empty = Some(pool::take());
+        shrink(&mut empty);
+        assert!(empty.is_none(), "nothing came: no buffer");
+    }
 }
