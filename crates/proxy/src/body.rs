@@ -94,6 +94,18 @@ impl ProxyBody {
         ProxyBody::Full((!bytes.is_empty()).then_some(bytes))
     }
 
+    /// Whether the whole body is in memory: writing it out waits for the
+    /// client alone, never for a backend.
+    pub fn is_in_hand(&self) -> bool {
+        match self {
+            ProxyBody::Full(_) => true,
+            ProxyBody::Upstream { body, .. } => body.is_in_hand(),
+            ProxyBody::Stream { body, .. } => body.is_end_stream(),
+            ProxyBody::Http2 { body, .. } => body.is_end_stream(),
+            ProxyBody::Replayed(body) => body.is_end_stream(),
+        }
+    }
+
     pub fn stream(body: ClientBody, guard: Guard) -> Self {
         ProxyBody::Stream { body, guard }
     }

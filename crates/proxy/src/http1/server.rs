@@ -107,6 +107,15 @@ enum Outcome {
     KeepAlive,
     Close,
     Upgrade(oneshot::Sender<Rewind>),
+    /// An answer still coming from its backend, to be written by the loop
+    /// from a box of its own (see [`write_streamed`]).
+    Streamed(Box<Streamed>),
+}
+
+/// An answer that still streams from its backend.
+struct Streamed {
+    res: Response<ProxyBody>,
+    asked: Asked,
 }
 
 /// What waiting for a head produced.
@@ -161,7 +170,10 @@ pub async fn serve<H: Handler>(mut conn: Conn<H>, mut io: Stream) -> Ended<H> {
         };
         first = false;
         // Boxed: the request's state exists only while there is a request.
-        let outcome = Box::pin(exchange(&conn, &mut io, &mut buf, head)).await;
+        let mut outcome = Box::pin(exchange(&conn, &mut io, &mut buf, head)).await;
+        if let Outcome::Streamed(answer) = outcome {
+            outcome = Box::pin(write_streamed(&conn, &mut io, answer)).await;
+        }
         match outcome {
             Outcome::KeepAlive => {}
             Outcome::Close => {
@@ -173,6 +185,8 @@ pub async fn serve<H: Handler>(mut conn: Conn<H>, mut io: Stream) -> Ended<H> {
                 let _ = to.send(Rewind::new(read, io));
                 return Ended::Closed;
             }
+            // Written above.
+            Outcome::Streamed(_) => {}
         }
         if let Some(b) = buf.take_if(|b| b.is_empty()) {
             pool::give(b);
@@ -591,6 +605,15 @@ async fn exchange<H: Handler>(
                     Err(_) => Outcome::Close,
                 };
             }
+            if !res.body().is_in_hand() {
+                // Written from a box of its own, once this one (the
+                // request's state, several KiB) is freed: a client that
+                // reads slowly holds only what the writing needs.
+                return Outcome::Streamed(Box::new(Streamed {
+                    res,
+                    asked: asked(true),
+                }));
+            }
             let from_backend = from_backend(&res);
             let written = write::response(io, res, asked(true), send).await;
             note_cut(conn, from_backend, &written);
@@ -678,6 +701,23 @@ fn done_with_head(buf: &mut Option<BytesMut>, storage: &mut Option<Bytes>) {
         *buf = None;
     }
     pool::recycle(head);
+}
+
+/// Writes an answer that streams from its backend (see
+/// [`Outcome::Streamed`]).
+async fn write_streamed<H: Handler>(
+    conn: &Conn<H>,
+    io: &mut Stream,
+    answer: Box<Streamed>,
+) -> Outcome {
+    let Streamed { res, asked } = *answer;
+    let from_backend = from_backend(&res);
+    let written = write::response(io, res, asked, conn.handler.settings().send_timeout).await;
+    note_cut(conn, from_backend, &written);
+    match written {
+        Ok(Written::KeepAlive) => Outcome::KeepAlive,
+        Ok(Written::Close) | Err(_) => Outcome::Close,
+    }
 }
 
 /// Whether `res` is a backend's answer (rather than the proxy's own).
