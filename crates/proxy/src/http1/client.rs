@@ -20,13 +20,14 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header;
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::Sleep;
 
 use super::chunked::{Decoded, Decoder, LAST_CHUNK, SizeLine};
-use super::head::{ResponseHead, head_end, is_interim, parse_response};
+use super::head::{ResponseHead, Scanned, head_end, is_interim, parse_response, scan_response};
+use super::raw::{RawFlags, RawHead};
 use super::{Framing, Rewind, pool};
 use crate::body::ProxyBody;
 use crate::conn::Stream;
@@ -169,19 +170,35 @@ impl Connection {
             )
         })
         .await;
-        let (res, framing, keep_alive) = match built {
+        let (res, framing, keep_alive, raw) = match built {
             Ok(built) => {
                 if let Some(parts) = kept {
                     pool::give_map(parts.headers);
                 }
-                built
+                match built {
+                    Final::Map((res, framing, keep_alive)) => {
+                        (res, framing, keep_alive, (0, RawFlags::default()))
+                    }
+                    Final::Raw(status, framing, keep_alive, flags, len) => {
+                        // Empty: the fields stay in the head, at the front
+                        // of `buf`; the map is for the proxy's own (pooled,
+                        // so adding them does not allocate).
+                        let mut res = Response::new(());
+                        *res.status_mut() = status;
+                        *res.headers_mut() = pool::header_map(4);
+                        (res, framing, keep_alive, (len, flags))
+                    }
+                }
             }
             Err(f) => return Err(f.with_head(kept)),
         };
         let reusable = !write_failed;
+        let (head, flags) = raw;
         let live = Live {
             conn: self,
             buf,
+            head,
+            flags,
             framing,
             chunks: Decoder::default(),
             send: send.map(Box::new),
@@ -372,7 +389,7 @@ fn poll_head(
     send: &mut Option<Sending>,
     write_failed: &mut bool,
     due: Due<'_>,
-) -> Poll<Result<ResponseHead, Failed>> {
+) -> Poll<Result<Final, Failed>> {
     let Due {
         mut timer,
         timeout,
@@ -401,15 +418,36 @@ fn poll_head(
     }
     loop {
         if let Some(len) = head_end(buf) {
+            let bad = |e| Failed::sent(ErrorKind::BadHead(e), reused);
+            if !copy_out {
+                match scan_response(&buf[..len], head_request).map_err(bad)? {
+                    Scanned::Raw { status, .. } if is_interim(status) => {
+                        buf.advance(len);
+                        continue;
+                    }
+                    Scanned::Raw {
+                        status,
+                        framing,
+                        reusable,
+                        flags,
+                    } => {
+                        // The head stays at the front of `buf` until the
+                        // client's writer takes it.
+                        let len = u32::try_from(len)
+                            .map_err(|_| Failed::sent(ErrorKind::HeadTooLarge, reused))?;
+                        return Poll::Ready(Ok(Final::Raw(status, framing, reusable, flags, len)));
+                    }
+                    Scanned::Map(_) => {}
+                }
+            }
             // The fields may outlive the read buffer's turn (see
             // `COPY_BELOW`); a head is a few hundred bytes.
             let head = take_front(buf, len, copy_out);
-            let built = parse_response(&head, head_request)
-                .map_err(|e| Failed::sent(ErrorKind::BadHead(e), reused))?;
+            let built = parse_response(&head, head_request).map_err(bad)?;
             if is_interim(built.0.status()) {
                 continue;
             }
-            return Poll::Ready(Ok(built));
+            return Poll::Ready(Ok(Final::Map(built)));
         }
         if buf.len() >= MAX_RESPONSE_HEAD {
             return Poll::Ready(Err(Failed::sent(ErrorKind::HeadTooLarge, reused)));
@@ -436,6 +474,17 @@ fn poll_head(
             }
         }
     }
+}
+
+/// A response head in the form its client takes: an HTTP/1 client's
+/// fields go back as the backend sent them (`raw`: the head, of the given
+/// length, is left at the front of the read buffer), an HTTP/2 client's
+/// (`copy_out`) in the map hyper writes, as do the heads only the map
+/// carries.
+#[derive(Debug)]
+enum Final {
+    Map(ResponseHead),
+    Raw(StatusCode, Framing, bool, RawFlags, u32),
 }
 
 /// Reads into `buf`, which holds a pooled buffer only while it has bytes
@@ -483,19 +532,49 @@ pub struct HeadView {
 /// exchange (interim `1xx` heads passed over): `None` while it is not all
 /// there. For the fuzz check; an exchange reads the same way as bytes come.
 pub fn read_head(buf: &[u8], head_request: bool) -> Option<Result<HeadView, BadHead>> {
+    let (_, len, (response, body, reusable)) =
+        match read_final_with(buf, head_request, parse_response, |(res, ..)| res.status())? {
+            Ok(read) => read,
+            Err(e) => return Some(Err(e)),
+        };
+    Some(Ok(HeadView {
+        len,
+        response,
+        body,
+        reusable,
+    }))
+}
+
+/// As [`read_head`], the way an HTTP/1 client's exchange reads it (the
+/// fields left in the head's bytes where they can be): where the final
+/// head starts and ends, and what it says. For the fuzz check, which holds
+/// the two readings to the same answer.
+pub fn scan_head(
+    buf: &[u8],
+    head_request: bool,
+) -> Option<Result<(usize, usize, Scanned), BadHead>> {
+    read_final_with(
+        buf,
+        head_request,
+        |h, r| scan_response(h, r),
+        Scanned::status,
+    )
+}
+
+fn read_final_with<T>(
+    buf: &[u8],
+    head_request: bool,
+    read: impl Fn(&Bytes, bool) -> Result<T, BadHead>,
+    status: impl Fn(&T) -> StatusCode,
+) -> Option<Result<(usize, usize, T), BadHead>> {
     let mut start = 0;
     loop {
         let len = head_end(&buf[start..])?;
         let head = Bytes::copy_from_slice(&buf[start..start + len]);
         start += len;
-        return Some(match parse_response(&head, head_request) {
-            Ok((response, _, _)) if is_interim(response.status()) => continue,
-            Ok((response, body, reusable)) => Ok(HeadView {
-                len: start,
-                response,
-                body,
-                reusable,
-            }),
+        return Some(match read(&head, head_request) {
+            Ok(read) if is_interim(status(&read)) => continue,
+            Ok(read) => Ok((start - len, start, read)),
             Err(e) => Err(e),
         });
     }
@@ -505,8 +584,14 @@ pub fn read_head(buf: &[u8], head_request: bool) -> Option<Result<HeadView, BadH
 #[derive(Debug)]
 struct Live {
     conn: Connection,
-    /// Bytes read past the head.
+    /// Bytes read past the head; the head itself first while `head` is
+    /// not 0.
     buf: BytesMut,
+    /// The length of a raw head (see `raw`) at the front of `buf`, until
+    /// the writer takes it (or it is dropped unwritten).
+    head: u32,
+    /// What the raw head's fields say.
+    flags: RawFlags,
     /// What is left of the body: a `Length` counts down.
     framing: Framing,
     /// Where a `Chunked` body's decoding is.
@@ -517,6 +602,16 @@ struct Live {
     reusable: bool,
     /// See [`Connection::exchange`].
     copy_out: bool,
+}
+
+impl Live {
+    /// Lets go of a raw head still at the front of `buf`.
+    fn drop_head(&mut self) {
+        if self.head > 0 {
+            self.buf.advance(self.head as usize);
+            self.head = 0;
+        }
+    }
 }
 
 impl std::fmt::Debug for Sending {
@@ -542,10 +637,12 @@ pub type Upgraded = Rewind<Stream>;
 impl ResponseBody {
     fn new(live: Live) -> ResponseBody {
         let mut body = ResponseBody { live: Some(live) };
+        // A raw head is in the buffer until the writer takes it: the
+        // connection is let go then.
         if body
             .live
             .as_ref()
-            .is_some_and(|l| matches!(l.framing, Framing::Empty))
+            .is_some_and(|l| matches!(l.framing, Framing::Empty) && l.head == 0)
         {
             body.finish();
         }
@@ -557,16 +654,32 @@ impl ResponseBody {
     pub fn is_in_hand(&self) -> bool {
         self.live.as_ref().is_none_or(|l| match l.framing {
             Framing::Empty => true,
-            Framing::Length(left) => l.buf.len() as u64 >= left,
+            // A raw head still in the buffer is not body.
+            Framing::Length(left) => (l.buf.len() - l.head as usize) as u64 >= left,
             Framing::Chunked | Framing::Close | Framing::Upgrade => false,
         })
     }
 
+    /// The response head as the backend sent it, for an HTTP/1 client's
+    /// writer; `None` when its fields are in the response's map. Taken
+    /// before the body is read.
+    pub fn take_raw(&mut self) -> Option<RawHead> {
+        let live = self.live.as_mut().filter(|l| l.head > 0)?;
+        let bytes = live.buf.split_to(live.head as usize).freeze();
+        live.head = 0;
+        let raw = RawHead::new(bytes, live.flags);
+        if matches!(live.framing, Framing::Empty) {
+            self.finish();
+        }
+        Some(raw)
+    }
+
     /// The connection of a `101` response, for the tunnel.
     pub fn upgrade(&mut self) -> Option<Upgraded> {
-        let live = self
+        let mut live = self
             .live
             .take_if(|l| matches!(l.framing, Framing::Upgrade))?;
+        live.drop_head();
         let prefix = live.buf.freeze();
         Some(Rewind::new(prefix, live.conn.io))
     }
@@ -574,9 +687,10 @@ impl ResponseBody {
     /// The body is complete: the connection goes back to the pool if the
     /// exchange left it clean, and is closed otherwise.
     fn finish(&mut self) {
-        let Some(live) = self.live.take() else {
+        let Some(mut live) = self.live.take() else {
             return;
         };
+        live.drop_head();
         let clean = live.reusable && live.send.is_none() && live.buf.is_empty();
         if clean {
             if live.buf.capacity() > 0 {
@@ -619,6 +733,9 @@ impl Body for ResponseBody {
         let Some(live) = &mut this.live else {
             return Poll::Ready(None);
         };
+        // Read without the writer having taken the head: the body starts
+        // after it.
+        live.drop_head();
         if let Some(send) = &mut live.send {
             match send.poll(&mut live.conn.io, cx) {
                 Poll::Ready(Ok(())) => live.send = None,
