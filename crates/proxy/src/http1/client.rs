@@ -177,28 +177,26 @@ impl Connection {
                 }
                 match built {
                     Final::Map((res, framing, keep_alive)) => {
-                        (res, framing, keep_alive, (0, RawFlags::default()))
+                        (res, framing, keep_alive, RawAt::default())
                     }
-                    Final::Raw(status, framing, keep_alive, flags, len) => {
+                    Final::Raw(status, framing, keep_alive, raw) => {
                         // Empty: the fields stay in the head, at the front
                         // of `buf`; the map is for the proxy's own (pooled,
                         // so adding them does not allocate).
                         let mut res = Response::new(());
                         *res.status_mut() = status;
                         *res.headers_mut() = pool::header_map(4);
-                        (res, framing, keep_alive, (len, flags))
+                        (res, framing, keep_alive, raw)
                     }
                 }
             }
             Err(f) => return Err(f.with_head(kept)),
         };
         let reusable = !write_failed;
-        let (head, flags) = raw;
         let live = Live {
             conn: self,
             buf,
-            head,
-            flags,
+            head: raw,
             framing,
             chunks: Decoder::default(),
             send: send.map(Box::new),
@@ -419,8 +417,10 @@ fn poll_head(
     loop {
         if let Some(len) = head_end(buf) {
             let bad = |e| Failed::sent(ErrorKind::BadHead(e), reused);
-            if !copy_out {
-                match scan_response(&buf[..len], head_request).map_err(bad)? {
+            // A head too long for the room `Live` has for it goes by the
+            // map, as does an HTTP/2 client's.
+            if !copy_out && let Ok(len16) = u16::try_from(len) {
+                match scan_response(&mut buf[..len], head_request).map_err(bad)? {
                     Scanned::Raw { status, .. } if is_interim(status) => {
                         buf.advance(len);
                         continue;
@@ -430,13 +430,19 @@ fn poll_head(
                         framing,
                         reusable,
                         flags,
+                        kept,
                     } => {
-                        // The head stays at the front of `buf` until the
-                        // client's writer takes it.
-                        let len = u32::try_from(len)
-                            .map_err(|_| Failed::sent(ErrorKind::HeadTooLarge, reused))?;
-                        return Poll::Ready(Ok(Final::Raw(status, framing, reusable, flags, len)));
+                        // The head stays at the front of `buf`, its fields
+                        // moved together, until the client's writer takes
+                        // it.
+                        let raw = RawAt {
+                            len: len16,
+                            kept: u16::try_from(kept).unwrap_or(len16),
+                            flags,
+                        };
+                        return Poll::Ready(Ok(Final::Raw(status, framing, reusable, raw)));
                     }
+                    // Read again into the map: the scan moved nothing.
                     Scanned::Map(_) => {}
                 }
             }
@@ -484,7 +490,17 @@ fn poll_head(
 #[derive(Debug)]
 enum Final {
     Map(ResponseHead),
-    Raw(StatusCode, Framing, bool, RawFlags, u32),
+    Raw(StatusCode, Framing, bool, RawAt),
+}
+
+/// Where a raw head is in the read buffer: its length at the front and
+/// how much of that is the fields the client gets (see `raw::compact`).
+/// Two `u16`s and a byte: `Live` has the room without growing.
+#[derive(Clone, Copy, Debug, Default)]
+struct RawAt {
+    len: u16,
+    kept: u16,
+    flags: RawFlags,
 }
 
 /// Reads into `buf`, which holds a pooled buffer only while it has bytes
@@ -547,19 +563,20 @@ pub fn read_head(buf: &[u8], head_request: bool) -> Option<Result<HeadView, BadH
 
 /// As [`read_head`], the way an HTTP/1 client's exchange reads it (the
 /// fields left in the head's bytes where they can be): where the final
-/// head starts and ends, and what it says. For the fuzz check, which holds
-/// the two readings to the same answer.
-pub fn scan_head(
-    buf: &[u8],
-    head_request: bool,
-) -> Option<Result<(usize, usize, Scanned), BadHead>> {
-    read_final_with(
-        buf,
-        head_request,
-        |h, r| scan_response(h, r),
-        Scanned::status,
-    )
+/// head starts and ends, what it says, and the head as the scan left it
+/// (a client's fields at its front). For the fuzz check, which holds the
+/// two readings to the same answer.
+pub fn scan_head(buf: &[u8], head_request: bool) -> Option<Result<ScannedHead, BadHead>> {
+    let scan = |head: &Bytes, head_request| {
+        let mut head = head.to_vec();
+        scan_response(&mut head, head_request).map(|s| (s, head))
+    };
+    let read = read_final_with(buf, head_request, scan, |(s, _)| s.status())?;
+    Some(read.map(|(start, end, (scanned, head))| (start, end, scanned, head)))
 }
+
+/// See [`scan_head`].
+pub type ScannedHead = (usize, usize, Scanned, Vec<u8>);
 
 fn read_final_with<T>(
     buf: &[u8],
@@ -587,11 +604,9 @@ struct Live {
     /// Bytes read past the head; the head itself first while `head` is
     /// not 0.
     buf: BytesMut,
-    /// The length of a raw head (see `raw`) at the front of `buf`, until
-    /// the writer takes it (or it is dropped unwritten).
-    head: u32,
-    /// What the raw head's fields say.
-    flags: RawFlags,
+    /// A raw head (see `raw`) at the front of `buf` while its `len` is
+    /// not 0: until the writer takes it (or it is dropped unwritten).
+    head: RawAt,
     /// What is left of the body: a `Length` counts down.
     framing: Framing,
     /// Where a `Chunked` body's decoding is.
@@ -607,9 +622,9 @@ struct Live {
 impl Live {
     /// Lets go of a raw head still at the front of `buf`.
     fn drop_head(&mut self) {
-        if self.head > 0 {
-            self.buf.advance(self.head as usize);
-            self.head = 0;
+        if self.head.len > 0 {
+            self.buf.advance(usize::from(self.head.len));
+            self.head = RawAt::default();
         }
     }
 }
@@ -642,7 +657,7 @@ impl ResponseBody {
         if body
             .live
             .as_ref()
-            .is_some_and(|l| matches!(l.framing, Framing::Empty) && l.head == 0)
+            .is_some_and(|l| matches!(l.framing, Framing::Empty) && l.head.len == 0)
         {
             body.finish();
         }
@@ -655,7 +670,7 @@ impl ResponseBody {
         self.live.as_ref().is_none_or(|l| match l.framing {
             Framing::Empty => true,
             // A raw head still in the buffer is not body.
-            Framing::Length(left) => (l.buf.len() - l.head as usize) as u64 >= left,
+            Framing::Length(left) => (l.buf.len() - usize::from(l.head.len)) as u64 >= left,
             Framing::Chunked | Framing::Close | Framing::Upgrade => false,
         })
     }
@@ -664,10 +679,11 @@ impl ResponseBody {
     /// writer; `None` when its fields are in the response's map. Taken
     /// before the body is read.
     pub fn take_raw(&mut self) -> Option<RawHead> {
-        let live = self.live.as_mut().filter(|l| l.head > 0)?;
-        let bytes = live.buf.split_to(live.head as usize).freeze();
-        live.head = 0;
-        let raw = RawHead::new(bytes, live.flags);
+        let live = self.live.as_mut().filter(|l| l.head.len > 0)?;
+        let mut head = live.buf.split_to(usize::from(live.head.len));
+        head.truncate(usize::from(live.head.kept));
+        let raw = RawHead::new(head.freeze(), live.head.flags);
+        live.head = RawAt::default();
         if matches!(live.framing, Framing::Empty) {
             self.finish();
         }

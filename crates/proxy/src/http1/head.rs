@@ -37,7 +37,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 
-use super::raw::{RawFlags, Seen};
+use super::raw::{self, Plan, RawFlags};
 use super::{Framing, pool};
 use crate::headers;
 use crate::upstream::BadHead;
@@ -461,7 +461,7 @@ pub fn is_interim(status: StatusCode) -> bool {
 /// `HEAD` request when `head_request`.
 pub fn parse_response(head: &Bytes, head_request: bool) -> Result<ResponseHead, BadHead> {
     let mut headers = pool::header_map(16);
-    let (status, framing, reusable, f) =
+    let (status, framing, reusable, f, _) =
         read_response(head, head_request, Some((head, &mut headers)))?;
     if f.transfer_encoding && !matches!(framing, Framing::Empty | Framing::Upgrade) {
         // Transfer-Encoding overrides Content-Length (RFC 9112 section
@@ -485,6 +485,9 @@ pub enum Scanned {
         framing: Framing,
         reusable: bool,
         flags: RawFlags,
+        /// The fields the client gets are this many bytes at the front of
+        /// the head (see `raw::compact`).
+        kept: usize,
     },
     /// A head only the map can carry, and its status: a `101`, or one
     /// whose `Connection` names fields. [`parse_response`] reads it.
@@ -500,34 +503,40 @@ impl Scanned {
 }
 
 /// Checks a whole response head as [`parse_response`] does, without
-/// building its map where the head can go back as it is.
-pub fn scan_response(head: &[u8], head_request: bool) -> Result<Scanned, BadHead> {
-    let (status, framing, reusable, f) = read_response(head, head_request, None)?;
-    if status == StatusCode::SWITCHING_PROTOCOLS || f.names_fields {
-        return Ok(Scanned::Map(status));
-    }
-    let seen = Seen {
-        length: f.length.is_some(),
-        date: f.date,
-        // Beside a body that is not read by its framing (`HEAD`, `204`,
-        // `304`), the fields stay as they are, as in `parse_response`.
-        transfer_encoding: f.transfer_encoding && framing != Framing::Empty,
+/// building its map where the head can go back as it is: then the fields
+/// a client gets are moved to the front of `head` (its other bytes are
+/// left as they fall).
+pub fn scan_response(head: &mut [u8], head_request: bool) -> Result<Scanned, BadHead> {
+    let (status, framing, reusable, f, plan) = read_response(head, head_request, None)?;
+    let plan = match plan {
+        Some(plan) if status != StatusCode::SWITCHING_PROTOCOLS && !f.names_fields => plan,
+        _ => return Ok(Scanned::Map(status)),
     };
+    // Beside a body that is not read by its framing (`HEAD`, `204`,
+    // `304`), the fields stay as they are, as in `parse_response`.
+    let length_kept = f.length.is_some() && !(f.transfer_encoding && framing != Framing::Empty);
+    let kept = raw::compact(head, &plan);
     Ok(Scanned::Raw {
         status,
         framing,
         reusable,
-        flags: RawFlags::new(&seen),
+        flags: RawFlags::new(length_kept, f.date),
+        kept,
     })
 }
 
+/// What [`read_response`] makes of a head: status, framing, reuse, what
+/// the fields said, and (without a map) which lines a client gets.
+type ReadResponse = (StatusCode, Framing, bool, Fields, Option<Plan>);
+
 /// The rules both readings of a response head apply; the fields go into
-/// `headers` when given.
+/// `headers` when given, else the lines to keep are planned.
 fn read_response(
     head: &[u8],
     head_request: bool,
     headers: Option<(&Bytes, &mut HeaderMap)>,
-) -> Result<(StatusCode, Framing, bool, Fields), BadHead> {
+) -> Result<ReadResponse, BadHead> {
+    let planned = headers.is_none();
     let mut scratch: Scratch<'_> = [const { MaybeUninit::uninit() }; MAX_RESPONSE_HEADERS];
     let mut parsed = httparse::Response::new(&mut []);
     match httparse::ParserConfig::default().parse_response_with_uninit_headers(
@@ -592,7 +601,11 @@ fn read_response(
     let reusable = persistent
         && !(f.transfer_encoding && f.length.is_some())
         && !matches!(framing, Framing::Close | Framing::Upgrade);
-    Ok((status, framing, reusable, f))
+    let drop_length = f.transfer_encoding && !matches!(framing, Framing::Empty | Framing::Upgrade);
+    let plan = planned
+        .then(|| raw::plan(head, parsed.headers, drop_length))
+        .flatten();
+    Ok((status, framing, reusable, f, plan))
 }
 
 /// httparse's reason, as fixed text.

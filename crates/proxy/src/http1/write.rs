@@ -148,7 +148,7 @@ fn serialise(res: Response<ProxyBody>, asked: Asked) -> (Vec<u8>, Framing, bool,
     head.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
     head.extend_from_slice(b"\r\n");
     if let Some(raw) = &raw {
-        raw.write_fields(&mut head);
+        head.extend_from_slice(raw.fields());
     }
     for (name, value) in &parts.headers {
         head.extend_from_slice(name.as_str().as_bytes());
