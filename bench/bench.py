@@ -26,6 +26,11 @@ h2c with prior knowledge), a fresh process serves 300,000 keep-alive
 requests on 100 connections (h2load); once the load has closed, the serving
 process's RSS is polled until it stays put for 2 s.
 
+Part "idle". Only part 1's memory figures, without its load rounds (and so
+without oha): per proxy (Tether, nginx, HAProxy) a fresh process's RSS, then
+its RSS holding BENCH_IDLE idle keep-alive connections, each after one
+request. Part 1 measures the same on its own processes.
+
 Part "instructions". User-space instructions per request of the three
 proxies, counted with valgrind's cachegrind (no hardware counters here):
 two fresh processes under valgrind serve N1 and N2 requests (h2load, 16
@@ -63,10 +68,12 @@ Settings come from the environment:
   BENCH_WINDOW         override single settings
   BENCH_HANDSHAKES     new TLS connections per proxy and round (default 500,
                        quick 300)
-  BENCH_ONLY=proxies|burst|instructions|tls|checker|h2up|balance   run some parts
+  BENCH_ONLY=proxies|idle|burst|instructions|tls|checker|h2up|balance   run some parts
                        (comma-separated list); the goals table at the end
                        quotes what was run
   BENCH_BURST          requests of part "burst" (default 300,000, quick 30,000)
+  BENCH_BURST_PEERS    part "burst" for these proxies only (comma-separated
+                       of tether, nginx, haproxy; default all three)
   BENCH_H2UP           requests per run of part "h2up" (default 100,000,
                        quick 10,000)
   BENCH_INS_N1, BENCH_INS_N2, BENCH_INS_REPS, BENCH_HOLD, BENCH_SETTLE
@@ -81,6 +88,8 @@ Settings come from the environment:
   BENCH_KEEP_CG        a directory: keep part "instructions"' cachegrind outputs
                        there (cg_annotate --diff shows the cost by function)
   BENCH_OUT            where to write the report (default bench/RESULTS.md)
+  BENCH_FIGURES        a path: also write the goals table's figures there as
+                       JSON (bench/alloc_compare.sh reads them)
   BENCH_TETHER_A       path of the tether-proxy build under test (default
                        target/release/tether-proxy); the report's commit is
                        that of the git work tree the binary sits in
@@ -88,8 +97,18 @@ Settings come from the environment:
                        twin instead of the A/A copy (an A/B comparison)
   BENCH_CHECKER        path of the tether-checker build under test (default
                        target/release/tether-checker)
+  BENCH_TETHER_ENV     environment for Tether's processes only (proxies and
+                       checker, not the peers or the load): whitespace-
+                       separated NAME=VALUE words, e.g. `GLIBC_TUNABLES=
+                       glibc.malloc.arena_max=2` to price an allocator
+                       setting (bench/alloc_compare.sh)
+  BENCH_BUILD_DIR      where the binaries not named above are taken from
+                       (tether-bench-ports, tether-bench-watch, the defaults;
+                       default target/release)
   BENCH_CHECK_KINDS    probe kinds the checker part runs, one pass each
                        (comma-separated, default tcp,http)
+  BENCH_CHECK_HAPROXY=0  the checker part without HAProxy probing the same
+                       pool (its figures print as nan)
   BENCH_SLOW_MS        part "balance": the slow member's added latency
                        (default 20 ms); BENCH_BALANCE_CONNS its clients (16)
   BENCH_ECHO           path of tether-echo, the part's backends (default
@@ -132,7 +151,9 @@ import time
 from dataclasses import dataclass, field
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RELEASE = os.path.join(ROOT, "target", "release")
+# BENCH_BUILD_DIR: another cargo profile's output (bench/alloc_compare.sh
+# builds one of its own), for the helpers and the defaults below.
+RELEASE = os.environ.get("BENCH_BUILD_DIR") or os.path.join(ROOT, "target", "release")
 HZ = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -154,7 +175,7 @@ def env_float(name: str, default: float) -> float:
     return float(raw) if raw else default
 
 
-PARTS = ("proxies", "burst", "instructions", "tls", "checker", "h2up", "balance")
+PARTS = ("proxies", "idle", "burst", "instructions", "tls", "checker", "h2up", "balance")
 
 
 @dataclass
@@ -263,6 +284,18 @@ def conntrack_count() -> int:
             return int(f.read())
     except (OSError, ValueError):
         return -1
+
+
+def tether_env() -> dict[str, str]:
+    """The environment of Tether's processes: this one's without TETHER_*
+    (the config file decides), plus BENCH_TETHER_ENV's NAME=VALUE words."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+    for word in os.environ.get("BENCH_TETHER_ENV", "").split():
+        name, eq, value = word.partition("=")
+        if not eq or not name:
+            sys.exit(f"bench: BENCH_TETHER_ENV takes NAME=VALUE words, not {word!r}")
+        env[name] = value
+    return env
 
 
 def tether_binary() -> str:
@@ -607,7 +640,7 @@ level = "warn"
 access = "off"
 {extra}"""
         )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+    env = tether_env()
     binary = binary or tether_binary()
     argv = (wrap or []) + [binary, "--config", path]
     return procs.start(["taskset", "-c", cpu] + argv, None, name, workdir, env=env)
@@ -991,6 +1024,8 @@ def estimate(s: Settings) -> float:
         total += 5 * len(s.conns) * (s.warmup + 0.1)
         total += 4 * (1.6 + s.idle / 4000)
         total += s.rounds * runs_per_round * (s.secs + 0.15)
+    if "idle" in s.parts:
+        total += 6 + 3 * (1.6 + s.idle / 4000)
     if "burst" in s.parts:
         # per proxy and protocol: start, the burst (~25,000 req/s), settling
         total += 6 * (2 + s.burst / 25000 + 3)
@@ -1072,22 +1107,7 @@ def run_proxies(ctx: Ctx) -> None:
         e.master = e.proc.pid if e.key in ("nginx", "direct") else None
     say("proxies up: " + ", ".join(f"{e.label} :{e.port}" for e in entries))
 
-    # Fresh RSS, then with idle keep-alive connections; proxies only.
-    mem: dict[str, dict] = {}
-    for e in entries:
-        if not e.is_proxy:
-            continue
-        fresh = rss_of(e)
-        socks = open_idle(e.port, s.idle, timeout=60 + s.idle / 100)
-        time.sleep(1.0)
-        held = rss_of(e)
-        alive = still_open(socks)
-        close_hard(socks)
-        mem[e.key] = {"fresh_kib": fresh, "idle_kib": held, "idle_open": alive}
-        if e.master:
-            mem[e.key]["master_kib"] = rss_kib(e.master)
-        say(f"  {e.label}: RSS fresh {fresh / 1024:.1f} MiB, with {alive:,} idle connections {held / 1024:.1f} MiB")
-        time.sleep(0.5)
+    mem = idle_memory(ctx, entries)
 
     for e in entries:
         for c in s.conns:
@@ -1128,13 +1148,75 @@ def run_proxies(ctx: Ctx) -> None:
     record_proxy_figures(ctx, rounds, mem)
 
 
+def idle_memory(ctx: Ctx, entries: list["Entry"]) -> dict[str, dict]:
+    """Per proxy: RSS fresh, then holding the idle keep-alive connections."""
+    s = ctx.settings
+    mem: dict[str, dict] = {}
+    for e in entries:
+        if not e.is_proxy:
+            continue
+        fresh = rss_of(e)
+        socks = open_idle(e.port, s.idle, timeout=60 + s.idle / 100)
+        time.sleep(1.0)
+        held = rss_of(e)
+        alive = still_open(socks)
+        close_hard(socks)
+        mem[e.key] = {"fresh_kib": fresh, "idle_kib": held, "idle_open": alive}
+        if e.master:
+            mem[e.key]["master_kib"] = rss_kib(e.master)
+        say(f"  {e.label}: RSS fresh {fresh / 1024:.1f} MiB, with {alive:,} idle connections {held / 1024:.1f} MiB")
+        time.sleep(0.5)
+    return mem
+
+
+def idle_kib_per_conn(mem: dict) -> dict[str, float]:
+    return {k: (mem[k]["idle_kib"] - mem[k]["fresh_kib"]) / mem[k]["idle_open"] for k in PEERS
+            if mem.get(k, {}).get("idle_open")}
+
+
+def run_idle(ctx: Ctx) -> None:
+    """Part 1's memory figures alone: fresh processes, no load rounds."""
+    s = ctx.settings
+    b_ports, _ = ensure_backends(ctx)
+    ports = free_ports(3)
+    entries = [
+        Entry("tether", "tether", ports[0], start_tether(ctx.procs, ctx.workdir, "tether-idle", ports[0], b_ports,
+                                                         str(ctx.proxy_cpu), extra=ctx.tether_extra)),
+        Entry("nginx", "nginx", ports[1], start_nginx_proxy(ctx.procs, ctx.workdir, ports[1], b_ports, ctx.proxy_cpu)),
+        Entry("haproxy", "haproxy", ports[2], start_haproxy(ctx.procs, ctx.workdir, ports[2], b_ports, ctx.proxy_cpu,
+                                                            s.idle + 2000)),
+    ]
+    for e in entries:
+        wait_serving(e.port, e.proc)
+        kids = children(e.proc.pid)
+        e.serving = kids if e.key == "nginx" and kids else [e.proc.pid]
+    mem = idle_memory(ctx, entries)
+    for e in entries:
+        ctx.procs.stop(e.proc)
+    per = idle_kib_per_conn(mem)
+    ctx.figures["idle_kib_per_conn"] = per
+    rows = [
+        ("fresh", [f"{mem[k]['fresh_kib'] / 1024:.1f}" for k in PEERS]),
+        (f"{s.idle:,} idle keep-alive conns", [
+            f"{mem[k]['idle_kib'] / 1024:.1f}" + ("" if mem[k]["idle_open"] == s.idle else f" ({mem[k]['idle_open']} open)")
+            for k in PEERS]),
+        ("KiB per idle connection", [f"{per[k]:.2f}" if k in per else "-" for k in PEERS]),
+    ]
+    table = render_table(list(PEERS), rows)
+    say(table)
+    ctx.report.append("## Idle keep-alive connections (part \"idle\")\n")
+    ctx.report.append(
+        f"Per proxy, a fresh process of part 1's config alone on CPU {ctx.proxy_cpu}: RSS (MiB), then holding "
+        f"{s.idle:,} keep-alive connections, each after one request and then left idle for 1 s (nginx: the "
+        "worker).\n")
+    ctx.report.append("```\n" + table + "\n```\n")
+
+
 def record_proxy_figures(ctx: Ctx, rounds: list[dict], mem: dict) -> None:
     """Part 1's figures that the goals table quotes, per proxy."""
     s = ctx.settings
     kind = f"c{s.conns[0]}"
-    ctx.figures["idle_kib_per_conn"] = {
-        k: (mem[k]["idle_kib"] - mem[k]["fresh_kib"]) / mem[k]["idle_open"] for k in PEERS
-        if mem.get(k, {}).get("idle_open")}
+    ctx.figures["idle_kib_per_conn"] = idle_kib_per_conn(mem)
     ctx.figures["cpu_ratio_nginx"] = {k: ratio_stats(rounds, kind, "nginx", of=k)[0] for k in PEERS}
     ctx.figures["p50_rate_ms"] = {k: med([r[k]["rate"]["p50"] for r in rounds]) * 1e3 for k in PEERS}
 
@@ -1508,8 +1590,10 @@ def burst_one(ctx: Ctx, key: str, h2: bool) -> dict:
 def run_burst(ctx: Ctx) -> None:
     s = ctx.settings
     ensure_backends(ctx)
-    out: dict[str, dict] = {k: {} for k in PEERS}
-    for key in PEERS:
+    # BENCH_BURST_PEERS=tether: Tether alone (comparing its builds)
+    peers = tuple(k for k in os.environ.get("BENCH_BURST_PEERS", "").split(",") if k in PEERS) or PEERS
+    out: dict[str, dict] = {k: {} for k in peers}
+    for key in peers:
         for h2 in (False, True):
             r = burst_one(ctx, key, h2)
             out[key]["h2" if h2 else "h1"] = r
@@ -1521,8 +1605,8 @@ def run_burst(ctx: Ctx) -> None:
     for proto, title in (("h1", "HTTP/1.1"), ("h2", f"h2c, {s.burst_streams} streams in flight per connection")):
         rows.append((title, []))
         for label, m in (("  fresh", "fresh_kib"), ("  right after the load", "loaded_kib"), ("  idle, settled", "after_kib")):
-            rows.append((label, [f"{out[k][proto][m] / 1024:.1f}" for k in PEERS]))
-    table = render_table(list(PEERS), rows)
+            rows.append((label, [f"{out[k][proto][m] / 1024:.1f}" for k in peers]))
+    table = render_table(list(peers), rows)
     say()
     say(f"RSS (MiB) after {s.burst:,} requests on {s.burst_conns} keep-alive connections, then idle; fresh process each")
     say(table)
@@ -1992,7 +2076,7 @@ level = "warn"
         )
         for i, port in enumerate(ports):
             f.write(f'[[targets]]\nurl = "http://127.0.0.1:{port}"\nname = "t{i}"\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+    env = tether_env()
     started = time.monotonic()
     checker = ctx.procs.start([checker_binary(), "--config", cfg], ctx.proxy_cpu,
                               f"checker-{kind}", ctx.workdir, env=env)
@@ -2095,11 +2179,15 @@ level = "warn"
         f"missing {missing}, other changes {spurious}")
 
     # The alternative: every proxy probes every target. HAProxy does it here.
-    hcfg = os.path.join(ctx.workdir, "haproxy-checks.cfg")
-    (hport,) = free_ports(1)
-    with open(hcfg, "w") as f:
-        f.write(
-            f"""# generated by bench/bench.py
+    # BENCH_CHECK_HAPROXY=0 skips it (runs that compare checker builds only;
+    # it also spares the host's conntrack table 10,000 new connections a second).
+    h_share = h_rss = h_opened = h_connects = float("nan")
+    if os.environ.get("BENCH_CHECK_HAPROXY", "1") != "0":
+        hcfg = os.path.join(ctx.workdir, "haproxy-checks.cfg")
+        (hport,) = free_ports(1)
+        with open(hcfg, "w") as f:
+            f.write(
+                f"""# generated by bench/bench.py
 global
   nbthread 1
   maxconn 1000
@@ -2120,22 +2208,22 @@ frontend fe
 backend pool
   balance roundrobin
 """
-        )
-        for i, port in enumerate(ports):
-            f.write(f"  server t{i} 127.0.0.1:{port} check\n")
-    hp = ctx.procs.start(["haproxy", "-db", "-f", hcfg], ctx.proxy_cpu, f"haproxy-checks-{kind}", ctx.workdir)
-    wait_port(hport, hp, START_TIMEOUT + n / 500)
-    time.sleep(3.0)
-    hacc0, hat0 = targets.accepts()
-    hao0 = active_opens()
-    h_share, h_rss = measure_share(hp.pid, s.window)
-    hao1 = active_opens()
-    hacc1, hat1 = targets.accepts()
-    h_opened = (hacc1 - hacc0) / (hat1 - hat0)
-    h_connects = (hao1 - hao0) / (hat1 - hat0)
-    ctx.procs.stop(hp)
+            )
+            for i, port in enumerate(ports):
+                f.write(f"  server t{i} 127.0.0.1:{port} check\n")
+        hp = ctx.procs.start(["haproxy", "-db", "-f", hcfg], ctx.proxy_cpu, f"haproxy-checks-{kind}", ctx.workdir)
+        wait_port(hport, hp, START_TIMEOUT + n / 500)
+        time.sleep(3.0)
+        hacc0, hat0 = targets.accepts()
+        hao0 = active_opens()
+        h_share, h_rss = measure_share(hp.pid, s.window)
+        hao1 = active_opens()
+        hacc1, hat1 = targets.accepts()
+        h_opened = (hacc1 - hacc0) / (hat1 - hat0)
+        h_connects = (hao1 - hao0) / (hat1 - hat0)
+        ctx.procs.stop(hp)
+        say(f"haproxy probing the pool itself: CPU {h_share * 100:.1f} % of one core, RSS {h_rss / 1024:.1f} MiB")
     targets.stop(ctx)
-    say(f"haproxy probing the pool itself: CPU {h_share * 100:.1f} % of one core, RSS {h_rss / 1024:.1f} MiB")
 
     subs = s.subscribers
     rows = [
@@ -2193,7 +2281,8 @@ backend pool
                    "conntrack": ct, "share": share, "rss_kib": rss_after, "rss_alone_kib": rss_alone, "haproxy_share": h_share, "haproxy_rss_kib": h_rss,
                    "prop_ms": prop, "e2e_ms": e2e, "fanout_ms": fanout, "missing": missing, "spurious": spurious}, f)
     ctx.figures.setdefault("checker", {})[kind] = {
-        "rss_kib": rss_after, "opened_per_s": opened, "haproxy_rss_kib": h_rss, "haproxy_opened_per_s": h_opened}
+        "rss_kib": rss_after, "rss_alone_kib": rss_alone, "opened_per_s": opened, "haproxy_rss_kib": h_rss,
+        "haproxy_opened_per_s": h_opened}
 
 
 # === the goals table ===
@@ -2382,6 +2471,8 @@ def main() -> int:
     try:
         if "proxies" in s.parts:
             run_proxies(ctx)
+        if "idle" in s.parts:
+            run_idle(ctx)
         if "burst" in s.parts:
             run_burst(ctx)
         if "instructions" in s.parts:
@@ -2396,6 +2487,9 @@ def main() -> int:
         if "balance" in s.parts:
             run_balance(ctx)
         report_goals(ctx)
+        if os.environ.get("BENCH_FIGURES"):
+            with open(os.environ["BENCH_FIGURES"], "w") as f:
+                json.dump(ctx.figures, f, indent=1)
         ok = True
     except (RuntimeError, TimeoutError, EOFError, OSError, subprocess.SubprocessError) as e:
         say(f"bench: failed: {e}")
@@ -2529,6 +2623,8 @@ def write_report(ctx: Ctx, took: float, est: float) -> None:
         commit += " (with uncommitted changes)"
     if os.environ.get("BENCH_TETHER_A"):
         commit += f" (tether-proxy: {tether_binary()})"
+    if os.environ.get("BENCH_TETHER_ENV"):
+        commit += f" (Tether's environment adds: {os.environ['BENCH_TETHER_ENV']})"
     cpu_model = "?"
     with open("/proc/cpuinfo") as f:
         for line in f:

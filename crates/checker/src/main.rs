@@ -7,6 +7,14 @@ use tether_checker::CheckerConfig;
 use tether_daemon::config::{self, Env};
 use tether_daemon::process::{self, EXIT_CONFIG, ServiceArgs};
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "tether-checker", version, about = "Tether health checker")]
 struct Args {
