@@ -209,13 +209,12 @@ async fn no_traffic_before_every_member_has_a_first_verdict() {
     let proc = Proc::spawn("tether-proxy", &["--config", config.path_str()], &[]);
     let http = proc.wait_listening("http", START).await;
     let admin = proc.wait_listening("admin", START).await;
-    // Ask until the first 200, noting when each request was sent.
+    // Ask until the first 200, noting when each answer came.
     let deadline = Instant::now() + DEADLINE;
     let mut sent = Vec::new();
     loop {
-        let at = epoch_ms();
         let r = get(http, "/", &[]).await.expect("proxy answers");
-        sent.push((at, r.status));
+        sent.push((epoch_ms(), r.status));
         if r.status == 200 {
             break;
         }
@@ -225,13 +224,17 @@ async fn no_traffic_before_every_member_has_a_first_verdict() {
     }
     // When did app-2 get its first verdict? (`hc` logs `app-2 unknown -> ...`
     // with a millisecond timestamp from the same clock.)
+    // The line is written just after the verdict is published, so an
+    // answer may come a little before its time stamp; served before the
+    // verdict would be ~1 s before it (app-2's probe timeout).
     let line = proc.wait_for_line("app-2 unknown -> ", DEADLINE).await;
     let verdict = log_time_ms(&line);
+    const LOG_LAG_MS: u64 = 100;
     for (at, status) in &sent {
-        if *at + 1 < verdict {
-            assert_eq!(
-                *status, 503,
-                "served at {at} before app-2's verdict at {verdict}"
+        if *status == 200 {
+            assert!(
+                at + LOG_LAG_MS >= verdict,
+                "served at {at}, before app-2's verdict at {verdict}: {sent:?}"
             );
         }
     }
