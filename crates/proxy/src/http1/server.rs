@@ -39,6 +39,7 @@ use crate::conn::Stream;
 use crate::headers::Peer;
 use crate::respond::rejection;
 use crate::validate::Reject;
+use crate::wheel::{self, Timer};
 
 /// The HTTP/2 connection preface (RFC 9113 section 3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -109,12 +110,11 @@ enum Next {
 }
 
 /// Serves HTTP/1 requests on `io` until the client or the proxy closes it.
-pub async fn serve<H: Handler>(mut conn: Conn<H>, mut io: Stream) -> Ended<H> {
+pub async fn serve<H: Handler>(conn: Conn<H>, mut io: Stream) -> Ended<H> {
     let mut buf: Option<BytesMut> = None;
     let mut first = true;
     loop {
-        let deadline = Instant::now() + conn.handler.settings().header_read_timeout;
-        let mut head = match read_head(&mut conn, &mut io, &mut buf, deadline, first).await {
+        let mut head = match read_head(&conn, &mut io, &mut buf, first).await {
             Ok(Next::Head(head)) => head,
             Ok(Next::H2) => {
                 let read = buf.take().map(BytesMut::freeze).unwrap_or_default();
@@ -176,16 +176,34 @@ pub async fn serve<H: Handler>(mut conn: Conn<H>, mut io: Stream) -> Ended<H> {
 
 /// Reads until a whole head is in `buf`, the client leaves, the header
 /// read timeout passes, or the drain finds the connection idle.
+///
+/// One `poll_fn` over borrowed state, no futures inside it: what it holds
+/// between polls is what a waiting connection costs. Its deadline is an
+/// entry on this thread's timer wheel, armed at the first wait: the
+/// timeout counts from when the head (or, kept alive, the next one) is
+/// first waited for.
 async fn read_head<H: Handler>(
-    conn: &mut Conn<H>,
+    conn: &Conn<H>,
     io: &mut Stream,
     buf: &mut Option<BytesMut>,
-    deadline: Instant,
     first: bool,
 ) -> Result<Next, Reject> {
+    let mut timer = None;
+    std::future::poll_fn(|cx| poll_head(cx, conn, io, buf, first, &mut timer)).await
+}
+
+fn poll_head<H: Handler>(
+    cx: &mut Context<'_>,
+    conn: &Conn<H>,
+    io: &mut Stream,
+    buf: &mut Option<BytesMut>,
+    first: bool,
+    timer: &mut Option<Timer>,
+) -> Poll<Result<Next, Reject>> {
+    let settings = conn.handler.settings();
     let (max_bytes, max_headers) = (
-        conn.handler.settings().limits.max_header_bytes,
-        conn.handler.settings().limits.max_headers,
+        settings.limits.max_header_bytes,
+        settings.limits.max_headers,
     );
     loop {
         if let Some(b) = buf.as_mut().filter(|b| !b.is_empty()) {
@@ -193,10 +211,10 @@ async fn read_head<H: Handler>(
                 || first && b.starts_with(H2_PREFACE);
             if h2 {
                 if b.len() >= H2_PREFACE.len() {
-                    return Ok(Next::H2);
+                    return Poll::Ready(Ok(Next::H2));
                 }
             } else if let Parsed::Head(h) = parse(b, max_bytes, max_headers)? {
-                return Ok(Next::Head(h));
+                return Poll::Ready(Ok(Next::Head(h)));
             }
         }
         // A connection's first request is read even once the drain has
@@ -204,80 +222,102 @@ async fn read_head<H: Handler>(
         // (in a binary upgrade, the moment before the new process took
         // over), and closing it unread would fail that request.
         let idle = !first && buf.as_ref().is_none_or(BytesMut::is_empty);
-        if idle && *conn.stop.borrow() {
-            return Ok(Next::Close);
+        if idle && draining(&conn.stop) {
+            return Poll::Ready(Ok(Next::Close));
         }
-        if !read_more(conn, io, buf, deadline, idle).await {
-            return Ok(Next::Close);
+        match poll_read(cx, io, buf) {
+            Poll::Ready(true) => continue,
+            Poll::Ready(false) => return Poll::Ready(Ok(Next::Close)),
+            Poll::Pending => {}
         }
+        park(buf);
+        let state = match timer {
+            Some(t) => t.update(idle, cx.waker()),
+            None => {
+                let deadline = Instant::now() + settings.header_read_timeout;
+                let (t, state) = Timer::arm(deadline, idle, cx.waker());
+                *timer = Some(t);
+                state
+            }
+        };
+        // The drain is read after arming: a drain that starts after this
+        // read wakes the entry (see `wheel`).
+        if state == wheel::State::Due || idle && draining(&conn.stop) {
+            return Poll::Ready(Ok(Next::Close));
+        }
+        return Poll::Pending;
     }
 }
 
-/// One read into `buf`; `false` when the connection should close (the
-/// client left, the deadline passed, or the drain started while idle).
-async fn read_more<H: Handler>(
-    conn: &mut Conn<H>,
-    io: &mut Stream,
-    buf: &mut Option<BytesMut>,
-    deadline: Instant,
-    idle: bool,
-) -> bool {
+/// Whether the drain has started, or the server that would say so is
+/// gone: one atomic load while neither.
+fn draining(stop: &watch::Receiver<bool>) -> bool {
+    stop.has_changed()
+        .map_or(true, |changed| changed && *stop.borrow())
+}
+
+/// One read into `buf`: `Ready(true)` when bytes came, `Ready(false)` when
+/// the connection should close (the client left, or an error).
+fn poll_read(cx: &mut Context<'_>, io: &mut Stream, buf: &mut Option<BytesMut>) -> Poll<bool> {
     match io {
-        Stream::Plain(stream) => {
-            if idle && let Some(b) = buf.take() {
-                pool::give(b);
+        Stream::Plain(stream) => loop {
+            // Readiness, then a buffer: a connection with nothing to read
+            // holds none.
+            if std::task::ready!(stream.poll_read_ready(cx)).is_err() {
+                return Poll::Ready(false);
             }
-            // Readiness is polled, not awaited through `readable()`: the
-            // socket keeps the waker, so the wait costs the connection's
-            // future nothing.
-            match wait(conn, deadline, idle, |cx| stream.poll_read_ready(cx)).await {
-                Some(Ok(())) => {}
-                Some(Err(_)) | None => return false,
+            match stream.try_read_buf(lend(buf)) {
+                Ok(n) => return Poll::Ready(n > 0),
+                // Readiness was stale and is cleared: wait again.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return Poll::Ready(false),
             }
-            let b = buf.get_or_insert_with(pool::take);
-            pool::room(b);
-            match stream.try_read_buf(b) {
-                Ok(0) => false,
-                Ok(_) => true,
-                Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
-            }
-        }
+        },
         // TLS may hold decrypted bytes the socket no longer signals, so
-        // the read itself is the wait (the session's buffers outweigh
-        // this one anyway).
+        // the read itself is the wait (a read future holds nothing
+        // between polls: one per poll).
         Stream::Tls(tls) => {
-            let b = buf.get_or_insert_with(pool::take);
-            pool::room(b);
-            let read = wait(conn, deadline, idle, |cx| {
-                // A read future holds nothing between polls: one per poll.
-                std::pin::pin!(tokio::io::AsyncReadExt::read_buf(tls, b)).poll(cx)
-            });
-            matches!(read.await, Some(Ok(n)) if n > 0)
+            let read = std::pin::pin!(tokio::io::AsyncReadExt::read_buf(tls, lend(buf))).poll(cx);
+            match read {
+                Poll::Ready(Ok(n)) => Poll::Ready(n > 0),
+                Poll::Ready(Err(_)) => Poll::Ready(false),
+                Poll::Pending => Poll::Pending,
+            }
         }
     }
 }
 
-/// Polls `ready` until it is ready (`Some`), the deadline passes or, for
-/// an idle connection, the drain starts (`None`).
-async fn wait<H, T>(
-    conn: &mut Conn<H>,
-    deadline: Instant,
-    idle: bool,
-    mut ready: impl FnMut(&mut Context<'_>) -> Poll<T>,
-) -> Option<T> {
-    let sleep = tokio::time::sleep_until(deadline);
-    let stop = conn.stop.changed();
-    tokio::pin!(sleep, stop);
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(v) = ready(cx) {
-            return Poll::Ready(Some(v));
+/// The buffer to read into: a pooled one, holding what a parked head had
+/// copied out, with room for a read.
+fn lend(buf: &mut Option<BytesMut>) -> &mut BytesMut {
+    let b = buf.get_or_insert_with(pool::take);
+    if b.capacity() < pool::READ_SIZE {
+        let mut lent = pool::take();
+        lent.extend_from_slice(b);
+        *b = lent;
+    }
+    pool::room(b);
+    b
+}
+
+/// Before a wait: an empty buffer goes back to the pool, and a partial
+/// head that fills less than half of its buffer moves into one of its own
+/// size, so that a head sent slowly (a slowloris client) holds what has
+/// arrived, not a pooled buffer. Only heads that must wait pay the copy,
+/// of at most half a buffer.
+fn park(buf: &mut Option<BytesMut>) {
+    let Some(b) = buf.as_mut() else {
+        return;
+    };
+    if b.is_empty() {
+        if let Some(b) = buf.take() {
+            pool::give(b);
         }
-        if sleep.as_mut().poll(cx).is_ready() || idle && stop.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(None);
-        }
-        Poll::Pending
-    })
-    .await
+    } else if b.len() <= b.capacity() / 2 {
+        let mut lent = std::mem::replace(b, BytesMut::from(&b[..]));
+        lent.clear();
+        pool::give(lent);
+    }
 }
 
 /// The size of the future the loop boxes for one request on `conn`: what
@@ -508,4 +548,25 @@ fn note_cut<H: Handler>(conn: &Conn<H>, from_backend: bool, written: &std::io::R
 /// Whether `res` switches protocols for an upgrade the proxy took up.
 fn switched(res: &Response<ProxyBody>, to: &oneshot::Sender<Rewind>) -> bool {
     res.status() == StatusCode::SWITCHING_PROTOCOLS && !to.is_closed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_waiting_partial_head_holds_only_its_bytes() {
+        let mut buf = Some(pool::take());
+        buf.as_mut().expect("lent").extend_from_slice(b"GET / HT");
+        park(&mut buf);
+        let parked = buf.as_ref().expect("kept");
+        assert_eq!(&parked[..], b"GET / HT");
+        assert_eq!(parked.capacity(), 8, "exactly what arrived");
+        let lent = lend(&mut buf);
+        assert_eq!(&lent[..], b"GET / HT", "the bytes move back");
+        assert!(lent.capacity() >= pool::READ_SIZE);
+        buf.as_mut().expect("lent").clear();
+        park(&mut buf);
+        assert!(buf.is_none(), "an empty buffer goes back to the pool");
+    }
 }
