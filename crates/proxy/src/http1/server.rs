@@ -110,66 +110,71 @@ enum Next {
 }
 
 /// Serves HTTP/1 requests on `io` until the client or the proxy closes it.
-pub async fn serve<H: Handler>(conn: Conn<H>, mut io: Stream) -> Ended<H> {
-    let mut buf: Option<BytesMut> = None;
-    let mut first = true;
-    loop {
-        let mut head = match read_head(&conn, &mut io, &mut buf, first).await {
-            Ok(Next::Head(head)) => head,
-            Ok(Next::H2) => {
-                let read = buf.take().map(BytesMut::freeze).unwrap_or_default();
-                return Ended::H2(Rewind::new(read, io), conn);
-            }
-            Ok(Next::Close) => return Ended::Closed,
-            Err(reject) => {
-                debug!(target: "proxy", "refused a request head from {}: {}", conn.peer.addr, reject.message);
-                // A head that was whole and framed (a bad target) leaves the
-                // connection usable; anything else closes it.
-                let asked = Asked {
-                    head: false,
-                    http10: false,
-                    keep_alive: !reject.close && !*conn.stop.borrow(),
-                };
-                let res = rejection(reject);
-                // Boxed, like a request: rare, and large.
-                let written = Box::pin(write::response(
-                    &mut io,
-                    res,
-                    asked,
-                    conn.handler.settings().send_timeout,
-                ))
-                .await;
-                match written {
-                    Ok(Written::KeepAlive) => {
-                        first = false;
-                        continue;
-                    }
-                    _ => {
-                        let _ = io.shutdown().await;
-                        return Ended::Closed;
+#[allow(clippy::manual_async_fn)] // on purpose: see the block's comment
+pub fn serve<H: Handler>(conn: Conn<H>, mut io: Stream) -> impl Future<Output = Ended<H>> {
+    // An `async` block that uses `conn` and `io` where it captured them: an
+    // `async fn` would move its arguments into locals and keep both.
+    async move {
+        let mut buf: Option<BytesMut> = None;
+        let mut first = true;
+        loop {
+            let mut head = match read_head(&conn, &mut io, &mut buf, first).await {
+                Ok(Next::Head(head)) => head,
+                Ok(Next::H2) => {
+                    let read = buf.take().map(BytesMut::freeze).unwrap_or_default();
+                    return Ended::H2(Rewind::new(read, io), conn);
+                }
+                Ok(Next::Close) => return Ended::Closed,
+                Err(reject) => {
+                    debug!(target: "proxy", "refused a request head from {}: {}", conn.peer.addr, reject.message);
+                    // A head that was whole and framed (a bad target) leaves the
+                    // connection usable; anything else closes it.
+                    let asked = Asked {
+                        head: false,
+                        http10: false,
+                        keep_alive: !reject.close && !*conn.stop.borrow(),
+                    };
+                    let res = rejection(reject);
+                    // Boxed, like a request: rare, and large.
+                    let written = Box::pin(write::response(
+                        &mut io,
+                        res,
+                        asked,
+                        conn.handler.settings().send_timeout,
+                    ))
+                    .await;
+                    match written {
+                        Ok(Written::KeepAlive) => {
+                            first = false;
+                            continue;
+                        }
+                        _ => {
+                            let _ = io.shutdown().await;
+                            return Ended::Closed;
+                        }
                     }
                 }
+            };
+            first = false;
+            let storage = std::mem::take(&mut head.storage);
+            // Boxed: the request's state exists only while there is a request.
+            let outcome = Box::pin(exchange(&conn, &mut io, &mut buf, head)).await;
+            pool::recycle(storage);
+            match outcome {
+                Outcome::KeepAlive => {}
+                Outcome::Close => {
+                    let _ = io.shutdown().await;
+                    return Ended::Closed;
+                }
+                Outcome::Upgrade(to) => {
+                    let read = buf.take().map(BytesMut::freeze).unwrap_or_default();
+                    let _ = to.send(Rewind::new(read, io));
+                    return Ended::Closed;
+                }
             }
-        };
-        first = false;
-        let storage = std::mem::take(&mut head.storage);
-        // Boxed: the request's state exists only while there is a request.
-        let outcome = Box::pin(exchange(&conn, &mut io, &mut buf, head)).await;
-        pool::recycle(storage);
-        match outcome {
-            Outcome::KeepAlive => {}
-            Outcome::Close => {
-                let _ = io.shutdown().await;
-                return Ended::Closed;
+            if let Some(b) = buf.take_if(|b| b.is_empty()) {
+                pool::give(b);
             }
-            Outcome::Upgrade(to) => {
-                let read = buf.take().map(BytesMut::freeze).unwrap_or_default();
-                let _ = to.send(Rewind::new(read, io));
-                return Ended::Closed;
-            }
-        }
-        if let Some(b) = buf.take_if(|b| b.is_empty()) {
-            pool::give(b);
         }
     }
 }
@@ -182,14 +187,16 @@ pub async fn serve<H: Handler>(conn: Conn<H>, mut io: Stream) -> Ended<H> {
 /// entry on this thread's timer wheel, armed at the first wait: the
 /// timeout counts from when the head (or, kept alive, the next one) is
 /// first waited for.
-async fn read_head<H: Handler>(
-    conn: &Conn<H>,
-    io: &mut Stream,
-    buf: &mut Option<BytesMut>,
+fn read_head<'a, H: Handler>(
+    conn: &'a Conn<H>,
+    io: &'a mut Stream,
+    buf: &'a mut Option<BytesMut>,
     first: bool,
-) -> Result<Next, Reject> {
+) -> impl Future<Output = Result<Next, Reject>> + use<'a, H> {
+    // A closure that owns its state, not an `async fn` around one: the
+    // latter would hold the arguments twice.
     let mut timer = None;
-    std::future::poll_fn(|cx| poll_head(cx, conn, io, buf, first, &mut timer)).await
+    std::future::poll_fn(move |cx| poll_head(cx, conn, io, buf, first, &mut timer))
 }
 
 fn poll_head<H: Handler>(
