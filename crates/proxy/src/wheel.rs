@@ -421,7 +421,7 @@ async fn drive(shard: Arc<Shard>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::task::Wake;
 
     struct Count(AtomicUsize);
@@ -482,25 +482,34 @@ mod tests {
         assert_eq!(w.entries.len(), 2);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_timer_wakes_its_task_after_the_deadline() {
-        let deadline = Instant::now() + Duration::from_millis(250);
+    /// Waits on a timer until it is due (`true`) or, when `idle`, until
+    /// woken with `drained` set (`false`).
+    async fn wait(deadline: Instant, idle: bool, drained: Arc<AtomicBool>) -> bool {
         let mut timer = None;
         std::future::poll_fn(|cx| {
             let state = match &timer {
                 None => {
-                    let (t, state) = Timer::arm(deadline, false, cx.waker());
+                    let (t, state) = Timer::arm(deadline, idle, cx.waker());
                     timer = Some(t);
                     state
                 }
-                Some(t) => t.update(false, cx.waker()),
+                Some(t) => t.update(idle, cx.waker()),
             };
-            match state {
-                State::Due => std::task::Poll::Ready(()),
-                State::Waiting => std::task::Poll::Pending,
+            if state == State::Due {
+                return std::task::Poll::Ready(true);
             }
+            if drained.load(Ordering::SeqCst) {
+                return std::task::Poll::Ready(false);
+            }
+            std::task::Poll::Pending
         })
-        .await;
+        .await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timer_wakes_its_task_after_the_deadline() {
+        let deadline = Instant::now() + Duration::from_millis(250);
+        assert!(wait(deadline, false, Arc::default()).await);
         let now = Instant::now();
         assert!(now >= deadline, "not early");
         assert!(
@@ -508,5 +517,37 @@ mod tests {
             "{:?} late",
             now - deadline
         );
+    }
+
+    /// Tasks move between a multi-thread runtime's workers: a timer armed on
+    /// one thread's wheel still fires, and the drain reaches every wheel.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn timers_fire_and_drain_across_threads() {
+        let deadline = Instant::now() + Duration::from_millis(200);
+        let waits: Vec<_> = (0..8)
+            .map(|_| tokio::spawn(wait(deadline, false, Arc::default())))
+            .collect();
+        for w in waits {
+            assert!(w.await.expect("joined"));
+        }
+        assert!(Instant::now() >= deadline);
+
+        let drained = Arc::new(AtomicBool::new(false));
+        let far = Instant::now() + Duration::from_secs(3600);
+        let idle: Vec<_> = (0..8)
+            .map(|_| tokio::spawn(wait(far, true, drained.clone())))
+            .collect();
+        // A task that arms after this reads the flag after arming; one
+        // that armed before is woken.
+        drained.store(true, Ordering::SeqCst);
+        wake_idle();
+        let all = async {
+            for w in idle {
+                assert!(!w.await.expect("joined"), "woken by the drain");
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), all)
+            .await
+            .expect("the drain wakes idle waiters at once");
     }
 }
