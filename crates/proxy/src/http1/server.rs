@@ -4,9 +4,11 @@
 //! `forward`), writes the answer, and waits for the next, holding nothing
 //! while it waits.
 //!
-//! Idle, a plain connection is its socket, a few words of state and a
-//! readiness wait: the read buffer comes from a per-thread pool when bytes
-//! arrive and goes back once a request is done and nothing is left over;
+//! Idle, a plain connection is its socket, a few words of state, a
+//! readiness wait and an entry on its thread's timer wheel (`wheel`): the
+//! read buffer comes from a per-thread pool when bytes arrive and goes
+//! back once a request is done and nothing is left over, or, while a
+//! partial head waits for the rest, once its bytes are copied out;
 //! everything a request needs lives in one boxed future for that request
 //! only. The listener (`crate::server`) sends HTTP/2 (ALPN, or the h2c
 //! preface, which this loop recognises on a new connection) to hyper.
