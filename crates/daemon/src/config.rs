@@ -225,6 +225,9 @@ pub struct RawProxy {
     pub header_read_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub body_timeout: Option<String>,
+    /// Bytes a second a request body must average over each
+    /// `body_timeout` the proxy waits for it; `0`: inactivity alone.
+    pub min_body_rate: Option<u64>,
     pub send_timeout: Option<String>,
     pub max_header_bytes: Option<usize>,
     pub max_headers: Option<usize>,

@@ -1086,9 +1086,10 @@ async fn rss_per_connection(kind: Attack, n: usize, backend: &FakeBackend) -> (u
         let addr = proxy.addr;
         attacks.spawn(async move { attack(addr, kind, t0).await });
     }
-    // Every connection accepted (and, for the kinds that reach a backend,
-    // its upstream connection open): a descriptor each, two for those.
-    let per = if kind == Attack::Slowloris { 1 } else { 2 };
+    // Every connection accepted (and, for the slow reader, whose request
+    // reaches a backend, its upstream connection open): a descriptor each,
+    // two for those. A slow body is read ahead and holds no backend.
+    let per = if kind == Attack::SlowReader { 2 } else { 1 };
     let _ = probe_wait(proxy.pid(), |s| s.fds >= before.fds + per * n, DEADLINE).await;
     // The state each holds once it waits: RSS steady (within 1 % over
     // half a second) once the slow readers' buffers have filled; at most
@@ -1122,7 +1123,13 @@ pub async fn slow_clients(size: Size) -> Outcome {
     );
     let a = FakeBackend::start("f14-a").await;
     let b = FakeBackend::start("f14-b").await;
-    let proxy = Proxy::start(&embedded_toml(&fake_members(&[&a, &b]), "")).await;
+    // A body_timeout inside the full run's 13 s, so the slow bodies' cut
+    // is seen (a trickle is below the minimum body rate).
+    let proxy = Proxy::start(&embedded_toml(
+        &fake_members(&[&a, &b]),
+        &format!("body_timeout = \"{}s\"", SLOW_BODY_TIMEOUT.as_secs()),
+    ))
+    .await;
     wait_serving(proxy.addr, &["f14-a", "f14-b"]).await;
     warm(proxy.addr, 2).await;
     let spec = LoadSpec::new(2, Duration::from_millis(2), size.pick(200, 1000));
@@ -1206,6 +1213,29 @@ pub async fn slow_clients(size: Size) -> Outcome {
         during.failures(),
         during.failed() == 0,
     ));
+    if size == Size::Full {
+        // Cut once body_timeout of waiting passed below the minimum rate
+        // (the attack starts within a second, so by t0 + 7 s).
+        let slow: Vec<Duration> = closed
+            .iter()
+            .filter(|c| c.0 == Attack::SlowBody)
+            .map(|c| c.1)
+            .collect();
+        let in_time = slow
+            .iter()
+            .filter(|&&at| {
+                at >= SLOW_BODY_TIMEOUT && at <= SLOW_BODY_TIMEOUT + Duration::from_secs(2)
+            })
+            .count();
+        o.check(Check::exact(
+            "every slow body cut after body_timeout (+2 s)",
+            format!(
+                "{in_time} of {per_kind_total}",
+                per_kind_total = per_kind_n(size)
+            ),
+            in_time == per_kind_n(size),
+        ));
+    }
     o.load = Some(during);
     finish_fds(&mut o, proxy.pid(), 2, &fake_known(&[&a, &b])).await;
     a.stop().await;
@@ -1213,6 +1243,9 @@ pub async fn slow_clients(size: Size) -> Outcome {
     o.took = t.elapsed();
     o
 }
+
+/// F14's body_timeout: the slow bodies' cut falls inside the full run.
+const SLOW_BODY_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn per_kind_n(size: Size) -> usize {
     size.pick(100, 500)

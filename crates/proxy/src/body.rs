@@ -79,7 +79,8 @@ pub enum ProxyBody {
         reached: Reached,
     },
     /// A request body sent again after an HTTP/2 target refused it
-    /// unprocessed: what it had, then the rest.
+    /// unprocessed, or read ahead before a target was chosen: what it
+    /// had, then the rest.
     Replayed(Box<http2::Replayed>),
 }
 
@@ -91,6 +92,18 @@ impl ProxyBody {
     pub fn full(bytes: impl Into<Bytes>) -> Self {
         let bytes = bytes.into();
         ProxyBody::Full((!bytes.is_empty()).then_some(bytes))
+    }
+
+    /// Whether the whole body is in memory: writing it out waits for the
+    /// client alone, never for a backend.
+    pub fn is_in_hand(&self) -> bool {
+        match self {
+            ProxyBody::Full(_) => true,
+            ProxyBody::Upstream { body, .. } => body.is_in_hand(),
+            ProxyBody::Stream { body, .. } => body.is_end_stream(),
+            ProxyBody::Http2 { body, .. } => body.is_end_stream(),
+            ProxyBody::Replayed(body) => body.is_end_stream(),
+        }
     }
 
     pub fn stream(body: ClientBody, guard: Guard) -> Self {

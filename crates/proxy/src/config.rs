@@ -14,6 +14,7 @@ use crate::sticky::{DEFAULT_COOKIE_NAME, Keys, Mode, Rules, is_cookie_name};
 use tether_daemon::config::{self as shared, ConfigError, LogConfig, RawFile, RawServerTls};
 use tether_daemon::tls::{ClientTls, ServerTls};
 
+use crate::guard::Pace;
 use crate::http2::Protocols;
 use crate::limits::ClientLimits;
 use crate::source::Resolver;
@@ -42,6 +43,10 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default time a client may take no bytes of its answer (nginx's
 /// `send_timeout`).
+/// `min_body_rate`: 1 KiB a second, so a body trickled to hold a backend
+/// is cut after one `body_timeout` (a legitimate upload on the slowest
+/// mobile link brings several times that).
+pub const DEFAULT_MIN_BODY_RATE: u64 = 1024;
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default cap on the request header section (then 431).
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
@@ -226,6 +231,8 @@ pub struct ProxyConfig {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub body_timeout: Duration,
+    /// Bytes a second a request body must average (see [`Pace`]).
+    pub min_body_rate: u64,
     /// No progress writing to a client for this long ends the connection
     /// (HTTP/1, tunnels) or the stream (HTTP/2) and frees its backend.
     pub send_timeout: Duration,
@@ -281,6 +288,9 @@ pub struct Settings {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub body_timeout: Duration,
+    /// What a request body must keep up: `body_timeout` and
+    /// `min_body_rate`.
+    pub request_pace: Pace,
     /// No progress writing to a client for this long ends the connection
     /// (HTTP/1, tunnels) or the stream (HTTP/2) and frees its backend.
     pub send_timeout: Duration,
@@ -310,6 +320,7 @@ impl ProxyConfig {
             header_read_timeout: self.header_read_timeout,
             idle_timeout: self.idle_timeout,
             body_timeout: self.body_timeout,
+            request_pace: Pace::at_least(self.body_timeout, self.min_body_rate),
             send_timeout: self.send_timeout,
             limits: self.limits,
             clients: self.clients.clone(),
@@ -336,6 +347,7 @@ impl ProxyConfig {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             body_timeout: DEFAULT_BODY_TIMEOUT,
+            min_body_rate: DEFAULT_MIN_BODY_RATE,
             send_timeout: DEFAULT_SEND_TIMEOUT,
             limits: Limits::default(),
             clients: ClientLimits::default(),
@@ -397,6 +409,7 @@ impl ProxyConfig {
             )?,
             idle_timeout: dur("proxy.idle_timeout", &p.idle_timeout, DEFAULT_IDLE_TIMEOUT)?,
             body_timeout: dur("proxy.body_timeout", &p.body_timeout, DEFAULT_BODY_TIMEOUT)?,
+            min_body_rate: p.min_body_rate.unwrap_or(DEFAULT_MIN_BODY_RATE),
             send_timeout: dur("proxy.send_timeout", &p.send_timeout, DEFAULT_SEND_TIMEOUT)?,
             limits: Limits {
                 max_header_bytes: at_least(

@@ -412,17 +412,27 @@ fn catalogue(decoy: SocketAddr) -> Vec<Row> {
         // --- message framing (1-9, 21) ---
         forward(
             "1",
-            "Content-Length then chunked: length dropped, forwarded chunked, then close",
+            "Content-Length then chunked: length dropped, the chunked body read whole and sent with its own length, then close",
             b"POST /r01 HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
             true,
-            |r| r.uri == "/r01" && r.header("content-length").is_none() && r.body_len == 5,
+            |r| {
+                r.uri == "/r01"
+                    && r.header("content-length") == Some("5")
+                    && r.header("transfer-encoding").is_none()
+                    && r.body_len == 5
+            },
         ),
         forward(
             "1b",
             "chunked then Content-Length: same",
             b"POST /r01b HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: 30\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
             true,
-            |r| r.uri == "/r01b" && r.header("content-length").is_none() && r.body_len == 5,
+            |r| {
+                r.uri == "/r01b"
+                    && r.header("content-length") == Some("5")
+                    && r.header("transfer-encoding").is_none()
+                    && r.body_len == 5
+            },
         ),
         refuse(
             "2",
@@ -1501,7 +1511,9 @@ async fn through(
 /// - row 27d: `http` drops a `#fragment` while parsing the target; the
 ///   request goes upstream as `/r27d` and the fragment never leaves;
 /// - row 16h: the chunked decoder accepts whitespace after a chunk size
-///   (`5 `), as hyper did; the body goes upstream re-chunked, without the
+///   (`5 `), as hyper did. A small body is read whole before a backend is
+///   chosen and goes upstream decoded, with its length; one past the
+///   read-ahead (16 KiB) streams and goes upstream re-chunked, without the
 ///   whitespace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inputs_the_parser_tolerates_are_normalised() {
@@ -1552,13 +1564,44 @@ async fn inputs_the_parser_tolerates_are_normalised() {
     let head = head.to_ascii_lowercase();
     assert!(
         head.starts_with("post /r16h http/1.1\r\n")
-            && head.contains("\r\ntransfer-encoding: chunked")
-            && !head.contains("content-length"),
+            && head.contains("\r\ncontent-length: 5")
+            && !head.contains("transfer-encoding"),
         "chunk size BWS: upstream head {head:?}"
     );
+    assert_eq!(body, "hello", "chunk size BWS: read whole, sent decoded");
+
+    // 40 KiB in chunks of 10 KiB: more than is read ahead, so it streams.
+    let piece = "x".repeat(10 * 1024);
+    let wire: String = (0..4).map(|_| format!("2800 \r\n{piece}\r\n")).collect();
+    let (resp, sent) = through(
+        addr,
+        &mut upstream,
+        &chunked("/r16i", format!("{wire}0\r\n\r\n").as_bytes()),
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let (head, body) = sent.split_once("\r\n\r\n").expect("a head");
+    let head = head.to_ascii_lowercase();
+    assert!(
+        head.starts_with("post /r16i http/1.1\r\n")
+            && head.contains("\r\ntransfer-encoding: chunked")
+            && !head.contains("content-length"),
+        "chunk size BWS, streamed: upstream head {head:?}"
+    );
+    let (mut rest, mut data) = (body, String::new());
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size, 16).expect("a bare hex size line");
+        if n == 0 {
+            assert_eq!(after, "\r\n", "the last chunk ends it");
+            break;
+        }
+        data.push_str(&after[..n]);
+        rest = after[n..].strip_prefix("\r\n").expect("CRLF after data");
+    }
     assert_eq!(
-        body, "5\r\nhello\r\n0\r\n\r\n",
-        "chunk size BWS: the body is re-chunked, without the space"
+        data,
+        piece.repeat(4),
+        "chunk size BWS, streamed: re-chunked"
     );
     proxy.stop().await;
 }

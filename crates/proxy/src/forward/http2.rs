@@ -2,8 +2,6 @@
 //! attempt through `crate::http2::client`, its failure as the retry
 //! policy reads it, and the answer going back.
 
-use std::time::Duration;
-
 use http::{Request, Response};
 
 use super::retry::{self, Failure};
@@ -11,21 +9,32 @@ use super::{Attempt, Proxy, rewrite};
 use crate::body::ProxyBody;
 use crate::cancel::Reached;
 use crate::config::Settings;
-use crate::guard::Guard;
+use crate::guard::{Guard, Pace};
 use crate::headers::Peer;
 use crate::http2::body::ResponseBody;
 use crate::http2::{Protocol, grpc};
 use crate::table::Upstream;
 
-/// A gRPC stream may be quiet far longer than an HTTP body (a watch, a
-/// subscription): its bodies are not cut for `body_timeout`. HTTP/2 PINGs
-/// find a dead target, `send_timeout` a client that stopped reading, and
-/// the caller's deadline bounds the call.
-const GRPC_BODY_IDLE: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The pace a request body must keep. A gRPC stream may be quiet far
+/// longer than an HTTP body (a watch, a subscription): it has none. HTTP/2
+/// PINGs find a dead target, `send_timeout` a client that stopped reading,
+/// and the caller's deadline bounds the call.
+pub(super) fn request_pace(s: &Settings, grpc: bool) -> Pace {
+    if grpc {
+        Pace::Unbounded
+    } else {
+        s.request_pace
+    }
+}
 
-/// How long a body in the request's direction may make no progress.
-pub(super) fn body_idle(s: &Settings, grpc: bool) -> Duration {
-    if grpc { GRPC_BODY_IDLE } else { s.body_timeout }
+/// The pace an answer's body must keep: `body_timeout`'s inactivity rule
+/// (a backend may stream events slowly), none for a gRPC stream.
+pub(super) fn response_pace(s: &Settings, grpc: bool) -> Pace {
+    if grpc {
+        Pace::Unbounded
+    } else {
+        Pace::idle(s.body_timeout)
+    }
 }
 
 impl Proxy {
@@ -73,7 +82,7 @@ impl Proxy {
         grpc: bool,
     ) -> Response<ProxyBody> {
         attempt.upstream.passive.success();
-        let guard = Guard::new(body_idle(s, grpc), None);
+        let guard = Guard::new(response_pace(s, grpc), None);
         let mut res = res.map(|b| ProxyBody::http2(b, guard, reached));
         // The client's connection says its own version.
         *res.version_mut() = http::Version::HTTP_11;

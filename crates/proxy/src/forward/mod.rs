@@ -17,6 +17,7 @@
 //! failed attempt leads to. Only the sends await; the phases are plain
 //! functions, so what they compute does not live in the request's future.
 
+mod ahead;
 mod http2;
 mod retry;
 mod rewrite;
@@ -41,7 +42,7 @@ use self::route::available;
 use crate::body::{ClientBody, ProxyBody};
 use crate::cancel::Reached;
 use crate::config::{ProxyConfig, Settings};
-use crate::guard::Guard;
+use crate::guard::{Guard, Pace};
 use crate::headers::{Peer, X_TARGET_SERVER};
 use crate::http1::client::ResponseBody;
 use crate::http2::{Protocol, grpc};
@@ -244,6 +245,16 @@ impl Proxy {
             Admission::Go(admitted) => admitted,
             Admission::Answer(res) => return res,
         };
+        // An HTTP/2 client's body is read ahead before a target is asked,
+        // as the HTTP/1 loop reads its clients' (see `ahead`). Boxed: only
+        // requests with a body still coming pay for its state.
+        if copy_out && !grpc && client_upgrade.is_none() && !req.body().is_end_stream() {
+            let body = std::mem::replace(req.body_mut(), ProxyBody::empty());
+            match Box::pin(ahead::read_ahead(body)).await {
+                Ok(body) => *req.body_mut() = body,
+                Err(e) => return retry::body_answer(e).response(),
+            }
+        }
         // Set once a reused connection died under the request and it went
         // again on a fresh one (see `retry::Decision::ResendFresh`).
         let mut fresh_only = false;
@@ -380,7 +391,7 @@ impl Proxy {
         // An HTTP/2 client's answer waits in hyper's send queue; an HTTP/1
         // client's is written at once (see `upstream::Connection::exchange`).
         let copy_out = matches!(body, ClientBody::Hyper(_));
-        let guard = Guard::new(http2::body_idle(s, grpc), s.limits.max_body_bytes);
+        let guard = Guard::new(http2::request_pace(s, grpc), s.limits.max_body_bytes);
         Admission::Go(Admitted {
             attempt,
             req: Request::from_parts(parts, ProxyBody::stream(body, guard)),
@@ -423,7 +434,7 @@ impl Proxy {
             let res = res.map(|_| ProxyBody::empty());
             return rewrite::response(res, &attempt.upstream, s, peer.is_tls(), now_ms);
         }
-        let guard = Guard::new(s.body_timeout, None);
+        let guard = Guard::new(Pace::idle(s.body_timeout), None);
         let res = res.map(|b| ProxyBody::upstream(b, guard, reached));
         rewrite::response(res, &attempt.upstream, s, peer.is_tls(), now_ms)
     }

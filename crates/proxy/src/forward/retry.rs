@@ -117,9 +117,7 @@ pub(super) fn decide(
     fresh_used: bool,
 ) -> Decision {
     match kind {
-        Kind::Body(BodyError::TooLarge) => Decision::Answer(Answer::BodyTooLarge),
-        Kind::Body(BodyError::Malformed) => Decision::Answer(Answer::BadBody),
-        Kind::Body(BodyError::Stalled) => Decision::Answer(Answer::BodyTimeout),
+        Kind::Body(e) => Decision::Answer(body_answer(e)),
         Kind::Timeout => Decision::Answer(Answer::GatewayTimeout),
         Kind::SentReused if replayable && !fresh_used => Decision::ResendFresh,
         Kind::SentReused | Kind::SentFresh if !replayable => Decision::Answer(Answer::BadGateway),
@@ -127,6 +125,15 @@ pub(super) fn decide(
             Decision::Answer(Answer::BadGateway)
         }
         Kind::NotSent | Kind::SentReused | Kind::SentFresh => Decision::TryAnother,
+    }
+}
+
+/// The answer to a request body that broke one of the proxy's rules.
+pub(super) fn body_answer(e: BodyError) -> Answer {
+    match e {
+        BodyError::TooLarge => Answer::BodyTooLarge,
+        BodyError::Malformed => Answer::BadBody,
+        BodyError::Stalled => Answer::BodyTimeout,
     }
 }
 

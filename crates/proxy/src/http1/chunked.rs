@@ -249,17 +249,36 @@ fn trailer_byte(seen: u32, b: u8) -> Result<State, Invalid> {
     Ok(State::Trailer { seen })
 }
 
-/// Whether the framing of a body's first bytes is already broken: a
-/// chunked body whose error came in with the head is refused before
-/// anything goes upstream.
-pub fn broken_from_the_start(first: &[u8]) -> bool {
+/// What the first bytes of a chunked body, read before anything goes
+/// upstream, hold.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Scan {
+    /// The whole body: its data (joined) and how many bytes of the input
+    /// its framing took.
+    Whole { data: Bytes, framed: usize },
+    /// Good so far; the rest is still to come.
+    Partial,
+    /// The framing is broken: refused before anything goes upstream.
+    Broken,
+}
+
+/// Decodes a copy of `first` (the buffer itself stays as it is: a body
+/// that turns out not to be whole streams from it as usual).
+pub fn scan(first: &[u8]) -> Scan {
     let mut copy = BytesMut::from(first);
     let mut decoder = Decoder::default();
+    let mut data = BytesMut::new();
     loop {
         match decoder.decode(&mut copy) {
-            Ok(Decoded::Data(_)) => {}
-            Ok(Decoded::NeedMore | Decoded::Done) => return false,
-            Err(Invalid) => return true,
+            Ok(Decoded::Data(d)) => data.extend_from_slice(&d),
+            Ok(Decoded::NeedMore) => return Scan::Partial,
+            Ok(Decoded::Done) => {
+                return Scan::Whole {
+                    data: data.freeze(),
+                    framed: first.len() - copy.len(),
+                };
+            }
+            Err(Invalid) => return Scan::Broken,
         }
     }
 }
@@ -342,12 +361,21 @@ mod tests {
     }
 
     #[test]
-    fn a_body_broken_in_its_first_bytes_is_seen_before_forwarding() {
-        assert!(broken_from_the_start(b"3\r\nhello\r\n0\r\n\r\n"));
-        assert!(!broken_from_the_start(b"5\r\nhel"));
-        assert!(!broken_from_the_start(
-            b"5\r\nhello\r\n0\r\n\r\nGET / HTTP/1.1\r\n"
-        ));
+    fn a_scan_tells_a_whole_body_from_a_partial_or_broken_one() {
+        assert_eq!(scan(b"3\r\nhello\r\n0\r\n\r\n"), Scan::Broken);
+        assert_eq!(scan(b"5\r\nhel"), Scan::Partial);
+        assert_eq!(scan(b""), Scan::Partial);
+        let body = b"5\r\nhello\r\n1;ext=1\r\n!\r\n0\r\nx-t: 1\r\n\r\n";
+        let mut input = body.to_vec();
+        input.extend_from_slice(b"GET / HTTP/1.1\r\n");
+        assert_eq!(
+            scan(&input),
+            Scan::Whole {
+                data: Bytes::from_static(b"hello!"),
+                framed: body.len()
+            },
+            "the next request is not part of it"
+        );
     }
 
     #[test]

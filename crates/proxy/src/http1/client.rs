@@ -552,6 +552,16 @@ impl ResponseBody {
         body
     }
 
+    /// Whether the rest of the body is already read: nothing more will
+    /// come from the backend.
+    pub fn is_in_hand(&self) -> bool {
+        self.live.as_ref().is_none_or(|l| match l.framing {
+            Framing::Empty => true,
+            Framing::Length(left) => l.buf.len() as u64 >= left,
+            Framing::Chunked | Framing::Close | Framing::Upgrade => false,
+        })
+    }
+
     /// The connection of a `101` response, for the tunnel.
     pub fn upgrade(&mut self) -> Option<Upgraded> {
         let live = self

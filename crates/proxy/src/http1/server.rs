@@ -15,15 +15,20 @@
 //!
 //! The head is parsed by `httparse` and checked in `head` (then
 //! `validate`), limits and the header read timeout (which also bounds the
-//! keep-alive gap) apply, `Expect: 100-continue` is answered when the body
-//! is first wanted, pipelined requests are answered in order, a connection
-//! whose framing is in doubt is closed, and a drain closes idle
-//! connections at once and the others after their current answer.
+//! keep-alive gap) apply. A request's body is read ahead up to
+//! `READ_AHEAD` bytes before its handler sees it, so a body trickled in
+//! holds no backend (`Expect: 100-continue` is answered when that reading
+//! starts; a body still coming after it streams on and the handler's
+//! reading of it is what moves it). Pipelined requests are answered in
+//! order, a connection whose framing is in doubt is closed, and a drain
+//! closes idle connections at once and the others after their current
+//! answer.
 
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Response, StatusCode, Version, header};
 use log::{debug, info};
 use tokio::io::AsyncWriteExt;
@@ -32,12 +37,15 @@ use tokio::time::Instant;
 
 use super::Framing;
 use super::body::{self, Pumped, RequestBody};
+use super::chunked::{self, Scan};
 use super::head::{Head, Parsed, parse, unbox};
 use super::write::{self, Asked, Written};
-use super::{Rewind, chunked, pool};
+use super::{Rewind, pool};
 use crate::body::{ClientBody, ProxyBody};
-use crate::config::Settings;
+use crate::config::{Limits, Settings};
+
 use crate::conn::Stream;
+use crate::guard::{Progress, READ_AHEAD};
 use crate::headers::Peer;
 use crate::respond::rejection;
 use crate::validate::Reject;
@@ -102,6 +110,15 @@ enum Outcome {
     KeepAlive,
     Close,
     Upgrade(oneshot::Sender<Rewind>),
+    /// An answer still coming from its backend, to be written by the loop
+    /// from a box of its own (see [`write_streamed`]).
+    Streamed(Box<Streamed>),
+}
+
+/// An answer that still streams from its backend.
+struct Streamed {
+    res: Response<ProxyBody>,
+    asked: Asked,
 }
 
 /// What waiting for a head produced.
@@ -113,15 +130,25 @@ enum Next {
 
 /// Serves HTTP/1 requests on `io` until the client or the proxy closes it.
 #[allow(clippy::manual_async_fn)] // on purpose: see the block's comment
-pub fn serve<H: Handler>(conn: Conn<H>, mut io: Stream) -> impl Future<Output = Ended<H>> {
+pub fn serve<H: Handler>(mut conn: Conn<H>, mut io: Stream) -> impl Future<Output = Ended<H>> {
     // An `async` block that uses `conn` and `io` where it captured them: an
     // `async fn` would move its arguments into locals and keep both.
     async move {
         let mut buf: Option<BytesMut> = None;
         let mut first = true;
         loop {
-            let mut head = match read_head(&conn, &mut io, &mut buf, first).await {
-                Ok(Next::Head(head)) => head,
+            let head = match read_head(&conn, &mut io, &mut buf, first).await {
+                Ok(Next::Head(mut head)) => {
+                    // The body is read ahead here, boxed and only when it is
+                    // not all in yet: its state would otherwise live in every
+                    // idle connection's future.
+                    if needs_read_ahead(&head, buf.as_ref())
+                        && !Box::pin(read_ahead(&mut conn, &mut io, &mut buf, &mut head)).await
+                    {
+                        return Ended::Closed;
+                    }
+                    head
+                }
                 Ok(Next::H2) => {
                     let read = buf.take().map(BytesMut::freeze).unwrap_or_default();
                     return Ended::H2(Rewind::new(read, io), conn);
@@ -158,10 +185,11 @@ pub fn serve<H: Handler>(conn: Conn<H>, mut io: Stream) -> impl Future<Output = 
                 }
             };
             first = false;
-            let storage = std::mem::take(&mut head.storage);
             // Boxed: the request's state exists only while there is a request.
-            let outcome = Box::pin(exchange(&conn, &mut io, &mut buf, head)).await;
-            pool::recycle(storage);
+            let mut outcome = Box::pin(exchange(&conn, &mut io, &mut buf, head)).await;
+            if let Outcome::Streamed(answer) = outcome {
+                outcome = Box::pin(write_streamed(&conn, &mut io, answer)).await;
+            }
             match outcome {
                 Outcome::KeepAlive => {}
                 Outcome::Close => {
@@ -173,6 +201,8 @@ pub fn serve<H: Handler>(conn: Conn<H>, mut io: Stream) -> impl Future<Output = 
                     let _ = to.send(Rewind::new(read, io));
                     return Ended::Closed;
                 }
+                // Written above.
+                Outcome::Streamed(_) => {}
             }
             if let Some(b) = buf.take_if(|b| b.is_empty()) {
                 pool::give(b);
@@ -239,7 +269,9 @@ fn poll_head<H: Handler>(
             Poll::Ready(false) => return Poll::Ready(Ok(Next::Close)),
             Poll::Pending => {}
         }
-        park(buf);
+        // A partial head waits in bytes sized to it (slowloris clients hold
+        // what they sent, not a read buffer); an empty buffer goes back.
+        shrink(buf);
         let state = match timer {
             Some(t) => t.update(idle, cx.waker()),
             None => {
@@ -296,8 +328,8 @@ fn poll_read(cx: &mut Context<'_>, io: &mut Stream, buf: &mut Option<BytesMut>) 
     }
 }
 
-/// The buffer to read into: a pooled one, holding what a parked head had
-/// copied out, with room for a read.
+/// The buffer to read into: a pooled one (with what a waiting head had
+/// moved into bytes of its own size, see [`shrink`]) with room for a read.
 fn lend(buf: &mut Option<BytesMut>) -> &mut BytesMut {
     let b = buf.get_or_insert_with(pool::take);
     if b.capacity() < pool::READ_SIZE {
@@ -309,25 +341,257 @@ fn lend(buf: &mut Option<BytesMut>) -> &mut BytesMut {
     b
 }
 
-/// Before a wait: an empty buffer goes back to the pool, and a partial
-/// head that fills less than half of its buffer moves into one of its own
-/// size, so that a head sent slowly (a slowloris client) holds what has
-/// arrived, not a pooled buffer. Only heads that must wait pay the copy,
-/// of at most half a buffer.
-fn park(buf: &mut Option<BytesMut>) {
+/// One read into `buf`; `false` when the connection should close (the
+/// client left, the deadline passed, or the drain started while idle).
+async fn read_more<H: Handler>(
+    conn: &mut Conn<H>,
+    io: &mut Stream,
+    buf: &mut Option<BytesMut>,
+    deadline: Instant,
+    idle: bool,
+) -> bool {
+    match io {
+        Stream::Plain(stream) => {
+            if idle && let Some(b) = buf.take() {
+                pool::give(b);
+            }
+            // Readiness is polled, not awaited through `readable()`: the
+            // socket keeps the waker, so the wait costs the connection's
+            // future nothing.
+            match wait(conn, deadline, idle, |cx| stream.poll_read_ready(cx)).await {
+                Some(Ok(())) => {}
+                Some(Err(_)) | None => return false,
+            }
+            let b = buf.get_or_insert_with(pool::take);
+            pool::room(b);
+            match stream.try_read_buf(b) {
+                Ok(0) => false,
+                Ok(_) => true,
+                Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+            }
+        }
+        // TLS may hold decrypted bytes the socket no longer signals, so
+        // the read itself is the wait (the session's buffers outweigh
+        // this one anyway).
+        Stream::Tls(tls) => {
+            let b = buf.get_or_insert_with(pool::take);
+            pool::room(b);
+            let read = wait(conn, deadline, idle, |cx| {
+                // A read future holds nothing between polls: one per poll.
+                std::pin::pin!(tokio::io::AsyncReadExt::read_buf(tls, b)).poll(cx)
+            });
+            matches!(read.await, Some(Ok(n)) if n > 0)
+        }
+    }
+}
+
+/// Polls `ready` until it is ready (`Some`), the deadline passes or, for
+/// an idle connection, the drain starts (`None`).
+async fn wait<H, T>(
+    conn: &mut Conn<H>,
+    deadline: Instant,
+    idle: bool,
+    mut ready: impl FnMut(&mut Context<'_>) -> Poll<T>,
+) -> Option<T> {
+    let sleep = tokio::time::sleep_until(deadline);
+    let stop = conn.stop.changed();
+    tokio::pin!(sleep, stop);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = ready(cx) {
+            return Poll::Ready(Some(v));
+        }
+        if sleep.as_mut().poll(cx).is_ready() || idle && stop.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Why a body was not read ahead to its end or [`READ_AHEAD`].
+#[derive(Debug)]
+enum Cut {
+    /// The client left.
+    Gone,
+    /// Slower than the request body's pace (`body_timeout`,
+    /// `min_body_rate`): `408`.
+    Stalled,
+    /// A chunked framing broken in its first bytes: `400`.
+    Broken,
+}
+
+/// Whether `head`'s body is to be read ahead: it has one, and what is in
+/// `buf` may not be all of it (or, chunked, has not been looked at).
+fn needs_read_ahead(head: &Head, buf: Option<&BytesMut>) -> bool {
+    match head.framing {
+        Framing::Length(n) => buf.is_none_or(|b| (b.len() as u64) < n),
+        Framing::Chunked => true,
+        Framing::Empty | Framing::Close | Framing::Upgrade => false,
+    }
+}
+
+/// [`fill_ahead`], and the answer to a body it cut: `false` when the
+/// connection is to close (the client left, or was answered `408` or
+/// `400`).
+async fn read_ahead<H: Handler>(
+    conn: &mut Conn<H>,
+    io: &mut Stream,
+    buf: &mut Option<BytesMut>,
+    head: &mut Head,
+) -> bool {
+    let reject = match fill_ahead(conn, io, buf, head).await {
+        Ok(()) => return true,
+        Err(Cut::Gone) => return false,
+        Err(Cut::Stalled) => Reject {
+            status: StatusCode::REQUEST_TIMEOUT,
+            message: "Request body timeout",
+            close: true,
+        },
+        Err(Cut::Broken) => Reject {
+            status: StatusCode::BAD_REQUEST,
+            message: "Invalid request body",
+            close: true,
+        },
+    };
+    debug!(target: "proxy", "refused a request body from {}: {}", conn.peer.addr, reject.message);
+    let asked = Asked {
+        head: false,
+        http10: head.parts.version == Version::HTTP_10,
+        keep_alive: false,
+    };
+    let send = conn.handler.settings().send_timeout;
+    let _ = write::response(io, rejection(reject), asked, send).await;
+    let _ = io.shutdown().await;
+    false
+}
+
+/// Reads `head`'s body into `buf` until it is whole or [`READ_AHEAD`]
+/// bytes of it are in, under the request body's pace. A body longer than
+/// `max_body_bytes` is not read: its handler refuses it unread.
+///
+/// What it did is written into `head`, so the rest of the exchange needs
+/// nothing more: `100 Continue` sent clears `expect_continue`, and a
+/// chunked body read whole is decoded in `buf` and framed by its length.
+async fn fill_ahead<H: Handler>(
+    conn: &mut Conn<H>,
+    io: &mut Stream,
+    buf: &mut Option<BytesMut>,
+    head: &mut Head,
+) -> Result<(), Cut> {
+    let settings = conn.handler.settings();
+    let mut progress = Progress::new(settings.request_pace);
+    let limits = settings.limits;
+    let max_body = limits.max_body_bytes;
+    // The head's own bytes: what it was parsed from, less what followed it
+    // (copied into `buf`).
+    let mut head_len = Some(head.storage.len() - buf.as_ref().map_or(0, BytesMut::len));
+    loop {
+        let have = buf.as_deref().unwrap_or_default();
+        match head.framing {
+            Framing::Length(n) => {
+                let want = n.min(READ_AHEAD as u64) as usize;
+                if have.len() >= want || max_body.is_some_and(|max| n > max) {
+                    return Ok(());
+                }
+            }
+            Framing::Chunked => match chunked::scan(have) {
+                Scan::Whole { data, framed } => {
+                    if let Some(b) = buf.as_mut() {
+                        unchunk(b, &data, framed);
+                    }
+                    head.framing = Framing::Length(data.len() as u64);
+                    return Ok(());
+                }
+                Scan::Broken => return Err(Cut::Broken),
+                Scan::Partial if have.len() >= READ_AHEAD => return Ok(()),
+                Scan::Partial => {}
+            },
+            Framing::Empty | Framing::Close | Framing::Upgrade => return Ok(()),
+        }
+        let had = have.len();
+        if head.expect_continue {
+            // The proxy takes the body itself now, so it says go on.
+            io.write_all(CONTINUE).await.map_err(|_| Cut::Gone)?;
+            head.expect_continue = false;
+        }
+        // The body makes the request wait: what it holds meanwhile is
+        // sized to what arrived, not to the reads it came in.
+        if let Some(len) = head_len.take() {
+            compact_head(head, len, &limits);
+        }
+        shrink(buf);
+        let waited = Instant::now();
+        let left = progress.left().unwrap_or(FOR_EVER);
+        let read = read_more(conn, io, buf, waited + left, false).await;
+        progress.waited(waited.elapsed());
+        if !read {
+            return Err(if progress.stalled() {
+                Cut::Stalled
+            } else {
+                Cut::Gone
+            });
+        }
+        let now = buf.as_ref().map_or(0, BytesMut::len);
+        progress.arrived(now.saturating_sub(had) as u64);
+    }
+}
+
+/// Gives a head whose body is slow to come bytes of its own, sized to it,
+/// so the request does not hold the read buffer the head arrived in (that
+/// goes back to the pool). The head is parsed again from the copy, since
+/// its parts are slices of the bytes they were parsed from: a cost only
+/// requests that wait for their body pay.
+fn compact_head(head: &mut Head, len: usize, limits: &Limits) {
+    let Some(bytes) = head.storage.get(..len) else {
+        return;
+    };
+    let mut copy = BytesMut::from(bytes);
+    let Ok(Parsed::Head(fresh)) = parse(&mut copy, limits.max_header_bytes, limits.max_headers)
+    else {
+        // It parsed once; it parses again. Keep it as it is if not.
+        return;
+    };
+    let Head { parts, storage, .. } = unbox(fresh);
+    let mut old = std::mem::replace(&mut head.parts, parts);
+    let old_storage = std::mem::replace(&mut head.storage, storage);
+    pool::give_map(std::mem::take(&mut old.headers));
+    // Every slice of the old bytes gone, they can go back to the pool.
+    drop(old);
+    pool::recycle(old_storage);
+}
+
+/// Below this much spare room a buffer is not worth a copy.
+const SPARE: usize = 1024;
+
+/// What has arrived of a body, in a buffer sized to it while the request
+/// waits for more; the read buffer goes back to the pool.
+fn shrink(buf: &mut Option<BytesMut>) {
     let Some(b) = buf.as_mut() else {
         return;
     };
-    if b.is_empty() {
-        if let Some(b) = buf.take() {
-            pool::give(b);
-        }
-    } else if b.len() <= b.capacity() / 2 {
-        let mut lent = std::mem::replace(b, BytesMut::from(&b[..]));
-        lent.clear();
-        pool::give(lent);
+    if b.capacity() <= b.len() + SPARE {
+        return;
     }
+    let mut read = if b.is_empty() {
+        buf.take().unwrap_or_default()
+    } else {
+        std::mem::replace(b, BytesMut::from(&b[..]))
+    };
+    read.clear();
+    pool::give(read);
 }
+
+/// Puts a whole chunked body's `data` in place of the `framed` bytes at
+/// the front of `b`, before what follows them.
+fn unchunk(b: &mut BytesMut, data: &[u8], framed: usize) {
+    let rest = b.split_off(framed);
+    b.clear();
+    b.extend_from_slice(data);
+    b.extend_from_slice(&rest);
+}
+
+/// A wait with no end, as a deadline tokio can hold.
+const FOR_EVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The size of the future the loop boxes for one request on `conn`: what
 /// every request allocates and moves, for the guard in `crate::server`.
@@ -352,31 +616,24 @@ struct Ready {
     http10: bool,
     keep_alive: bool,
     expect_continue: bool,
-}
-
-/// A chunked body broken from its first byte: answered `400` and the
-/// connection closed.
-struct Broken {
-    http10: bool,
+    /// The buffer the head was read into (see [`done_with_head`]).
+    storage: Option<Bytes>,
 }
 
 /// Turns a parsed head into the handler's request. A plain function, not
 /// part of `exchange`: the head's parts are borrowed while they are
 /// prepared, and a borrowed local of an `async fn` keeps its room in the
 /// future for as long as it is in scope, moved or not.
-fn prepare(buf: &mut Option<BytesMut>, head: Box<Head>) -> Result<Ready, Broken> {
+fn prepare(buf: &mut Option<BytesMut>, head: Box<Head>) -> Ready {
     let Head {
         mut parts,
         framing,
         keep_alive,
         expect_continue,
-        storage: _,
+        storage,
     } = unbox(head);
     let asked_head = parts.method == Method::HEAD;
     let http10 = parts.version == Version::HTTP_10;
-    if framing == Framing::Chunked && buf.as_deref().is_some_and(chunked::broken_from_the_start) {
-        return Err(Broken { http10 });
-    }
     let upgrade = parts.headers.contains_key(header::UPGRADE).then(|| {
         let (to, from) = oneshot::channel();
         parts
@@ -388,6 +645,9 @@ fn prepare(buf: &mut Option<BytesMut>, head: Box<Head>) -> Result<Ready, Broken>
     let (body, feed) = match framing {
         // A request head never says `Close` or `Upgrade`.
         Framing::Empty | Framing::Close | Framing::Upgrade => (RequestBody::Empty, None),
+        // A body that came whole (a chunked one decoded by the read-ahead
+        // goes on as its data: the writer upstream frames what it sends).
+        Framing::Length(0) => (RequestBody::Empty, None),
         Framing::Length(n) if n <= buffered => {
             let b = buf.as_mut().map(|b| b.split_to(n as usize).freeze());
             (RequestBody::Buffered(b), None)
@@ -397,7 +657,7 @@ fn prepare(buf: &mut Option<BytesMut>, head: Box<Head>) -> Result<Ready, Broken>
             (body, Some((feed, wanted)))
         }
     };
-    Ok(Ready {
+    Ready {
         req: Request::from_parts(parts, ClientBody::H1(body)),
         feed,
         upgrade,
@@ -405,7 +665,8 @@ fn prepare(buf: &mut Option<BytesMut>, head: Box<Head>) -> Result<Ready, Broken>
         http10,
         keep_alive,
         expect_continue,
-    })
+        storage: Some(storage),
+    }
 }
 
 /// One request and its answer.
@@ -423,23 +684,8 @@ async fn exchange<H: Handler>(
         http10,
         keep_alive,
         expect_continue,
-    } = match prepare(buf, head) {
-        Ok(ready) => ready,
-        Err(Broken { http10 }) => {
-            let res = rejection(Reject {
-                status: StatusCode::BAD_REQUEST,
-                message: "Invalid request body",
-                close: true,
-            });
-            let asked = Asked {
-                head: false,
-                http10,
-                keep_alive: false,
-            };
-            let _ = write::response(io, res, asked, conn.handler.settings().send_timeout).await;
-            return Outcome::Close;
-        }
-    };
+        mut storage,
+    } = prepare(buf, head);
     let send = conn.handler.settings().send_timeout;
     let asked = |pumped: bool| Asked {
         head: asked_head,
@@ -450,6 +696,7 @@ async fn exchange<H: Handler>(
     let written = match feed {
         None => {
             let res = conn.handler.handle(req, &conn.peer).await;
+            done_with_head(buf, &mut storage);
             if let Some(to) = upgrade
                 && switched(&res, &to)
             {
@@ -457,6 +704,15 @@ async fn exchange<H: Handler>(
                     Ok(_) => Outcome::Upgrade(to),
                     Err(_) => Outcome::Close,
                 };
+            }
+            if !res.body().is_in_hand() {
+                // Written from a box of its own, once this one (the
+                // request's state, several KiB) is freed: a client that
+                // reads slowly holds only what the writing needs.
+                return Outcome::Streamed(Box::new(Streamed {
+                    res,
+                    asked: asked(true),
+                }));
             }
             let from_backend = from_backend(&res);
             let written = write::response(io, res, asked(true), send).await;
@@ -522,6 +778,42 @@ async fn exchange<H: Handler>(
             written
         }
     };
+    // A body that streamed kept the head's buffer to the end (the pump
+    // reads into the memory the head came in).
+    if let Some(head) = storage {
+        pool::recycle(head);
+    }
+    match written {
+        Ok(Written::KeepAlive) => Outcome::KeepAlive,
+        Ok(Written::Close) | Err(_) => Outcome::Close,
+    }
+}
+
+/// The request's head is done with once its answer is in: the buffer it
+/// was read into goes back to the pool now, not after a slow client has
+/// read all of the answer. The connection's buffer, empty, shares that
+/// memory, so it goes too (one is taken again when the next bytes come).
+fn done_with_head(buf: &mut Option<BytesMut>, storage: &mut Option<Bytes>) {
+    let Some(head) = storage.take() else {
+        return;
+    };
+    if buf.as_ref().is_some_and(BytesMut::is_empty) {
+        *buf = None;
+    }
+    pool::recycle(head);
+}
+
+/// Writes an answer that streams from its backend (see
+/// [`Outcome::Streamed`]).
+async fn write_streamed<H: Handler>(
+    conn: &Conn<H>,
+    io: &mut Stream,
+    answer: Box<Streamed>,
+) -> Outcome {
+    let Streamed { res, asked } = *answer;
+    let from_backend = from_backend(&res);
+    let written = write::response(io, res, asked, conn.handler.settings().send_timeout).await;
+    note_cut(conn, from_backend, &written);
     match written {
         Ok(Written::KeepAlive) => Outcome::KeepAlive,
         Ok(Written::Close) | Err(_) => Outcome::Close,
@@ -564,18 +856,56 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_waiting_partial_head_holds_only_its_bytes() {
+    fn a_compacted_head_is_the_same_head_in_bytes_of_its_own() {
+        let limits = Limits::default();
+        let wire =
+            b"POST /up?x=1 HTTP/1.1\r\nHost: a\r\nX-Thing: b\r\nContent-Length: 9\r\n\r\nabc";
+        let mut read = pool::take();
+        read.extend_from_slice(wire);
+        let Ok(Parsed::Head(mut head)) = parse(&mut read, 8192, 64) else {
+            panic!("a plain head parses");
+        };
+        assert_eq!(&read[..], b"abc", "what followed the head");
+        let len = head.storage.len() - read.len();
+        let before = (
+            head.parts.method.clone(),
+            head.parts.uri.clone(),
+            head.parts.headers.clone(),
+        );
+        compact_head(&mut head, len, &limits);
+        assert_eq!(
+            (
+                head.parts.method.clone(),
+                head.parts.uri.clone(),
+                head.parts.headers.clone()
+            ),
+            before
+        );
+        assert_eq!(&head.storage[..], &wire[..len], "only the head's bytes");
+        assert_eq!(head.framing, Framing::Length(9));
+    }
+
+    #[test]
+    fn a_waiting_body_keeps_a_buffer_sized_to_what_came() {
+        let mut buf = Some(pool::take());
+        buf.as_mut().expect("a buffer").extend_from_slice(b"xy");
+        shrink(&mut buf);
+        let b = buf.as_ref().expect("the bytes stay");
+        assert_eq!(&b[..], b"xy");
+        assert!(b.capacity() < SPARE, "{} bytes of room", b.capacity());
+        let mut empty = Some(pool::take());
+        shrink(&mut empty);
+        assert!(empty.is_none(), "nothing came: no buffer");
+    }
+
+    #[test]
+    fn a_waiting_partial_head_moves_back_into_a_read_buffer() {
         let mut buf = Some(pool::take());
         buf.as_mut().expect("lent").extend_from_slice(b"GET / HT");
-        park(&mut buf);
-        let parked = buf.as_ref().expect("kept");
-        assert_eq!(&parked[..], b"GET / HT");
-        assert_eq!(parked.capacity(), 8, "exactly what arrived");
+        shrink(&mut buf);
+        assert_eq!(buf.as_ref().expect("kept").capacity(), 8, "what arrived");
         let lent = lend(&mut buf);
         assert_eq!(&lent[..], b"GET / HT", "the bytes move back");
         assert!(lent.capacity() >= pool::READ_SIZE);
-        buf.as_mut().expect("lent").clear();
-        park(&mut buf);
-        assert!(buf.is_none(), "an empty buffer goes back to the pool");
     }
 }

@@ -173,11 +173,22 @@ impl Body for Outgoing {
 }
 
 /// A request body sent again: the frames the refusing target had, then
-/// the rest of the client's body.
+/// the rest of the client's body. Also a body read ahead: its first
+/// frames, then the rest.
 #[derive(Debug)]
 pub struct Replayed {
     sent: VecDeque<Kept>,
     rest: ProxyBody,
+}
+
+impl Replayed {
+    /// A body read ahead before a target was chosen (`forward`): `data`,
+    /// the `trailers` if they came, then the rest of the client's body.
+    pub fn ahead(data: Vec<Bytes>, trailers: Option<HeaderMap>, rest: ProxyBody) -> Replayed {
+        let mut sent: VecDeque<Kept> = data.into_iter().map(Kept::Data).collect();
+        sent.extend(trailers.map(Kept::Trailers));
+        Replayed { sent, rest }
+    }
 }
 
 impl Body for Replayed {
