@@ -21,7 +21,7 @@ AREAS=[
  ("malloc/free", r"malloc\.c|vgpreload|/malloc/|__rust_alloc|__rust_dealloc"),
  ("memcpy/memmove/memset", r"memmove|memcpy|memset"),
  ("HeaderMap: hash, insert, append, get, remove, drop", r"http-[0-9.]+/src/header/map\.rs|HeaderMap|header::map"),
- ("parse heads, both roles (httparse, head.rs, header names/values)", r"httparse|http1/head\.rs|http1::head|http-[0-9.]+/src/header/(name|value)\.rs|HeaderName|HeaderValue"),
+ ("parse heads, both roles (httparse, head.rs, raw.rs, header names/values)", r"httparse|http1/head\.rs|http1::head|http1/raw\.rs|http1::raw|http-[0-9.]+/src/header/(name|value)\.rs|HeaderName|HeaderValue"),
  ("validate", r"validate\.rs|validate::"),
  ("route: sticky read, pick (route.rs, sticky, table, core)", r"forward/route\.rs|/sticky/|sticky::|table\.rs|tether-core|crates/core|tether_core"),
  ("rewrite heads (rewrite.rs, headers.rs)", r"forward/rewrite\.rs|src/headers\.rs|headers::|rewrite::"),

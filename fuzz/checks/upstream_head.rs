@@ -16,7 +16,11 @@
 //!   `Content-Length`, and a connection that carried both is not reused;
 //!   a length is the one the head declared;
 //! - a connection is only ever reused after a body whose end is known
-//!   from its framing, and never after `Connection: close`.
+//!   from its framing, and never after `Connection: close`;
+//! - the reading an HTTP/1 client's exchange makes, which leaves the
+//!   fields in the head's bytes (`scan_head`), accepts and refuses the
+//!   same heads with the same status, framing and reuse, and the fields it
+//!   passes back are the map's less the hop-by-hop and sticky ones.
 //!
 //! Input: a first byte whose low bit says whether the request was `HEAD`,
 //! then the bytes the backend sent.
@@ -24,9 +28,12 @@
 //! Shared by `fuzz/fuzz_targets/upstream_head.rs` and
 //! `crates/proxy/tests/fuzz_corpus.rs`.
 
-use http::{StatusCode, header};
-use tether_proxy::http1::Framing;
-use tether_proxy::http1::client::read_head;
+use std::collections::BTreeMap;
+
+use http::{HeaderMap, StatusCode, header};
+use tether_proxy::http1::Scanned;
+use tether_proxy::http1::client::{read_head, scan_head};
+use tether_proxy::http1::{Framing, raw};
 
 pub fn run(data: &[u8]) {
     let Some((&first, wire)) = data.split_first() else {
@@ -34,6 +41,7 @@ pub fn run(data: &[u8]) {
     };
     let head_request = first & 1 == 1;
     let whole = read_head(wire, head_request);
+    same_by_both_readings(wire, head_request, whole.as_ref());
     let Some(answer) = whole else {
         // Not all there: no prefix can be either.
         for cut in 0..wire.len() {
@@ -137,4 +145,114 @@ fn check_view(wire: &[u8], head_request: bool, view: &tether_proxy::http1::clien
     }
     assert_eq!(start, view.len, "httparse ends the head elsewhere");
     assert!(last.is_some());
+}
+
+/// The raw reading agrees with the map's (see the module's promises).
+fn same_by_both_readings(
+    wire: &[u8],
+    head_request: bool,
+    map: Option<&Result<tether_proxy::http1::client::HeadView, tether_proxy::upstream::BadHead>>,
+) {
+    let scanned = scan_head(wire, head_request);
+    let (map, scanned) = match (map, scanned) {
+        (None, None) => return,
+        (Some(Err(_)), Some(Err(_))) => return,
+        (Some(Ok(map)), Some(Ok(scanned))) => (map, scanned),
+        (map, scanned) => panic!("the readings disagree: {map:?} and {scanned:?}"),
+    };
+    let (_, len, scanned, scanned_head) = scanned;
+    assert_eq!(len, map.len, "the readings end the head apart");
+    assert_eq!(scanned.status(), map.response.status());
+    let Scanned::Raw {
+        framing,
+        reusable,
+        flags,
+        kept,
+        ..
+    } = scanned
+    else {
+        // Only a `101`, a `Connection` that names fields, a bare LF line
+        // end or a head cut into many runs keeps the map.
+        let named = map
+            .response
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| {
+                v.as_bytes()
+                    .split(|&b| b == b',')
+                    .map(<[u8]>::trim_ascii)
+                    .any(|t| {
+                        !t.is_empty()
+                            && !t.eq_ignore_ascii_case(b"close")
+                            && !t.eq_ignore_ascii_case(b"keep-alive")
+                    })
+            });
+        let bare_lf = wire[..len]
+            .windows(2)
+            .any(|w| w[1] == b'\n' && w[0] != b'\r');
+        assert!(
+            map.response.status() == StatusCode::SWITCHING_PROTOCOLS
+                || named
+                || bare_lf
+                || map.response.headers().len() > 8,
+            "kept in the map for no reason"
+        );
+        return;
+    };
+    assert_eq!(framing, map.body);
+    assert_eq!(reusable, map.reusable);
+    let head = raw::RawHead::new(bytes::Bytes::copy_from_slice(&scanned_head[..kept]), flags);
+    let headers = map.response.headers();
+    assert_eq!(head.has_date(), headers.contains_key(header::DATE));
+    assert_eq!(
+        head.declares_length(),
+        headers.contains_key(header::CONTENT_LENGTH)
+    );
+    let written = head.fields();
+    assert!(
+        written.is_empty() || written.ends_with(b"\r\n"),
+        "lines end in CRLF"
+    );
+    assert!(
+        !written.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'),
+        "no bare LF"
+    );
+    let mut from_raw: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+    for (name, value) in raw::fields(written) {
+        let name = String::from_utf8(name.to_ascii_lowercase()).expect("a token");
+        from_raw.entry(name).or_default().push(value.to_vec());
+    }
+    assert_eq!(
+        from_raw,
+        passed_on(headers),
+        "{:?}",
+        String::from_utf8_lossy(written)
+    );
+}
+
+/// The map's fields a client gets: hop-by-hop and sticky ones out.
+fn passed_on(headers: &HeaderMap) -> BTreeMap<String, Vec<Vec<u8>>> {
+    const DROPPED: [&str; 11] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "x-target-server",
+        "x-target-server-last-use",
+    ];
+    let mut out: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+    for (name, value) in headers {
+        if !DROPPED.contains(&name.as_str()) {
+            out.entry(name.as_str().to_owned())
+                .or_default()
+                .push(value.as_bytes().to_vec());
+        }
+    }
+    out
 }

@@ -55,6 +55,18 @@ fn script(request_line: &str) -> (&'static [u8], Then) {
             Then::Close,
         ),
         "GET /garbage" => (b"NOT HTTP AT ALL\r\n\r\n", Then::Close),
+        "GET /fields" => (
+            b"HTTP/1.1 200 OK\r\nServer: Scripted/1\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\
+              Date: Sun, 06 Dec 2026 10:00:00 GMT\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\
+              X-Target-Server: forged\r\nx-target-server-last-use: 1\r\nSet-Cookie: a=1\r\nTE: trailers\r\n\
+              Trailer: x\r\nProxy-Authenticate: Basic\r\nUpgrade: h2c\r\nSet-Cookie: b=2\r\nX-Empty:\r\n\r\n\
+              2\r\nok\r\n0\r\n\r\n",
+            Then::KeepAlive,
+        ),
+        "GET /named" => (
+            b"HTTP/1.1 200 OK\r\nconnection: x-secret\r\nx-secret: 1\r\nx-kept: 2\r\ncontent-length: 2\r\n\r\nok",
+            Then::KeepAlive,
+        ),
         "GET /short" => (
             b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly this",
             Then::Close,
@@ -197,6 +209,69 @@ async fn every_response_framing_reaches_the_client_intact() {
         .expect("send");
     let res = c.read_response().await.expect("200");
     assert_eq!((res.status, &res.body[..]), (200, &b"plain"[..]));
+}
+
+/// The backend's fields reach the client as it sent them, less the
+/// hop-by-hop ones (also those its `Connection` names), a length beside
+/// `Transfer-Encoding` and its own sticky headers; the proxy's are added
+/// once, and the connections on both sides go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_fields_pass_back_less_hop_by_hop_ones() {
+    let backend = Scripted::start().await;
+    let (_proc, addr, _config) = proxy_for(&backend).await;
+    let mut c = RawConn::connect(addr, DEADLINE).await.expect("connect");
+    for _ in 0..2 {
+        c.send(b"GET /fields HTTP/1.1\r\nhost: t\r\n\r\n")
+            .await
+            .expect("send");
+        let res = c.read_response().await.expect("response");
+        assert_eq!((res.status, &res.body[..]), (200, &b"ok"[..]));
+        let names: Vec<String> = res
+            .headers
+            .iter()
+            .map(|(n, _)| n.to_ascii_lowercase())
+            .collect();
+        for gone in [
+            "keep-alive",
+            "content-length",
+            "te",
+            "trailer",
+            "proxy-authenticate",
+            "upgrade",
+        ] {
+            assert!(!names.iter().any(|n| n == gone), "{gone} passed: {names:?}");
+        }
+        let all = |name: &str| -> Vec<&str> {
+            res.headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        assert_eq!(all("server"), ["Scripted/1"]);
+        assert_eq!(all("set-cookie"), ["a=1", "b=2"]);
+        assert_eq!(all("date"), ["Sun, 06 Dec 2026 10:00:00 GMT"]);
+        assert_eq!(all("x-empty"), [""]);
+        assert_eq!(all("x-target-server"), ["scripted"]);
+        let last_use = all("x-target-server-last-use");
+        assert_eq!(last_use.len(), 1);
+        assert!(
+            last_use[0].parse::<u64>().is_ok_and(|ms| ms > 1),
+            "{last_use:?}"
+        );
+        assert_eq!(
+            all("transfer-encoding"),
+            ["chunked"],
+            "re-chunked for the client"
+        );
+    }
+    c.send(b"GET /named HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await
+        .expect("send");
+    let res = c.read_response().await.expect("response");
+    assert_eq!((res.status, &res.body[..]), (200, &b"ok"[..]));
+    assert_eq!(res.header("x-secret"), None, "named by Connection");
+    assert_eq!(res.header("x-kept"), Some("2"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,13 +20,14 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header;
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::Sleep;
 
 use super::chunked::{Decoded, Decoder, LAST_CHUNK, SizeLine};
-use super::head::{ResponseHead, head_end, is_interim, parse_response};
+use super::head::{ResponseHead, Scanned, head_end, is_interim, parse_response, scan_response};
+use super::raw::{RawFlags, RawHead};
 use super::{Framing, Rewind, pool};
 use crate::body::ProxyBody;
 use crate::conn::Stream;
@@ -169,12 +170,25 @@ impl Connection {
             )
         })
         .await;
-        let (res, framing, keep_alive) = match built {
+        let (res, framing, keep_alive, raw) = match built {
             Ok(built) => {
                 if let Some(parts) = kept {
                     pool::give_map(parts.headers);
                 }
-                built
+                match built {
+                    Final::Map((res, framing, keep_alive)) => {
+                        (res, framing, keep_alive, RawAt::default())
+                    }
+                    Final::Raw(status, framing, keep_alive, raw) => {
+                        // Empty: the fields stay in the head, at the front
+                        // of `buf`; the map is for the proxy's own (pooled,
+                        // so adding them does not allocate).
+                        let mut res = Response::new(());
+                        *res.status_mut() = status;
+                        *res.headers_mut() = pool::header_map(4);
+                        (res, framing, keep_alive, raw)
+                    }
+                }
             }
             Err(f) => return Err(f.with_head(kept)),
         };
@@ -182,6 +196,7 @@ impl Connection {
         let live = Live {
             conn: self,
             buf,
+            head: raw,
             framing,
             chunks: Decoder::default(),
             send: send.map(Box::new),
@@ -372,7 +387,7 @@ fn poll_head(
     send: &mut Option<Sending>,
     write_failed: &mut bool,
     due: Due<'_>,
-) -> Poll<Result<ResponseHead, Failed>> {
+) -> Poll<Result<Final, Failed>> {
     let Due {
         mut timer,
         timeout,
@@ -401,15 +416,44 @@ fn poll_head(
     }
     loop {
         if let Some(len) = head_end(buf) {
+            let bad = |e| Failed::sent(ErrorKind::BadHead(e), reused);
+            // A head too long for the room `Live` has for it goes by the
+            // map, as does an HTTP/2 client's.
+            if !copy_out && let Ok(len16) = u16::try_from(len) {
+                match scan_response(&mut buf[..len], head_request).map_err(bad)? {
+                    Scanned::Raw { status, .. } if is_interim(status) => {
+                        buf.advance(len);
+                        continue;
+                    }
+                    Scanned::Raw {
+                        status,
+                        framing,
+                        reusable,
+                        flags,
+                        kept,
+                    } => {
+                        // The head stays at the front of `buf`, its fields
+                        // moved together, until the client's writer takes
+                        // it.
+                        let raw = RawAt {
+                            len: len16,
+                            kept: u16::try_from(kept).unwrap_or(len16),
+                            flags,
+                        };
+                        return Poll::Ready(Ok(Final::Raw(status, framing, reusable, raw)));
+                    }
+                    // Read again into the map: the scan moved nothing.
+                    Scanned::Map(_) => {}
+                }
+            }
             // The fields may outlive the read buffer's turn (see
             // `COPY_BELOW`); a head is a few hundred bytes.
             let head = take_front(buf, len, copy_out);
-            let built = parse_response(&head, head_request)
-                .map_err(|e| Failed::sent(ErrorKind::BadHead(e), reused))?;
+            let built = parse_response(&head, head_request).map_err(bad)?;
             if is_interim(built.0.status()) {
                 continue;
             }
-            return Poll::Ready(Ok(built));
+            return Poll::Ready(Ok(Final::Map(built)));
         }
         if buf.len() >= MAX_RESPONSE_HEAD {
             return Poll::Ready(Err(Failed::sent(ErrorKind::HeadTooLarge, reused)));
@@ -436,6 +480,27 @@ fn poll_head(
             }
         }
     }
+}
+
+/// A response head in the form its client takes: an HTTP/1 client's
+/// fields go back as the backend sent them (`raw`: the head, of the given
+/// length, is left at the front of the read buffer), an HTTP/2 client's
+/// (`copy_out`) in the map hyper writes, as do the heads only the map
+/// carries.
+#[derive(Debug)]
+enum Final {
+    Map(ResponseHead),
+    Raw(StatusCode, Framing, bool, RawAt),
+}
+
+/// Where a raw head is in the read buffer: its length at the front and
+/// how much of that is the fields the client gets (see `raw::compact`).
+/// Two `u16`s and a byte: `Live` has the room without growing.
+#[derive(Clone, Copy, Debug, Default)]
+struct RawAt {
+    len: u16,
+    kept: u16,
+    flags: RawFlags,
 }
 
 /// Reads into `buf`, which holds a pooled buffer only while it has bytes
@@ -483,19 +548,50 @@ pub struct HeadView {
 /// exchange (interim `1xx` heads passed over): `None` while it is not all
 /// there. For the fuzz check; an exchange reads the same way as bytes come.
 pub fn read_head(buf: &[u8], head_request: bool) -> Option<Result<HeadView, BadHead>> {
+    let (_, len, (response, body, reusable)) =
+        match read_final_with(buf, head_request, parse_response, |(res, ..)| res.status())? {
+            Ok(read) => read,
+            Err(e) => return Some(Err(e)),
+        };
+    Some(Ok(HeadView {
+        len,
+        response,
+        body,
+        reusable,
+    }))
+}
+
+/// As [`read_head`], the way an HTTP/1 client's exchange reads it (the
+/// fields left in the head's bytes where they can be): where the final
+/// head starts and ends, what it says, and the head as the scan left it
+/// (a client's fields at its front). For the fuzz check, which holds the
+/// two readings to the same answer.
+pub fn scan_head(buf: &[u8], head_request: bool) -> Option<Result<ScannedHead, BadHead>> {
+    let scan = |head: &Bytes, head_request| {
+        let mut head = head.to_vec();
+        scan_response(&mut head, head_request).map(|s| (s, head))
+    };
+    let read = read_final_with(buf, head_request, scan, |(s, _)| s.status())?;
+    Some(read.map(|(start, end, (scanned, head))| (start, end, scanned, head)))
+}
+
+/// See [`scan_head`].
+pub type ScannedHead = (usize, usize, Scanned, Vec<u8>);
+
+fn read_final_with<T>(
+    buf: &[u8],
+    head_request: bool,
+    read: impl Fn(&Bytes, bool) -> Result<T, BadHead>,
+    status: impl Fn(&T) -> StatusCode,
+) -> Option<Result<(usize, usize, T), BadHead>> {
     let mut start = 0;
     loop {
         let len = head_end(&buf[start..])?;
         let head = Bytes::copy_from_slice(&buf[start..start + len]);
         start += len;
-        return Some(match parse_response(&head, head_request) {
-            Ok((response, _, _)) if is_interim(response.status()) => continue,
-            Ok((response, body, reusable)) => Ok(HeadView {
-                len: start,
-                response,
-                body,
-                reusable,
-            }),
+        return Some(match read(&head, head_request) {
+            Ok(read) if is_interim(status(&read)) => continue,
+            Ok(read) => Ok((start - len, start, read)),
             Err(e) => Err(e),
         });
     }
@@ -505,8 +601,12 @@ pub fn read_head(buf: &[u8], head_request: bool) -> Option<Result<HeadView, BadH
 #[derive(Debug)]
 struct Live {
     conn: Connection,
-    /// Bytes read past the head.
+    /// Bytes read past the head; the head itself first while `head` is
+    /// not 0.
     buf: BytesMut,
+    /// A raw head (see `raw`) at the front of `buf` while its `len` is
+    /// not 0: until the writer takes it (or it is dropped unwritten).
+    head: RawAt,
     /// What is left of the body: a `Length` counts down.
     framing: Framing,
     /// Where a `Chunked` body's decoding is.
@@ -517,6 +617,16 @@ struct Live {
     reusable: bool,
     /// See [`Connection::exchange`].
     copy_out: bool,
+}
+
+impl Live {
+    /// Lets go of a raw head still at the front of `buf`.
+    fn drop_head(&mut self) {
+        if self.head.len > 0 {
+            self.buf.advance(usize::from(self.head.len));
+            self.head = RawAt::default();
+        }
+    }
 }
 
 impl std::fmt::Debug for Sending {
@@ -542,10 +652,12 @@ pub type Upgraded = Rewind<Stream>;
 impl ResponseBody {
     fn new(live: Live) -> ResponseBody {
         let mut body = ResponseBody { live: Some(live) };
+        // A raw head is in the buffer until the writer takes it: the
+        // connection is let go then.
         if body
             .live
             .as_ref()
-            .is_some_and(|l| matches!(l.framing, Framing::Empty))
+            .is_some_and(|l| matches!(l.framing, Framing::Empty) && l.head.len == 0)
         {
             body.finish();
         }
@@ -557,16 +669,33 @@ impl ResponseBody {
     pub fn is_in_hand(&self) -> bool {
         self.live.as_ref().is_none_or(|l| match l.framing {
             Framing::Empty => true,
-            Framing::Length(left) => l.buf.len() as u64 >= left,
+            // A raw head still in the buffer is not body.
+            Framing::Length(left) => (l.buf.len() - usize::from(l.head.len)) as u64 >= left,
             Framing::Chunked | Framing::Close | Framing::Upgrade => false,
         })
     }
 
+    /// The response head as the backend sent it, for an HTTP/1 client's
+    /// writer; `None` when its fields are in the response's map. Taken
+    /// before the body is read.
+    pub fn take_raw(&mut self) -> Option<RawHead> {
+        let live = self.live.as_mut().filter(|l| l.head.len > 0)?;
+        let mut head = live.buf.split_to(usize::from(live.head.len));
+        head.truncate(usize::from(live.head.kept));
+        let raw = RawHead::new(head.freeze(), live.head.flags);
+        live.head = RawAt::default();
+        if matches!(live.framing, Framing::Empty) {
+            self.finish();
+        }
+        Some(raw)
+    }
+
     /// The connection of a `101` response, for the tunnel.
     pub fn upgrade(&mut self) -> Option<Upgraded> {
-        let live = self
+        let mut live = self
             .live
             .take_if(|l| matches!(l.framing, Framing::Upgrade))?;
+        live.drop_head();
         let prefix = live.buf.freeze();
         Some(Rewind::new(prefix, live.conn.io))
     }
@@ -574,9 +703,10 @@ impl ResponseBody {
     /// The body is complete: the connection goes back to the pool if the
     /// exchange left it clean, and is closed otherwise.
     fn finish(&mut self) {
-        let Some(live) = self.live.take() else {
+        let Some(mut live) = self.live.take() else {
             return;
         };
+        live.drop_head();
         let clean = live.reusable && live.send.is_none() && live.buf.is_empty();
         if clean {
             if live.buf.capacity() > 0 {
@@ -619,6 +749,9 @@ impl Body for ResponseBody {
         let Some(live) = &mut this.live else {
             return Poll::Ready(None);
         };
+        // Read without the writer having taken the head: the body starts
+        // after it.
+        live.drop_head();
         if let Some(send) = &mut live.send {
             match send.poll(&mut live.conn.io, cx) {
                 Poll::Ready(Ok(())) => live.send = None,

@@ -37,6 +37,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 
+use super::raw::{self, Plan, RawFlags};
 use super::{Framing, pool};
 use crate::headers;
 use crate::upstream::BadHead;
@@ -243,12 +244,17 @@ fn build(whole: &Bytes, req: &httparse::Request<'_, '_>) -> Result<Head, Reject>
     // Room for the forwarding headers the proxy adds, so they do not make
     // the map grow.
     let mut headers = pool::header_map(req.headers.len() + 6);
-    let f =
-        fields(whole, req.headers, version, Role::Request, &mut headers).map_err(|e| match e {
-            FieldError::Name | FieldError::Value => BAD_REQUEST,
-            FieldError::Length | FieldError::Conflict => BAD_LENGTH,
-            FieldError::TeHttp10 => TE_HTTP10,
-        })?;
+    let f = fields(
+        req.headers,
+        version,
+        Role::Request,
+        Some((whole, &mut headers)),
+    )
+    .map_err(|e| match e {
+        FieldError::Name | FieldError::Value => BAD_REQUEST,
+        FieldError::Length | FieldError::Conflict => BAD_LENGTH,
+        FieldError::TeHttp10 => TE_HTTP10,
+    })?;
     let Fields {
         length,
         transfer_encoding: te_seen,
@@ -256,6 +262,7 @@ fn build(whole: &Bytes, req: &httparse::Request<'_, '_>) -> Result<Head, Reject>
         mut close,
         keep_alive: keep_alive_token,
         expect_continue,
+        ..
     } = f;
     if te_seen && !chunked {
         return Err(BAD_TE);
@@ -309,6 +316,7 @@ enum Role {
 }
 
 /// What a head's framing fields said.
+#[derive(Default)]
 struct Fields {
     length: Option<u64>,
     transfer_encoding: bool,
@@ -318,8 +326,12 @@ struct Fields {
     close: bool,
     /// `Connection: keep-alive`.
     keep_alive: bool,
+    /// `Connection` names other fields (to drop on the way through).
+    names_fields: bool,
     /// `Expect: 100-continue` on an HTTP/1.1 request.
     expect_continue: bool,
+    /// A `Date` field.
+    date: bool,
 }
 
 /// Why a head's fields were refused.
@@ -334,56 +346,87 @@ enum FieldError {
     TeHttp10,
 }
 
-/// Reads the fields of a head into `headers` (values are slices of
-/// `whole`) and what they say about framing and the connection. An equal
-/// repeat of `Content-Length` is merged into the one field.
+/// The fields the rules below read, told apart by their raw names.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Known {
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    Expect,
+    Date,
+    Other,
+}
+
+fn known(name: &[u8]) -> Known {
+    let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+    match name.len() {
+        14 if is(b"content-length") => Known::ContentLength,
+        17 if is(b"transfer-encoding") => Known::TransferEncoding,
+        10 if is(b"connection") => Known::Connection,
+        6 if is(b"expect") => Known::Expect,
+        4 if is(b"date") => Known::Date,
+        _ => Known::Other,
+    }
+}
+
+/// Reads what a head's fields say about framing and the connection and,
+/// given a map, puts them in it (values are slices of the head's bytes,
+/// `whole`; an equal repeat of `Content-Length` is merged into the one
+/// field). Without a map the fields stay where they are (`raw`):
+/// `httparse` has already checked their names and values by the same
+/// rules as `http`'s types.
 fn fields(
-    whole: &Bytes,
     raw: &[httparse::Header<'_>],
     version: Version,
     role: Role,
-    headers: &mut HeaderMap,
+    mut headers: Option<(&Bytes, &mut HeaderMap)>,
 ) -> Result<Fields, FieldError> {
-    let mut f = Fields {
-        length: None,
-        transfer_encoding: false,
-        chunked: false,
-        close: false,
-        keep_alive: false,
-        expect_continue: false,
-    };
+    let mut f = Fields::default();
     for field in raw {
-        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| FieldError::Name)?;
-        let value = HeaderValue::from_maybe_shared(whole.slice_ref(field.value))
-            .map_err(|_| FieldError::Value)?;
-        if name == header::CONTENT_LENGTH {
-            let n = content_length(value.as_bytes()).ok_or(FieldError::Length)?;
-            match f.length {
-                Some(prev) if prev != n => return Err(FieldError::Conflict),
-                Some(_) => continue,
-                None => f.length = Some(n),
+        let value = field.value;
+        let kind = known(field.name.as_bytes());
+        match kind {
+            Known::ContentLength => {
+                let n = content_length(value).ok_or(FieldError::Length)?;
+                match f.length {
+                    Some(prev) if prev != n => return Err(FieldError::Conflict),
+                    Some(_) => continue,
+                    None => f.length = Some(n),
+                }
             }
-        } else if name == header::TRANSFER_ENCODING {
-            if role == Role::Request && version == Version::HTTP_10 {
-                return Err(FieldError::TeHttp10);
+            Known::TransferEncoding => {
+                if role == Role::Request && version == Version::HTTP_10 {
+                    return Err(FieldError::TeHttp10);
+                }
+                // Only the last coding of the last line decides; `validate`
+                // refuses the request lists it cannot carry.
+                f.transfer_encoding = true;
+                f.chunked = last_coding_is_chunked(value);
             }
-            // Only the last coding of the last line decides; `validate`
-            // refuses the request lists it cannot carry.
-            f.transfer_encoding = true;
-            f.chunked = last_coding_is_chunked(value.as_bytes());
-        } else if name == header::CONNECTION {
-            for token in headers::tokens(value.as_bytes()) {
-                f.close |= token.eq_ignore_ascii_case(b"close");
-                f.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            Known::Connection => {
+                for token in headers::tokens(value) {
+                    let close = token.eq_ignore_ascii_case(b"close");
+                    let keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
+                    f.close |= close;
+                    f.keep_alive |= keep_alive;
+                    f.names_fields |= !close && !keep_alive && !token.is_empty();
+                }
             }
-        } else if role == Role::Request
-            && name == header::EXPECT
-            && version == Version::HTTP_11
-            && value.as_bytes().eq_ignore_ascii_case(b"100-continue")
-        {
-            f.expect_continue = true;
+            Known::Expect => {
+                f.expect_continue |= role == Role::Request
+                    && version == Version::HTTP_11
+                    && value.eq_ignore_ascii_case(b"100-continue");
+            }
+            Known::Date => f.date = true,
+            Known::Other => {}
         }
-        headers.append(name, value);
+        if let Some((whole, headers)) = headers.as_mut() {
+            let name =
+                HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| FieldError::Name)?;
+            let value = HeaderValue::from_maybe_shared(whole.slice_ref(value))
+                .map_err(|_| FieldError::Value)?;
+            headers.append(name, value);
+        }
     }
     Ok(f)
 }
@@ -417,6 +460,83 @@ pub fn is_interim(status: StatusCode) -> bool {
 /// Parses one whole response head (`head_end` found its end), answering a
 /// `HEAD` request when `head_request`.
 pub fn parse_response(head: &Bytes, head_request: bool) -> Result<ResponseHead, BadHead> {
+    let mut headers = pool::header_map(16);
+    let (status, framing, reusable, f, _) =
+        read_response(head, head_request, Some((head, &mut headers)))?;
+    if f.transfer_encoding && !matches!(framing, Framing::Empty | Framing::Upgrade) {
+        // Transfer-Encoding overrides Content-Length (RFC 9112 section
+        // 6.3).
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    let mut res = Response::new(());
+    *res.status_mut() = status;
+    *res.version_mut() = Version::HTTP_11;
+    *res.headers_mut() = headers;
+    Ok((res, framing, reusable))
+}
+
+/// A response head checked by the rules of [`parse_response`] with its
+/// fields left in its bytes.
+#[derive(Debug)]
+pub enum Scanned {
+    /// What an HTTP/1 client can be sent as it is (see `raw`).
+    Raw {
+        status: StatusCode,
+        framing: Framing,
+        reusable: bool,
+        flags: RawFlags,
+        /// The fields the client gets are this many bytes at the front of
+        /// the head (see `raw::compact`).
+        kept: usize,
+    },
+    /// A head only the map can carry, and its status: a `101`, or one
+    /// whose `Connection` names fields. [`parse_response`] reads it.
+    Map(StatusCode),
+}
+
+impl Scanned {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Scanned::Raw { status, .. } | Scanned::Map(status) => *status,
+        }
+    }
+}
+
+/// Checks a whole response head as [`parse_response`] does, without
+/// building its map where the head can go back as it is: then the fields
+/// a client gets are moved to the front of `head` (its other bytes are
+/// left as they fall).
+pub fn scan_response(head: &mut [u8], head_request: bool) -> Result<Scanned, BadHead> {
+    let (status, framing, reusable, f, plan) = read_response(head, head_request, None)?;
+    let plan = match plan {
+        Some(plan) if status != StatusCode::SWITCHING_PROTOCOLS && !f.names_fields => plan,
+        _ => return Ok(Scanned::Map(status)),
+    };
+    // Beside a body that is not read by its framing (`HEAD`, `204`,
+    // `304`), the fields stay as they are, as in `parse_response`.
+    let length_kept = f.length.is_some() && !(f.transfer_encoding && framing != Framing::Empty);
+    let kept = raw::compact(head, &plan);
+    Ok(Scanned::Raw {
+        status,
+        framing,
+        reusable,
+        flags: RawFlags::new(length_kept, f.date),
+        kept,
+    })
+}
+
+/// What [`read_response`] makes of a head: status, framing, reuse, what
+/// the fields said, and (without a map) which lines a client gets.
+type ReadResponse = (StatusCode, Framing, bool, Fields, Option<Plan>);
+
+/// The rules both readings of a response head apply; the fields go into
+/// `headers` when given, else the lines to keep are planned.
+fn read_response(
+    head: &[u8],
+    head_request: bool,
+    headers: Option<(&Bytes, &mut HeaderMap)>,
+) -> Result<ReadResponse, BadHead> {
+    let planned = headers.is_none();
     let mut scratch: Scratch<'_> = [const { MaybeUninit::uninit() }; MAX_RESPONSE_HEADERS];
     let mut parsed = httparse::Response::new(&mut []);
     match httparse::ParserConfig::default().parse_response_with_uninit_headers(
@@ -442,16 +562,13 @@ pub fn parse_response(head: &Bytes, head_request: bool) -> Result<ResponseHead, 
     } else {
         Version::HTTP_10
     };
-    let mut headers = pool::header_map(parsed.headers.len() + 4);
-    let f = fields(head, parsed.headers, version, Role::Response, &mut headers).map_err(
-        |e| match e {
-            FieldError::Name => BadHead("field name"),
-            FieldError::Value => BadHead("field value"),
-            FieldError::Length => BadHead("content-length"),
-            FieldError::Conflict => BadHead("conflicting content-length"),
-            FieldError::TeHttp10 => unreachable!("a request rule"),
-        },
-    )?;
+    let f = fields(parsed.headers, version, Role::Response, headers).map_err(|e| match e {
+        FieldError::Name => BadHead("field name"),
+        FieldError::Value => BadHead("field value"),
+        FieldError::Length => BadHead("content-length"),
+        FieldError::Conflict => BadHead("conflicting content-length"),
+        FieldError::TeHttp10 => unreachable!("a request rule"),
+    })?;
     let bodiless = head_request
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -464,7 +581,6 @@ pub fn parse_response(head: &Bytes, head_request: bool) -> Result<ResponseHead, 
         // Transfer-Encoding overrides Content-Length (RFC 9112 section
         // 6.3); a message carrying both is not trusted with the
         // connection afterwards.
-        headers.remove(header::CONTENT_LENGTH);
         if f.chunked && http11 {
             Framing::Chunked
         } else {
@@ -485,11 +601,11 @@ pub fn parse_response(head: &Bytes, head_request: bool) -> Result<ResponseHead, 
     let reusable = persistent
         && !(f.transfer_encoding && f.length.is_some())
         && !matches!(framing, Framing::Close | Framing::Upgrade);
-    let mut res = Response::new(());
-    *res.status_mut() = status;
-    *res.version_mut() = Version::HTTP_11;
-    *res.headers_mut() = headers;
-    Ok((res, framing, reusable))
+    let drop_length = f.transfer_encoding && !matches!(framing, Framing::Empty | Framing::Upgrade);
+    let plan = planned
+        .then(|| raw::plan(head, parsed.headers, drop_length))
+        .flatten();
+    Ok((status, framing, reusable, f, plan))
 }
 
 /// httparse's reason, as fixed text.

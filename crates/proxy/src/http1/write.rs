@@ -16,6 +16,7 @@ use hyper::body::Body;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::chunked::{CRLF, LAST_CHUNK, SizeLine};
+use super::raw::RawHead;
 use super::{Framing, pool};
 use crate::body::ProxyBody;
 
@@ -62,39 +63,7 @@ pub async fn response<W>(
 where
     W: AsyncWrite + Unpin,
 {
-    let (mut parts, mut body) = res.into_parts();
-    let framing = framing(&mut parts.headers, parts.status, &body, asked);
-    let close = !asked.keep_alive
-        || framing == Framing::Close
-        || parts
-            .headers
-            .get(header::CONNECTION)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-    if close {
-        parts.headers.insert(header::CONNECTION, CLOSE.clone());
-    } else if asked.http10 {
-        parts.headers.insert(header::CONNECTION, KEEP_ALIVE.clone());
-    }
-    if !parts.headers.contains_key(header::DATE) {
-        parts.headers.insert(header::DATE, date());
-    }
-    let mut head = HEAD.take();
-    head.clear();
-    head.extend_from_slice(b"HTTP/1.1 ");
-    head.extend_from_slice(parts.status.as_str().as_bytes());
-    head.push(b' ');
-    head.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
-    head.extend_from_slice(b"\r\n");
-    for (name, value) in &parts.headers {
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
-    head.extend_from_slice(b"\r\n");
-    // The fields are in `head`; the map can serve the next head.
-    pool::give_map(std::mem::take(&mut parts.headers));
-
+    let (head, framing, close, mut body) = serialise(res, asked);
     let mut out = Out {
         w,
         send,
@@ -144,6 +113,55 @@ where
     })
 }
 
+/// The response's head as bytes, its body's framing, whether the
+/// connection closes after it, and its body. A plain function: the head's
+/// parts are borrowed here, and in `response` they would keep their room
+/// in every request's future while the body is written.
+fn serialise(res: Response<ProxyBody>, asked: Asked) -> (Vec<u8>, Framing, bool, ProxyBody) {
+    let (mut parts, mut body) = res.into_parts();
+    // A backend's fields that go back as they came (see `raw`); the map
+    // then holds only the proxy's own.
+    let raw = match &mut body {
+        ProxyBody::Upstream { body, .. } => body.take_raw(),
+        _ => None,
+    };
+    let framing = framing(&mut parts.headers, parts.status, &body, asked, raw.as_ref());
+    let close = !asked.keep_alive
+        || framing == Framing::Close
+        || parts
+            .headers
+            .get(header::CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    if close {
+        parts.headers.insert(header::CONNECTION, CLOSE.clone());
+    } else if asked.http10 {
+        parts.headers.insert(header::CONNECTION, KEEP_ALIVE.clone());
+    }
+    if !raw.as_ref().is_some_and(RawHead::has_date) && !parts.headers.contains_key(header::DATE) {
+        parts.headers.insert(header::DATE, date());
+    }
+    let mut head = HEAD.take();
+    head.clear();
+    head.extend_from_slice(b"HTTP/1.1 ");
+    head.extend_from_slice(parts.status.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+    head.extend_from_slice(b"\r\n");
+    if let Some(raw) = &raw {
+        head.extend_from_slice(raw.fields());
+    }
+    for (name, value) in &parts.headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    // The fields are in `head`; the map can serve the next head.
+    pool::give_map(std::mem::take(&mut parts.headers));
+    (head, framing, close, body)
+}
+
 /// Decides the body's framing and makes the length headers say it: no
 /// body after a HEAD, 1xx, 204 or 304; a length when known; otherwise
 /// chunks, or for an HTTP/1.0 client the end of the connection.
@@ -152,6 +170,7 @@ fn framing(
     status: StatusCode,
     body: &ProxyBody,
     asked: Asked,
+    raw: Option<&RawHead>,
 ) -> Framing {
     let bodiless = status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -159,10 +178,15 @@ fn framing(
     if bodiless {
         return Framing::Empty;
     }
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = match raw {
+        // The length the head declared is the body's framing (checked
+        // when the head was read), so the body says it.
+        Some(raw) if raw.declares_length() => body.size_hint().exact(),
+        _ => headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok()),
+    };
     let length = declared.or_else(|| body.size_hint().exact());
     if let Some(n) = length
         && declared.is_none()
