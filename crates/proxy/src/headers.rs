@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use crate::conn::ConnInfo;
+use crate::ip_text;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -80,8 +81,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 #[derive(Clone, Debug)]
 pub struct Peer {
     pub addr: SocketAddr,
-    /// The client's IP as a header value, for `X-Forwarded-For`.
-    ip: HeaderValue,
     tls: bool,
     /// Accepted over `[limits] client_connections`: its requests are
     /// answered `429` (see `limits`).
@@ -90,11 +89,10 @@ pub struct Peer {
 
 impl Peer {
     pub fn new(conn: &ConnInfo) -> Peer {
-        let addr = conn.peer;
-        let ip = addr.ip().to_canonical().to_string();
+        // The IP's text is not held: written per request (`ip_text`), it
+        // costs an idle connection nothing.
         Peer {
-            addr,
-            ip: HeaderValue::from_str(&ip).unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            addr: conn.peer,
             tls: conn.tls.is_some(),
             over_connection_limit: false,
         }
@@ -111,14 +109,15 @@ impl Peer {
 pub fn add_forwarding(headers: &mut HeaderMap, peer: &Peer, host: Option<HeaderValue>) {
     let xff = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
         Some(prev) => {
-            let ip = peer.ip.as_bytes();
-            let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
+            let mut ip = [0; ip_text::MAX_LEN];
+            let len = ip_text::write(peer.addr.ip().to_canonical(), &mut ip);
+            let mut v = Vec::with_capacity(prev.len() + 2 + len);
             v.extend_from_slice(prev);
             v.extend_from_slice(b", ");
-            v.extend_from_slice(ip);
+            v.extend_from_slice(&ip[..len]);
             HeaderValue::from_bytes(&v).ok()
         }
-        None => Some(peer.ip.clone()),
+        None => Some(ip_text::header_value(peer.addr.ip())),
     };
     if let Some(xff) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), xff);

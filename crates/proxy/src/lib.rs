@@ -22,6 +22,7 @@ pub mod h2;
 pub mod headers;
 pub mod http1;
 pub mod http2;
+pub mod ip_text;
 pub mod limits;
 pub mod listeners;
 pub mod passive;
@@ -38,6 +39,7 @@ pub mod tunnel;
 pub mod upgrade;
 pub mod upstream;
 pub mod validate;
+pub mod wheel;
 
 use std::future::Future;
 use std::sync::Arc;

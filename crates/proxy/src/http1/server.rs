@@ -4,9 +4,11 @@
 //! `forward`), writes the answer, and waits for the next, holding nothing
 //! while it waits.
 //!
-//! Idle, a plain connection is its socket, a few words of state and a
-//! readiness wait: the read buffer comes from a per-thread pool when bytes
-//! arrive and goes back once a request is done and nothing is left over;
+//! Idle, a plain connection is its socket, a few words of state, a
+//! readiness wait and an entry on its thread's timer wheel (`wheel`): the
+//! read buffer comes from a per-thread pool when bytes arrive and goes
+//! back once a request is done and nothing is left over, or, while a
+//! partial head waits for the rest, once its bytes are copied out;
 //! everything a request needs lives in one boxed future for that request
 //! only. The listener (`crate::server`) sends HTTP/2 (ALPN, or the h2c
 //! preface, which this loop recognises on a new connection) to hyper.
@@ -47,6 +49,7 @@ use crate::guard::{Progress, READ_AHEAD};
 use crate::headers::Peer;
 use crate::respond::rejection;
 use crate::validate::Reject;
+use crate::wheel::{self, Timer};
 
 /// The HTTP/2 connection preface (RFC 9113 section 3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -126,86 +129,120 @@ enum Next {
 }
 
 /// Serves HTTP/1 requests on `io` until the client or the proxy closes it.
-pub async fn serve<H: Handler>(mut conn: Conn<H>, mut io: Stream) -> Ended<H> {
-    let mut buf: Option<BytesMut> = None;
-    let mut first = true;
-    loop {
-        let deadline = Instant::now() + conn.handler.settings().header_read_timeout;
-        let head = match read_head(&mut conn, &mut io, &mut buf, deadline, first).await {
-            Ok(Next::Head(head)) => head,
-            Ok(Next::H2) => {
-                let read = buf.take().map(BytesMut::freeze).unwrap_or_default();
-                return Ended::H2(Rewind::new(read, io), conn);
-            }
-            Ok(Next::Close) => return Ended::Closed,
-            Err(reject) => {
-                debug!(target: "proxy", "refused a request head from {}: {}", conn.peer.addr, reject.message);
-                // A head that was whole and framed (a bad target) leaves the
-                // connection usable; anything else closes it.
-                let asked = Asked {
-                    head: false,
-                    http10: false,
-                    keep_alive: !reject.close && !*conn.stop.borrow(),
-                };
-                let res = rejection(reject);
-                // Boxed, like a request: rare, and large.
-                let written = Box::pin(write::response(
-                    &mut io,
-                    res,
-                    asked,
-                    conn.handler.settings().send_timeout,
-                ))
-                .await;
-                match written {
-                    Ok(Written::KeepAlive) => {
-                        first = false;
-                        continue;
-                    }
-                    _ => {
-                        let _ = io.shutdown().await;
+#[allow(clippy::manual_async_fn)] // on purpose: see the block's comment
+pub fn serve<H: Handler>(mut conn: Conn<H>, mut io: Stream) -> impl Future<Output = Ended<H>> {
+    // An `async` block that uses `conn` and `io` where it captured them: an
+    // `async fn` would move its arguments into locals and keep both.
+    async move {
+        let mut buf: Option<BytesMut> = None;
+        let mut first = true;
+        loop {
+            let head = match read_head(&conn, &mut io, &mut buf, first).await {
+                Ok(Next::Head(mut head)) => {
+                    // The body is read ahead here, boxed and only when it is
+                    // not all in yet: its state would otherwise live in every
+                    // idle connection's future.
+                    if needs_read_ahead(&head, buf.as_ref())
+                        && !Box::pin(read_ahead(&mut conn, &mut io, &mut buf, &mut head)).await
+                    {
                         return Ended::Closed;
                     }
+                    head
                 }
+                Ok(Next::H2) => {
+                    let read = buf.take().map(BytesMut::freeze).unwrap_or_default();
+                    return Ended::H2(Rewind::new(read, io), conn);
+                }
+                Ok(Next::Close) => return Ended::Closed,
+                Err(reject) => {
+                    debug!(target: "proxy", "refused a request head from {}: {}", conn.peer.addr, reject.message);
+                    // A head that was whole and framed (a bad target) leaves the
+                    // connection usable; anything else closes it.
+                    let asked = Asked {
+                        head: false,
+                        http10: false,
+                        keep_alive: !reject.close && !*conn.stop.borrow(),
+                    };
+                    let res = rejection(reject);
+                    // Boxed, like a request: rare, and large.
+                    let written = Box::pin(write::response(
+                        &mut io,
+                        res,
+                        asked,
+                        conn.handler.settings().send_timeout,
+                    ))
+                    .await;
+                    match written {
+                        Ok(Written::KeepAlive) => {
+                            first = false;
+                            continue;
+                        }
+                        _ => {
+                            let _ = io.shutdown().await;
+                            return Ended::Closed;
+                        }
+                    }
+                }
+            };
+            first = false;
+            // Boxed: the request's state exists only while there is a request.
+            let mut outcome = Box::pin(exchange(&conn, &mut io, &mut buf, head)).await;
+            if let Outcome::Streamed(answer) = outcome {
+                outcome = Box::pin(write_streamed(&conn, &mut io, answer)).await;
             }
-        };
-        first = false;
-        // Boxed: the request's state exists only while there is a request.
-        let mut outcome = Box::pin(exchange(&conn, &mut io, &mut buf, head)).await;
-        if let Outcome::Streamed(answer) = outcome {
-            outcome = Box::pin(write_streamed(&conn, &mut io, answer)).await;
-        }
-        match outcome {
-            Outcome::KeepAlive => {}
-            Outcome::Close => {
-                let _ = io.shutdown().await;
-                return Ended::Closed;
+            match outcome {
+                Outcome::KeepAlive => {}
+                Outcome::Close => {
+                    let _ = io.shutdown().await;
+                    return Ended::Closed;
+                }
+                Outcome::Upgrade(to) => {
+                    let read = buf.take().map(BytesMut::freeze).unwrap_or_default();
+                    let _ = to.send(Rewind::new(read, io));
+                    return Ended::Closed;
+                }
+                // Written above.
+                Outcome::Streamed(_) => {}
             }
-            Outcome::Upgrade(to) => {
-                let read = buf.take().map(BytesMut::freeze).unwrap_or_default();
-                let _ = to.send(Rewind::new(read, io));
-                return Ended::Closed;
+            if let Some(b) = buf.take_if(|b| b.is_empty()) {
+                pool::give(b);
             }
-            // Written above.
-            Outcome::Streamed(_) => {}
-        }
-        if let Some(b) = buf.take_if(|b| b.is_empty()) {
-            pool::give(b);
         }
     }
 }
 
 /// Reads until a whole head is in `buf`, the client leaves, the header
 /// read timeout passes, or the drain finds the connection idle.
-async fn read_head<H: Handler>(
-    conn: &mut Conn<H>,
+///
+/// One `poll_fn` over borrowed state, no futures inside it: what it holds
+/// between polls is what a waiting connection costs. Its deadline is an
+/// entry on this thread's timer wheel, armed at the first wait: the
+/// timeout counts from when the head (or, kept alive, the next one) is
+/// first waited for.
+fn read_head<'a, H: Handler>(
+    conn: &'a Conn<H>,
+    io: &'a mut Stream,
+    buf: &'a mut Option<BytesMut>,
+    first: bool,
+) -> impl Future<Output = Result<Next, Reject>> + use<'a, H> {
+    // A closure that owns its state, not an `async fn` around one: the
+    // latter would hold the arguments twice.
+    let mut timer = None;
+    std::future::poll_fn(move |cx| poll_head(cx, conn, io, buf, first, &mut timer))
+}
+
+fn poll_head<H: Handler>(
+    cx: &mut Context<'_>,
+    conn: &Conn<H>,
     io: &mut Stream,
     buf: &mut Option<BytesMut>,
-    deadline: Instant,
     first: bool,
-) -> Result<Next, Reject> {
+    timer: &mut Option<Timer>,
+) -> Poll<Result<Next, Reject>> {
+    let settings = conn.handler.settings();
     let (max_bytes, max_headers) = (
-        conn.handler.settings().limits.max_header_bytes,
-        conn.handler.settings().limits.max_headers,
+        settings.limits.max_header_bytes,
+        settings.limits.max_headers,
     );
     loop {
         if let Some(b) = buf.as_mut().filter(|b| !b.is_empty()) {
@@ -213,18 +250,10 @@ async fn read_head<H: Handler>(
                 || first && b.starts_with(H2_PREFACE);
             if h2 {
                 if b.len() >= H2_PREFACE.len() {
-                    return Ok(Next::H2);
+                    return Poll::Ready(Ok(Next::H2));
                 }
-            } else if let Parsed::Head(mut h) = parse(b, max_bytes, max_headers)? {
-                // The body is read ahead here, boxed and only when it is
-                // not all in yet: its state would otherwise live in every
-                // idle connection's future.
-                if needs_read_ahead(&h, buf.as_ref())
-                    && !Box::pin(read_ahead(conn, io, buf, &mut h)).await
-                {
-                    return Ok(Next::Close);
-                }
-                return Ok(Next::Head(h));
+            } else if let Parsed::Head(h) = parse(b, max_bytes, max_headers)? {
+                return Poll::Ready(Ok(Next::Head(h)));
             }
         }
         // A connection's first request is read even once the drain has
@@ -232,13 +261,84 @@ async fn read_head<H: Handler>(
         // (in a binary upgrade, the moment before the new process took
         // over), and closing it unread would fail that request.
         let idle = !first && buf.as_ref().is_none_or(BytesMut::is_empty);
-        if idle && *conn.stop.borrow() {
-            return Ok(Next::Close);
+        if idle && draining(&conn.stop) {
+            return Poll::Ready(Ok(Next::Close));
         }
-        if !read_more(conn, io, buf, deadline, idle).await {
-            return Ok(Next::Close);
+        match poll_read(cx, io, buf) {
+            Poll::Ready(true) => continue,
+            Poll::Ready(false) => return Poll::Ready(Ok(Next::Close)),
+            Poll::Pending => {}
+        }
+        // A partial head waits in bytes sized to it (slowloris clients hold
+        // what they sent, not a read buffer); an empty buffer goes back.
+        shrink(buf);
+        let state = match timer {
+            Some(t) => t.update(idle, cx.waker()),
+            None => {
+                let deadline = Instant::now() + settings.header_read_timeout;
+                let (t, state) = Timer::arm(deadline, idle, cx.waker());
+                *timer = Some(t);
+                state
+            }
+        };
+        // The drain is read after arming: a drain that starts after this
+        // read wakes the entry (see `wheel`).
+        if state == wheel::State::Due || idle && draining(&conn.stop) {
+            return Poll::Ready(Ok(Next::Close));
+        }
+        return Poll::Pending;
+    }
+}
+
+/// Whether the drain has started, or the server that would say so is
+/// gone: one atomic load while neither.
+fn draining(stop: &watch::Receiver<bool>) -> bool {
+    stop.has_changed()
+        .map_or(true, |changed| changed && *stop.borrow())
+}
+
+/// One read into `buf`: `Ready(true)` when bytes came, `Ready(false)` when
+/// the connection should close (the client left, or an error).
+fn poll_read(cx: &mut Context<'_>, io: &mut Stream, buf: &mut Option<BytesMut>) -> Poll<bool> {
+    match io {
+        Stream::Plain(stream) => loop {
+            // Readiness, then a buffer: a connection with nothing to read
+            // holds none.
+            if std::task::ready!(stream.poll_read_ready(cx)).is_err() {
+                return Poll::Ready(false);
+            }
+            match stream.try_read_buf(lend(buf)) {
+                Ok(n) => return Poll::Ready(n > 0),
+                // Readiness was stale and is cleared: wait again.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return Poll::Ready(false),
+            }
+        },
+        // TLS may hold decrypted bytes the socket no longer signals, so
+        // the read itself is the wait (a read future holds nothing
+        // between polls: one per poll).
+        Stream::Tls(tls) => {
+            let read = std::pin::pin!(tokio::io::AsyncReadExt::read_buf(tls, lend(buf))).poll(cx);
+            match read {
+                Poll::Ready(Ok(n)) => Poll::Ready(n > 0),
+                Poll::Ready(Err(_)) => Poll::Ready(false),
+                Poll::Pending => Poll::Pending,
+            }
         }
     }
+}
+
+/// The buffer to read into: a pooled one (with what a waiting head had
+/// moved into bytes of its own size, see [`shrink`]) with room for a read.
+fn lend(buf: &mut Option<BytesMut>) -> &mut BytesMut {
+    let b = buf.get_or_insert_with(pool::take);
+    if b.capacity() < pool::READ_SIZE {
+        let mut lent = pool::take();
+        lent.extend_from_slice(b);
+        *b = lent;
+    }
+    pool::room(b);
+    b
 }
 
 /// One read into `buf`; `false` when the connection should close (the
@@ -796,5 +896,16 @@ mod tests {
         let mut empty = Some(pool::take());
         shrink(&mut empty);
         assert!(empty.is_none(), "nothing came: no buffer");
+    }
+
+    #[test]
+    fn a_waiting_partial_head_moves_back_into_a_read_buffer() {
+        let mut buf = Some(pool::take());
+        buf.as_mut().expect("lent").extend_from_slice(b"GET / HT");
+        shrink(&mut buf);
+        assert_eq!(buf.as_ref().expect("kept").capacity(), 8, "what arrived");
+        let lent = lend(&mut buf);
+        assert_eq!(&lent[..], b"GET / HT", "the bytes move back");
+        assert!(lent.capacity() >= pool::READ_SIZE);
     }
 }
