@@ -60,8 +60,11 @@ def rust_program(src: str) -> str:
     tolerated = re.findall(
         r"through\(\s*addr,\s*&mut upstream,\s*(.*?),\s*\)\s*\.await", src, re.S
     )
-    if len(tolerated) != 2:
+    # The first two are fixed inputs; a third (16i, a 40 KiB chunked body
+    # built in the test) pins the streamed re-chunking and is not a case here.
+    if len(tolerated) < 2:
         sys.exit(f"expected 2 inputs in inputs_the_parser_tolerates_are_normalised, found {len(tolerated)}")
+    tolerated = tolerated[:2]
     now = int(time.time() * 1000)
     return f"""
 #![allow(dead_code, unused)]
