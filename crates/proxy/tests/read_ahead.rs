@@ -132,7 +132,6 @@ async fn a_slow_chunked_body_within_the_read_ahead_reaches_the_backend_whole_wit
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_past_the_read_ahead_streams_on_and_is_cut_when_it_falls_below_the_rate() {
     let (b, _checker, proxy) = proxy().await;
-    let conns = b[0].connections();
     let mut client = TcpStream::connect(proxy.addr).await.expect("connect");
     client.set_nodelay(true).expect("nodelay");
     client
@@ -165,7 +164,6 @@ async fn a_body_past_the_read_ahead_streams_on_and_is_cut_when_it_falls_below_th
     .await;
     assert!(!got.complete, "{got:?}");
     assert!(got.body_len >= READ_AHEAD, "{got:?}");
-    assert!(b[0].connections() >= conns);
     eventually("the backend connection is closed", DEADLINE, || async {
         (b[0].open_connections() == 0).then_some(())
     })
